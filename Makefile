@@ -1,0 +1,50 @@
+# `make run` and `make test` install whatever is missing first, then run.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-stamp
+FASHION_DIR := /usr/share/datasets/fashion-mnist
+ARGS ?=
+
+.PHONY: install data run test test-all lint bench sync clean
+
+install: $(STAMP) data
+
+# Re-installs when pyproject.toml changes.
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --disable-pip-version-check -e '.[dev]'
+	touch $(STAMP)
+
+# Full Fashion-MNIST for offline runs, from Debian's dataset-fashion-mnist.
+# Best effort: without root or apt the rest still installs and the tests use
+# data they generate.
+data:
+	@if [ ! -d $(FASHION_DIR) ]; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dataset-fashion-mnist >/dev/null) \
+	      || echo "warning: could not install dataset-fashion-mnist; data=fashion_mnist needs data.download=true"; \
+	  else echo "note: $(FASHION_DIR) missing (needs root: apt-get install dataset-fashion-mnist)"; fi; \
+	fi
+
+run: install
+	$(BIN)/python run.py $(ARGS)
+
+test: install
+	$(BIN)/python -m pytest -q $(ARGS)
+
+test-all: install
+	$(BIN)/python -m pytest -q -m "" $(ARGS)
+
+lint: install
+	$(BIN)/ruff check src tests experiments run.py
+
+bench: install
+	$(BIN)/python experiments/bench_spiral.py $(ARGS)
+
+# Upload runs that W&B logged offline.
+sync: install
+	find logs -type d -name 'offline-run-*' -exec $(BIN)/wandb sync {} \;
+
+clean:
+	rm -rf logs .pytest_cache

@@ -1,0 +1,25 @@
+"""Hydra/OmegaConf resolvers that odelab's configs use."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from omegaconf import OmegaConf
+
+PACKAGE_DIR = Path(__file__).resolve().parent
+
+
+def repo_root() -> Path:
+    """The checkout that holds `conf/` (the package is installed in editable mode)."""
+    for parent in PACKAGE_DIR.parents:
+        if (parent / "conf" / "run.yaml").is_file():
+            return parent
+    return Path.cwd()
+
+
+def register_resolvers() -> None:
+    if not OmegaConf.has_resolver("odelab_root"):
+        OmegaConf.register_new_resolver("odelab_root", lambda: str(repo_root()))
+
+
+CONFIG_DIR = repo_root() / "conf"

@@ -1,0 +1,1 @@
+"""Plain `nn.Module`s: vector fields and networks that tasks train."""

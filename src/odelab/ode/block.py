@@ -1,0 +1,217 @@
+"""The one place where odelab integrates an ODE.
+
+Every task hands a vector field `f(t, z)` (a plain `nn.Module`) to an `ODEBlock`;
+the block wraps torchdiffeq, applies the solver and sensitivity settings, counts
+function evaluations for the forward and backward pass separately, and turns
+solver failures into errors that say what to change.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator, Sequence
+
+import torch
+from torch import Tensor, nn
+from torchdiffeq import odeint, odeint_adjoint
+
+from odelab.errors import ConfigError, SolverError
+from odelab.ode.config import Sensitivity, Solver
+
+State = Tensor | tuple[Tensor, ...]
+
+
+def _shapes(state: State) -> list[tuple[int, ...]]:
+    if isinstance(state, Tensor):
+        return [tuple(state.shape)]
+    return [tuple(s.shape) for s in state]
+
+
+def _all_finite(state: State) -> bool:
+    tensors = (state,) if isinstance(state, Tensor) else state
+    return all(bool(torch.isfinite(s).all()) for s in tensors)
+
+
+class CountedField(nn.Module):
+    """Wraps a vector field and counts its evaluations.
+
+    Calls made while `forward_pass()` is active count as forward NFE; all other
+    calls (the adjoint solve inside `backward()`) count as backward NFE.
+    """
+
+    def __init__(self, field: nn.Module, max_nfe: int | None = None, name: str = "field"):
+        super().__init__()
+        self.field = field
+        self.max_nfe = max_nfe
+        self.name = name
+        self.nfe_forward = 0
+        self.nfe_backward = 0
+        self._in_forward = False
+        self._solve_start = 0
+        self._backward_mark = 0
+        self._solver_text = ""
+
+    @contextlib.contextmanager
+    def forward_pass(self, solver: Solver) -> Iterator[None]:
+        self._in_forward = True
+        self._solve_start = self.nfe_forward
+        self._solver_text = solver.describe()
+        try:
+            yield
+        finally:
+            self._in_forward = False
+            self._backward_mark = self.nfe_backward
+
+    def reset(self) -> None:
+        self.nfe_forward = 0
+        self.nfe_backward = 0
+        self._solve_start = 0
+        self._backward_mark = 0
+
+    def forward(self, t: Tensor, z: State) -> State:
+        if self._in_forward:
+            self.nfe_forward += 1
+            used = self.nfe_forward - self._solve_start
+        else:
+            self.nfe_backward += 1
+            used = self.nfe_backward - self._backward_mark
+        if self.max_nfe is not None and used > self.max_nfe:
+            phase = "forward" if self._in_forward else "adjoint (backward)"
+            raise SolverError(
+                f"{phase} solve of {self.name} with {self._solver_text} took more than "
+                f"solver.max_nfe={self.max_nfe} function evaluations. The dynamics are stiff "
+                "or diverging: loosen solver.rtol/atol, lower the learning rate, regularize "
+                "the field, or raise solver.max_nfe."
+            )
+        return self.field(t, z)
+
+
+class ODEBlock(nn.Module):
+    """Integrates `field` from `y0` over the times `t` with the configured solver.
+
+    Args:
+        field: vector field `f(t, z) -> dz/dt` returning the state's shape.
+        solver: method and tolerances.
+        sensitivity: direct back-propagation or the adjoint method.
+        t: default output times (at least two, increasing or decreasing).
+        return_trajectory: return the state at every time in `t` (leading time
+            axis) instead of only the final state.
+        name: config key of the field, used in error messages.
+    """
+
+    def __init__(
+        self,
+        field: nn.Module,
+        solver: Solver | None = None,
+        sensitivity: Sensitivity | None = None,
+        t: Sequence[float] | Tensor = (0.0, 1.0),
+        return_trajectory: bool = False,
+        name: str = "model.field",
+    ):
+        super().__init__()
+        self.solver = solver or Solver()
+        self.sensitivity = sensitivity or Sensitivity()
+        self.func = CountedField(field, self.solver.max_nfe, name)
+        self.register_buffer("t", _as_times(t, "t"), persistent=False)
+        self.return_trajectory = return_trajectory
+        self.name = name
+        self._shape_checked = False
+
+    @property
+    def field(self) -> nn.Module:
+        return self.func.field
+
+    @property
+    def nfe_forward(self) -> int:
+        return self.func.nfe_forward
+
+    @property
+    def nfe_backward(self) -> int:
+        return self.func.nfe_backward
+
+    def reset_nfe(self) -> None:
+        self.func.reset()
+
+    def forward(
+        self,
+        y0: State,
+        t: Tensor | None = None,
+        adjoint_params: Sequence[Tensor] | None = None,
+    ) -> State:
+        times = self.t if t is None else _as_times(t, "t", like=_first(y0))
+        if not self._shape_checked:
+            self._check_field(y0, times)
+        with self.func.forward_pass(self.solver):
+            out = self._integrate(y0, times, adjoint_params)
+        if not _all_finite(out):
+            raise SolverError(
+                f"the solve of {self.name} with {self.solver.describe()} returned NaN or inf. "
+                "The field or its inputs contain non-finite values, or the dynamics blew up: "
+                "lower the learning rate, clip gradients (trainer.gradient_clip_val), or "
+                "tighten the solver tolerances."
+            )
+        if self.return_trajectory:
+            return out
+        return out[-1] if isinstance(out, Tensor) else tuple(s[-1] for s in out)
+
+    def _integrate(
+        self, y0: State, times: Tensor, adjoint_params: Sequence[Tensor] | None
+    ) -> State:
+        kwargs = self.solver.odeint_kwargs()
+        try:
+            if self.sensitivity.adjoint:
+                kwargs.update(self.sensitivity.odeint_adjoint_kwargs(self.solver))
+                if adjoint_params is not None:
+                    kwargs["adjoint_params"] = tuple(adjoint_params)
+                return odeint_adjoint(self.func, y0, times, **kwargs)
+            return odeint(self.func, y0, times, **kwargs)
+        except (AssertionError, RuntimeError) as err:
+            text = str(err)
+            if "max_num_steps" in text or "underflow" in text:
+                raise SolverError(
+                    f"the solve of {self.name} with {self.solver.describe()} ran away "
+                    f"({text}). The dynamics are stiff or diverging: loosen "
+                    "solver.rtol/atol, raise solver.max_num_steps, lower the learning rate, "
+                    "or use a fixed-step solver (solver=rk4)."
+                ) from err
+            raise
+
+    def _check_field(self, y0: State, times: Tensor) -> None:
+        with torch.no_grad():
+            out = self.field(times[0], y0)
+        if _shapes(out) != _shapes(y0):
+            raise ConfigError(
+                f"{self.name} returned shape {_shapes(out)} for a state of shape "
+                f"{_shapes(y0)}; a vector field must return its input's shape. Fix the "
+                f"field's output size in the config ({self.name})."
+            )
+        self._shape_checked = True
+
+
+def _first(state: State) -> Tensor:
+    return state if isinstance(state, Tensor) else state[0]
+
+
+def _as_times(t: Sequence[float] | Tensor, key: str, like: Tensor | None = None) -> Tensor:
+    times = torch.as_tensor(t, dtype=torch.get_default_dtype() if like is None else like.dtype)
+    if like is not None:
+        times = times.to(like.device)
+    if times.ndim != 1 or times.numel() < 2:
+        raise ConfigError(f"{key} needs at least two output times, got shape {tuple(times.shape)}")
+    steps = times[1:] - times[:-1]
+    if not (bool((steps > 0).all()) or bool((steps < 0).all())):
+        raise ConfigError(f"{key} must be strictly increasing or decreasing, got {times.tolist()}")
+    return times
+
+
+def odesolve(
+    field: nn.Module,
+    y0: State,
+    t: Sequence[float] | Tensor,
+    solver: Solver | None = None,
+    sensitivity: Sensitivity | None = None,
+    name: str = "field",
+) -> State:
+    """Solve once and return the trajectory at `t` (time axis first)."""
+    block = ODEBlock(field, solver, sensitivity, t=t, return_trajectory=True, name=name)
+    return block(y0)

@@ -1,0 +1,1 @@
+"""LightningModules: each owns its losses, metrics and optimizers; solves go through `ODEBlock`."""
