@@ -120,7 +120,6 @@ def overhead_config(seed: int, warmup: int, steps: int, workdir: Path) -> DictCo
             "experiment=spiral",
             f"seed={seed}",
             f"trainer.max_steps={warmup + steps}",
-            "trainer.max_epochs=-1",
             "trainer.limit_val_batches=0",
             "+trainer.enable_checkpointing=false",
             "~callbacks.model_checkpoint",
@@ -148,7 +147,7 @@ def plain_steps(cfg: DictConfig, warmup: int, steps: int) -> dict[str, Any]:
     data = instantiate(cfg.data)  # only to get the same observations; not timed
     data.setup("fit")
     observed = data.trajectory.observed
-    t_window = data.trajectory.t[: data.batch_time]
+    times = data.trajectory.t
     L.seed_everything(cfg.seed, verbose=False)  # as `run` does: same initial weights
     field = instantiate(cfg.model.field)
     optimizer = instantiate(cfg.model.optimizer)(params=field.parameters())
@@ -164,22 +163,27 @@ def plain_steps(cfg: DictConfig, warmup: int, steps: int) -> dict[str, Any]:
     }
     clip = cfg.trainer.gradient_clip_val
     loss_fn = nn.functional.l1_loss if cfg.model.loss == "l1" else nn.functional.mse_loss
-    offsets = torch.arange(data.batch_time)
-    num_windows = observed.shape[0] - data.batch_time + 1
+    def window_length(epoch: int) -> int:  # the data config's curriculum, if any
+        first, final, growth = data.batch_time, data.batch_time_final, data.batch_time_growth_epochs
+        if final is None:
+            return first
+        return final if epoch >= growth else round(first + (final - first) * epoch / growth)
 
     def batches() -> Any:
         epoch = 0
         while True:  # the windows odelab's sampler draws, epoch by epoch
+            length = window_length(epoch)
+            offsets = torch.arange(length)
             gen = torch.Generator().manual_seed(data.seed * 100_003 + epoch)
             starts = torch.randint(
-                num_windows, (data.batches_per_epoch, data.batch_size), generator=gen
+                observed.shape[0] - length + 1, (data.batches_per_epoch, data.batch_size), generator=gen
             )
             for row in starts:
-                yield observed[row[:, None] + offsets].transpose(0, 1)
+                yield times[:length], observed[row[:, None] + offsets].transpose(0, 1)
             epoch += 1
 
     start, cpu_start = 0.0, 0.0
-    for step, windows in enumerate(batches()):
+    for step, (t_window, windows) in enumerate(batches()):
         if step == warmup:
             start, cpu_start = time.perf_counter(), time.process_time()
         if step == warmup + steps:

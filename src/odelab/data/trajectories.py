@@ -7,8 +7,9 @@ so that a model can be scored beyond the span it was trained on.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from functools import partial
 
 import lightning as L
 import torch
@@ -38,12 +39,16 @@ class WindowDataset(Dataset):
     """Windows of `length` consecutive observations; item i starts at index i.
 
     `__getitems__` gathers a whole batch in one indexing op instead of one
-    Python call per window.
+    Python call per window. `set_length` changes the window length between
+    epochs (curriculum).
     """
 
     def __init__(self, t: Tensor, observed: Tensor, length: int):
-        self.t_window = t[:length] - t[0]
-        self.observed = observed
+        self.t, self.observed = t, observed
+        self.set_length(length)
+
+    def set_length(self, length: int) -> None:
+        self.t_window = self.t[:length] - self.t[0]
         self.offsets = torch.arange(length)
 
     def __len__(self) -> int:
@@ -58,27 +63,50 @@ class WindowDataset(Dataset):
         return self.t_window, windows
 
 
+def window_length(epoch: int, start: int, final: int | None, growth_epochs: int) -> int:
+    """Window length at `epoch`: grows linearly from `start` to `final` over `growth_epochs`.
+
+    Short windows first keep the early, poorly fitted field from diverging over
+    a long solve; long windows later penalise the slow phase drift that short
+    ones barely see.
+    """
+    if final is None or growth_epochs <= 0 or epoch >= growth_epochs:
+        return start if final is None else final
+    return round(start + (final - start) * epoch / growth_epochs)
+
+
 class RandomBatchSampler(Sampler[list[int]]):
     """`num_batches` batches of random window starts, seeded per epoch.
 
     Lightning calls `set_epoch`, so a run resumed at an epoch boundary draws
-    exactly the windows an uninterrupted run would have drawn.
+    exactly the windows an uninterrupted run would have drawn. The sampler
+    also sets the dataset's window length for the epoch (`lengths(epoch)`).
     """
 
-    def __init__(self, num_windows: int, batch_size: int, num_batches: int, seed: int):
-        self.num_windows, self.batch_size, self.num_batches = num_windows, batch_size, num_batches
-        self.seed, self.epoch = seed, 0
+    def __init__(
+        self,
+        dataset: WindowDataset,
+        batch_size: int,
+        num_batches: int,
+        seed: int,
+        lengths: Callable[[int], int] | None = None,
+    ):
+        self.dataset, self.batch_size, self.num_batches = dataset, batch_size, num_batches
+        self.seed, self.lengths = seed, lengths
+        self.set_epoch(0)
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
+        if self.lengths is not None:
+            self.dataset.set_length(self.lengths(epoch))
 
     def __len__(self) -> int:
         return self.num_batches
 
     def __iter__(self) -> Iterator[list[int]]:
         gen = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
-        starts = torch.randint(self.num_windows, (self.num_batches, self.batch_size), generator=gen)
-        yield from starts.tolist()
+        shape = (self.num_batches, self.batch_size)
+        yield from torch.randint(len(self.dataset), shape, generator=gen).tolist()
 
 
 def _already_batched(batch: tuple[Tensor, Tensor]) -> tuple[Tensor, Tensor]:
@@ -95,7 +123,10 @@ class TrajectoryDataModule(L.LightningDataModule):
         n_points: observations on [0, t_end] (uniform grid, endpoints included).
         extrapolate_to: end of the noise-free span used to score extrapolation.
         noise_std: std of the Gaussian noise added to the observations.
-        batch_time: observations per training window.
+        batch_time: observations per training window (at the first epoch).
+        batch_time_final: window length reached after `batch_time_growth_epochs`
+            epochs of linear growth (curriculum); None keeps `batch_time`.
+        batch_time_growth_epochs: epochs over which windows grow.
         batch_size: windows per batch.
         batches_per_epoch: training batches in one epoch.
         grid_size: points per axis of the grid where vector fields are compared.
@@ -111,6 +142,8 @@ class TrajectoryDataModule(L.LightningDataModule):
         extrapolate_to: float | None = None,
         noise_std: float = 0.0,
         batch_time: int = 10,
+        batch_time_final: int | None = None,
+        batch_time_growth_epochs: int = 0,
         batch_size: int = 20,
         batches_per_epoch: int = 100,
         grid_size: int = 21,
@@ -125,8 +158,9 @@ class TrajectoryDataModule(L.LightningDataModule):
             raise ConfigError(f"data.n_points must be >= 2, got {n_points}")
         if extrapolate_to is not None and extrapolate_to < t_end:
             raise ConfigError(f"data.extrapolate_to must be >= data.t_end={t_end}, got {extrapolate_to}")
-        if not 2 <= batch_time <= n_points:
-            raise ConfigError(f"data.batch_time must be in [2, data.n_points={n_points}], got {batch_time}")
+        for key, value in (("batch_time", batch_time), ("batch_time_final", batch_time_final)):
+            if value is not None and not 2 <= value <= n_points:
+                raise ConfigError(f"data.{key} must be in [2, data.n_points={n_points}], got {value}")
         if batch_size < 1 or batches_per_epoch < 1:
             raise ConfigError("data.batch_size and data.batches_per_epoch must be >= 1")
         self.system = system
@@ -135,6 +169,7 @@ class TrajectoryDataModule(L.LightningDataModule):
         self.extrapolate_to = float(extrapolate_to if extrapolate_to is not None else t_end)
         self.noise_std = noise_std
         self.batch_time, self.batch_size, self.batches_per_epoch = batch_time, batch_size, batches_per_epoch
+        self.batch_time_final, self.batch_time_growth_epochs = batch_time_final, batch_time_growth_epochs
         self.grid_size, self.seed = grid_size, seed
         self.trajectory: Trajectory | None = None
 
@@ -173,7 +208,15 @@ class TrajectoryDataModule(L.LightningDataModule):
     def train_dataloader(self) -> DataLoader:
         traj = self.trajectory
         dataset = WindowDataset(traj.t[: traj.n_train], traj.observed, self.batch_time)
-        sampler = RandomBatchSampler(len(dataset), self.batch_size, self.batches_per_epoch, self.seed)
+        lengths = None
+        if self.batch_time_final is not None:
+            lengths = partial(
+                window_length,
+                start=self.batch_time,
+                final=self.batch_time_final,
+                growth_epochs=self.batch_time_growth_epochs,
+            )
+        sampler = RandomBatchSampler(dataset, self.batch_size, self.batches_per_epoch, self.seed, lengths)
         return DataLoader(dataset, batch_sampler=sampler, collate_fn=_already_batched)
 
     def _whole_trajectory(self) -> DataLoader:
