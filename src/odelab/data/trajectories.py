@@ -78,9 +78,10 @@ def window_length(epoch: int, start: int, final: int | None, growth_epochs: int)
 class RandomBatchSampler(Sampler[list[int]]):
     """`num_batches` batches of random window starts, seeded per epoch.
 
-    Lightning calls `set_epoch`, so a run resumed at an epoch boundary draws
-    exactly the windows an uninterrupted run would have drawn. The sampler
-    also sets the dataset's window length for the epoch (`lengths(epoch)`).
+    Lightning calls `set_epoch` each epoch, so every epoch draws new windows and
+    a run resumed at an epoch boundary draws exactly the windows an
+    uninterrupted run would have drawn. The sampler also sets the dataset's
+    window length for the epoch (`lengths(epoch)`).
     """
 
     def __init__(
@@ -93,6 +94,9 @@ class RandomBatchSampler(Sampler[list[int]]):
     ):
         self.dataset, self.batch_size, self.num_batches = dataset, batch_size, num_batches
         self.seed, self.lengths = seed, lengths
+        # Lightning calls `set_epoch` on `dataloader.batch_sampler.sampler`, not on
+        # the batch sampler itself: without this alias every epoch would replay epoch 0.
+        self.sampler = self
         self.set_epoch(0)
 
     def set_epoch(self, epoch: int) -> None:
