@@ -32,9 +32,8 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import lightning as L
 import torch
@@ -95,7 +94,7 @@ class StepWindowTimer(L.Callback):
     weights go to the class attribute `last`, read once `run` returns.
     """
 
-    last: dict[str, Any] = {}
+    last: ClassVar[dict[str, Any]] = {}
 
     def __init__(self, warmup: int, steps: int):
         self.warmup, self.steps = warmup, steps
@@ -301,7 +300,7 @@ def baseline(seed: int, iterations: int) -> dict[str, float]:
 class StepCounter(L.Callback):
     """Records how many optimizer steps and how much training time a run got."""
 
-    last: dict[str, float] = {}
+    last: ClassVar[dict[str, float]] = {}
 
     def on_train_start(self, trainer: L.Trainer, *args: Any) -> None:
         self._start = time.perf_counter()
