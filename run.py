@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import math
 import sys
 
 import hydra
@@ -13,6 +12,7 @@ from omegaconf import DictConfig
 
 from odelab.errors import OdelabError
 from odelab.hydra_setup import register_resolvers
+from odelab.sweeps import job_failed
 
 register_resolvers()
 log = logging.getLogger("odelab")
@@ -24,10 +24,12 @@ def main(cfg: DictConfig) -> float | None:
 
     try:
         metrics = run(cfg)
-    except OdelabError as err:
-        log.error("%s", err)
+    except Exception as err:
         if HydraConfig.get().mode == RunMode.MULTIRUN:
-            return math.nan  # one failed job must not end the sweep
+            return job_failed(err)  # NaN: one failed job must not end the sweep
+        if not isinstance(err, OdelabError):
+            raise
+        log.error("%s", err)
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)
     return objective(cfg, metrics)
