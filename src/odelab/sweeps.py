@@ -73,6 +73,7 @@ class JobRecord:
     seconds: float | None = None
     error: str | None = None
     output_dir: str = ""
+    pid: int | None = None  # the process that ran the job (launchers run jobs in workers)
     traceback: str | None = field(default=None, repr=False)
 
     @classmethod
@@ -99,6 +100,7 @@ def record_from_return(config: DictConfig, job_return: JobReturn, seconds: float
         metric_name=config.get("optimized_metric"),
         seconds=None if seconds is None else round(seconds, 2),
         output_dir=str(config.hydra.runtime.output_dir),
+        pid=os.getpid(),
     )
     if job_return.status == JobStatus.FAILED:
         err = job_return._return_value  # Hydra keeps the exception here
