@@ -12,7 +12,7 @@ from omegaconf import DictConfig
 
 from odelab.errors import OdelabError
 from odelab.hydra_setup import register_resolvers
-from odelab.sweeps import job_failed
+from odelab.sweeps import check_multirun_strategy, job_failed
 
 register_resolvers()
 log = logging.getLogger("odelab")
@@ -22,10 +22,13 @@ log = logging.getLogger("odelab")
 def main(cfg: DictConfig) -> float | None:
     from odelab.train import objective, run  # heavy imports after argument parsing
 
+    multirun = HydraConfig.get().mode == RunMode.MULTIRUN
     try:
+        if multirun:
+            check_multirun_strategy(cfg)
         metrics = run(cfg)
     except Exception as err:
-        if HydraConfig.get().mode == RunMode.MULTIRUN:
+        if multirun:
             return job_failed(err)  # NaN: one failed job must not end the sweep
         if not isinstance(err, OdelabError):
             raise

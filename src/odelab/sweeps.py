@@ -23,11 +23,12 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from hydra.core.hydra_config import HydraConfig
 from hydra.core.utils import JobReturn, JobStatus
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
-from odelab.errors import OdelabError
+from odelab.errors import ConfigError, OdelabError
 from odelab.hydra_setup import register_resolvers
 
 # Launchers unpickle this module in their worker processes before a job's
@@ -59,6 +60,30 @@ def job_failed(err: BaseException) -> float:
         "traceback": "".join(traceback.format_exception(err)),
     }
     return math.nan
+
+
+def check_multirun_strategy(cfg: DictConfig) -> None:
+    """Refuse local multi-process DDP inside a multirun, before it forks a second sweep.
+
+    Lightning starts DDP processes by re-running the command line, which in a
+    `-m` sweep would start the whole sweep again in every process. Under SLURM
+    or torchrun the processes are started outside, and the job runs as usual.
+    """
+    trainer = cfg.get("trainer") or {}
+    strategy = str(trainer.get("strategy", "auto"))
+    devices, nodes = trainer.get("devices", 1), trainer.get("num_nodes", 1)
+    several = (isinstance(devices, int) and devices > 1) or nodes > 1 or devices in ("auto", -1)
+    if not (strategy.startswith("ddp") and several):
+        return
+    from lightning.fabric.plugins.environments import SLURMEnvironment, TorchElasticEnvironment
+
+    if SLURMEnvironment.detect() or TorchElasticEnvironment.detect():
+        return
+    raise ConfigError(
+        f"trainer.strategy={strategy} with several devices cannot run inside a local multirun "
+        "(Lightning re-runs the command line per process). Run each configuration without -m, "
+        "or launch the sweep with hydra/launcher=slurm."
+    )
 
 
 @dataclass
@@ -171,6 +196,11 @@ class SweepSummary(Callback):
 
     def __init__(self) -> None:
         self._started: float | None = None
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        # Hydra sets HydraConfig only per job, but sweepers resolve hydra.sweep.dir
+        # before any job runs; it interpolates ${task_name} = ${hydra:...}.
+        HydraConfig.instance().set_config(config)
 
     def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:
         global _failure
