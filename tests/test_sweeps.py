@@ -37,6 +37,7 @@ def run_py(*args: str, timeout: int = 240) -> subprocess.CompletedProcess:
         capture_output=True,
         text=True,
         timeout=timeout,
+        check=False,  # the assertion below shows the output
     )
     assert proc.returncode == 0, f"run.py failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
     return proc

@@ -52,14 +52,14 @@ def build_report(jobs: list[JobResult], budget: str, report_dir: Path) -> str:
     """Paper-vs-ours table (mean ± std over seeds), per-seed results and plots."""
     done = [j for j in jobs if j.ok]
     failed = [j for j in jobs if not j.ok]
+    seeds = ", ".join(j.overrides.get("seed", "0") for j in done) or "none"
     lines = [
         "# Spiral dynamics recovery: reproduction report",
         "",
         "Chen et al. 2018 (Neural ODEs), torchdiffeq `examples/ode_demo.py`: learn the field of",
         "dy/dt = y^3 A from 1000 observations of one trajectory on [0, 25].",
         "",
-        f"- Budget: `{budget}`; seeds: {', '.join(j.overrides.get('seed', '0') for j in done) or 'none'}"
-        f" ({len(failed)} failed).",
+        f"- Budget: `{budget}`; seeds: {seeds} ({len(failed)} failed).",
         f"- Iterations per run: {_iterations(done[0]) if done else 'n/a'}; the reference recipe uses 2000.",
         f"- Device: CPU ({platform.processor() or platform.machine()}), torch {torch.__version__}.",
         "- Recipe: conf/experiment/spiral.yaml (Adam, MLP 2-50-2 on y^3, dopri5 rtol=atol=1e-3).",
