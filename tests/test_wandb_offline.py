@@ -20,6 +20,9 @@ def test_offline_wandb_run_has_config_and_image(make_cfg, monkeypatch: pytest.Mo
         "callbacks.model_checkpoint.save_last=false",
     )
     run(cfg)
+    import wandb
+
+    wandb.teardown()  # waits until W&B's service process has written the run's files
     (run_dir,) = (Path(cfg.paths.output_dir) / "wandb").glob("offline-run-*")
     images = sorted(p.name for p in (run_dir / "files" / "media" / "images" / "plots").glob("*.png"))
     assert [name.split("_")[0] for name in images] == ["phase", "trajectories", "vector"]
