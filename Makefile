@@ -5,6 +5,8 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 FASHION_DIR := /usr/share/datasets/fashion-mnist
 ARGS ?=
+# Budget of `make reproduce-<name>`: quick (minutes, checks the pipeline) or paper.
+budget ?= quick
 
 .PHONY: install data run test test-all lint bench sync clean
 
@@ -42,9 +44,14 @@ lint: install
 bench: install
 	$(BIN)/python experiments/bench_spiral.py $(ARGS)
 
-# Upload runs that W&B logged offline.
+# Upload runs that W&B logged offline (needs `wandb login` and the network);
+# runs already uploaded are skipped. `make sync ARGS=--dry-run` only lists them.
 sync: install
-	find logs -type d -name 'offline-run-*' -exec $(BIN)/wandb sync {} \;
+	find logs -type d -name 'offline-run-*' -prune -print0 | xargs -0 -r $(BIN)/wandb sync --skip-synced $(ARGS)
+
+# One command per paper result: run its sweep, write experiments/reports/<name>_<budget>.md.
+reproduce-%: install
+	$(BIN)/python experiments/reproduce.py $* --budget $(budget) $(ARGS)
 
 clean:
 	rm -rf logs .pytest_cache
