@@ -41,23 +41,23 @@ class PlanarFlow(nn.Module):
     def num_layers(self) -> int:
         return self.w.shape[0]
 
-    def _u_hat(self, k: int) -> Tensor:
-        w, u = self.w[k], self.u[k]
-        wu = w @ u
-        # Shift u along w so that w . u_hat = -1 + softplus(w . u) > -1.
-        return u + (F.softplus(wu) - 1 - wu) * w / w.pow(2).sum().clamp_min(1e-12)
+    def _u_hat(self) -> Tensor:
+        """u of every layer, shifted along w so that w . u_hat = -1 + softplus(w . u) > -1."""
+        wu = (self.w * self.u).sum(dim=1, keepdim=True)
+        return self.u + (F.softplus(wu) - 1 - wu) * self.w / self.w.pow(2).sum(dim=1, keepdim=True).clamp_min(1e-12)
 
     def log_prob(self, x: Tensor, estimator: str | None = None, regularizers: tuple[str, ...] = ()) -> FlowOutput:
         """Density evaluation, data -> base; `estimator` is ignored (the log-det is exact)."""
         if regularizers:
             raise ConfigError("the planar flow has no regularizers; set model.kinetic_weight and "
                               "model.jacobian_weight to 0")
+        u_hat = self._u_hat()
+        w_dot_u = (self.w * u_hat).sum(dim=1)
         z, log_det = x, x.new_zeros(x.shape[0])
         for k in range(self.num_layers):
-            u_hat = self._u_hat(k)
             h = torch.tanh(z @ self.w[k] + self.b[k])
-            log_det = log_det + torch.log((1 + (1 - h.pow(2)) * (self.w[k] @ u_hat)).abs() + 1e-12)
-            z = z + h[:, None] * u_hat
+            log_det = log_det + torch.log((1 + (1 - h.pow(2)) * w_dot_u[k]).abs() + 1e-12)
+            z = z + h[:, None] * u_hat[k]
         return FlowOutput(log_prob=standard_normal_log_prob(z) + log_det, base=z)
 
     def to_base(self, x: Tensor) -> Tensor:
@@ -66,7 +66,7 @@ class PlanarFlow(nn.Module):
     def _invert_layer(self, k: int, y: Tensor) -> Tensor:
         # With a = w . x: w . y = a + (w . u_hat) tanh(a + b), increasing in a,
         # and |a - w . y| <= |w . u_hat|, which brackets the root.
-        u_hat = self._u_hat(k)
+        u_hat = self._u_hat()[k]
         wu, target = self.w[k] @ u_hat, y @ self.w[k]
         lo, hi = target - wu.abs() - 1e-6, target + wu.abs() + 1e-6
         for _ in range(BISECTION_STEPS):
