@@ -107,7 +107,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, default=Path("logs/bench_cnf"))
     parser.add_argument("--batch", type=int, default=128, help="batch of the trace timing")
     parser.add_argument("--repeats", type=int, default=3, help="timed steps per trace setting")
-    parser.add_argument("--weight", type=float, default=0.05, help="weight of both regularizers")
+    parser.add_argument("--weight", type=float, default=0.1, help="weight of both regularizers")
     parser.add_argument("overrides", nargs="*", help="extra config overrides for part 2")
     args = parser.parse_args(argv)
 
