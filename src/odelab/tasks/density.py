@@ -103,13 +103,16 @@ class DensityEstimation(OdelabTask):
     @torch.no_grad()
     def density_grid(self) -> DensityGrid:
         """True and learned densities on a square grid (true is None when unknown)."""
-        axis = torch.linspace(-self.grid_extent, self.grid_extent, self.grid_size)
+        size = self.grid_size
+        if self._trainer is not None and self._trainer.fast_dev_run:
+            size = min(size, 24)  # a smoke run checks the plumbing, not the picture
+        axis = torch.linspace(-self.grid_extent, self.grid_extent, size)
         xs, ys = torch.meshgrid(axis, axis, indexing="xy")
         points = torch.stack([xs.reshape(-1), ys.reshape(-1)], dim=1).to(self.device)
         learned = torch.cat([self.flow.log_prob(chunk, estimator="exact").log_prob for chunk in points.split(5000)])
         datamodule = self._datamodule()
         true_fn = getattr(datamodule, "true_log_density", None)
-        shape = (self.grid_size, self.grid_size)
+        shape = (size, size)
         true = true_fn(points.cpu()).exp().reshape(shape) if true_fn is not None else None
         return DensityGrid(axis=axis, learned=learned.exp().cpu().reshape(shape), true=true)
 
