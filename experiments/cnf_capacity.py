@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 from pathlib import Path
 
 import numpy as np
@@ -71,6 +72,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--targets", nargs="+", default=list(TARGETS))
     parser.add_argument("--out", type=Path, default=Path("logs/cnf_capacity"))
     parser.add_argument("--figure", type=Path, default=Path("experiments/reports/cnf_capacity.png"))
+    parser.add_argument("--resume", action="store_true", help="reuse runs that already wrote metrics.json")
     parser.add_argument("overrides", nargs="*", help="extra config overrides for every run")
     args = parser.parse_args(argv)
 
@@ -81,7 +83,11 @@ def main(argv: list[str] | None = None) -> None:
         for name, overrides in models():
             common = [f"data.name={target}", f"trainer.max_epochs={args.epochs}", f"data.batch_size={args.batch}",
                       *args.overrides]
-            metrics, seconds = run_experiment(overrides + common, args.out / target / _slug(name))
+            run_dir = args.out / target / _slug(name)
+            if args.resume and (run_dir / "metrics.json").is_file():
+                metrics, seconds = json.loads((run_dir / "metrics.json").read_text()), math.nan
+            else:
+                metrics, seconds = run_experiment(overrides + common, run_dir)
             results[target][name] = {**metrics, "minutes": seconds / 60}
             print(f"{target:>11} {name:>12} {metrics['test/nll']:>9.3f} {seconds / 60:>8.1f}", flush=True)
     (args.out / "results.json").write_text(json.dumps(results, indent=2) + "\n")

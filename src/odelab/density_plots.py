@@ -5,7 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 from matplotlib import animation
+from matplotlib.artist import Artist
+from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from torch import Tensor
 
@@ -30,14 +33,14 @@ class DensityGrid:
         return float((self.true - self.learned).abs().sum() * self.cell_area)
 
 
-def _show_density(ax, density: Tensor, extent: float, title: str) -> None:  # noqa: ANN001
+def _show_density(ax: Axes, density: Tensor, extent: float, title: str) -> None:
     ax.imshow(density.numpy(), origin="lower", extent=(-extent, extent, -extent, extent), cmap="magma")
     ax.set_title(title)
     ax.set_xticks([])
     ax.set_yticks([])
 
 
-def _scatter(ax, points: Tensor, extent: float, title: str, color: str = "C0") -> None:  # noqa: ANN001
+def _scatter(ax: Axes, points: Tensor, extent: float, title: str, color: str = "C0") -> None:
     ax.scatter(points[:, 0].numpy(), points[:, 1].numpy(), s=1, alpha=0.4, color=color)
     ax.set_xlim(-extent, extent)
     ax.set_ylim(-extent, extent)
@@ -81,7 +84,7 @@ def density_figures(grid: DensityGrid, data: Tensor, frames: Tensor, title: str,
     return {"density": fig_d, "samples": fig_s, "flow": fig_f}
 
 
-def _colors_by_base(base: Tensor):  # noqa: ANN202
+def _colors_by_base(base: Tensor) -> np.ndarray:
     # Colour each particle by its base-space angle, so the flow's folding shows.
     return (base[:, 1].atan2(base[:, 0]).numpy() + 3.1416) / 6.2832
 
@@ -98,7 +101,7 @@ def save_flow_gif(frames: Tensor, data: Tensor, path: Path, extent: float, fps: 
     ax.set_xticks([])
     ax.set_yticks([])
 
-    def show(i: int):  # noqa: ANN202
+    def show(i: int) -> tuple[Artist]:
         points.set_offsets(frames[i].numpy())
         ax.set_title(f"frame {i}/{frames.shape[0] - 1}")
         return (points,)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from itertools import pairwise
+
 import torch
 from torch import Tensor, nn
 
@@ -35,7 +37,7 @@ class ConcatMLPField(nn.Module):
         super().__init__()
         _check_sizes(dim=dim, hidden=hidden, depth=depth)
         widths = [dim] + [hidden] * depth + [dim]
-        self.layers = nn.ModuleList(nn.Linear(w_in + 1, w_out) for w_in, w_out in zip(widths[:-1], widths[1:]))
+        self.layers = nn.ModuleList(nn.Linear(w_in + 1, w_out) for w_in, w_out in pairwise(widths))
         self.act = _activation(activation)
 
     def forward(self, t: Tensor, z: Tensor) -> Tensor:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import lightning as L
 import numpy as np
 import torch
 from matplotlib.figure import Figure
@@ -96,7 +97,7 @@ class DensityEstimation(OdelabTask):
 
     # --- evaluation on a grid, sampling, figures ---------------------------------
 
-    def _datamodule(self):  # noqa: ANN202 - the trainer's datamodule, when there is one
+    def _datamodule(self) -> L.LightningDataModule | None:
         trainer = self._trainer
         return getattr(trainer, "datamodule", None) if trainer is not None else None
 
