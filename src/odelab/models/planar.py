@@ -24,12 +24,13 @@ class PlanarFlow(nn.Module):
     Args:
         dim: data dimension.
         layers: K, the number of planar layers.
-        init_std: std of the normal init of w, u and b.
+        init_std: std of the normal init of w, u and b; keep it near 1, since a
+            small w makes the invertibility shift of u (which divides by |w|^2) large.
     """
 
     supported_regularizers: tuple[str, ...] = ()
 
-    def __init__(self, dim: int = 2, layers: int = 32, init_std: float = 0.1):
+    def __init__(self, dim: int = 2, layers: int = 32, init_std: float = 1.0):
         super().__init__()
         if dim < 1 or layers < 1:
             raise ConfigError(f"model.flow.dim and model.flow.layers must be >= 1, got {dim}, {layers}")
