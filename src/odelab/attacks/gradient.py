@@ -68,7 +68,7 @@ class PGD(Attack):
         eps = self.strength
         result = x.clone()
         broken = torch.zeros(len(x), dtype=torch.bool, device=x.device)
-        best_loss = torch.full((len(x),), -float("inf"), device=x.device)
+        best_loss = torch.full((len(x),), -float("inf"), dtype=x.dtype, device=x.device)
         generator = torch.Generator().manual_seed(self.seed)
         for _ in range(self.restarts):
             # Drawn for the whole batch every restart so each example's start is fixed.
