@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed-stamp
 FASHION_DIR := /usr/share/datasets/fashion-mnist
 ARGS ?=
 
-.PHONY: install data run test test-all lint bench sync clean
+.PHONY: install data run test test-all lint bench robustness sync clean
 
 install: $(STAMP) data
 
@@ -41,6 +41,10 @@ lint: install
 
 bench: install
 	$(BIN)/python experiments/bench_spiral.py $(ARGS)
+
+# CNN vs ODENet vs TisODE under noise, FGSM and PGD -> experiments/reports/robustness.md
+robustness: install
+	nice $(BIN)/python experiments/robustness.py $(ARGS)
 
 # Upload runs that W&B logged offline.
 sync: install
