@@ -7,7 +7,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from odelab.attacks import FGSM, PGD, GaussianNoise, accuracy, attack_sweep, honesty_checks, with_solver
+from odelab.attacks import (
+    FGSM,
+    PGD,
+    GaussianNoise,
+    accuracy,
+    attack_sweep,
+    honesty_checks,
+    with_solver,
+)
 from odelab.errors import ConfigError
 from odelab.models.fields import MLPField
 from odelab.ode import ODEBlock, Sensitivity, Solver
@@ -21,8 +29,11 @@ class TinyODEClassifier(nn.Module):
     def __init__(self, dim: int = 8):
         super().__init__()
         self.encode = nn.Sequential(nn.Flatten(), nn.Linear(SIDE * SIDE, dim))
-        self.block = ODEBlock(MLPField(dim, 16, init_std=0.3), Solver("euler", None, None, step_size=0.25),
-                              Sensitivity())
+        self.block = ODEBlock(
+            MLPField(dim, 16, init_std=0.3),
+            Solver("euler", None, None, step_size=0.25),
+            Sensitivity(),
+        )
         self.head = nn.Linear(dim, 10)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -36,7 +47,9 @@ def tiny_odenet(seed: int = 0) -> nn.Module:
 
 def batch(n: int = 8, seed: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
     gen = torch.Generator().manual_seed(seed)
-    return torch.rand(n, 1, SIDE, SIDE, generator=gen, dtype=torch.float64), torch.randint(0, 10, (n,), generator=gen)
+    return torch.rand(n, 1, SIDE, SIDE, generator=gen, dtype=torch.float64), torch.randint(
+        0, 10, (n,), generator=gen
+    )
 
 
 def input_grad_one(model: nn.Module, x: torch.Tensor, y: int) -> torch.Tensor:
@@ -54,7 +67,9 @@ def fgsm_loop(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float) ->
     return torch.stack(out)
 
 
-def pgd_loop(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, alpha: float, steps: int) -> torch.Tensor:
+def pgd_loop(
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, alpha: float, steps: int
+) -> torch.Tensor:
     """PGD without random start, stopping an example at its first misclassified iterate."""
     out = []
     for xi, yi in zip(x, y.tolist()):
@@ -66,7 +81,9 @@ def pgd_loop(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, alp
             cur = cur + alpha * torch.sign(input_grad_one(model, cur, yi))
             cur = torch.where(cur > xi + eps, xi + eps, cur)
             cur = torch.where(cur < xi - eps, xi - eps, cur)
-            cur = torch.where(cur > 1, torch.ones_like(cur), torch.where(cur < 0, torch.zeros_like(cur), cur))
+            cur = torch.where(
+                cur > 1, torch.ones_like(cur), torch.where(cur < 0, torch.zeros_like(cur), cur)
+            )
         out.append(cur)
     return torch.stack(out)
 
@@ -84,7 +101,9 @@ def test_pgd_matches_plain_loop() -> None:
     assert not torch.equal(ours, x)
 
 
-@pytest.mark.parametrize("attack", [FGSM(0.3), PGD(0.3, steps=3, restarts=2), PGD(0.05, steps=2), FGSM(1.0)])
+@pytest.mark.parametrize(
+    "attack", [FGSM(0.3), PGD(0.3, steps=3, restarts=2), PGD(0.05, steps=2), FGSM(1.0)]
+)
 def test_attacks_stay_in_pixel_range_and_eps_ball(attack) -> None:
     model, (x, y) = tiny_odenet(), batch()
     x[0, 0, :3] = 0.0  # pixels at the range edges must stay inside too

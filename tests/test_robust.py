@@ -38,17 +38,40 @@ def test_tisode_penalty_is_the_field_at_the_end_time() -> None:
             z = z + 0.5 * net.block.field(None, z)  # time-invariant: t is never read
         expected = net.block.field(None, z).abs().mean()
     assert torch.allclose(net.regularization().detach(), expected, atol=1e-6)
-    assert CNN(width=64).head[-1].in_features == 64 and 135_000 < sum(p.numel() for p in CNN().parameters()) < 145_000
+    assert (
+        CNN(width=64).head[-1].in_features == 64
+        and 135_000 < sum(p.numel() for p in CNN().parameters()) < 145_000
+    )
 
 
 def test_evaluate_checkpoint_with_attack_rows(make_cfg) -> None:
-    small = ["model.net.width=4", "data.batch_size=32", "data.eval_batch_size=50", "trainer.max_epochs=1",
-             "trainer.limit_train_batches=2", "trainer.limit_val_batches=1", "trainer.limit_test_batches=1"]
+    small = [
+        "model.net.width=4",
+        "data.batch_size=32",
+        "data.eval_batch_size=50",
+        "trainer.max_epochs=1",
+        "trainer.limit_train_batches=2",
+        "trainer.limit_val_batches=1",
+        "trainer.limit_test_batches=1",
+    ]
     trained = run(make_cfg("experiment=robust_cnn", "recipe=fgsm", *small, subdir="train"))
-    ckpt = Path(make_cfg("experiment=robust_cnn", subdir="train").paths.output_dir) / "checkpoints" / "last.ckpt"
+    ckpt = (
+        Path(make_cfg("experiment=robust_cnn", subdir="train").paths.output_dir)
+        / "checkpoints"
+        / "last.ckpt"
+    )
     assert ckpt.is_file() and "test/acc" in trained
-    metrics = run(make_cfg("experiment=robust_cnn", "train=false", f"ckpt_path={ckpt}", "attack=fgsm",
-                           "attack.strengths=[0.0,0.5]", *small, subdir="eval"))
+    metrics = run(
+        make_cfg(
+            "experiment=robust_cnn",
+            "train=false",
+            f"ckpt_path={ckpt}",
+            "attack=fgsm",
+            "attack.strengths=[0.0,0.5]",
+            *small,
+            subdir="eval",
+        )
+    )
     assert metrics["test/acc/fgsm_0"] == metrics["test/acc"] == trained["test/acc"]
     assert metrics["test/acc/fgsm_0.5"] <= metrics["test/acc"]
 
@@ -59,7 +82,10 @@ def write_svhn(folder: Path, n: int) -> tuple[np.ndarray, np.ndarray]:
     digits = np.arange(n) % 10
     for split in ("train", "test"):
         # The SVHN layout: X is (32, 32, 3, N) and the digit 0 is stored as 10.
-        savemat(folder / f"{split}_32x32.mat", {"X": images.transpose(2, 3, 1, 0), "y": np.where(digits == 0, 10, digits)[:, None]})
+        savemat(
+            folder / f"{split}_32x32.mat",
+            {"X": images.transpose(2, 3, 1, 0), "y": np.where(digits == 0, 10, digits)[:, None]},
+        )
     return images, digits
 
 
@@ -71,7 +97,9 @@ def test_svhn_reads_the_mat_layout(tmp_path: Path) -> None:
     x, y = dm.splits["test"].tensors
     assert torch.equal(x, torch.from_numpy(images[:12])) and y.tolist() == digits[:12].tolist()
     batch = dm.on_after_batch_transfer((x[:2], y[:2]), 0)
-    assert batch[0].dtype == torch.float32 and batch[0].shape == (2, 3, 32, 32) and batch[0].max() <= 1
+    assert (
+        batch[0].dtype == torch.float32 and batch[0].shape == (2, 3, 32, 32) and batch[0].max() <= 1
+    )
 
 
 def test_svhn_missing_files_name_the_fix(tmp_path: Path) -> None:
@@ -81,7 +109,12 @@ def test_svhn_missing_files_name_the_fix(tmp_path: Path) -> None:
 
 def test_channel_mismatch_names_the_key(make_cfg, tmp_path: Path) -> None:
     write_svhn(tmp_path, 20)
-    cfg = make_cfg("experiment=robust_cnn", "data=svhn", f"data.root={tmp_path}", "data.val_size=5",
-                   "trainer.fast_dev_run=true")
+    cfg = make_cfg(
+        "experiment=robust_cnn",
+        "data=svhn",
+        f"data.root={tmp_path}",
+        "data.val_size=5",
+        "trainer.fast_dev_run=true",
+    )
     with pytest.raises(ConfigError, match="model.net.in_channels=3"):
         run(cfg)

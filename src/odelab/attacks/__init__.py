@@ -5,11 +5,20 @@ gradient attacks differentiate through the whole model, ODE solver included.
 """
 
 from odelab.attacks.base import Attack, attack_sweep, clip_to_ball
+from odelab.attacks.evaluate import Check, accuracy, attacked_accuracy, honesty_checks, with_solver
 from odelab.attacks.gradient import FGSM, PGD
 from odelab.attacks.noise import GaussianNoise
-from odelab.attacks.evaluate import Check, accuracy, attacked_accuracy, honesty_checks, with_solver
 
 __all__ = [
-    "FGSM", "PGD", "Attack", "Check", "GaussianNoise", "accuracy", "attack_sweep", "attacked_accuracy",
-    "clip_to_ball", "honesty_checks", "with_solver",
+    "FGSM",
+    "PGD",
+    "Attack",
+    "Check",
+    "GaussianNoise",
+    "accuracy",
+    "attack_sweep",
+    "attacked_accuracy",
+    "clip_to_ball",
+    "honesty_checks",
+    "with_solver",
 ]

@@ -54,15 +54,27 @@ class PGD(Attack):
 
     kind = "pgd"
 
-    def __init__(self, eps: float, step_size: float | None = None, steps: int = 20, random_start: bool = True,
-                 restarts: int = 1, seed: int = 0):
+    def __init__(
+        self,
+        eps: float,
+        step_size: float | None = None,
+        steps: int = 20,
+        random_start: bool = True,
+        restarts: int = 1,
+        seed: int = 0,
+    ):
         super().__init__(eps)
         if steps < 1 or restarts < 1:
             raise ConfigError("attack.steps and attack.restarts must be >= 1")
         if step_size is not None and step_size <= 0:
             raise ConfigError(f"attack.step_size must be > 0 or null, got {step_size}")
         self.step_size = step_size if step_size is not None else 2.5 * eps / steps
-        self.steps, self.random_start, self.restarts, self.seed = steps, random_start, restarts, seed
+        self.steps, self.random_start, self.restarts, self.seed = (
+            steps,
+            random_start,
+            restarts,
+            seed,
+        )
 
     def perturb(self, model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
         eps = self.strength
@@ -82,8 +94,16 @@ class PGD(Attack):
             result[idx[better]], best_loss[idx[better]] = x_adv[better], loss[better]
         return result
 
-    def _run(self, model: nn.Module, x_adv: Tensor, x: Tensor, y: Tensor, idx: Tensor, result: Tensor,
-             broken: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    def _run(
+        self,
+        model: nn.Module,
+        x_adv: Tensor,
+        x: Tensor,
+        y: Tensor,
+        idx: Tensor,
+        result: Tensor,
+        broken: Tensor,
+    ) -> tuple[Tensor, Tensor, Tensor]:
         """One restart; writes broken examples into `result`/`broken`, returns the rest."""
         for step in range(self.steps + 1):
             if step < self.steps:

@@ -60,20 +60,36 @@ class SVHNDataModule(L.LightningDataModule):
     num_classes = 10
     image_shape = (3, 32, 32)
 
-    def __init__(self, root: str = "data/svhn", download: bool = False, val_size: int = 5000,
-                 train_subset: int | None = None, test_subset: int | None = None, batch_size: int = 128,
-                 eval_batch_size: int = 1000, num_workers: int = 0, pin_memory: bool = False,
-                 persistent_workers: bool = False, seed: int = 0, augment: bool = False):
+    def __init__(
+        self,
+        root: str = "data/svhn",
+        download: bool = False,
+        val_size: int = 5000,
+        train_subset: int | None = None,
+        test_subset: int | None = None,
+        batch_size: int = 128,
+        eval_batch_size: int = 1000,
+        num_workers: int = 0,
+        pin_memory: bool = False,
+        persistent_workers: bool = False,
+        seed: int = 0,
+        augment: bool = False,
+    ):
         super().__init__()
         if augment:
             raise ConfigError("data.augment=true is not supported for SVHN; set data.augment=false")
         if batch_size < 1 or eval_batch_size < 1 or val_size < 0:
-            raise ConfigError("data.batch_size and data.eval_batch_size must be >= 1, data.val_size >= 0")
+            raise ConfigError(
+                "data.batch_size and data.eval_batch_size must be >= 1, data.val_size >= 0"
+            )
         self.root, self.download = Path(root), download
         self.val_size, self.train_subset, self.test_subset = val_size, train_subset, test_subset
         self.batch_size, self.eval_batch_size = batch_size, eval_batch_size
-        self.loader_kwargs = {"num_workers": num_workers, "pin_memory": pin_memory,
-                              "persistent_workers": persistent_workers and num_workers > 0}
+        self.loader_kwargs = {
+            "num_workers": num_workers,
+            "pin_memory": pin_memory,
+            "persistent_workers": persistent_workers and num_workers > 0,
+        }
         self.seed = seed
         self.splits: dict[str, TensorDataset] = {}
 
@@ -101,7 +117,9 @@ class SVHNDataModule(L.LightningDataModule):
 
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
         batch = self.batch_size if split == "train" else self.eval_batch_size
-        return DataLoader(self.splits[split], batch_size=batch, shuffle=shuffle, **self.loader_kwargs)
+        return DataLoader(
+            self.splits[split], batch_size=batch, shuffle=shuffle, **self.loader_kwargs
+        )
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train", shuffle=True)
@@ -112,6 +130,8 @@ class SVHNDataModule(L.LightningDataModule):
     def test_dataloader(self) -> DataLoader:
         return self._loader("test", shuffle=False)
 
-    def on_after_batch_transfer(self, batch: tuple[Tensor, Tensor], dataloader_idx: int) -> tuple[Tensor, Tensor]:
+    def on_after_batch_transfer(
+        self, batch: tuple[Tensor, Tensor], dataloader_idx: int
+    ) -> tuple[Tensor, Tensor]:
         images, labels = batch
         return images.float().div_(255.0), labels

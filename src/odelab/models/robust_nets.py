@@ -47,7 +47,13 @@ def feature_extractor(in_channels: int, width: int) -> nn.Sequential:
 
 
 def classifier_head(width: int, num_classes: int) -> nn.Sequential:
-    return nn.Sequential(_norm(width), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(width, num_classes))
+    return nn.Sequential(
+        _norm(width),
+        nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(width, num_classes),
+    )
 
 
 class ConvField(nn.Module):
@@ -85,10 +91,19 @@ class RobustNet(nn.Module):
     computed in the last forward pass (zero for the CNN and ODENet).
     """
 
-    def __init__(self, in_channels: int, width: int, num_classes: int, mean: Sequence[float], std: Sequence[float]):
+    def __init__(
+        self,
+        in_channels: int,
+        width: int,
+        num_classes: int,
+        mean: Sequence[float],
+        std: Sequence[float],
+    ):
         super().__init__()
         if len(mean) != in_channels or len(std) != in_channels:
-            raise ConfigError(f"model.net.mean/std need {in_channels} entries (one per input channel)")
+            raise ConfigError(
+                f"model.net.mean/std need {in_channels} entries (one per input channel)"
+            )
         if width < 1 or num_classes < 2:
             raise ConfigError("model.net.width must be >= 1 and model.net.num_classes >= 2")
         self.normalize = Normalize(mean, std)
@@ -106,11 +121,20 @@ class RobustNet(nn.Module):
 class CNN(RobustNet):
     """The ODENet with its ODE block replaced by the field's two convolutions applied once."""
 
-    def __init__(self, in_channels: int = 1, width: int = 64, num_classes: int = 10,
-                 mean: Sequence[float] = (0.1307,), std: Sequence[float] = (0.3081,)):
+    def __init__(
+        self,
+        in_channels: int = 1,
+        width: int = 64,
+        num_classes: int = 10,
+        mean: Sequence[float] = (0.1307,),
+        std: Sequence[float] = (0.3081,),
+    ):
         super().__init__(in_channels, width, num_classes, mean, std)
         self.middle = nn.Sequential(
-            nn.Conv2d(width, width, 3, 1, 1), _norm(width), nn.ReLU(), nn.Conv2d(width, width, 3, 1, 1)
+            nn.Conv2d(width, width, 3, 1, 1),
+            _norm(width),
+            nn.ReLU(),
+            nn.Conv2d(width, width, 3, 1, 1),
         )
 
 
@@ -123,14 +147,28 @@ class ODENet(RobustNet):
         time_dependent: False makes the field autonomous (TisODE).
     """
 
-    def __init__(self, solver: Solver, sensitivity: Sensitivity, in_channels: int = 1, width: int = 64,
-                 num_classes: int = 10, horizon: float = 1.0, time_dependent: bool = True,
-                 mean: Sequence[float] = (0.1307,), std: Sequence[float] = (0.3081,)):
+    def __init__(
+        self,
+        solver: Solver,
+        sensitivity: Sensitivity,
+        in_channels: int = 1,
+        width: int = 64,
+        num_classes: int = 10,
+        horizon: float = 1.0,
+        time_dependent: bool = True,
+        mean: Sequence[float] = (0.1307,),
+        std: Sequence[float] = (0.3081,),
+    ):
         super().__init__(in_channels, width, num_classes, mean, std)
         if horizon <= 0:
             raise ConfigError(f"model.net.horizon must be > 0, got {horizon}")
-        self.middle = ODEBlock(ConvField(width, time_dependent), solver, sensitivity, t=(0.0, horizon),
-                               name="model.net.field")
+        self.middle = ODEBlock(
+            ConvField(width, time_dependent),
+            solver,
+            sensitivity,
+            t=(0.0, horizon),
+            name="model.net.field",
+        )
 
     @property
     def block(self) -> ODEBlock:
@@ -144,10 +182,20 @@ class TisODE(ODENet):
     map that starts nearby ends nearby (Yan et al. 2020, TisODE).
     """
 
-    def __init__(self, solver: Solver, sensitivity: Sensitivity, in_channels: int = 1, width: int = 64,
-                 num_classes: int = 10, horizon: float = 2.0,
-                 mean: Sequence[float] = (0.1307,), std: Sequence[float] = (0.3081,)):
-        super().__init__(solver, sensitivity, in_channels, width, num_classes, horizon, False, mean, std)
+    def __init__(
+        self,
+        solver: Solver,
+        sensitivity: Sensitivity,
+        in_channels: int = 1,
+        width: int = 64,
+        num_classes: int = 10,
+        horizon: float = 2.0,
+        mean: Sequence[float] = (0.1307,),
+        std: Sequence[float] = (0.3081,),
+    ):
+        super().__init__(
+            solver, sensitivity, in_channels, width, num_classes, horizon, False, mean, std
+        )
         self._steady: Tensor | None = None
 
     def forward(self, x: Tensor) -> Tensor:

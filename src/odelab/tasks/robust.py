@@ -46,17 +46,25 @@ class RobustClassifier(ImageClassifier):
         if not 0.0 <= perturbed_fraction <= 1.0:
             raise ConfigError(f"recipe.fraction must be in [0, 1], got {perturbed_fraction}")
         if regularization_weight < 0:
-            raise ConfigError(f"model.regularization_weight must be >= 0, got {regularization_weight}")
+            raise ConfigError(
+                f"model.regularization_weight must be >= 0, got {regularization_weight}"
+            )
         self.training_perturbation = training_perturbation
         self.perturbed_fraction = perturbed_fraction if training_perturbation is not None else 0.0
         self.regularization_weight = regularization_weight
         self.attacks = dict(attacks or {})
 
     def setup(self, stage: str) -> None:
-        datamodule = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
+        datamodule = (
+            getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
+        )
         expected = getattr(datamodule, "image_shape", None)
         first_conv = next((m for m in self.net.modules() if isinstance(m, nn.Conv2d)), None)
-        if expected is not None and first_conv is not None and first_conv.in_channels != expected[0]:
+        if (
+            expected is not None
+            and first_conv is not None
+            and first_conv.in_channels != expected[0]
+        ):
             raise ConfigError(
                 f"the data has {expected[0]} channel(s) but the net takes {first_conv.in_channels}: "
                 f"set model.net.in_channels={expected[0]} (and model.net.mean/std to {expected[0]} values)"
