@@ -1,0 +1,187 @@
+"""Noisy observations of a known dynamical system, served as random windows.
+
+The true trajectory is integrated once with a tight-tolerance solver, observed
+with Gaussian noise on [0, t_end], and kept noise-free up to `extrapolate_to`
+so that a model can be scored beyond the span it was trained on.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+import lightning as L
+import torch
+from torch import Tensor, nn
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from odelab.errors import ConfigError
+from odelab.ode import Solver, odesolve
+
+# The reference trajectory must be far more accurate than anything a model learns.
+TRUTH_SOLVER = Solver(method="dopri5", rtol=1e-9, atol=1e-10, max_num_steps=1_000_000, max_nfe=None)
+
+
+@dataclass
+class Trajectory:
+    """One trajectory on a uniform grid; the first `n_train` points are observed."""
+
+    t: Tensor  # (N,)
+    true: Tensor  # (N, D)
+    observed: Tensor  # (n_train, D), true + noise
+    n_train: int
+    grid: Tensor  # (G, D) points where vector fields are compared
+    grid_field: Tensor  # (G, D) true field on the grid
+
+
+class WindowDataset(Dataset):
+    """Windows of `length` consecutive observations; item i starts at index i.
+
+    `__getitems__` gathers a whole batch in one indexing op instead of one
+    Python call per window.
+    """
+
+    def __init__(self, t: Tensor, observed: Tensor, length: int):
+        self.t_window = t[:length] - t[0]
+        self.observed = observed
+        self.offsets = torch.arange(length)
+
+    def __len__(self) -> int:
+        return self.observed.shape[0] - self.offsets.numel() + 1
+
+    def __getitem__(self, i: int) -> tuple[Tensor, Tensor]:
+        return self.__getitems__([i])
+
+    def __getitems__(self, starts: Sequence[int]) -> tuple[Tensor, Tensor]:
+        idx = torch.as_tensor(starts)[:, None] + self.offsets  # (B, T)
+        windows = self.observed[idx].transpose(0, 1)  # (T, B, D)
+        return self.t_window, windows
+
+
+class RandomBatchSampler(Sampler[list[int]]):
+    """`num_batches` batches of random window starts, seeded per epoch.
+
+    Lightning calls `set_epoch`, so a run resumed at an epoch boundary draws
+    exactly the windows an uninterrupted run would have drawn.
+    """
+
+    def __init__(self, num_windows: int, batch_size: int, num_batches: int, seed: int):
+        self.num_windows, self.batch_size, self.num_batches = num_windows, batch_size, num_batches
+        self.seed, self.epoch = seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.num_batches
+
+    def __iter__(self) -> Iterator[list[int]]:
+        gen = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
+        starts = torch.randint(self.num_windows, (self.num_batches, self.batch_size), generator=gen)
+        yield from starts.tolist()
+
+
+def _already_batched(batch: tuple[Tensor, Tensor]) -> tuple[Tensor, Tensor]:
+    return batch
+
+
+class TrajectoryDataModule(L.LightningDataModule):
+    """Random windows of a noisy trajectory for training; the whole one for evaluation.
+
+    Args:
+        system: the true vector field f(t, y).
+        y0: true initial state.
+        t_end: end of the observed span [0, t_end].
+        n_points: observations on [0, t_end] (uniform grid, endpoints included).
+        extrapolate_to: end of the noise-free span used to score extrapolation.
+        noise_std: std of the Gaussian noise added to the observations.
+        batch_time: observations per training window.
+        batch_size: windows per batch.
+        batches_per_epoch: training batches in one epoch.
+        grid_size: points per axis of the grid where vector fields are compared.
+        seed: seeds the noise and the window draws.
+    """
+
+    def __init__(
+        self,
+        system: nn.Module,
+        y0: Sequence[float] = (2.0, 0.0),
+        t_end: float = 25.0,
+        n_points: int = 1000,
+        extrapolate_to: float | None = None,
+        noise_std: float = 0.0,
+        batch_time: int = 10,
+        batch_size: int = 20,
+        batches_per_epoch: int = 100,
+        grid_size: int = 21,
+        seed: int = 0,
+    ):
+        super().__init__()
+        if noise_std < 0:
+            raise ConfigError(f"data.noise_std must be >= 0, got {noise_std}")
+        if not t_end > 0:
+            raise ConfigError(f"data.t_end must be > 0 (the time span [0, t_end] is empty), got {t_end}")
+        if n_points < 2:
+            raise ConfigError(f"data.n_points must be >= 2, got {n_points}")
+        if extrapolate_to is not None and extrapolate_to < t_end:
+            raise ConfigError(f"data.extrapolate_to must be >= data.t_end={t_end}, got {extrapolate_to}")
+        if not 2 <= batch_time <= n_points:
+            raise ConfigError(f"data.batch_time must be in [2, data.n_points={n_points}], got {batch_time}")
+        if batch_size < 1 or batches_per_epoch < 1:
+            raise ConfigError("data.batch_size and data.batches_per_epoch must be >= 1")
+        self.system = system
+        self.y0 = torch.tensor(y0, dtype=torch.get_default_dtype())
+        self.t_end, self.n_points = float(t_end), n_points
+        self.extrapolate_to = float(extrapolate_to if extrapolate_to is not None else t_end)
+        self.noise_std = noise_std
+        self.batch_time, self.batch_size, self.batches_per_epoch = batch_time, batch_size, batches_per_epoch
+        self.grid_size, self.seed = grid_size, seed
+        self.trajectory: Trajectory | None = None
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.trajectory is None:
+            self.trajectory = self._make_trajectory()
+
+    @torch.no_grad()
+    def _make_trajectory(self) -> Trajectory:
+        dt = self.t_end / (self.n_points - 1)
+        n_extra = int(round((self.extrapolate_to - self.t_end) / dt))
+        t = torch.arange(self.n_points + n_extra, dtype=torch.float64) * dt
+        true = odesolve(self.system.double(), self.y0.double(), t, TRUTH_SOLVER, name="data.system")
+        self.system.float()
+        gen = torch.Generator().manual_seed(self.seed)
+        observed = true[: self.n_points] + self.noise_std * torch.randn(
+            self.n_points, true.shape[-1], generator=gen, dtype=true.dtype
+        )
+        grid = self._grid(true[: self.n_points])
+        dtype = torch.get_default_dtype()
+        return Trajectory(
+            t=t.to(dtype),
+            true=true.to(dtype),
+            observed=observed.to(dtype),
+            n_train=self.n_points,
+            grid=grid.to(dtype),
+            grid_field=self.system(torch.zeros(()), grid.to(dtype)),
+        )
+
+    def _grid(self, points: Tensor) -> Tensor:
+        lo, hi = points.min(0).values, points.max(0).values
+        pad = 0.1 * (hi - lo)
+        axes = [torch.linspace(a, b, self.grid_size, dtype=points.dtype) for a, b in zip(lo - pad, hi + pad)]
+        return torch.stack(torch.meshgrid(*axes, indexing="xy"), dim=-1).reshape(-1, len(axes))
+
+    def train_dataloader(self) -> DataLoader:
+        traj = self.trajectory
+        dataset = WindowDataset(traj.t[: traj.n_train], traj.observed, self.batch_time)
+        sampler = RandomBatchSampler(len(dataset), self.batch_size, self.batches_per_epoch, self.seed)
+        return DataLoader(dataset, batch_sampler=sampler, collate_fn=_already_batched)
+
+    def _whole_trajectory(self) -> DataLoader:
+        # One batch: the evaluation solves the full span from the true y0.
+        return DataLoader([self.trajectory], batch_size=None, collate_fn=lambda x: x)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._whole_trajectory()
+
+    def test_dataloader(self) -> DataLoader:
+        return self._whole_trajectory()
