@@ -28,7 +28,6 @@ def main(cfg: DictConfig) -> float | None:
         log.error("%s", err)
         if HydraConfig.get().mode == RunMode.MULTIRUN:
             return math.nan  # one failed job must not end the sweep
-        print(f"error: {err}", file=sys.stderr)
         sys.exit(2)
     return objective(cfg, metrics)
 
