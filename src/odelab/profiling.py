@@ -19,8 +19,13 @@ Three meters, each naming what it counts:
 from __future__ import annotations
 
 import contextlib
+import json
+import os
+import platform
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import lightning as L
@@ -224,3 +229,59 @@ class PeakMemoryMonitor(Callback):
         if peak is not None:
             module.log("train/peak_memory_mb", peak / MIB, on_step=True, on_epoch=False)
         self._meter = None
+
+
+class EpochTimer(Callback):
+    """Logs `train/epoch_time`: wall seconds from the epoch's start to its last training step.
+
+    Validation that runs at the end of the epoch is not included.
+    """
+
+    def __init__(self) -> None:
+        self._start = self._last = 0.0
+
+    def on_train_epoch_start(self, trainer: L.Trainer, module: L.LightningModule) -> None:
+        self._start = self._last = time.perf_counter()
+
+    def on_train_batch_end(self, trainer: L.Trainer, module: L.LightningModule, *args: Any) -> None:
+        self._last = time.perf_counter()
+
+    def on_train_epoch_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
+        module.log("train/epoch_time", self._last - self._start, on_step=False, on_epoch=True)
+
+
+class DeviceInfo(Callback):
+    """Writes `device.json` into the run folder: the hardware behind the run's timings."""
+
+    def on_fit_start(self, trainer: L.Trainer, module: L.LightningModule) -> None:
+        if not trainer.is_global_zero:
+            return
+        info = describe_device(module.device)
+        path = Path(trainer.default_root_dir) / "device.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(info, indent=2) + "\n")
+
+
+def describe_device(device: torch.device) -> dict[str, Any]:
+    """Name, kind and thread count of `device`, for reports."""
+    if device.type == "cuda":
+        name = torch.cuda.get_device_name(device)
+    else:
+        name = _cpu_name()
+    return {
+        "type": device.type,
+        "name": name,
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+    }
+
+
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
