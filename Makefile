@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed-stamp
 FASHION_DIR := /usr/share/datasets/fashion-mnist
 ARGS ?=
 
-.PHONY: install data run test test-all lint bench sync clean
+.PHONY: install data run test test-all lint bench sync clean report-mnist
 
 install: $(STAMP) data
 
@@ -41,6 +41,21 @@ lint: install
 
 bench: install
 	$(BIN)/python experiments/bench_spiral.py $(ARGS)
+
+# Table 1 of Chen et al. 2018 on the CPU budget (conf/preset/mnist_quick.yaml):
+# the four models one epoch each, the adjoint/direct memory study, the
+# tolerance study, then experiments/reports/mnist.md with its figures.
+MNIST_LOGS := logs/mnist_quick
+MNIST_OUT  := experiments/reports
+MNIST_RUN  := +preset=mnist_quick logger=csv trainer.enable_progress_bar=false trainer.enable_model_summary=false
+report-mnist: install
+	rm -rf $(MNIST_LOGS)
+	for model in mlp resnet rknet odenet; do \
+	  nice $(BIN)/python run.py experiment=mnist_$$model $(MNIST_RUN) hydra.run.dir=$(MNIST_LOGS)/$$model $(ARGS) || exit 1; \
+	done
+	nice $(BIN)/python experiments/mnist_memory.py --out $(MNIST_OUT)
+	nice $(BIN)/python experiments/mnist_tolerance.py --run $(MNIST_LOGS)/odenet --out $(MNIST_OUT)
+	$(BIN)/python experiments/mnist_report.py $(MNIST_LOGS) --out $(MNIST_OUT)/mnist.md
 
 # Upload runs that W&B logged offline.
 sync: install
