@@ -132,9 +132,11 @@ def _solve_label(run: Run) -> str:
 
 def table1(rows: list[dict[str, str]]) -> list[str]:
     lines = [
-        "| model | test error | paper | params | paper | peak memory / step | saved activations | paper "
-        "| time / step (median) | time / epoch | paper | NFE fwd / bwd per step | test NFE "
-        "| solve | data | epochs | device |",
+        (
+            "| model | test error | paper | params | paper | peak memory / step | saved activations "
+            "| paper | time / step (median) | time / epoch | paper | NFE fwd / bwd per step "
+            "| test NFE | solve | data | epochs | device |"
+        ),
         "|---|---:|---:|---:|---:|---:|---:|---|---:|---:|---|---:|---:|---|---|---|---|",
     ]
     for r in rows:
@@ -177,11 +179,13 @@ def memory_section(memory: dict, image: str | None) -> list[str]:
     lines = [
         "## Memory: adjoint vs direct over the integration horizon",
         "",
-        f"One ODE-Net training step (forward, cross-entropy, backward), batch {memory['batch_size']}, "
-        f"{memory['channels']} channels, {memory['weights']}, inputs: {memory['inputs']}; "
-        f"device: {memory['device']['type']} ({memory['device']['name']}). "
-        f"Peak memory = {memory['measure']}; saved activations = the most bytes autograd held "
-        "at once in tensors saved for backward.",
+        (
+            f"One ODE-Net training step (forward, cross-entropy, backward), batch "
+            f"{memory['batch_size']}, {memory['channels']} channels, {memory['weights']}, inputs: "
+            f"{memory['inputs']}; device: {memory['device']['type']} ({memory['device']['name']}). "
+            f"Peak memory = {memory['measure']}; saved activations = the most bytes autograd held "
+            "at once in tensors saved for backward."
+        ),
         "",
         "| solver | sensitivity | T | NFE fwd / bwd | peak memory (MiB) | saved activations (MiB) | time (s) |",
         "|---|---|---:|---:|---:|---:|---:|",
@@ -205,11 +209,13 @@ def tolerance_section(tol: dict, image: str | None) -> list[str]:
     lines = [
         "## Tolerance trade-off",
         "",
-        f"The ODE-Net of `{tol['run']}` (trained at rtol = atol = {tol['trained_tol']:g}, "
-        f"{tol['sensitivity']}) evaluated at each tolerance on the first {tol['test_images']} images "
-        f"of its test split ({tol['data']}), test batches of {tol['eval_batch_size']}; one training "
-        f"step (forward + backward, no update) on {tol['train_batch_size']} training images; "
-        f"device: {tol['device']['type']} ({tol['device']['name']}).",
+        (
+            f"The ODE-Net of `{tol['run']}` (trained at rtol = atol = {tol['trained_tol']:g}, "
+            f"{tol['sensitivity']}) evaluated at each tolerance on the first {tol['test_images']} "
+            f"images of its test split ({tol['data']}), test batches of {tol['eval_batch_size']}; "
+            f"one training step (forward + backward, no update) on {tol['train_batch_size']} "
+            f"training images; device: {tol['device']['type']} ({tol['device']['name']})."
+        ),
         "",
         "| rtol = atol | test error | test NFE | s / test batch | train NFE fwd / bwd | s / train step |",
         "|---:|---:|---:|---:|---:|---:|",
@@ -258,8 +264,11 @@ def differences(rows: list[dict[str, str]], runs: list[Run]) -> list[str]:
         notes.append(f"- Batch size {batches} (lr scaled by batch/128 as in the reference recipe).")
     if any(r.device.get("type") != "cuda" for r in runs):
         notes.append("- Device: CPU; times are CPU wall-clock on a shared machine and only comparable "
-                     "within this table. The paper-settings run on an accelerator (trainer=gpu "
-                     "data=mnist, 160 epochs) is pending.")
+                     "within this table. The paper-settings run on an accelerator is pending: "
+                     "`python run.py experiment=mnist_<model> data=mnist data.download=true "
+                     "trainer=gpu logger=csv` (160 epochs; a shortened schedule is e.g. "
+                     "`trainer.max_epochs=40 model.scheduler.milestones=[20,30,36]`), then "
+                     "`experiments/mnist_memory.py` and `experiments/mnist_tolerance.py` on the GPU.")
     notes.append("- Memory: measured for one training step per model; the paper gives only the "
                  "asymptotic order. Peak memory on CPU is the torch profiler's allocation peak "
                  "during the step (activations, solver work tensors, gradients); saved "
@@ -280,8 +289,8 @@ def build_report(
     rows = sorted((summarize(r) for r in runs),
                   key=lambda r: ORDER.index(r["model"]) if r["model"] in ORDER else len(ORDER))
     lines = [f"# {title}", "",
-             "Measured by `experiments/mnist_report.py` from the run folders listed at the end. "
-             "Paper columns: Chen et al. 2018, Table 1 (full MNIST, 160 epochs, GPU).", ""]
+             ("Measured by `experiments/mnist_report.py` from the run folders listed at the end. "
+              "Paper columns: Chen et al. 2018, Table 1 (full MNIST, 160 epochs, GPU)."), ""]
     lines += table1(rows) + [""]
     odenet = [r for r in runs if model_label(r) == "ODE-Net"]
     figure = out.with_name(out.stem + "_nfe.png")

@@ -52,16 +52,23 @@ def set_tolerance(model: torch.nn.Module, tol: float) -> list[ODEBlock]:
     return blocks
 
 
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
 def evaluate(model, blocks, images, labels, batch_size: int) -> dict[str, float]:
+    device = next(model.parameters()).device
     errors, nfe, seconds, batches = 0, 0, 0.0, 0
     with torch.no_grad():
         for start in range(0, len(labels), batch_size):
-            x = images[start : start + batch_size].unsqueeze(1).float() / 255.0
-            y = labels[start : start + batch_size]
+            x = images[start : start + batch_size].to(device).unsqueeze(1).float() / 255.0
+            y = labels[start : start + batch_size].to(device)
             for b in blocks:
                 b.reset_nfe()
             tic = time.perf_counter()
             pred = model(x).argmax(dim=-1)
+            _sync(device)
             seconds += time.perf_counter() - tic
             nfe += sum(b.nfe_forward for b in blocks)
             errors += int((pred != y).sum())
@@ -74,13 +81,15 @@ def evaluate(model, blocks, images, labels, batch_size: int) -> dict[str, float]
 
 
 def training_step(model, blocks, images, labels) -> dict[str, float]:
-    x = images.unsqueeze(1).float() / 255.0
+    device = next(model.parameters()).device
+    x, labels = images.to(device).unsqueeze(1).float() / 255.0, labels.to(device)
     for b in blocks:
         b.reset_nfe()
     model.zero_grad()
     tic = time.perf_counter()
     loss = torch.nn.functional.cross_entropy(model(x), labels)
     loss.backward()
+    _sync(device)
     elapsed = time.perf_counter() - tic
     return {
         "train_nfe_forward": sum(b.nfe_forward for b in blocks),
@@ -122,14 +131,16 @@ def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--run", type=Path, required=True, help="a finished ODE-Net run folder")
     parser.add_argument("--tols", type=float, nargs="+", default=TOLERANCES)
-    parser.add_argument("--test-images", type=int, default=500)
-    parser.add_argument("--batch-size", type=int, default=250)
+    parser.add_argument("--test-images", type=int, default=250)
+    parser.add_argument("--batch-size", type=int, default=125)
     parser.add_argument("--train-batch", type=int, default=16)
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--out", type=Path, default=Path("experiments/reports"))
     args = parser.parse_args(argv)
 
     torch.manual_seed(0)
     model, data, config = load_classifier(args.run)
+    model = model.to(args.device)
     test_images, test_labels = data.splits["test"].tensors
     test_images, test_labels = test_images[: args.test_images], test_labels[: args.test_images]
     train_images, train_labels = data.splits["train"].tensors
@@ -155,7 +166,7 @@ def main(argv: list[str] | None = None) -> dict:
         "eval_batch_size": args.batch_size,
         "train_batch_size": args.train_batch,
         "data": data.describe(),
-        "device": describe_device(torch.device("cpu")),
+        "device": describe_device(torch.device(args.device)),
         "rows": rows,
     }
     args.out.mkdir(parents=True, exist_ok=True)

@@ -83,7 +83,7 @@ class SavedTensorMeter:
 class _Saved:
     """A saved tensor that reports its release when autograd frees the graph."""
 
-    __slots__ = ("meter", "tensor", "key", "nbytes")
+    __slots__ = ("key", "meter", "nbytes", "tensor")
 
     def __init__(self, meter: SavedTensorMeter, tensor: Tensor, key: int):
         # Detached: holding an output with its grad_fn would tie the graph in a
