@@ -238,14 +238,16 @@ def tolerance_section(tol: dict, image: str | None) -> list[str]:
             f"device: {tol['device']['type']} ({tol['device']['name']})."
         ),
         "",
-        "| rtol = atol | test error | test NFE | s / test batch | train NFE fwd / bwd | s / train step |",
+        ("| rtol = atol | test error | test NFE | s / test batch (wall, CPU) | train NFE fwd / bwd "
+         "| s / train step (wall, CPU) |"),
         "|---:|---:|---:|---:|---:|---:|",
     ]
     for r in tol["rows"]:
         lines.append(
             f"| {r['tol']:.0e} | {100 * r['test_error']:.2f} % | {r['test_nfe_forward']:.0f} "
-            f"| {r['test_seconds_per_batch']:.2f} | {r['train_nfe_forward']} / {r['train_nfe_backward']} "
-            f"| {r['train_step_seconds']:.2f} |"
+            f"| {r['test_seconds_per_batch']:.2f}, {r.get('test_cpu_seconds_per_batch', math.nan):.2f} "
+            f"| {r['train_nfe_forward']} / {r['train_nfe_backward']} "
+            f"| {r['train_step_seconds']:.2f}, {r.get('train_step_cpu_seconds', math.nan):.2f} |"
         )
     if len({r["test_error"] for r in tol["rows"]}) == 1:
         lines += ["", ("The test error is the same at every tolerance: this network is not trained "
