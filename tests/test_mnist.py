@@ -83,10 +83,10 @@ def test_normalisation_lives_in_the_net() -> None:
 
 def test_linear_scaled_sgd_follows_the_batch_size() -> None:
     params = [torch.nn.Parameter(torch.zeros(1))]
-    assert linear_scaled_sgd(params, base_lr=0.1, batch_size=32).param_groups[0]["lr"] == pytest.approx(0.025)
-    assert linear_scaled_sgd(params, base_lr=0.1, batch_size=256).param_groups[0]["momentum"] == 0.9
+    assert linear_scaled_sgd(params, lr=0.1, batch_size=32).param_groups[0]["lr"] == pytest.approx(0.025)
+    assert linear_scaled_sgd(params, lr=0.1, batch_size=256).param_groups[0]["momentum"] == 0.9
     with pytest.raises(ConfigError):
-        linear_scaled_sgd(params, base_lr=0.0)
+        linear_scaled_sgd(params, lr=0.0)
 
 
 def test_saved_tensor_meter_counts_exactly_what_autograd_saves() -> None:
