@@ -59,3 +59,19 @@ def test_bad_input_names_the_key(make_cfg, override: str, key: str) -> None:
     with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
         run(cfg)
 
+
+
+@pytest.mark.parametrize("logger,pattern", [("csv", "csv/metrics.csv"), ("tensorboard", "tensorboard/events.*")])
+def test_file_loggers_record_metrics(make_cfg, tmp_path: Path, logger: str, pattern: str) -> None:
+    run(make_cfg(*SMALL, "trainer.max_epochs=1", f"logger={logger}", subdir="out"))
+    assert list((tmp_path / "out").glob(pattern)), f"{logger} wrote nothing"
+
+
+@pytest.mark.parametrize("trainer", ["cpu", "gpu", "ddp"])
+@pytest.mark.parametrize("solver", ["dopri5", "bosh3", "adaptive_heun", "rk4", "midpoint", "euler"])
+def test_every_solver_and_trainer_option_composes(make_cfg, trainer: str, solver: str) -> None:
+    from hydra.utils import instantiate
+
+    cfg = make_cfg("experiment=spiral", f"trainer={trainer}", f"solver={solver}")
+    assert instantiate(cfg.solver).method == solver
+    assert cfg.trainer.accelerator == ("cpu" if trainer == "cpu" else "gpu")

@@ -8,6 +8,7 @@ from typing import Any
 import lightning as L
 from lightning.pytorch.callbacks import Callback
 
+from odelab.errors import ConfigError
 from odelab.ode import ODEBlock
 
 
@@ -21,17 +22,39 @@ class NFEMonitor(Callback):
     Backward NFE are counted only once `backward()` has run, so the numbers are
     read after the optimizer step and the counters reset for the next step.
     Values are summed over all ODE blocks of the model.
+
+    Under DDP every process solves its own share of the batch, so there are
+    two honest numbers: `across_processes="mean"` (default) logs the NFE of one
+    process, averaged over processes, under the usual keys (`train/nfe_forward`,
+    comparable with single-process runs); `"sum"` logs the total over all
+    processes under keys ending in `_total` (`train/nfe_forward_total`).
+
+    Args:
+        across_processes: "mean" or "sum", how to combine processes under DDP.
     """
+
+    def __init__(self, across_processes: str = "mean"):
+        if across_processes not in ("mean", "sum"):
+            raise ConfigError(
+                f"callbacks.nfe_monitor.across_processes must be 'mean' or 'sum', got {across_processes!r}"
+            )
+        self.reduce_fx = across_processes
+        self.suffix = "_total" if across_processes == "sum" else ""
+
+    def _log(self, module: L.LightningModule, key: str, value: float, on_step: bool) -> None:
+        module.log(
+            key + self.suffix, value, on_step=on_step, on_epoch=True, sync_dist=True, reduce_fx=self.reduce_fx
+        )
 
     def _log_and_reset(self, module: L.LightningModule, stage: str, backward: bool) -> None:
         blocks = ode_blocks(module)
         if not blocks:
             return
         forward = sum(b.nfe_forward for b in blocks)
-        module.log(f"{stage}/nfe_forward", float(forward), on_step=stage == "train", on_epoch=True)
+        self._log(module, f"{stage}/nfe_forward", float(forward), on_step=stage == "train")
         if backward:
             back = sum(b.nfe_backward for b in blocks)
-            module.log(f"{stage}/nfe_backward", float(back), on_step=True, on_epoch=True)
+            self._log(module, f"{stage}/nfe_backward", float(back), on_step=True)
         for b in blocks:
             b.reset_nfe()
 
@@ -59,7 +82,10 @@ class NFEMonitor(Callback):
 
 
 class StepTimer(Callback):
-    """Logs the wall time of each training step (forward, backward and update)."""
+    """Logs the wall time of each training step (forward, backward and update).
+
+    Under DDP the value is averaged over processes.
+    """
 
     def __init__(self) -> None:
         self._start = 0.0
@@ -68,7 +94,8 @@ class StepTimer(Callback):
         self._start = time.perf_counter()
 
     def on_train_batch_end(self, trainer: L.Trainer, module: L.LightningModule, *args: Any) -> None:
-        module.log("train/step_time", time.perf_counter() - self._start, on_step=True, on_epoch=True)
+        elapsed = time.perf_counter() - self._start
+        module.log("train/step_time", elapsed, on_step=True, on_epoch=True, sync_dist=True)
 
 
 class SaveFigures(Callback):

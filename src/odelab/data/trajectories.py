@@ -15,6 +15,7 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from odelab.data.loading import check_loader_options
 from odelab.errors import ConfigError
 from odelab.ode import Solver, odesolve
 
@@ -58,27 +59,28 @@ class WindowDataset(Dataset):
         return self.t_window, windows
 
 
-class RandomBatchSampler(Sampler[list[int]]):
-    """`num_batches` batches of random window starts, seeded per epoch.
+class RandomWindowSampler(Sampler[int]):
+    """`num_samples` random window starts, seeded per epoch.
 
     Lightning calls `set_epoch`, so a run resumed at an epoch boundary draws
-    exactly the windows an uninterrupted run would have drawn.
+    exactly the windows an uninterrupted run would have drawn. It is a plain
+    index sampler (batched by the DataLoader), so under DDP Lightning can wrap it
+    in a distributed sampler that hands each process its own share of windows.
     """
 
-    def __init__(self, num_windows: int, batch_size: int, num_batches: int, seed: int):
-        self.num_windows, self.batch_size, self.num_batches = num_windows, batch_size, num_batches
+    def __init__(self, num_windows: int, num_samples: int, seed: int):
+        self.num_windows, self.num_samples = num_windows, num_samples
         self.seed, self.epoch = seed, 0
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
     def __len__(self) -> int:
-        return self.num_batches
+        return self.num_samples
 
-    def __iter__(self) -> Iterator[list[int]]:
+    def __iter__(self) -> Iterator[int]:
         gen = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
-        starts = torch.randint(self.num_windows, (self.num_batches, self.batch_size), generator=gen)
-        yield from starts.tolist()
+        yield from torch.randint(self.num_windows, (self.num_samples,), generator=gen).tolist()
 
 
 def _already_batched(batch: tuple[Tensor, Tensor]) -> tuple[Tensor, Tensor]:
@@ -100,6 +102,10 @@ class TrajectoryDataModule(L.LightningDataModule):
         batches_per_epoch: training batches in one epoch.
         grid_size: points per axis of the grid where vector fields are compared.
         seed: seeds the noise and the window draws.
+        num_workers: DataLoader worker processes for the training windows (0: load in
+            the training process, best for this small in-memory data).
+        pin_memory: page-lock batches for faster copies to a GPU.
+        persistent_workers: keep workers alive between epochs (needs num_workers > 0).
     """
 
     def __init__(
@@ -115,6 +121,9 @@ class TrajectoryDataModule(L.LightningDataModule):
         batches_per_epoch: int = 100,
         grid_size: int = 21,
         seed: int = 0,
+        num_workers: int = 0,
+        pin_memory: bool = False,
+        persistent_workers: bool = False,
     ):
         super().__init__()
         if noise_std < 0:
@@ -129,6 +138,7 @@ class TrajectoryDataModule(L.LightningDataModule):
             raise ConfigError(f"data.batch_time must be in [2, data.n_points={n_points}], got {batch_time}")
         if batch_size < 1 or batches_per_epoch < 1:
             raise ConfigError("data.batch_size and data.batches_per_epoch must be >= 1")
+        check_loader_options(num_workers, persistent_workers)
         self.system = system
         self.y0 = torch.tensor(y0, dtype=torch.get_default_dtype())
         self.t_end, self.n_points = float(t_end), n_points
@@ -136,6 +146,11 @@ class TrajectoryDataModule(L.LightningDataModule):
         self.noise_std = noise_std
         self.batch_time, self.batch_size, self.batches_per_epoch = batch_time, batch_size, batches_per_epoch
         self.grid_size, self.seed = grid_size, seed
+        self.loader_options = {
+            "num_workers": num_workers,
+            "pin_memory": pin_memory,
+            "persistent_workers": persistent_workers,
+        }
         self.trajectory: Trajectory | None = None
 
     def setup(self, stage: str | None = None) -> None:
@@ -173,8 +188,14 @@ class TrajectoryDataModule(L.LightningDataModule):
     def train_dataloader(self) -> DataLoader:
         traj = self.trajectory
         dataset = WindowDataset(traj.t[: traj.n_train], traj.observed, self.batch_time)
-        sampler = RandomBatchSampler(len(dataset), self.batch_size, self.batches_per_epoch, self.seed)
-        return DataLoader(dataset, batch_sampler=sampler, collate_fn=_already_batched)
+        sampler = RandomWindowSampler(len(dataset), self.batch_size * self.batches_per_epoch, self.seed)
+        return DataLoader(
+            dataset,
+            sampler=sampler,
+            batch_size=self.batch_size,
+            collate_fn=_already_batched,
+            **self.loader_options,
+        )
 
     def _whole_trajectory(self) -> DataLoader:
         # One batch: the evaluation solves the full span from the true y0.
