@@ -5,8 +5,10 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 FASHION_DIR := /usr/share/datasets/fashion-mnist
 ARGS ?=
+# Budget of `make reproduce-<name>`: quick (minutes, checks the pipeline) or paper.
+budget ?= quick
 
-.PHONY: install data run test test-all lint bench sync clean
+.PHONY: install data run test test-all lint bench robustness report-mnist sync clean
 
 install: $(STAMP) data
 
@@ -42,9 +44,33 @@ lint: install
 bench: install
 	$(BIN)/python experiments/bench_spiral.py $(ARGS)
 
-# Upload runs that W&B logged offline.
+# CNN vs ODENet vs TisODE under noise, FGSM and PGD -> experiments/reports/robustness.md
+robustness: install
+	nice $(BIN)/python experiments/robustness.py $(ARGS)
+
+# Table 1 of Chen et al. 2018 on the CPU budget (conf/preset/mnist_quick.yaml):
+# the four models one epoch each, the adjoint/direct memory study, the
+# tolerance study, then experiments/reports/mnist.md with its figures.
+MNIST_LOGS := logs/mnist_quick
+MNIST_OUT  := experiments/reports
+MNIST_RUN  := +preset=mnist_quick logger=csv trainer.enable_progress_bar=false trainer.enable_model_summary=false
+report-mnist: install
+	rm -rf $(MNIST_LOGS)
+	for model in mlp resnet rknet odenet; do \
+	  nice $(BIN)/python run.py experiment=mnist_$$model $(MNIST_RUN) hydra.run.dir=$(MNIST_LOGS)/$$model $(ARGS) || exit 1; \
+	done
+	nice $(BIN)/python experiments/mnist_memory.py --out $(MNIST_OUT)
+	nice $(BIN)/python experiments/mnist_tolerance.py --run $(MNIST_LOGS)/odenet --out $(MNIST_OUT)
+	$(BIN)/python experiments/mnist_report.py $(MNIST_LOGS) --out $(MNIST_OUT)/mnist.md
+
+# Upload runs that W&B logged offline (needs `wandb login` and the network);
+# runs already uploaded are skipped. `make sync ARGS=--dry-run` only lists them.
 sync: install
-	find logs -type d -name 'offline-run-*' -exec $(BIN)/wandb sync {} \;
+	find logs -type d -name 'offline-run-*' -prune -print0 | xargs -0 -r $(BIN)/wandb sync --skip-synced $(ARGS)
+
+# One command per paper result: run its sweep, write experiments/reports/<name>_<budget>.md.
+reproduce-%: install
+	$(BIN)/python experiments/reproduce.py $* --budget $(budget) $(ARGS)
 
 clean:
 	rm -rf logs .pytest_cache

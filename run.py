@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import math
 import sys
 
 import hydra
@@ -13,6 +12,7 @@ from omegaconf import DictConfig
 
 from odelab.errors import OdelabError
 from odelab.hydra_setup import register_resolvers
+from odelab.sweeps import check_multirun_strategy, job_failed
 
 register_resolvers()
 log = logging.getLogger("odelab")
@@ -22,13 +22,17 @@ log = logging.getLogger("odelab")
 def main(cfg: DictConfig) -> float | None:
     from odelab.train import objective, run  # heavy imports after argument parsing
 
+    multirun = HydraConfig.get().mode == RunMode.MULTIRUN
     try:
+        if multirun:
+            check_multirun_strategy(cfg)
         metrics = run(cfg)
-    except OdelabError as err:
+    except Exception as err:
+        if multirun:
+            return job_failed(err)  # NaN: one failed job must not end the sweep
+        if not isinstance(err, OdelabError):
+            raise
         log.error("%s", err)
-        if HydraConfig.get().mode == RunMode.MULTIRUN:
-            return math.nan  # one failed job must not end the sweep
-        print(f"error: {err}", file=sys.stderr)
         sys.exit(2)
     return objective(cfg, metrics)
 

@@ -25,7 +25,7 @@ def test_loader_serves_the_epochs_window_length() -> None:
     loader = data.train_dataloader()
     observed = data.trajectory.observed
     for epoch, length in ((0, 4), (1, 8), (2, 12), (7, 12)):
-        loader.batch_sampler.set_epoch(epoch)  # what Lightning does each epoch
+        loader.sampler.set_epoch(epoch)  # what Lightning does each epoch
         for t, windows in loader:
             assert t.shape == (length,) and windows.shape == (length, 3, 2)
             assert torch.equal(t, data.trajectory.t[:length])
@@ -45,8 +45,8 @@ def test_lightning_draws_new_windows_and_lengths_each_epoch(make_cfg) -> None:
     from hydra.utils import instantiate
 
     cfg = make_cfg(
-        "experiment=spiral", "data.n_points=60", "data.batch_time=4", "+data.batch_time_final=8",
-        "+data.batch_time_growth_epochs=2", "data.batches_per_epoch=2", "data.batch_size=3",
+        "experiment=spiral", "data.n_points=60", "data.batch_time=4", "data.batch_time_final=8",
+        "data.batch_time_growth_epochs=2", "data.batches_per_epoch=2", "data.batch_size=3",
         "solver=rk4", "solver.step_size=null",
     )
     seen: list[tuple[int, torch.Tensor]] = []

@@ -8,6 +8,7 @@ from typing import Any
 import lightning as L
 from lightning.pytorch.callbacks import Callback
 
+from odelab.errors import ConfigError
 from odelab.ode import ODEBlock
 
 
@@ -40,9 +41,12 @@ class _StepMeans:
             self.sums[key] = self.sums.get(key, 0.0) + value
         self.count += 1
 
-    def log_and_reset(self, module: L.LightningModule) -> None:
+    def log_and_reset(self, module: L.LightningModule, suffix: str = "", reduce_fx: str = "mean") -> None:
         for key, total in self.sums.items():
-            module.log(f"{key}_epoch", total / self.count, on_step=False, on_epoch=True)
+            module.log(
+                f"{key}{suffix}_epoch", total / self.count, on_step=False, on_epoch=True,
+                sync_dist=True, reduce_fx=reduce_fx,
+            )
         self.sums, self.count = {}, 0
 
 
@@ -55,11 +59,32 @@ class NFEMonitor(Callback):
     `train/nfe_forward` and `train/nfe_backward` on the batches the loggers
     record, and their epoch means as `..._epoch`; evaluation logs
     `val/nfe_forward` and `test/nfe_forward` per epoch.
+
+    Under DDP every process solves its own share of the batch, so there are
+    two honest numbers: `across_processes="mean"` (default) logs the NFE of one
+    process, averaged over processes, under the usual keys (`train/nfe_forward`,
+    comparable with single-process runs); `"sum"` logs the total over all
+    processes under keys ending in `_total` (`train/nfe_forward_total`).
+
+    Args:
+        across_processes: "mean" or "sum", how to combine processes under DDP.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, across_processes: str = "mean"):
+        if across_processes not in ("mean", "sum"):
+            raise ConfigError(
+                f"callbacks.nfe_monitor.across_processes must be 'mean' or 'sum', got {across_processes!r}"
+            )
+        self.reduce_fx = across_processes
+        self.suffix = "_total" if across_processes == "sum" else ""
         self._blocks: list[ODEBlock] = []
         self._means = _StepMeans()
+
+    def _log(self, module: L.LightningModule, key: str, value: float, on_step: bool) -> None:
+        module.log(
+            key + self.suffix, value, on_step=on_step, on_epoch=not on_step,
+            sync_dist=True, reduce_fx=self.reduce_fx,
+        )
 
     def setup(self, trainer: L.Trainer, module: L.LightningModule, stage: str) -> None:
         self._blocks = ode_blocks(module)  # found once, not on every batch
@@ -71,7 +96,7 @@ class NFEMonitor(Callback):
     def _eval_log_and_reset(self, module: L.LightningModule, stage: str) -> None:
         if self._blocks:
             forward = sum(b.nfe_forward for b in self._blocks)
-            module.log(f"{stage}/nfe_forward", float(forward), on_step=False, on_epoch=True)
+            self._log(module, f"{stage}/nfe_forward", float(forward), on_step=False)
         self._reset()
 
     def on_train_batch_start(self, trainer: L.Trainer, module: L.LightningModule, *args: Any) -> None:
@@ -87,11 +112,11 @@ class NFEMonitor(Callback):
         self._means.add(values)
         if writes_logs_now(trainer):
             for key, value in values.items():
-                module.log(key, value, on_step=True, on_epoch=False)
+                self._log(module, key, value, on_step=True)
         self._reset()
 
     def on_train_epoch_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
-        self._means.log_and_reset(module)
+        self._means.log_and_reset(module, self.suffix, self.reduce_fx)
 
     def on_validation_batch_start(self, trainer: L.Trainer, module: L.LightningModule, *args: Any) -> None:
         self._reset()
@@ -111,7 +136,7 @@ class StepTimer(Callback):
     """Logs the wall time of each training step (forward, backward and update).
 
     `train/step_time` on the batches the loggers record, its epoch mean as
-    `train/step_time_epoch`.
+    `train/step_time_epoch`. Under DDP the value is averaged over processes.
     """
 
     def __init__(self) -> None:
@@ -125,7 +150,7 @@ class StepTimer(Callback):
         seconds = time.perf_counter() - self._start
         self._means.add({"train/step_time": seconds})
         if writes_logs_now(trainer):
-            module.log("train/step_time", seconds, on_step=True, on_epoch=False)
+            module.log("train/step_time", seconds, on_step=True, on_epoch=False, sync_dist=True)
 
     def on_train_epoch_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
         self._means.log_and_reset(module)

@@ -9,21 +9,40 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
+from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.loggers import Logger
 from omegaconf import DictConfig, OmegaConf
 
+from odelab.errors import OdelabError
 from odelab.loggers import finish_loggers
 
 log = logging.getLogger(__name__)
+
+
+def build(node: DictConfig, **kwargs: Any) -> Any:
+    """`hydra.utils.instantiate`, re-raising odelab's own errors unwrapped.
+
+    Hydra wraps constructor errors in an InstantiationException; ours already say
+    which key to fix, so they surface as they are.
+    """
+    try:
+        return instantiate(node, **kwargs)
+    except InstantiationException as err:
+        cause = err.__cause__
+        while cause is not None and not isinstance(cause, OdelabError):
+            cause = cause.__cause__
+        if cause is not None:
+            raise cause from None
+        raise
 
 
 def _instantiate_group(group: DictConfig | None) -> list[Any]:
     """Instantiate every entry of a dict-of-objects group (callbacks, loggers)."""
     if not group:
         return []
-    return [instantiate(node) for node in group.values() if node and "_target_" in node]
+    return [build(node) for node in group.values() if node and "_target_" in node]
 
 
 def _scalars(metrics: dict[str, Any]) -> dict[str, float]:
@@ -43,11 +62,11 @@ def run(cfg: DictConfig) -> dict[str, float]:
     output_dir = Path(cfg.paths.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
 
-    datamodule: L.LightningDataModule = instantiate(cfg.data)
-    model: L.LightningModule = instantiate(cfg.model)
+    datamodule: L.LightningDataModule = build(cfg.data)
+    model: L.LightningModule = build(cfg.model)
     callbacks: list[Callback] = _instantiate_group(cfg.get("callbacks"))
     loggers: list[Logger] = _instantiate_group(cfg.get("logger"))
-    trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    trainer: L.Trainer = build(cfg.trainer, callbacks=callbacks, logger=loggers or False)
 
     try:
         resolved = OmegaConf.to_container(cfg, resolve=True)
@@ -80,7 +99,8 @@ def print_summary(cfg: DictConfig, metrics: dict[str, float], output_dir: Path) 
     for name in ("checkpoints", "plots"):
         if (output_dir / name).is_dir():
             lines.append(f"  {name + ':':<12} {output_dir / name}")
-    shown = {k: v for k, v in metrics.items() if not k.endswith("_step")}
+    # Lightning also reports "<key>_step"/"<key>_epoch" copies; show each value once.
+    shown = {k: v for k, v in metrics.items() if not k.endswith(("_step", "_epoch"))}
     width = max((len(k) for k in shown), default=0)
     lines.append("  final metrics:")
     lines += [f"    {k:<{width}}  {v:.6g}" for k, v in shown.items()]

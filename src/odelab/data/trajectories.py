@@ -16,6 +16,7 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from odelab.data.loading import check_loader_options
 from odelab.errors import ConfigError
 from odelab.ode import Solver, odesolve
 
@@ -66,51 +67,49 @@ class WindowDataset(Dataset):
 def window_length(epoch: int, start: int, final: int | None, growth_epochs: int) -> int:
     """Window length at `epoch`: grows linearly from `start` to `final` over `growth_epochs`.
 
-    Short windows first keep the early, poorly fitted field from diverging over
-    a long solve; long windows later penalise the slow phase drift that short
-    ones barely see.
+    Short windows first keep an early, poorly fitted field from diverging over
+    a long solve; longer ones later see drift that short ones barely see.
     """
     if final is None or growth_epochs <= 0 or epoch >= growth_epochs:
         return start if final is None else final
     return round(start + (final - start) * epoch / growth_epochs)
 
 
-class RandomBatchSampler(Sampler[list[int]]):
-    """`num_batches` batches of random window starts, seeded per epoch.
+class RandomWindowSampler(Sampler[int]):
+    """`num_samples` random window starts, seeded per epoch.
 
-    Lightning calls `set_epoch` each epoch, so every epoch draws new windows and
-    a run resumed at an epoch boundary draws exactly the windows an
-    uninterrupted run would have drawn. The sampler also sets the dataset's
-    window length for the epoch (`lengths(epoch)`).
+    Lightning calls `set_epoch`, so a run resumed at an epoch boundary draws
+    exactly the windows an uninterrupted run would have drawn. It is a plain
+    index sampler (batched by the DataLoader), so under DDP Lightning can wrap it
+    in a distributed sampler that hands each process its own share of windows.
+    With a `dataset` and `lengths(epoch)`, it also sets the epoch's window
+    length (curriculum) and draws starts valid for that length.
     """
 
     def __init__(
         self,
-        dataset: WindowDataset,
-        batch_size: int,
-        num_batches: int,
+        num_windows: int,
+        num_samples: int,
         seed: int,
+        dataset: WindowDataset | None = None,
         lengths: Callable[[int], int] | None = None,
     ):
-        self.dataset, self.batch_size, self.num_batches = dataset, batch_size, num_batches
-        self.seed, self.lengths = seed, lengths
-        # Lightning calls `set_epoch` on `dataloader.batch_sampler.sampler`, not on
-        # the batch sampler itself: without this alias every epoch would replay epoch 0.
-        self.sampler = self
+        self.num_windows, self.num_samples = num_windows, num_samples
+        self.seed, self.dataset, self.lengths = seed, dataset, lengths
         self.set_epoch(0)
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
-        if self.lengths is not None:
+        if self.dataset is not None and self.lengths is not None:
             self.dataset.set_length(self.lengths(epoch))
+            self.num_windows = len(self.dataset)
 
     def __len__(self) -> int:
-        return self.num_batches
+        return self.num_samples
 
-    def __iter__(self) -> Iterator[list[int]]:
+    def __iter__(self) -> Iterator[int]:
         gen = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
-        shape = (self.num_batches, self.batch_size)
-        yield from torch.randint(len(self.dataset), shape, generator=gen).tolist()
+        yield from torch.randint(self.num_windows, (self.num_samples,), generator=gen).tolist()
 
 
 def _already_batched(batch: tuple[Tensor, Tensor]) -> tuple[Tensor, Tensor]:
@@ -135,6 +134,10 @@ class TrajectoryDataModule(L.LightningDataModule):
         batches_per_epoch: training batches in one epoch.
         grid_size: points per axis of the grid where vector fields are compared.
         seed: seeds the noise and the window draws.
+        num_workers: DataLoader worker processes for the training windows (0: load in
+            the training process, best for this small in-memory data).
+        pin_memory: page-lock batches for faster copies to a GPU.
+        persistent_workers: keep workers alive between epochs (needs num_workers > 0).
     """
 
     def __init__(
@@ -152,6 +155,9 @@ class TrajectoryDataModule(L.LightningDataModule):
         batches_per_epoch: int = 100,
         grid_size: int = 21,
         seed: int = 0,
+        num_workers: int = 0,
+        pin_memory: bool = False,
+        persistent_workers: bool = False,
     ):
         super().__init__()
         if noise_std < 0:
@@ -167,6 +173,7 @@ class TrajectoryDataModule(L.LightningDataModule):
                 raise ConfigError(f"data.{key} must be in [2, data.n_points={n_points}], got {value}")
         if batch_size < 1 or batches_per_epoch < 1:
             raise ConfigError("data.batch_size and data.batches_per_epoch must be >= 1")
+        check_loader_options(num_workers, persistent_workers)
         self.system = system
         self.y0 = torch.tensor(y0, dtype=torch.get_default_dtype())
         self.t_end, self.n_points = float(t_end), n_points
@@ -175,6 +182,11 @@ class TrajectoryDataModule(L.LightningDataModule):
         self.batch_time, self.batch_size, self.batches_per_epoch = batch_time, batch_size, batches_per_epoch
         self.batch_time_final, self.batch_time_growth_epochs = batch_time_final, batch_time_growth_epochs
         self.grid_size, self.seed = grid_size, seed
+        self.loader_options = {
+            "num_workers": num_workers,
+            "pin_memory": pin_memory,
+            "persistent_workers": persistent_workers,
+        }
         self.trajectory: Trajectory | None = None
 
     def setup(self, stage: str | None = None) -> None:
@@ -220,8 +232,16 @@ class TrajectoryDataModule(L.LightningDataModule):
                 final=self.batch_time_final,
                 growth_epochs=self.batch_time_growth_epochs,
             )
-        sampler = RandomBatchSampler(dataset, self.batch_size, self.batches_per_epoch, self.seed, lengths)
-        return DataLoader(dataset, batch_sampler=sampler, collate_fn=_already_batched)
+        sampler = RandomWindowSampler(
+            len(dataset), self.batch_size * self.batches_per_epoch, self.seed, dataset, lengths
+        )
+        return DataLoader(
+            dataset,
+            sampler=sampler,
+            batch_size=self.batch_size,
+            collate_fn=_already_batched,
+            **self.loader_options,
+        )
 
     def _whole_trajectory(self) -> DataLoader:
         # One batch: the evaluation solves the full span from the true y0.

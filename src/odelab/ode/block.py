@@ -177,8 +177,14 @@ class ODEBlock(nn.Module):
             raise
 
     def _check_field(self, y0: State, times: Tensor) -> None:
-        with torch.no_grad():
-            out = self.field(times[0], y0)
+        try:
+            with torch.no_grad():
+                out = self.field(times[0], y0)
+        except RuntimeError as err:
+            raise ConfigError(
+                f"{self.name} fails on a state of shape {_shapes(y0)} ({err}). Its input and "
+                f"output sizes must match the state; fix them in the config ({self.name})."
+            ) from err
         if _shapes(out) != _shapes(y0):
             raise ConfigError(
                 f"{self.name} returned shape {_shapes(out)} for a state of shape "

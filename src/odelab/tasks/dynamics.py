@@ -41,7 +41,7 @@ class DynamicsRecovery(OdelabTask):
         pred = self.block(windows[0], t)
         loss = self.loss_fn(pred, windows)
         if writes_logs_now(self.trainer):  # a step's log call costs ~5% of a small ODE step
-            self.log("train/loss", loss, prog_bar=True)
+            self.log("train/loss", loss, prog_bar=True, sync_dist=True, batch_size=windows.shape[1])
         return loss
 
     def _evaluate(self, traj: Trajectory, stage: str) -> None:
@@ -53,7 +53,8 @@ class DynamicsRecovery(OdelabTask):
         }
         if traj.t.numel() > n:
             metrics["extrap_mae"] = (pred[n:] - traj.true[n:]).abs().mean()
-        self.log_dict({f"{stage}/{k}": v for k, v in metrics.items()}, prog_bar=stage == "val")
+        # Under DDP each process scores the same trajectory; sync_dist averages them.
+        self.log_dict({f"{stage}/{k}": v for k, v in metrics.items()}, prog_bar=stage == "val", sync_dist=True, batch_size=1)
         self._last_eval = (traj, pred.detach())
 
     def _field_error(self, traj: Trajectory) -> Tensor:

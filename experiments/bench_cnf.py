@@ -1,0 +1,128 @@
+"""Continuous normalizing flows: trace cost and regularized dynamics, side by side.
+
+Two measurements, each taken in this one process so that its rows share the
+machine's load:
+
+1. Trace cost: one training step (forward, backward, update) of the same CNF
+   (concat MLP 64x3, rk4 with 4 fixed steps, so the NFE is the same for both)
+   on Gaussian data of dimension D in 2, 8, 32, 128, with the exact trace
+   against Hutchinson's estimator. Prints seconds per step and exact / Hutchinson.
+2. Regularized dynamics (RNODE): `experiment=cnf_toy` with and without the
+   kinetic and Jacobian-norm regularizers, on 8gaussians and 2spirals. Prints
+   the test NLL of both, its difference, NFE per training step (last epoch,
+   forward + backward) and unregularized / regularized NFE. The unregularized
+   runs are plain `python run.py experiment=cnf_toy data.name=<target>` runs
+   (also the CNF side of the CNF-vs-planar acceptance).
+
+Usage:
+    python experiments/bench_cnf.py                     # both parts
+    python experiments/bench_cnf.py --part trace        # only part 1 (~minutes)
+    python experiments/bench_cnf.py --part regularizers --out logs/bench_cnf
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import time
+from pathlib import Path
+
+import torch
+
+from cnf_runs import nfe_per_step, run_experiment
+from odelab.models.cnf import CNF, TraceEstimator
+from odelab.models.time_fields import ConcatMLPField
+from odelab.ode import Solver
+
+DIMENSIONS = (2, 8, 32, 128)
+TARGETS = ("8gaussians", "2spirals")
+
+
+def time_training_step(dim: int, estimator: str, batch: int, repeats: int) -> float:
+    """Median seconds of one training step of a CNF in `dim` dimensions."""
+    torch.manual_seed(0)
+    flow = CNF(
+        ConcatMLPField(dim=dim, hidden=64, depth=3),
+        Solver(method="rk4", rtol=None, atol=None, step_size=0.25),
+        trace=TraceEstimator(estimator, noise="rademacher"),
+    )
+    optimizer = torch.optim.Adam(flow.parameters(), lr=1e-3)
+    x = torch.randn(batch, dim)
+    times = []
+    for i in range(repeats + 1):
+        start = time.perf_counter()
+        loss = -flow.log_prob(x).log_prob.mean()
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        if i > 0:  # the first step pays one-off allocation costs
+            times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def trace_cost(batch: int, repeats: int) -> list[dict[str, float]]:
+    rows = []
+    print(f"\n(1) time per training step, exact vs Hutchinson trace (batch {batch}, rk4 x4 steps)")
+    print(f"{'D':>5} {'exact s':>10} {'hutch s':>10} {'exact/hutch':>12}")
+    for dim in DIMENSIONS:
+        # Alternate the two so that a change in machine load hits both.
+        exact = time_training_step(dim, "exact", batch, repeats)
+        hutch = time_training_step(dim, "hutchinson", batch, repeats)
+        rows.append({"dim": dim, "exact_s": exact, "hutchinson_s": hutch, "ratio": exact / hutch})
+        print(f"{dim:>5} {exact:>10.4f} {hutch:>10.4f} {exact / hutch:>12.2f}", flush=True)
+    growth_exact = rows[-1]["exact_s"] / rows[0]["exact_s"]
+    growth_hutch = rows[-1]["hutchinson_s"] / rows[0]["hutchinson_s"]
+    print(f"growth from D={DIMENSIONS[0]} to D={DIMENSIONS[-1]}: exact x{growth_exact:.1f}, "
+          f"Hutchinson x{growth_hutch:.1f}")
+    return rows
+
+
+def regularizers(out: Path, weight: float, extra: list[str]) -> list[dict[str, float]]:
+    rows = []
+    print(f"\n(2) RNODE regularizers (kinetic_weight = jacobian_weight = {weight}) vs none")
+    print(f"{'target':>11} {'NLL none':>9} {'NLL reg':>8} {'dNLL':>7} {'NFE none':>9} {'NFE reg':>8} "
+          f"{'NFE ratio':>9} {'min none':>9} {'min reg':>8}")
+    for target in TARGETS:
+        result = {"target": target}
+        for label, w in (("none", 0.0), ("reg", weight)):
+            overrides = ["experiment=cnf_toy", f"data.name={target}",
+                         f"model.kinetic_weight={w}", f"model.jacobian_weight={w}", *extra]
+            metrics, seconds = run_experiment(overrides, out / f"{target}_{label}")
+            result.update({f"nll_{label}": metrics["test/nll"], f"nfe_{label}": nfe_per_step(metrics),
+                           f"minutes_{label}": seconds / 60})
+        result["nll_diff"] = result["nll_reg"] - result["nll_none"]
+        result["nfe_ratio"] = result["nfe_none"] / result["nfe_reg"]
+        rows.append(result)
+        print(f"{target:>11} {result['nll_none']:>9.3f} {result['nll_reg']:>8.3f} {result['nll_diff']:>+7.3f} "
+              f"{result['nfe_none']:>9.1f} {result['nfe_reg']:>8.1f} {result['nfe_ratio']:>9.2f} "
+              f"{result['minutes_none']:>9.1f} {result['minutes_reg']:>8.1f}", flush=True)
+    return rows
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--part", choices=("all", "trace", "regularizers"), default="all")
+    parser.add_argument("--out", type=Path, default=Path("logs/bench_cnf"))
+    parser.add_argument("--batch", type=int, default=128, help="batch of the trace timing")
+    parser.add_argument("--repeats", type=int, default=3, help="timed steps per trace setting")
+    parser.add_argument("--weight", type=float, default=0.1, help="weight of both regularizers")
+    parser.add_argument("overrides", nargs="*", help="extra config overrides for part 2")
+    args = parser.parse_args(argv)
+
+    print(f"machine: {platform.processor() or platform.machine()}, torch {torch.__version__}, "
+          f"{torch.get_num_threads()} threads, CPU")
+    report: dict[str, object] = {}
+    if args.part in ("all", "trace"):
+        report["trace"] = trace_cost(args.batch, args.repeats)
+    if args.part in ("all", "regularizers"):
+        report["regularizers"] = regularizers(args.out, args.weight, args.overrides)
+    args.out.mkdir(parents=True, exist_ok=True)
+    path = args.out / f"bench_cnf_{args.part}.json"
+    path.write_text(json.dumps(report, indent=2) + "\n")
+    print(f"\nwrote {path}")
+
+
+if __name__ == "__main__":
+    main()

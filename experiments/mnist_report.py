@@ -1,0 +1,386 @@
+"""Gather MNIST runs into Table 1 of Chen et al. 2018, beside the paper's numbers.
+
+Reads finished run folders (made with logger=csv), the memory benchmark
+(experiments/mnist_memory.py) and the tolerance study
+(experiments/mnist_tolerance.py), and writes one markdown report with the NFE
+over training figure (Figure 3). Every row names its data, epochs and device.
+
+    python experiments/mnist_report.py logs/mnist_quick --out experiments/reports/mnist.md
+
+Arguments are run folders or folders whose sub-folders are runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from pathlib import Path
+
+from odelab.errors import ConfigError
+from odelab.ode.config import ADAPTIVE_METHODS
+from odelab.runs import Run, load_run, median
+
+ORDER = ["1-layer MLP", "ResNet", "RK-Net", "ODE-Net"]
+# Chen et al. 2018, Table 1 (full MNIST, 160 epochs).
+PAPER = {
+    "1-layer MLP": {"error": "1.60 %", "params": "0.24 M", "memory": "–", "time": "–"},
+    "ResNet": {"error": "0.41 %", "params": "0.60 M", "memory": "O(L)", "time": "O(L)"},
+    "RK-Net": {"error": "0.47 %", "params": "0.22 M", "memory": "O(L~)", "time": "O(L~)"},
+    "ODE-Net": {"error": "0.42 %", "params": "0.22 M", "memory": "O(1)", "time": "O(L~)"},
+}
+NETS = {"ResNet": "ResNet", "MLPClassifier": "1-layer MLP"}
+
+
+def model_label(run: Run) -> str:
+    """Table 1 row of a run, from its net class and solver."""
+    net = str(run.config.model.net._target_).rsplit(".", 1)[-1]
+    if net == "ODENet":
+        return "ODE-Net" if run.config.solver.method in ADAPTIVE_METHODS else "RK-Net"
+    return NETS.get(net, net)
+
+
+def find_runs(paths: list[Path]) -> list[Run]:
+    runs = []
+    for path in paths:
+        if (path / "metrics.json").is_file():
+            runs.append(load_run(path))
+        elif path.is_dir():
+            runs += [load_run(p) for p in sorted(path.iterdir()) if (p / "metrics.json").is_file()]
+        else:
+            raise ConfigError(f"{path} is neither a run folder nor a folder of runs")
+    if not runs:
+        raise ConfigError(f"no finished runs (metrics.json) under {[str(p) for p in paths]}")
+    return runs
+
+
+def data_sizes(run: Run) -> tuple[str, int, int]:
+    """Dataset label, training images and test images the run actually used."""
+    data, trainer = run.config.data, run.config.trainer
+    if data.offline_test_split:
+        name = f"{data.dataset} test-set split"
+        train, test = 10_000 - data.val_size - data.test_size, data.test_size
+    else:
+        name = data.dataset
+        train, test = 60_000 - data.val_size, 10_000
+    if data.get("train_subset"):
+        train = min(train, int(data.train_subset))
+    limit = trainer.get("limit_test_batches")
+    if isinstance(limit, int) and not isinstance(limit, bool) and limit >= 1:
+        test = min(test, limit * int(data.eval_batch_size))
+    elif isinstance(limit, float) and limit <= 1.0:
+        test = int(test * limit)
+    return name, train, test
+
+
+def device_label(run: Run) -> str:
+    if run.device:
+        kind = "GPU" if run.device["type"] == "cuda" else f"CPU x{run.device.get('torch_threads')}"
+        return f"{kind} ({run.device['name']})"
+    return str(run.config.trainer.accelerator)
+
+
+def _fmt(value: float | None, spec: str, unit: str = "") -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "n/a"
+    return f"{value:{spec}}{unit}"
+
+
+def summarize(run: Run) -> dict[str, str]:
+    label = model_label(run)
+    dataset, n_train, n_test = data_sizes(run)
+    _, step_times = run.series("train/step_time_step")
+    _, nfe_f = run.series("train/nfe_forward_step")
+    _, nfe_b = run.series("train/nfe_backward_step")
+    error = run.last("test/error")
+    params = run.last("model/params")
+    nfe = "–"
+    if nfe_f:
+        nfe = f"{sum(nfe_f) / len(nfe_f):.1f} / {sum(nfe_b) / len(nfe_b):.1f}" if nfe_b else "n/a"
+    test_nfe = run.last("test/nfe_forward")
+    return {
+        "model": label,
+        "error": _fmt(None if error is None else 100 * error, ".2f", " %"),
+        "paper_error": PAPER.get(label, {}).get("error", "–"),
+        "params": _fmt(None if params is None else params / 1e6, ".3f", " M"),
+        "paper_params": PAPER.get(label, {}).get("params", "–"),
+        "memory": _fmt(run.last("train/peak_memory_mb"), ".1f", " MiB"),
+        "activations": _fmt(run.last("train/activations_mb"), ".1f", " MiB"),
+        "paper_memory": PAPER.get(label, {}).get("memory", "–"),
+        "step_time": _fmt(median(step_times), ".3f", " s"),
+        "epoch_time": _fmt(run.last("train/epoch_time"), ".1f", " s"),
+        "paper_time": PAPER.get(label, {}).get("time", "–"),
+        "nfe": nfe,
+        "test_nfe": "–" if test_nfe is None else f"{test_nfe:.0f}",
+        "data": f"{dataset}, {n_train} train / {n_test} test",
+        "epochs": f"{run.epochs} ({run.train_steps} steps of {run.config.data.batch_size})",
+        "solve": _solve_label(run),
+        "device": device_label(run),
+        "train_loss": _fmt(run.last("train/loss_epoch"), ".2f"),
+        "path": str(run.path),
+    }
+
+
+def _solve_label(run: Run) -> str:
+    if str(run.config.model.net._target_).rsplit(".", 1)[-1] != "ODENet":
+        return "–"
+    solver, sens = run.config.solver, run.config.sensitivity.method
+    if solver.method in ADAPTIVE_METHODS:
+        return f"{solver.method} tol {solver.rtol:g}, {sens}"
+    return f"{solver.method} step {solver.step_size}, {sens}"
+
+
+def table1(rows: list[dict[str, str]]) -> list[str]:
+    lines = [
+        (
+            "| model | test error | paper | params | paper | peak memory / step | saved activations "
+            "| paper | time / step (median) | time / epoch | paper | NFE fwd / bwd per step "
+            "| test NFE | solve | data | epochs | device |"
+        ),
+        "|---|---:|---:|---:|---:|---:|---:|---|---:|---:|---|---:|---:|---|---|---|---|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['model']} | {r['error']} | {r['paper_error']} | {r['params']} | {r['paper_params']} "
+            f"| {r['memory']} | {r['activations']} | {r['paper_memory']} | {r['step_time']} "
+            f"| {r['epoch_time']} | {r['paper_time']} | {r['nfe']} | {r['test_nfe']} | {r['solve']} "
+            f"| {r['data']} | {r['epochs']} | {r['device']} |"
+        )
+    return lines
+
+
+def nfe_figure(run: Run, path: Path) -> bool:
+    """Figure 3 of the paper from one ODE-Net run: forward and backward NFE per training step."""
+    steps_f, nfe_f = run.series("train/nfe_forward_step")
+    steps_b, nfe_b = run.series("train/nfe_backward_step")
+    if not nfe_f:
+        return False
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 3.8))
+    ax.plot(steps_f, nfe_f, ".-", label="forward NFE")
+    if nfe_b:
+        ax.plot(steps_b, nfe_b, ".-", label="backward NFE (adjoint)")
+    ax.set_xlabel("training step")
+    ax.set_ylabel("NFE per step")
+    ax.set_ylim(bottom=0)
+    ax.set_title(f"ODE-Net NFE over training ({_solve_label(run)})", fontsize=9)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return True
+
+
+def memory_section(memory: dict, image: str | None) -> list[str]:
+    lines = [
+        "## Memory: adjoint vs direct over the integration horizon",
+        "",
+        (
+            f"One ODE-Net training step (forward, cross-entropy, backward), batch "
+            f"{memory['batch_size']}, {memory['channels']} channels, {memory['weights']}, inputs: "
+            f"{memory['inputs']}; device: {memory['device']['type']} ({memory['device']['name']}). "
+            f"Peak memory = {memory['measure']}; saved activations = the most bytes autograd held "
+            "at once in tensors saved for backward."
+        ),
+        "",
+        "| solver | sensitivity | T | NFE fwd / bwd | peak memory (MiB) | saved activations (MiB) | time (s) |",
+        "|---|---|---:|---:|---:|---:|---:|",
+    ]
+    for r in memory["rows"]:
+        lines.append(
+            f"| {r['solver']} | {r['sensitivity']} | {r['T']:g} | {r['nfe_forward']} / {r['nfe_backward']} "
+            f"| {r['peak_mb']:.2f} | {r['saved_activations_mb']:.2f} | {r['step_time_s']:.1f} |"
+        )
+    lines += ["", "| solver | adjoint peak max/min over T (claim: <= 1.2) | direct peak at the longest / shortest T (claim T=8 / T=1: >= 3) |",
+              "|---|---:|---:|"]
+    for solver, r in memory["ratios"].items():
+        lines.append(f"| {solver} | {r.get('adjoint_max_over_min', math.nan):.3f} "
+                     f"| {r.get('direct_last_over_first', math.nan):.2f} |")
+    lines += ["", ("Direct back-propagation stores every evaluation, so its peak grows with the "
+                   "forward NFE, not with T as such; the adjoint's stays at one evaluation's worth:")]
+    for solver in memory["ratios"]:
+        slope = _nfe_slope([r for r in memory["rows"]
+                            if r["solver"] == solver and r["sensitivity"] == "direct"])
+        nfe = sorted(r["nfe_forward"] for r in memory["rows"] if r["solver"] == solver)
+        lines.append(f"- {solver}: direct adds {slope:.3f} MiB per forward evaluation "
+                     f"(least squares); forward NFE {nfe[0]} to {nfe[-1]} over the horizons.")
+    if image:
+        lines += ["", f"![peak memory vs horizon]({image})"]
+    return lines + [""]
+
+
+def _nfe_slope(rows: list[dict]) -> float:
+    """Least-squares slope of peak memory (MiB) against forward NFE."""
+    if len(rows) < 2:
+        return math.nan
+    xs = [r["nfe_forward"] for r in rows]
+    ys = [r["peak_mb"] for r in rows]
+    mx, my = sum(xs) / len(xs), sum(ys) / len(ys)
+    var = sum((x - mx) ** 2 for x in xs)
+    return sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / var if var else math.nan
+
+
+def tolerance_section(tol: dict, image: str | None) -> list[str]:
+    lines = [
+        "## Tolerance trade-off",
+        "",
+        (
+            f"The ODE-Net of `{tol['run']}` (trained at rtol = atol = {tol['trained_tol']:g}, "
+            f"{tol['sensitivity']}) evaluated at each tolerance on the first {tol['test_images']} "
+            f"images of its test split ({tol['data']}), test batches of {tol['eval_batch_size']}; "
+            f"one training step (forward + backward, no update) on {tol['train_batch_size']} "
+            f"training images, fastest of {tol.get('repeats', 1)}; fastest test batch; "
+            f"device: {tol['device']['type']} ({tol['device']['name']})."
+        ),
+        "",
+        ("| rtol = atol | test error | test NFE | s / test batch (wall, CPU) | train NFE fwd / bwd "
+         "| s / train step (wall, CPU) |"),
+        "|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in tol["rows"]:
+        lines.append(
+            f"| {r['tol']:.0e} | {100 * r['test_error']:.2f} % | {r['test_nfe_forward']:.0f} "
+            f"| {r['test_seconds_per_batch']:.2f}, {r.get('test_cpu_seconds_per_batch', math.nan):.2f} "
+            f"| {r['train_nfe_forward']} / {r['train_nfe_backward']} "
+            f"| {r['train_step_seconds']:.2f}, {r.get('train_step_cpu_seconds', math.nan):.2f} |"
+        )
+    if len({r["test_error"] for r in tol["rows"]}) == 1:
+        lines += ["", ("The test error is the same at every tolerance: this network is not trained "
+                       "far enough for the solver's accuracy to change its predictions; NFE and "
+                       "time are the informative columns here.")]
+    if image:
+        lines += ["", f"![tolerance trade-off]({image})"]
+    return lines + [""]
+
+
+def tol_runs_section(runs: list[Run]) -> list[str]:
+    lines = [
+        "## Training at each tolerance",
+        "",
+        "| rtol = atol | test error | NFE fwd / bwd per step | time / step | data | epochs | device |",
+        "|---:|---:|---:|---:|---|---|---|",
+    ]
+    for run in sorted(runs, key=lambda r: -float(r.config.solver.rtol)):
+        r = summarize(run)
+        lines.append(f"| {float(run.config.solver.rtol):.0e} | {r['error']} | {r['nfe']} | {r['step_time']} "
+                     f"| {r['data']} | {r['epochs']} | {r['device']} |")
+    return lines + [""]
+
+
+def differences(rows: list[dict[str, str]], runs: list[Run]) -> list[str]:
+    notes = ["## What differs from the paper", ""]
+    epochs = sorted({r.epochs for r in runs})
+    max_epochs = sorted({int(r.config.trainer.max_epochs) for r in runs})
+    notes.append(f"- Epochs: {', '.join(map(str, epochs))} completed (max_epochs {max_epochs}) "
+                 "instead of 160 with decays at 60/100/140.")
+    for run in runs:
+        dataset, n_train, n_test = data_sizes(run)
+        if dataset != "mnist" or n_train < 55_000 or n_test < 10_000:
+            notes.append("- Data: not the full MNIST training set. The offline machine has only the "
+                         "official MNIST test set (10,000 images), split 7000 / 1000 / 2000; rows "
+                         "name the training and test images they used, so errors are not "
+                         "comparable with the paper's, and few-epoch errors are far above them.")
+            break
+    chance = [(r["model"], r["train_loss"]) for r in rows
+              if r["error"].endswith("%") and float(r["error"][:-2]) >= 85]
+    if chance:
+        losses = ", ".join(f"{name} {loss}" for name, loss in chance)
+        notes.append(f"- {', '.join(name for name, _ in chance)}: still at chance level after this "
+                     f"budget (last training loss {losses}; chance is ln 10 = 2.30), so their "
+                     "error column checks the pipeline, not the paper.")
+    batches = sorted({int(r.config.data.batch_size) for r in runs})
+    if batches != [128]:
+        notes.append(f"- Batch size {batches} (lr scaled by batch/128 as in the reference recipe).")
+    if any(r.device.get("type") != "cuda" for r in runs):
+        notes.append("- Device: CPU; times are CPU wall-clock on a shared machine and only comparable "
+                     "within this table. The paper-settings run on an accelerator is pending: "
+                     "`python run.py experiment=mnist_<model> data=mnist data.download=true "
+                     "trainer=gpu logger=csv` (160 epochs; a shortened schedule is e.g. "
+                     "`trainer.max_epochs=40 model.scheduler.milestones=[20,30,36]`), then "
+                     "`experiments/mnist_memory.py` and `experiments/mnist_tolerance.py` on the GPU.")
+    notes.append("- Memory: measured for one training step per model; the paper gives only the "
+                 "asymptotic order. Peak memory on CPU is the torch profiler's allocation peak "
+                 "during the step (activations, solver work tensors, gradients); saved "
+                 "activations are what autograd stored for backward.")
+    return notes + [""]
+
+
+def build_report(
+    runs: list[Run],
+    out: Path,
+    memory: dict | None = None,
+    tolerance: dict | None = None,
+    tol_runs: list[Run] | None = None,
+    title: str = "ODE-Net on MNIST: Table 1 of Chen et al. 2018",
+) -> str:
+    """Write the markdown report (and the NFE figure beside it); return its text."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    rows = sorted((summarize(r) for r in runs),
+                  key=lambda r: ORDER.index(r["model"]) if r["model"] in ORDER else len(ORDER))
+    lines = [f"# {title}", "",
+             ("Measured by `experiments/mnist_report.py` from the run folders listed at the end. "
+              "Paper columns: Chen et al. 2018, Table 1 (full MNIST, 160 epochs, GPU)."), ""]
+    lines += table1(rows) + [""]
+    odenet = [r for r in runs if model_label(r) == "ODE-Net"]
+    figure = out.with_name(out.stem + "_nfe.png")
+    if odenet and nfe_figure(odenet[-1], figure):
+        _, nfe_f = odenet[-1].series("train/nfe_forward_step")
+        _, nfe_b = odenet[-1].series("train/nfe_backward_step")
+        ratio = sum(nfe_b) / sum(nfe_f) if nfe_b and sum(nfe_f) else math.nan
+        lines += ["## NFE over training (Figure 3)", "",
+                  (f"Forward and backward NFE per training step of the ODE-Net row "
+                   f"({odenet[-1].path}): forward {nfe_f[0]:.0f} at the first step, "
+                   f"{nfe_f[-1]:.0f} at the last; backward / forward NFE over the run = "
+                   f"{ratio:.2f}. The paper (Figure 3) reports forward NFE growing over 160 "
+                   "epochs and backward NFE about half of forward; a run this short shows "
+                   "neither trend."),
+                  "", f"![NFE over training]({figure.name})", ""]
+    if memory:
+        image = out.with_name("mnist_memory.png")
+        lines += memory_section(memory, image.name if image.is_file() else None)
+    if tolerance:
+        image = out.with_name("mnist_tolerance.png")
+        lines += tolerance_section(tolerance, image.name if image.is_file() else None)
+    if tol_runs:
+        lines += tol_runs_section(tol_runs)
+    lines += differences(rows, runs)
+    lines += ["## Runs", ""] + [f"- {r['model']}: `{r['path']}`" for r in rows] + [""]
+    text = "\n".join(lines)
+    out.write_text(text)
+    return text
+
+
+def _load_json(path: Path | None) -> dict | None:
+    return json.loads(path.read_text()) if path and path.is_file() else None
+
+
+def main(argv: list[str] | None = None) -> str:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("runs", type=Path, nargs="+", help="run folders or folders of runs")
+    parser.add_argument("--out", type=Path, default=Path("experiments/reports/mnist.md"))
+    parser.add_argument("--memory", type=Path, default=None,
+                        help="mnist_memory.json (default: beside --out if present)")
+    parser.add_argument("--tolerance", type=Path, default=None,
+                        help="mnist_tolerance.json (default: beside --out if present)")
+    parser.add_argument("--tol-runs", type=Path, nargs="*", default=[],
+                        help="ODE-Net runs trained at different tolerances (multirun folders)")
+    args = parser.parse_args(argv)
+    memory = _load_json(args.memory or args.out.with_name("mnist_memory.json"))
+    tolerance = _load_json(args.tolerance or args.out.with_name("mnist_tolerance.json"))
+    tol_runs = find_runs(args.tol_runs) if args.tol_runs else None
+    text = build_report(find_runs(args.runs), args.out, memory, tolerance, tol_runs)
+    print(text)
+    return text
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    except ConfigError as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)

@@ -1,0 +1,68 @@
+"""Run the sweep behind one paper result and write its markdown report.
+
+    python experiments/reproduce.py spiral --budget quick   # or: make reproduce-spiral budget=quick
+    python experiments/reproduce.py spiral --report-only    # rebuild the report from existing runs
+
+Runs go to logs/reproduce/<name>/<budget>/<job>; the report to
+experiments/reports/<name>_<budget>.md with its plots beside it. Extra
+arguments after `--` are passed to `run.py` (e.g. `-- hydra/launcher=joblib`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from odelab.hydra_setup import repo_root
+from odelab.reports import REPRODUCTIONS, load_jobs
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("name", choices=sorted(REPRODUCTIONS), help="which result to reproduce")
+    parser.add_argument("--budget", default="quick", help="quick | paper (per-reproduction budgets)")
+    parser.add_argument("--report-only", action="store_true", help="do not run; report the existing runs")
+    parser.add_argument("overrides", nargs="*", help="extra run.py overrides (after --)")
+    return parser.parse_args(argv)
+
+
+def run_sweep(overrides: list[str], sweep_dir: Path) -> float:
+    """Run `run.py -m` with the overrides into `sweep_dir`; return the wall time."""
+    if sweep_dir.exists():
+        shutil.rmtree(sweep_dir)  # a report must describe one sweep, not leftovers
+    command = [sys.executable, str(repo_root() / "run.py"), "-m", *overrides, f"hydra.sweep.dir={sweep_dir}"]
+    print("running:", " ".join(command), flush=True)
+    start = time.perf_counter()
+    subprocess.run(command, check=True, cwd=repo_root())
+    return time.perf_counter() - start
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    repro = REPRODUCTIONS[args.name]
+    if args.budget not in repro.budgets:
+        print(f"error: budget={args.budget!r}; {args.name} has {sorted(repro.budgets)}", file=sys.stderr)
+        return 2
+    root = repo_root()
+    sweep_dir = root / "logs" / "reproduce" / args.name / args.budget
+    if not args.report_only:
+        seconds = run_sweep(repro.budgets[args.budget] + args.overrides, sweep_dir)
+        print(f"sweep took {seconds:.0f} s", flush=True)
+    if not sweep_dir.is_dir():
+        print(f"error: no runs in {sweep_dir}; run without --report-only first", file=sys.stderr)
+        return 2
+    report_path = root / "experiments" / "reports" / f"{args.name}_{args.budget}.md"
+    report_dir = report_path.with_suffix("")
+    report = repro.build(load_jobs(sweep_dir), args.budget, report_dir)
+    report_path.parent.mkdir(parents=True, exist_ok=True)
+    report_path.write_text(report)
+    print(f"report: {report_path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

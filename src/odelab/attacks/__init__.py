@@ -1,0 +1,24 @@
+"""Input perturbations for robustness evaluation and training: noise, FGSM, PGD.
+
+Every attack is a callable `attack(model, x, y) -> x_perturbed` on pixels in [0, 1];
+gradient attacks differentiate through the whole model, ODE solver included.
+"""
+
+from odelab.attacks.base import Attack, attack_sweep, clip_to_ball
+from odelab.attacks.evaluate import Check, accuracy, attacked_accuracy, honesty_checks, with_solver
+from odelab.attacks.gradient import FGSM, PGD
+from odelab.attacks.noise import GaussianNoise
+
+__all__ = [
+    "FGSM",
+    "PGD",
+    "Attack",
+    "Check",
+    "GaussianNoise",
+    "accuracy",
+    "attack_sweep",
+    "attacked_accuracy",
+    "clip_to_ball",
+    "honesty_checks",
+    "with_solver",
+]

@@ -1,0 +1,68 @@
+"""What every attack shares: the call signature, the valid-pixel projection, sweeps."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from odelab.errors import ConfigError
+
+
+class Attack:
+    """Perturbs a batch of images in [0, 1]; subclasses implement `perturb`.
+
+    The call always runs with gradients enabled and outside inference mode, so an
+    attack works inside Lightning's test loop, and returns a detached tensor.
+    """
+
+    kind = "attack"
+
+    def __init__(self, strength: float):
+        if strength < 0:
+            raise ConfigError(f"attack strength must be >= 0, got {strength} (attack.strengths)")
+        self.strength = float(strength)
+
+    @property
+    def name(self) -> str:
+        return f"{self.kind}_{self.strength:g}"
+
+    def __call__(self, model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
+        with torch.inference_mode(False), torch.enable_grad():
+            # Tensors made under inference mode cannot enter autograd; clones made here can.
+            return self.perturb(model, x.clone(), y.clone()).detach()
+
+    def perturb(self, model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.name})"
+
+
+def clip_to_ball(x_adv: Tensor, x: Tensor, eps: float) -> Tensor:
+    """Project onto the L-inf ball of radius `eps` around `x`, then onto [0, 1]."""
+    x_adv = torch.minimum(torch.maximum(x_adv, x - eps), x + eps)
+    return x_adv.clamp(0.0, 1.0)
+
+
+def attack_sweep(kind: str, strengths: Sequence[float] = (), **params: Any) -> dict[str, Attack]:
+    """One attack per strength, keyed by its name (e.g. `fgsm_0.3`); `kind: none` gives none.
+
+    Args:
+        kind: "none", "gaussian" (strength = sigma on the 0-255 scale), "fgsm" or
+            "pgd" (strength = epsilon on the [0, 1] scale).
+        strengths: the sweep; each strength becomes one evaluation row.
+        params: further arguments of the attack class (PGD steps, step size, ...).
+    """
+    from odelab.attacks.gradient import FGSM, PGD
+    from odelab.attacks.noise import GaussianNoise
+
+    classes = {"gaussian": GaussianNoise, "fgsm": FGSM, "pgd": PGD}
+    if kind == "none":
+        return {}
+    if kind not in classes:
+        raise ConfigError(f"attack.kind={kind!r}; choose one of {['none', *classes]}")
+    attacks = [classes[kind](float(s), **params) for s in strengths]
+    return {a.name: a for a in attacks}

@@ -1,0 +1,122 @@
+"""Accuracy under attack and the checks that robust accuracy is not gradient masking."""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from itertools import pairwise
+
+import torch
+from torch import Tensor, nn
+
+from odelab.attacks.base import Attack
+from odelab.attacks.gradient import FGSM, PGD
+from odelab.ode import ODEBlock, Solver
+
+
+@torch.no_grad()
+def accuracy(model: nn.Module, x: Tensor, y: Tensor, batch_size: int = 250) -> float:
+    """Share of `x` that `model` classifies as `y`."""
+    correct = sum(
+        int((model(xb).argmax(1) == yb).sum())
+        for xb, yb in zip(x.split(batch_size), y.split(batch_size))
+    )
+    return correct / len(y)
+
+
+def attacked_accuracy(
+    model: nn.Module,
+    attack: Attack,
+    x: Tensor,
+    y: Tensor,
+    source: nn.Module | None = None,
+    batch_size: int = 250,
+) -> float:
+    """Accuracy of `model` on `attack`'s examples, crafted against `source` (default: `model`).
+
+    A different `source` gives a transfer attack (e.g. examples made on the CNN) or the
+    same weights integrated with another solver.
+    """
+    source = model if source is None else source
+    attacked = torch.cat(
+        [attack(source, xb, yb) for xb, yb in zip(x.split(batch_size), y.split(batch_size))]
+    )
+    return accuracy(model, attacked, y, batch_size)
+
+
+def with_solver(model: nn.Module, solver: Solver) -> nn.Module:
+    """A copy of `model` whose ODE blocks integrate with `solver` (same weights)."""
+    twin = copy.deepcopy(model)
+    for module in twin.modules():
+        if isinstance(module, ODEBlock):
+            module.solver = solver
+            module.func.max_nfe = solver.max_nfe
+    return twin
+
+
+@dataclass
+class Check:
+    """One honesty check: what was measured and whether it passed."""
+
+    name: str
+    passed: bool
+    detail: str
+
+
+def honesty_checks(
+    model: nn.Module,
+    x: Tensor,
+    y: Tensor,
+    eps_grid: tuple[float, ...] = (0.0, 0.1, 0.2, 0.3, 0.5),
+    steps: int = 10,
+    near_zero: float = 0.05,
+    batch_size: int = 250,
+) -> list[Check]:
+    """Checks that fail when robust accuracy comes from masked gradients.
+
+    1. epsilon = 0 gives the clean accuracy (FGSM and PGD).
+    2. PGD accuracy does not rise along `eps_grid` and is at most `near_zero` at its end.
+    3. PGD with more steps, and with more restarts, is never more accurate.
+    """
+    clean = accuracy(model, x, y, batch_size)
+    fgsm0 = attacked_accuracy(model, FGSM(0.0), x, y, batch_size=batch_size)
+    pgd0 = attacked_accuracy(model, PGD(0.0, steps=steps), x, y, batch_size=batch_size)
+    checks = [
+        Check(
+            "eps=0 equals clean accuracy",
+            fgsm0 == clean == pgd0,
+            f"clean {clean:.3f}, FGSM(0) {fgsm0:.3f}, PGD(0) {pgd0:.3f}",
+        )
+    ]
+    curve = [pgd0] + [
+        attacked_accuracy(model, PGD(e, steps=steps), x, y, batch_size=batch_size)
+        for e in eps_grid[1:]
+    ]
+    monotone = all(b <= a for a, b in pairwise(curve))
+    text = ", ".join(f"{e:g}: {a:.3f}" for e, a in zip(eps_grid, curve))
+    checks.append(Check("PGD accuracy falls with eps", monotone, f"PGD-{steps} {text}"))
+    checks.append(
+        Check(
+            f"near zero at eps={eps_grid[-1]:g}",
+            curve[-1] <= near_zero,
+            f"{curve[-1]:.3f} <= {near_zero}",
+        )
+    )
+    eps = eps_grid[2] if len(eps_grid) > 2 else eps_grid[-1]
+    # Fixed step size so that the longer run extends the shorter one.
+    step_size = 2.5 * eps / steps
+    runs = {
+        f"{steps} steps": PGD(eps, step_size, steps),
+        f"{2 * steps} steps": PGD(eps, step_size, 2 * steps),
+        f"{2 * steps} steps x 2 restarts": PGD(eps, step_size, 2 * steps, restarts=2),
+    }
+    accs = {k: attacked_accuracy(model, a, x, y, batch_size=batch_size) for k, a in runs.items()}
+    values = list(accs.values())
+    checks.append(
+        Check(
+            f"more PGD steps/restarts never higher (eps={eps:g})",
+            all(b <= a for a, b in pairwise(values)),
+            ", ".join(f"{k}: {v:.3f}" for k, v in accs.items()),
+        )
+    )
+    return checks

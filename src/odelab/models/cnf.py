@@ -1,0 +1,218 @@
+"""Continuous normalizing flows: the state and its log-density solved together.
+
+With dz/dt = f(t, z), the log-density along a path obeys
+d log p(z(t)) / dt = -tr(df/dz). Data x sits at t = 0 and the standard normal
+base at t = t_end, so one solve forward in time gives
+
+    log p(x) = log N(z(t_end); 0, I) + integral_0^t_end tr(df/dz) dt
+
+and sampling solves the state alone backward from the base.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from odelab.errors import ConfigError
+from odelab.ode import ODEBlock, Sensitivity, Solver, odesolve
+
+REGULARIZERS = ("kinetic", "jacobian")
+
+
+# --- trace estimators ---------------------------------------------------------
+
+
+def exact_trace(f: Tensor, z: Tensor, create_graph: bool) -> Tensor:
+    """tr(df/dz) per sample, one backward pass per dimension (cost grows with D)."""
+    trace = torch.zeros_like(f[:, 0])
+    for i in range(z.shape[1]):
+        row = torch.autograd.grad(f[:, i].sum(), z, create_graph=create_graph, retain_graph=True)[0]
+        trace = trace + row[:, i]
+    return trace
+
+
+def vector_jacobian(f: Tensor, z: Tensor, v: Tensor, create_graph: bool) -> Tensor:
+    """v^T df/dz per sample: one backward pass whatever D."""
+    return torch.autograd.grad(f, z, v, create_graph=create_graph, retain_graph=True)[0]
+
+
+def hutchinson_trace(v_jac: Tensor, v: Tensor) -> Tensor:
+    """v^T (df/dz) v, an unbiased estimate of the trace when E[v v^T] = I."""
+    return (v_jac * v).sum(dim=1)
+
+
+def gaussian_noise(like: Tensor) -> Tensor:
+    return torch.randn_like(like)
+
+
+def rademacher_noise(like: Tensor) -> Tensor:
+    return torch.randint_like(like, 0, 2) * 2 - 1
+
+
+NOISES: dict[str, Callable[[Tensor], Tensor]] = {"gaussian": gaussian_noise, "rademacher": rademacher_noise}
+
+
+@dataclass(frozen=True)
+class TraceEstimator:
+    """How the CNF computes tr(df/dz); built from `conf/trace/*.yaml`.
+
+    Args:
+        estimator: "exact" (D backward passes) or "hutchinson" (one).
+        noise: probe distribution, "gaussian" or "rademacher"; drawn once per
+            solve. The exact estimator uses it only for the Jacobian-norm
+            regularizer.
+    """
+
+    estimator: str = "exact"
+    noise: str = "rademacher"
+
+    def __post_init__(self) -> None:
+        if self.estimator not in ("exact", "hutchinson"):
+            raise ConfigError(f"trace.estimator={self.estimator!r}; choose 'exact' or 'hutchinson'")
+        if self.noise not in NOISES:
+            raise ConfigError(f"trace.noise={self.noise!r}; choose one of {sorted(NOISES)}")
+
+
+# --- augmented dynamics ---------------------------------------------------------
+
+
+class CNFDynamics(nn.Module):
+    """d/dt (z, a, kinetic..., jacobian...) for a user field f(t, z).
+
+    `a` accumulates the trace, the optional accumulators integrate 1/2 |f|^2 and
+    |v^T df/dz|^2 (a Hutchinson estimate of the Jacobian's squared Frobenius
+    norm). A plain tensor state is moved by f alone (sampling needs no trace).
+    Call `begin_solve` before each solve: it fixes the probe noise and what to
+    integrate for that solve, so the adjoint pass sees the same noise.
+    """
+
+    def __init__(self, field: nn.Module, trace: TraceEstimator):
+        super().__init__()
+        self.field = field
+        self.trace = trace
+        self.estimator = trace.estimator
+        self.regularizers: tuple[str, ...] = ()
+        self.noise: Tensor | None = None
+
+    def begin_solve(self, z: Tensor, estimator: str | None = None, regularizers: Sequence[str] = ()) -> None:
+        self.estimator = estimator or self.trace.estimator
+        self.regularizers = tuple(regularizers)
+        needs_noise = self.estimator == "hutchinson" or "jacobian" in self.regularizers
+        self.noise = NOISES[self.trace.noise](z) if needs_noise else None
+
+    def forward(self, t: Tensor, state: Tensor | tuple[Tensor, ...]) -> Tensor | tuple[Tensor, ...]:
+        if isinstance(state, Tensor):
+            return self.field(t, state)
+        z = state[0]
+        grad_wanted = torch.is_grad_enabled()
+        # The trace needs df/dz even in evaluation (no_grad) and at the first
+        # call, where z is the data and does not require grad yet.
+        with torch.enable_grad():
+            if not z.requires_grad:
+                z = z.detach().requires_grad_(True)
+            f = self.field(t, z)
+            v_jac = None
+            if self.noise is not None:
+                v_jac = vector_jacobian(f, z, self.noise, create_graph=grad_wanted)
+            if self.estimator == "hutchinson":
+                trace = hutchinson_trace(v_jac, self.noise)
+            else:
+                trace = exact_trace(f, z, create_graph=grad_wanted)
+            rates = [f, trace]
+            for name in self.regularizers:
+                if name == "kinetic":
+                    rates.append(0.5 * f.pow(2).sum(dim=1))
+                else:
+                    rates.append(v_jac.pow(2).sum(dim=1))
+        if not grad_wanted:
+            rates = [r.detach() for r in rates]
+        return tuple(rates)
+
+
+def state_and_logp_norm(state: Tensor | tuple[Tensor, ...]) -> Tensor:
+    """Step-size control on z and log p only: the regularizer integrals are
+    penalties, and controlling their error would add steps without helping the
+    likelihood."""
+    if isinstance(state, Tensor):
+        return state.pow(2).mean().sqrt()
+    return torch.max(state[0].pow(2).mean().sqrt(), state[1].pow(2).mean().sqrt())
+
+
+@dataclass
+class FlowOutput:
+    """log p(x) per sample, the base point, and integrated regularizers (per sample)."""
+
+    log_prob: Tensor
+    base: Tensor
+    regularizers: dict[str, Tensor] = dataclasses.field(default_factory=dict)
+
+
+def standard_normal_log_prob(z: Tensor) -> Tensor:
+    return -0.5 * z.pow(2).sum(dim=1) - 0.5 * z.shape[1] * math.log(2 * math.pi)
+
+
+class CNF(nn.Module):
+    """A continuous normalizing flow between data (t = 0) and a standard normal (t = t_end).
+
+    Args:
+        field: time-dependent vector field f(t, z).
+        solver: method and tolerances of every solve.
+        sensitivity: direct or adjoint gradients (`sensitivity.seminorm` for the
+            adjoint seminorm).
+        trace: the trace estimator used in training.
+        t_end: integration time.
+    """
+
+    supported_regularizers = REGULARIZERS
+
+    def __init__(
+        self,
+        field: nn.Module,
+        solver: Solver | None = None,
+        sensitivity: Sensitivity | None = None,
+        trace: TraceEstimator | None = None,
+        t_end: float = 1.0,
+    ):
+        super().__init__()
+        if not t_end > 0:
+            raise ConfigError(f"model.flow.t_end must be > 0, got {t_end}")
+        solver = solver or Solver()
+        if solver.adaptive and "norm" not in solver.options:
+            solver = dataclasses.replace(solver, options={**solver.options, "norm": state_and_logp_norm})
+        self.dynamics = CNFDynamics(field, trace or TraceEstimator())
+        self.block = ODEBlock(self.dynamics, solver, sensitivity, t=(0.0, t_end), name="model.flow.field")
+        self.t_end = t_end
+
+    def log_prob(self, x: Tensor, estimator: str | None = None, regularizers: Sequence[str] = ()) -> FlowOutput:
+        """Density evaluation, data -> base, in one solve of (z, log p, regularizers...)."""
+        unknown = set(regularizers) - set(REGULARIZERS)
+        if unknown:
+            raise ConfigError(f"unknown CNF regularizers {sorted(unknown)}; choose from {REGULARIZERS}")
+        self.dynamics.begin_solve(x, estimator, regularizers)
+        zeros = x.new_zeros(x.shape[0])
+        state = (x, zeros) + tuple(zeros.clone() for _ in regularizers)
+        z, trace_integral, *integrals = self.block(state)
+        return FlowOutput(
+            log_prob=standard_normal_log_prob(z) + trace_integral,
+            base=z,
+            regularizers=dict(zip(regularizers, integrals)),
+        )
+
+    def to_base(self, x: Tensor) -> Tensor:
+        """Data -> base, the state alone."""
+        return self.block(x)
+
+    def sample(self, z: Tensor) -> Tensor:
+        """Base -> data: solve the state alone backward in time."""
+        return self.block(z, t=torch.tensor([self.t_end, 0.0]))
+
+    def trajectory(self, z: Tensor, n_frames: int) -> Tensor:
+        """The flow from base (frame 0) to data (last frame), shape (n_frames, N, D)."""
+        times = torch.linspace(self.t_end, 0.0, n_frames, dtype=z.dtype)
+        return odesolve(self.dynamics, z, times, self.block.solver, name="model.flow.field")

@@ -1,0 +1,80 @@
+"""Time-dependent vector fields f(t, z) for continuous normalizing flows."""
+
+from __future__ import annotations
+
+from itertools import pairwise
+
+import torch
+from torch import Tensor, nn
+
+from odelab.errors import ConfigError
+from odelab.models.fields import ACTIVATIONS
+
+
+def _check_sizes(**sizes: int) -> None:
+    for key, value in sizes.items():
+        if value < 1:
+            raise ConfigError(f"model.flow.field.{key} must be >= 1, got {value}")
+
+
+def _activation(name: str) -> nn.Module:
+    if name not in ACTIVATIONS:
+        raise ConfigError(f"model.flow.field.activation={name!r}; choose one of {sorted(ACTIVATIONS)}")
+    return ACTIVATIONS[name]()
+
+
+class ConcatMLPField(nn.Module):
+    """An MLP that sees the time at every layer: each layer acts on [h, t].
+
+    Args:
+        dim: state dimension.
+        hidden: width of each hidden layer.
+        depth: number of hidden layers.
+        activation: one of `odelab.models.fields.ACTIVATIONS`.
+    """
+
+    def __init__(self, dim: int = 2, hidden: int = 64, depth: int = 3, activation: str = "tanh"):
+        super().__init__()
+        _check_sizes(dim=dim, hidden=hidden, depth=depth)
+        widths = [dim] + [hidden] * depth + [dim]
+        self.layers = nn.ModuleList(nn.Linear(w_in + 1, w_out) for w_in, w_out in pairwise(widths))
+        self.act = _activation(activation)
+
+    def forward(self, t: Tensor, z: Tensor) -> Tensor:
+        time = t.to(z).expand(z.shape[0], 1)
+        h = z
+        for i, layer in enumerate(self.layers):
+            h = layer(torch.cat([h, time], dim=1))
+            if i < len(self.layers) - 1:
+                h = self.act(h)
+        return h
+
+
+class HyperField(nn.Module):
+    """The seed paper's CNF field with M units whose weights are functions of time.
+
+    f(t, z) = sum_m u_m(t) tanh(w_m(t) . z + b_m(t)) * g_m(t), where a small
+    hyper-network maps t to (u, w, b, g); with M = 1 this is a continuous
+    planar flow.
+
+    Args:
+        dim: state dimension.
+        units: M, the number of tanh units.
+        hyper_hidden: width of the hyper-network.
+    """
+
+    def __init__(self, dim: int = 2, units: int = 32, hyper_hidden: int = 32):
+        super().__init__()
+        _check_sizes(dim=dim, units=units, hyper_hidden=hyper_hidden)
+        self.dim, self.units = dim, units
+        self.hyper = nn.Sequential(
+            nn.Linear(1, hyper_hidden), nn.Tanh(),
+            nn.Linear(hyper_hidden, hyper_hidden), nn.Tanh(),
+            nn.Linear(hyper_hidden, units * (2 * dim + 2)),
+        )
+
+    def forward(self, t: Tensor, z: Tensor) -> Tensor:
+        params = self.hyper(t.to(z).reshape(1, 1)).reshape(self.units, 2 * self.dim + 2)
+        w, u = params[:, : self.dim], params[:, self.dim : 2 * self.dim]
+        b, gate = params[:, -2], torch.sigmoid(params[:, -1])
+        return torch.tanh(z @ w.T + b) @ (u * gate[:, None])

@@ -1,0 +1,184 @@
+"""Attacks: valid pixels and exact eps balls, agreement with plain per-example loops, honesty checks."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from odelab.attacks import (
+    FGSM,
+    PGD,
+    GaussianNoise,
+    accuracy,
+    attack_sweep,
+    honesty_checks,
+    with_solver,
+)
+from odelab.errors import ConfigError
+from odelab.models.fields import MLPField
+from odelab.ode import ODEBlock, Sensitivity, Solver
+
+SIDE = 10  # tiny images keep the per-example reference loops fast
+
+
+class TinyODEClassifier(nn.Module):
+    """Linear encoder, an ODE block (Euler), linear head: attacks must go through the solve."""
+
+    def __init__(self, dim: int = 8):
+        super().__init__()
+        self.encode = nn.Sequential(nn.Flatten(), nn.Linear(SIDE * SIDE, dim))
+        self.block = ODEBlock(
+            MLPField(dim, 16, init_std=0.3),
+            Solver("euler", None, None, step_size=0.25),
+            Sensitivity(),
+        )
+        self.head = nn.Linear(dim, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.block(self.encode(x)))
+
+
+def tiny_odenet(seed: int = 0) -> nn.Module:
+    torch.manual_seed(seed)
+    return TinyODEClassifier().double().eval()
+
+
+def batch(n: int = 8, seed: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
+    gen = torch.Generator().manual_seed(seed)
+    return torch.rand(n, 1, SIDE, SIDE, generator=gen, dtype=torch.float64), torch.randint(
+        0, 10, (n,), generator=gen
+    )
+
+
+def input_grad_one(model: nn.Module, x: torch.Tensor, y: int) -> torch.Tensor:
+    x = x.clone().requires_grad_(True)
+    F.cross_entropy(model(x[None]), torch.tensor([y])).backward()
+    return x.grad
+
+
+def fgsm_loop(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float) -> torch.Tensor:
+    """FGSM written per example and per pixel bound, independently of odelab.attacks."""
+    out = []
+    for xi, yi in zip(x, y.tolist()):
+        step = eps * torch.sign(input_grad_one(model, xi, yi))
+        out.append(torch.clamp(xi + step, 0.0, 1.0))
+    return torch.stack(out)
+
+
+def pgd_loop(
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, alpha: float, steps: int
+) -> torch.Tensor:
+    """PGD without random start, stopping an example at its first misclassified iterate."""
+    out = []
+    for xi, yi in zip(x, y.tolist()):
+        cur = xi.clone()
+        for step in range(steps + 1):
+            with torch.no_grad():
+                if model(cur[None]).argmax().item() != yi or step == steps:
+                    break
+            cur = cur + alpha * torch.sign(input_grad_one(model, cur, yi))
+            cur = torch.where(cur > xi + eps, xi + eps, cur)
+            cur = torch.where(cur < xi - eps, xi - eps, cur)
+            cur = torch.where(
+                cur > 1, torch.ones_like(cur), torch.where(cur < 0, torch.zeros_like(cur), cur)
+            )
+        out.append(cur)
+    return torch.stack(out)
+
+
+def test_fgsm_matches_plain_loop() -> None:
+    model, (x, y) = tiny_odenet(), batch()
+    assert torch.allclose(FGSM(0.1)(model, x, y), fgsm_loop(model, x, y, 0.1), atol=1e-12)
+
+
+def test_pgd_matches_plain_loop() -> None:
+    model, (x, y) = tiny_odenet(), batch()
+    y = model(x).argmax(1)  # start correctly classified so the iterations matter
+    ours = PGD(0.2, step_size=0.05, steps=6, random_start=False)(model, x, y)
+    assert torch.allclose(ours, pgd_loop(model, x, y, 0.2, 0.05, 6), atol=1e-12)
+    assert not torch.equal(ours, x)
+
+
+@pytest.mark.parametrize(
+    "attack", [FGSM(0.3), PGD(0.3, steps=3, restarts=2), PGD(0.05, steps=2), FGSM(1.0)]
+)
+def test_attacks_stay_in_pixel_range_and_eps_ball(attack) -> None:
+    model, (x, y) = tiny_odenet(), batch()
+    x[0, 0, :3] = 0.0  # pixels at the range edges must stay inside too
+    x[0, 0, 3:6] = 1.0
+    adv = attack(model, x, y)
+    eps = attack.strength
+    assert adv.min() >= 0.0 and adv.max() <= 1.0
+    assert torch.all(adv >= (x - eps).clamp(0, 1)) and torch.all(adv <= (x + eps).clamp(0, 1))
+    assert (adv - x).abs().max() <= eps + 1e-12
+
+
+def test_gaussian_noise_scale_and_range() -> None:
+    x = torch.full((4, 1, 28, 28), 0.5)  # noise needs no model
+    noisy = GaussianNoise(25.5)(nn.Identity(), x, torch.zeros(4, dtype=torch.long))
+    assert noisy.min() >= 0 and noisy.max() <= 1
+    assert abs((noisy - x).std().item() - 0.1) < 0.01  # sigma 25.5 on 0-255 = 0.1 on [0, 1]
+
+
+def test_attack_sweep_names_rows_and_rejects_unknown_kind() -> None:
+    assert list(attack_sweep("fgsm", [0.15, 0.3])) == ["fgsm_0.15", "fgsm_0.3"]
+    assert attack_sweep("none") == {}
+    with pytest.raises(ConfigError, match="attack.kind"):
+        attack_sweep("cw", [1.0])
+
+
+def test_attack_through_dopri5_differentiates_through_the_solver() -> None:
+    model, (x, y) = tiny_odenet(), batch()
+    twin = with_solver(model, Solver("dopri5", rtol=1e-6, atol=1e-6))
+    assert twin.block.solver.method == "dopri5" and model.block.solver.method == "euler"
+    adv = FGSM(0.05)(twin, x, y)
+    assert not torch.equal(adv, x) and twin.block.nfe_backward == 0  # direct backprop, not adjoint
+
+
+def bar_images(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Class k is a bright horizontal bar in row k on a faint noisy background."""
+    gen = torch.Generator().manual_seed(seed)
+    y = torch.arange(n) % 10
+    x = 0.1 * torch.rand(n, 1, SIDE, SIDE, generator=gen)
+    for i, k in enumerate(y.tolist()):
+        x[i, 0, k, 1:9] = 0.9
+    return x, y
+
+
+@pytest.fixture(scope="module")
+def trained_model() -> nn.Module:
+    torch.manual_seed(0)
+    model = TinyODEClassifier()
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
+    x, y = bar_images(200, seed=0)
+    for _ in range(150):
+        optimizer.zero_grad()
+        F.cross_entropy(model(x), y).backward()
+        optimizer.step()
+    return model.eval()
+
+
+def test_honesty_checks_pass_on_a_trained_model(trained_model) -> None:
+    x, y = bar_images(40, seed=1)
+    assert accuracy(trained_model, x, y) >= 0.9
+    checks = honesty_checks(trained_model, x, y, steps=4)
+    assert all(c.passed for c in checks), [c for c in checks if not c.passed]
+
+
+class MaskedGradients(nn.Module):
+    """Quantises its input: accurate, but every input gradient is zero (gradient masking)."""
+
+    def __init__(self, net: nn.Module):
+        super().__init__()
+        self.net = net
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net((x * 4).round() / 4)
+
+
+def test_honesty_checks_catch_gradient_masking(trained_model) -> None:
+    x, y = bar_images(40, seed=1)
+    checks = {c.name: c for c in honesty_checks(MaskedGradients(trained_model), x, y, steps=4)}
+    assert not checks["near zero at eps=0.5"].passed

@@ -1,0 +1,120 @@
+"""Robustness models, task and data: ODE nets against hand-written solves, checkpoint evaluation, SVHN files."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from scipy.io import savemat
+
+from odelab.data.svhn import SVHNDataModule
+from odelab.errors import ConfigError, DataMissingError
+from odelab.models.robust_nets import CNN, ODENet, TisODE
+from odelab.ode import Sensitivity, Solver
+from odelab.train import run
+
+
+def test_odenet_is_an_euler_loop_over_its_field() -> None:
+    torch.manual_seed(0)
+    net = ODENet(Solver("euler", None, None, step_size=0.1), Sensitivity(), width=4).eval()
+    x = torch.rand(3, 1, 28, 28)
+    with torch.no_grad():
+        z = net.features(net.normalize(x))
+        for k in range(10):
+            z = z + 0.1 * net.block.field(torch.tensor(0.1 * k), z)
+        assert torch.allclose(net(x), net.head(z), atol=1e-5)
+
+
+def test_tisode_penalty_is_the_field_at_the_end_time() -> None:
+    torch.manual_seed(0)
+    net = TisODE(Solver("euler", None, None, step_size=0.5), Sensitivity(), width=4, horizon=2.0)
+    x = torch.rand(2, 1, 28, 28)
+    net(x)
+    with torch.no_grad():
+        z = net.features(net.normalize(x))
+        for _ in range(4):
+            z = z + 0.5 * net.block.field(None, z)  # time-invariant: t is never read
+        expected = net.block.field(None, z).abs().mean()
+    assert torch.allclose(net.regularization().detach(), expected, atol=1e-6)
+    assert (
+        CNN(width=64).head[-1].in_features == 64
+        and 135_000 < sum(p.numel() for p in CNN().parameters()) < 145_000
+    )
+
+
+def test_evaluate_checkpoint_with_attack_rows(make_cfg) -> None:
+    small = [
+        "model.net.width=4",
+        "data.batch_size=32",
+        "data.eval_batch_size=50",
+        "trainer.max_epochs=1",
+        "trainer.limit_train_batches=2",
+        "trainer.limit_val_batches=1",
+        "trainer.limit_test_batches=1",
+    ]
+    trained = run(make_cfg("experiment=robust_cnn", "recipe=fgsm", *small, subdir="train"))
+    ckpt = (
+        Path(make_cfg("experiment=robust_cnn", subdir="train").paths.output_dir)
+        / "checkpoints"
+        / "last.ckpt"
+    )
+    assert ckpt.is_file() and "test/acc" in trained
+    metrics = run(
+        make_cfg(
+            "experiment=robust_cnn",
+            "train=false",
+            f"ckpt_path={ckpt}",
+            "attack=fgsm",
+            "attack.strengths=[0.0,0.5]",
+            *small,
+            subdir="eval",
+        )
+    )
+    assert metrics["test/acc/fgsm_0"] == metrics["test/acc"] == trained["test/acc"]
+    assert metrics["test/acc/fgsm_0.5"] <= metrics["test/acc"]
+
+
+def write_svhn(folder: Path, n: int) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (n, 3, 32, 32), dtype=np.uint8)
+    digits = np.arange(n) % 10
+    for split in ("train", "test"):
+        # The SVHN layout: X is (32, 32, 3, N) and the digit 0 is stored as 10.
+        savemat(
+            folder / f"{split}_32x32.mat",
+            {"X": images.transpose(2, 3, 1, 0), "y": np.where(digits == 0, 10, digits)[:, None]},
+        )
+    return images, digits
+
+
+def test_svhn_reads_the_mat_layout(tmp_path: Path) -> None:
+    images, digits = write_svhn(tmp_path, 30)
+    dm = SVHNDataModule(root=str(tmp_path), val_size=10, test_subset=12)
+    dm.setup()
+    assert [len(dm.splits[k]) for k in ("train", "val", "test")] == [20, 10, 12]
+    x, y = dm.splits["test"].tensors
+    assert torch.equal(x, torch.from_numpy(images[:12])) and y.tolist() == digits[:12].tolist()
+    batch = dm.on_after_batch_transfer((x[:2], y[:2]), 0)
+    assert (
+        batch[0].dtype == torch.float32 and batch[0].shape == (2, 3, 32, 32) and batch[0].max() <= 1
+    )
+
+
+def test_svhn_missing_files_name_the_fix(tmp_path: Path) -> None:
+    with pytest.raises(DataMissingError, match="data.root.*data.download=true"):
+        SVHNDataModule(root=str(tmp_path)).setup()
+
+
+def test_channel_mismatch_names_the_key(make_cfg, tmp_path: Path) -> None:
+    write_svhn(tmp_path, 20)
+    cfg = make_cfg(
+        "experiment=robust_cnn",
+        "data=svhn",
+        f"data.root={tmp_path}",
+        "data.val_size=5",
+        "trainer.fast_dev_run=true",
+    )
+    with pytest.raises(ConfigError, match="model.net.in_channels=3"):
+        run(cfg)

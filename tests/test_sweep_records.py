@@ -1,0 +1,133 @@
+"""Sweep summaries, reproduction reports and data loading, without running a sweep."""
+
+from __future__ import annotations
+
+import json
+import statistics
+from pathlib import Path
+
+import pytest
+import torch
+from lightning.fabric.utilities.distributed import DistributedSamplerWrapper
+from omegaconf import open_dict, read_write
+
+from odelab.data.trajectories import RandomWindowSampler
+from odelab.errors import ConfigError
+from odelab.hydra_setup import run_group
+from odelab.reports import REPRODUCTIONS, load_jobs
+from odelab.sweeps import JobRecord, best_record, format_summary, load_records
+
+
+def write_job(sweep_dir: Path, num: int, seed: int, metrics: dict[str, float] | None, status: str) -> None:
+    job_dir = sweep_dir / str(num)
+    (job_dir / ".hydra").mkdir(parents=True)
+    (job_dir / ".hydra" / "overrides.yaml").write_text(f"- experiment=spiral\n- seed={seed}\n")
+    if metrics is not None:
+        (job_dir / "metrics.json").write_text(json.dumps(metrics))
+    metric = None if metrics is None else metrics["val/traj_mae"]
+    error = "SolverError: diverged" if status == "failed" else None
+    JobRecord(num, [f"seed={seed}"], status, "val/traj_mae", metric, 1.5, error, str(job_dir)).save(
+        job_dir / "job.json"
+    )
+
+
+@pytest.fixture
+def sweep_dir(tmp_path: Path) -> Path:
+    values = {0: 0.30, 1: 0.10, 3: 0.20}
+    for num in range(4):
+        if num == 2:
+            write_job(tmp_path, num, num, None, "failed")
+        else:
+            v = values[num]
+            metrics = {"val/traj_mae": v, "test/traj_mae": v, "test/extrap_mae": 2 * v,
+                       "test/field_rel_err": v / 2, "test/nfe_forward": 50.0}
+            write_job(tmp_path, num, num, metrics, "completed")
+    return tmp_path
+
+
+def test_summary_lists_every_job_and_the_best(sweep_dir: Path) -> None:
+    records = load_records(sweep_dir)
+    assert [r.num for r in records] == [0, 1, 2, 3]
+    assert best_record(records).num == 1
+    assert best_record(records, "maximize").num == 0
+    summary = format_summary(records, sweep_dir)
+    assert "4 jobs, 3 completed, 1 failed." in summary
+    assert "| 2 | failed |  | 1.5 | seed=2 | SolverError: diverged |" in summary
+    assert "Best (minimize val/traj_mae): job 1, 0.1," in summary
+
+
+def test_spiral_report_mean_and_std_over_seeds(sweep_dir: Path, tmp_path: Path) -> None:
+    jobs = load_jobs(sweep_dir)
+    assert [j.ok for j in jobs] == [True, True, False, True]
+    report = REPRODUCTIONS["spiral"].build(jobs, "quick", tmp_path / "report")
+    expected = f"{statistics.fmean([0.3, 0.1, 0.2]):.3g} ± {statistics.stdev([0.3, 0.1, 0.2]):.2g}"
+    assert expected == "0.2 ± 0.1"
+    assert f"| `test/traj_mae` | mean abs trajectory error on [0, 25] | 0.28 (reference recipe) | {expected} |" in report
+    assert "(1 failed)" in report
+
+
+def test_wandb_group_names_the_sweep(make_cfg) -> None:
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    cfg = make_cfg("logger=wandb")
+    assert cfg.logger.wandb.group == "spiral"
+    with read_write(cfg.hydra), open_dict(cfg.hydra):
+        cfg.hydra.mode = RunMode.MULTIRUN
+        cfg.hydra.sweep.dir = "logs/spiral/multiruns/2026-01-02_03-04-05"
+    HydraConfig.instance().set_config(cfg)
+    assert cfg.logger.wandb.group == "spiral-2026-01-02_03-04-05"
+    assert run_group("cnf") == "cnf-2026-01-02_03-04-05"
+
+
+def test_ddp_splits_the_training_windows_between_processes() -> None:
+    sampler = RandomWindowSampler(num_windows=500, num_samples=200, seed=3)
+    shards = []
+    for rank in range(2):
+        wrapped = DistributedSamplerWrapper(sampler, num_replicas=2, rank=rank, shuffle=True, seed=0)
+        wrapped.set_epoch(1)
+        shards.append(list(wrapped))
+    assert len(shards[0]) == len(shards[1]) == 100
+    # Together the two processes see exactly the windows one process would.
+    assert sorted(shards[0] + shards[1]) == sorted(sampler)
+
+
+def test_window_sampler_reproducible_per_epoch() -> None:
+    sampler = RandomWindowSampler(num_windows=50, num_samples=30, seed=1)
+    first = list(sampler)
+    assert list(sampler) == first
+    sampler.set_epoch(1)
+    assert list(sampler) != first
+    assert all(0 <= s < 50 for s in first)
+
+
+def test_loader_options_reach_the_dataloader(make_cfg) -> None:
+    from hydra.utils import instantiate
+
+    cfg = make_cfg("data.num_workers=1", "data.persistent_workers=true", "data.pin_memory=true")
+    datamodule = instantiate(cfg.data)
+    datamodule.setup("fit")
+    loader = datamodule.train_dataloader()
+    assert (loader.num_workers, loader.persistent_workers, loader.pin_memory) == (1, True, True)
+    t, windows = next(iter(loader))
+    assert windows.shape == (cfg.data.batch_time, cfg.data.batch_size, 2)
+    assert torch.equal(t, datamodule.trajectory.t[: cfg.data.batch_time] - datamodule.trajectory.t[0])
+
+
+def test_persistent_workers_need_workers(make_cfg) -> None:
+    from hydra.utils import instantiate
+
+    cfg = make_cfg("data.persistent_workers=true")
+    with pytest.raises(Exception, match="data.num_workers") as info:
+        instantiate(cfg.data)
+    assert isinstance(info.value.__cause__ or info.value, ConfigError)
+
+
+def test_local_ddp_refused_inside_a_multirun(make_cfg, monkeypatch: pytest.MonkeyPatch) -> None:
+    from odelab.sweeps import check_multirun_strategy
+
+    for name in ("SLURM_NTASKS", "SLURM_JOB_NAME", "TORCHELASTIC_RUN_ID", "LOCAL_WORLD_SIZE"):
+        monkeypatch.delenv(name, raising=False)
+    with pytest.raises(ConfigError, match="hydra/launcher=slurm"):
+        check_multirun_strategy(make_cfg("trainer=ddp_cpu"))
+    check_multirun_strategy(make_cfg("trainer=cpu", subdir="single"))  # one process: fine
