@@ -26,11 +26,15 @@ def test_same_seed_gives_identical_metrics(make_cfg) -> None:
 
 
 def test_resumed_run_ends_like_an_uninterrupted_one(make_cfg, tmp_path: Path) -> None:
-    straight = run(make_cfg(*SMALL, "trainer.max_epochs=4", subdir="straight"))
-    run(make_cfg(*SMALL, "trainer.max_epochs=2", subdir="first_half"))
+    # The first half stops after 2 of 4 epochs; its lr schedule is the 4-epoch one.
+    four_epochs = "model.scheduler.T_max=20"
+    straight = run(make_cfg(*SMALL, four_epochs, "trainer.max_epochs=4", subdir="straight"))
+    run(make_cfg(*SMALL, four_epochs, "trainer.max_epochs=2", subdir="first_half"))
     ckpt = tmp_path / "first_half" / "checkpoints" / "epoch_001.ckpt"
     assert ckpt.is_file()
-    resumed = run(make_cfg(*SMALL, "trainer.max_epochs=4", f"ckpt_path={ckpt}", subdir="resumed"))
+    resumed = run(
+        make_cfg(*SMALL, four_epochs, "trainer.max_epochs=4", f"ckpt_path={ckpt}", subdir="resumed")
+    )
     for key in ("val/traj_mae", "test/traj_mae", "test/field_rel_err", "train/loss"):
         assert resumed[key] == straight[key], key
 

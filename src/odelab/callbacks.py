@@ -16,12 +16,49 @@ def ode_blocks(module: L.LightningModule) -> list[ODEBlock]:
     return [m for m in module.modules() if isinstance(m, ODEBlock)]
 
 
+def writes_logs_now(trainer: L.Trainer) -> bool:
+    """Whether the loggers record step metrics after this training batch.
+
+    Step values logged on other batches never reach a logger, and each
+    `module.log` call costs more than a small ODE step's bookkeeping, so the
+    per-step callbacks log only on these batches (every `log_every_n_steps`).
+    """
+    if trainer.fast_dev_run:
+        return True
+    connector = getattr(trainer, "_logger_connector", None)
+    return True if connector is None else bool(connector.should_update_logs)
+
+
+class _StepMeans:
+    """Per-epoch running sums of per-step values, kept as Python floats (no tensors, no logging)."""
+
+    def __init__(self) -> None:
+        self.sums: dict[str, float] = {}
+        self.count = 0
+
+    def add(self, values: dict[str, float]) -> None:
+        for key, value in values.items():
+            self.sums[key] = self.sums.get(key, 0.0) + value
+        self.count += 1
+
+    def log_and_reset(self, module: L.LightningModule, suffix: str = "", reduce_fx: str = "mean") -> None:
+        for key, total in self.sums.items():
+            module.log(
+                f"{key}{suffix}_epoch", total / self.count, on_step=False, on_epoch=True,
+                sync_dist=True, reduce_fx=reduce_fx,
+            )
+        self.sums, self.count = {}, 0
+
+
 class NFEMonitor(Callback):
     """Logs function evaluations per training step, forward and backward.
 
     Backward NFE are counted only once `backward()` has run, so the numbers are
     read after the optimizer step and the counters reset for the next step.
-    Values are summed over all ODE blocks of the model.
+    Values are summed over all ODE blocks of the model. Training steps log
+    `train/nfe_forward` and `train/nfe_backward` on the batches the loggers
+    record, and their epoch means as `..._epoch`; evaluation logs
+    `val/nfe_forward` and `test/nfe_forward` per epoch.
 
     Under DDP every process solves its own share of the batch, so there are
     two honest numbers: `across_processes="mean"` (default) logs the NFE of one
@@ -40,62 +77,83 @@ class NFEMonitor(Callback):
             )
         self.reduce_fx = across_processes
         self.suffix = "_total" if across_processes == "sum" else ""
+        self._blocks: list[ODEBlock] = []
+        self._means = _StepMeans()
 
     def _log(self, module: L.LightningModule, key: str, value: float, on_step: bool) -> None:
         module.log(
-            key + self.suffix, value, on_step=on_step, on_epoch=True, sync_dist=True, reduce_fx=self.reduce_fx
+            key + self.suffix, value, on_step=on_step, on_epoch=not on_step,
+            sync_dist=True, reduce_fx=self.reduce_fx,
         )
 
-    def _log_and_reset(self, module: L.LightningModule, stage: str, backward: bool) -> None:
-        blocks = ode_blocks(module)
-        if not blocks:
-            return
-        forward = sum(b.nfe_forward for b in blocks)
-        self._log(module, f"{stage}/nfe_forward", float(forward), on_step=stage == "train")
-        if backward:
-            back = sum(b.nfe_backward for b in blocks)
-            self._log(module, f"{stage}/nfe_backward", float(back), on_step=True)
-        for b in blocks:
+    def setup(self, trainer: L.Trainer, module: L.LightningModule, stage: str) -> None:
+        self._blocks = ode_blocks(module)  # found once, not on every batch
+
+    def _reset(self) -> None:
+        for b in self._blocks:
             b.reset_nfe()
+
+    def _eval_log_and_reset(self, module: L.LightningModule, stage: str) -> None:
+        if self._blocks:
+            forward = sum(b.nfe_forward for b in self._blocks)
+            self._log(module, f"{stage}/nfe_forward", float(forward), on_step=False)
+        self._reset()
 
     def on_train_batch_start(self, trainer: L.Trainer, module: L.LightningModule, *args: Any) -> None:
-        for b in ode_blocks(module):
-            b.reset_nfe()
+        self._reset()
 
     def on_train_batch_end(self, trainer: L.Trainer, module: L.LightningModule, *args: Any) -> None:
-        self._log_and_reset(module, "train", backward=True)
+        if not self._blocks:
+            return
+        values = {
+            "train/nfe_forward": float(sum(b.nfe_forward for b in self._blocks)),
+            "train/nfe_backward": float(sum(b.nfe_backward for b in self._blocks)),
+        }
+        self._means.add(values)
+        if writes_logs_now(trainer):
+            for key, value in values.items():
+                self._log(module, key, value, on_step=True)
+        self._reset()
+
+    def on_train_epoch_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
+        self._means.log_and_reset(module, self.suffix, self.reduce_fx)
 
     def on_validation_batch_start(self, trainer: L.Trainer, module: L.LightningModule, *args: Any) -> None:
-        for b in ode_blocks(module):
-            b.reset_nfe()
+        self._reset()
 
     def on_validation_batch_end(self, trainer: L.Trainer, module: L.LightningModule, *args: Any) -> None:
         if not trainer.sanity_checking:
-            self._log_and_reset(module, "val", backward=False)
+            self._eval_log_and_reset(module, "val")
 
     def on_test_batch_start(self, trainer: L.Trainer, module: L.LightningModule, *args: Any) -> None:
-        for b in ode_blocks(module):
-            b.reset_nfe()
+        self._reset()
 
     def on_test_batch_end(self, trainer: L.Trainer, module: L.LightningModule, *args: Any) -> None:
-        self._log_and_reset(module, "test", backward=False)
+        self._eval_log_and_reset(module, "test")
 
 
 class StepTimer(Callback):
     """Logs the wall time of each training step (forward, backward and update).
 
-    Under DDP the value is averaged over processes.
+    `train/step_time` on the batches the loggers record, its epoch mean as
+    `train/step_time_epoch`. Under DDP the value is averaged over processes.
     """
 
     def __init__(self) -> None:
         self._start = 0.0
+        self._means = _StepMeans()
 
     def on_train_batch_start(self, trainer: L.Trainer, module: L.LightningModule, *args: Any) -> None:
         self._start = time.perf_counter()
 
     def on_train_batch_end(self, trainer: L.Trainer, module: L.LightningModule, *args: Any) -> None:
-        elapsed = time.perf_counter() - self._start
-        module.log("train/step_time", elapsed, on_step=True, on_epoch=True, sync_dist=True)
+        seconds = time.perf_counter() - self._start
+        self._means.add({"train/step_time": seconds})
+        if writes_logs_now(trainer):
+            module.log("train/step_time", seconds, on_step=True, on_epoch=False, sync_dist=True)
+
+    def on_train_epoch_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
+        self._means.log_and_reset(module)
 
 
 class SaveFigures(Callback):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 from omegaconf import OmegaConf
@@ -36,6 +37,9 @@ def run_group(name: str) -> str:
 def register_resolvers() -> None:
     if not OmegaConf.has_resolver("odelab_root"):
         OmegaConf.register_new_resolver("odelab_root", lambda: str(repo_root()))
+    if not OmegaConf.has_resolver("mul"):
+        # `${mul:${trainer.max_epochs},${data.batches_per_epoch}}`: schedule lengths in steps.
+        OmegaConf.register_new_resolver("mul", lambda *factors: math.prod(factors))
     if not OmegaConf.has_resolver("odelab_run_group"):
         OmegaConf.register_new_resolver("odelab_run_group", run_group)
 

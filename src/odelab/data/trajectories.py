@@ -7,8 +7,9 @@ so that a model can be scored beyond the span it was trained on.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from functools import partial
 
 import lightning as L
 import torch
@@ -39,12 +40,16 @@ class WindowDataset(Dataset):
     """Windows of `length` consecutive observations; item i starts at index i.
 
     `__getitems__` gathers a whole batch in one indexing op instead of one
-    Python call per window.
+    Python call per window. `set_length` changes the window length between
+    epochs (curriculum).
     """
 
     def __init__(self, t: Tensor, observed: Tensor, length: int):
-        self.t_window = t[:length] - t[0]
-        self.observed = observed
+        self.t, self.observed = t, observed
+        self.set_length(length)
+
+    def set_length(self, length: int) -> None:
+        self.t_window = self.t[:length] - self.t[0]
         self.offsets = torch.arange(length)
 
     def __len__(self) -> int:
@@ -59,6 +64,17 @@ class WindowDataset(Dataset):
         return self.t_window, windows
 
 
+def window_length(epoch: int, start: int, final: int | None, growth_epochs: int) -> int:
+    """Window length at `epoch`: grows linearly from `start` to `final` over `growth_epochs`.
+
+    Short windows first keep an early, poorly fitted field from diverging over
+    a long solve; longer ones later see drift that short ones barely see.
+    """
+    if final is None or growth_epochs <= 0 or epoch >= growth_epochs:
+        return start if final is None else final
+    return round(start + (final - start) * epoch / growth_epochs)
+
+
 class RandomWindowSampler(Sampler[int]):
     """`num_samples` random window starts, seeded per epoch.
 
@@ -66,14 +82,27 @@ class RandomWindowSampler(Sampler[int]):
     exactly the windows an uninterrupted run would have drawn. It is a plain
     index sampler (batched by the DataLoader), so under DDP Lightning can wrap it
     in a distributed sampler that hands each process its own share of windows.
+    With a `dataset` and `lengths(epoch)`, it also sets the epoch's window
+    length (curriculum) and draws starts valid for that length.
     """
 
-    def __init__(self, num_windows: int, num_samples: int, seed: int):
+    def __init__(
+        self,
+        num_windows: int,
+        num_samples: int,
+        seed: int,
+        dataset: WindowDataset | None = None,
+        lengths: Callable[[int], int] | None = None,
+    ):
         self.num_windows, self.num_samples = num_windows, num_samples
-        self.seed, self.epoch = seed, 0
+        self.seed, self.dataset, self.lengths = seed, dataset, lengths
+        self.set_epoch(0)
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
+        if self.dataset is not None and self.lengths is not None:
+            self.dataset.set_length(self.lengths(epoch))
+            self.num_windows = len(self.dataset)
 
     def __len__(self) -> int:
         return self.num_samples
@@ -97,7 +126,10 @@ class TrajectoryDataModule(L.LightningDataModule):
         n_points: observations on [0, t_end] (uniform grid, endpoints included).
         extrapolate_to: end of the noise-free span used to score extrapolation.
         noise_std: std of the Gaussian noise added to the observations.
-        batch_time: observations per training window.
+        batch_time: observations per training window (at the first epoch).
+        batch_time_final: window length reached after `batch_time_growth_epochs`
+            epochs of linear growth (curriculum); None keeps `batch_time`.
+        batch_time_growth_epochs: epochs over which windows grow.
         batch_size: windows per batch.
         batches_per_epoch: training batches in one epoch.
         grid_size: points per axis of the grid where vector fields are compared.
@@ -117,6 +149,8 @@ class TrajectoryDataModule(L.LightningDataModule):
         extrapolate_to: float | None = None,
         noise_std: float = 0.0,
         batch_time: int = 10,
+        batch_time_final: int | None = None,
+        batch_time_growth_epochs: int = 0,
         batch_size: int = 20,
         batches_per_epoch: int = 100,
         grid_size: int = 21,
@@ -134,8 +168,9 @@ class TrajectoryDataModule(L.LightningDataModule):
             raise ConfigError(f"data.n_points must be >= 2, got {n_points}")
         if extrapolate_to is not None and extrapolate_to < t_end:
             raise ConfigError(f"data.extrapolate_to must be >= data.t_end={t_end}, got {extrapolate_to}")
-        if not 2 <= batch_time <= n_points:
-            raise ConfigError(f"data.batch_time must be in [2, data.n_points={n_points}], got {batch_time}")
+        for key, value in (("batch_time", batch_time), ("batch_time_final", batch_time_final)):
+            if value is not None and not 2 <= value <= n_points:
+                raise ConfigError(f"data.{key} must be in [2, data.n_points={n_points}], got {value}")
         if batch_size < 1 or batches_per_epoch < 1:
             raise ConfigError("data.batch_size and data.batches_per_epoch must be >= 1")
         check_loader_options(num_workers, persistent_workers)
@@ -145,6 +180,7 @@ class TrajectoryDataModule(L.LightningDataModule):
         self.extrapolate_to = float(extrapolate_to if extrapolate_to is not None else t_end)
         self.noise_std = noise_std
         self.batch_time, self.batch_size, self.batches_per_epoch = batch_time, batch_size, batches_per_epoch
+        self.batch_time_final, self.batch_time_growth_epochs = batch_time_final, batch_time_growth_epochs
         self.grid_size, self.seed = grid_size, seed
         self.loader_options = {
             "num_workers": num_workers,
@@ -188,7 +224,17 @@ class TrajectoryDataModule(L.LightningDataModule):
     def train_dataloader(self) -> DataLoader:
         traj = self.trajectory
         dataset = WindowDataset(traj.t[: traj.n_train], traj.observed, self.batch_time)
-        sampler = RandomWindowSampler(len(dataset), self.batch_size * self.batches_per_epoch, self.seed)
+        lengths = None
+        if self.batch_time_final is not None:
+            lengths = partial(
+                window_length,
+                start=self.batch_time,
+                final=self.batch_time_final,
+                growth_epochs=self.batch_time_growth_epochs,
+            )
+        sampler = RandomWindowSampler(
+            len(dataset), self.batch_size * self.batches_per_epoch, self.seed, dataset, lengths
+        )
         return DataLoader(
             dataset,
             sampler=sampler,

@@ -1,0 +1,411 @@
+"""Spiral dynamics recovery: odelab against plain torch + torchdiffeq, side by side.
+
+Two measurements, both taken in this one process so that they share the
+machine's load:
+
+1. Framework overhead: the spiral training step run through odelab (Hydra
+   config -> `odelab.train.run` -> Lightning Trainer, DataModule, ODEBlock,
+   NFEMonitor and StepTimer callbacks) against a hand-written loop doing the
+   same work (same field and initial weights, same windows, solver, optimizer
+   and schedule). Prints seconds per step and the ratio odelab / plain.
+2. Recovery speed: the reference recipe of torchdiffeq's `ode_demo` (MLP
+   2-50-2 tanh on y^3, RMSprop 1e-3, 20 windows of 10 steps, dopri5 at
+   rtol=1e-7 atol=1e-9, 2000 iterations, noise-free data) written out as a
+   baseline, against odelab's default spiral recipe given the baseline's
+   measured wall time. Baseline and odelab runs alternate seed by seed.
+   Prints both median errors (mean absolute error over the whole observed
+   trajectory, solved from the true y0) and their ratio.
+
+Usage:
+    python experiments/bench_spiral.py            # full run, ~10+ minutes
+    python experiments/bench_spiral.py --quick    # smoke run, ~1 minute
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, ClassVar
+
+import lightning as L
+import torch
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from hydra.core.hydra_config import HydraConfig
+from hydra.utils import instantiate
+from omegaconf import DictConfig, open_dict
+from torch import Tensor, nn
+from torchdiffeq import odeint
+
+from odelab.hydra_setup import CONFIG_DIR, register_resolvers
+from odelab.train import run
+
+# Quiet, no logger, no progress bar: only the work itself is timed.
+QUIET = [
+    "logger=none",
+    "trainer=cpu",
+    "trainer.enable_progress_bar=false",
+    "trainer.enable_model_summary=false",
+]
+
+# ---------------------------------------------------------------------------
+# Config composition (what `python run.py <overrides>` would build)
+
+
+def compose_config(overrides: list[str], output_dir: Path) -> DictConfig:
+    """The composed config of `run.py` for `overrides`, writing into `output_dir`."""
+    register_resolvers()
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+        cfg = compose("run", overrides=QUIET + overrides, return_hydra_config=True)
+    with open_dict(cfg):
+        cfg.hydra.runtime.output_dir = str(output_dir)
+        cfg.hydra.job.num = 0
+    HydraConfig.instance().set_config(cfg)
+    with open_dict(cfg):
+        cfg.paths.output_dir = str(output_dir)
+        cfg.paths.log_dir = str(output_dir / "logs")
+    return cfg
+
+
+def run_quietly(cfg: DictConfig) -> dict[str, float]:
+    """`odelab.train.run` with its summary and Lightning's chatter kept off the console."""
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+        return run(cfg)
+
+
+# ---------------------------------------------------------------------------
+# 1. Framework overhead
+
+
+class StepWindowTimer(L.Callback):
+    """Times training steps `warmup` .. `warmup + steps - 1` (data fetch and hooks included).
+
+    The clock starts at the end of step `warmup - 1`, so the window holds exactly
+    `steps` whole iterations of Lightning's loop. The result and the final
+    weights go to the class attribute `last`, read once `run` returns.
+    """
+
+    last: ClassVar[dict[str, Any]] = {}
+
+    def __init__(self, warmup: int, steps: int):
+        self.warmup, self.steps = warmup, steps
+        self._start = (0.0, 0.0)
+
+    def on_train_batch_end(self, trainer: L.Trainer, *args: Any) -> None:
+        done = trainer.global_step  # optimizer steps taken so far
+        if done == self.warmup:
+            self._start = time.perf_counter(), time.process_time()
+        elif done == self.warmup + self.steps:
+            StepWindowTimer.last["seconds"] = time.perf_counter() - self._start[0]
+            StepWindowTimer.last["cpu_seconds"] = time.process_time() - self._start[1]
+
+    def on_train_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
+        StepWindowTimer.last["params"] = [p.detach().clone() for p in module.parameters()]
+
+
+def overhead_config(seed: int, warmup: int, steps: int, workdir: Path) -> DictConfig:
+    """The spiral recipe for `warmup + steps` steps: no validation, checkpoints or figures."""
+    return compose_config(
+        [
+            "experiment=spiral",
+            f"seed={seed}",
+            f"trainer.max_steps={warmup + steps}",
+            "trainer.limit_val_batches=0",
+            "+trainer.enable_checkpointing=false",
+            "~callbacks.model_checkpoint",
+            "~callbacks.save_figures",
+            "~callbacks.on_exception_checkpoint",
+            "test=false",
+            "+callbacks.window_timer._target_=__main__.StepWindowTimer",
+            f"+callbacks.window_timer.warmup={warmup}",
+            f"+callbacks.window_timer.steps={steps}",
+        ],
+        workdir,
+    )
+
+
+def odelab_steps(cfg: DictConfig) -> dict[str, Any]:
+    """Train through `odelab.train.run` (NFEMonitor and StepTimer on, as by default)."""
+    StepWindowTimer.last = {}
+    run_quietly(cfg)
+    return dict(StepWindowTimer.last)
+
+
+def plain_steps(cfg: DictConfig, warmup: int, steps: int) -> dict[str, Any]:
+    """The same training written as a plain torch + torchdiffeq loop."""
+    L.seed_everything(cfg.seed, verbose=False)
+    data = instantiate(cfg.data)  # only to get the same observations; not timed
+    data.setup("fit")
+    observed = data.trajectory.observed
+    times = data.trajectory.t
+    L.seed_everything(cfg.seed, verbose=False)  # as `run` does: same initial weights
+    field = instantiate(cfg.model.field)
+    optimizer = instantiate(cfg.model.optimizer)(params=field.parameters())
+    scheduler = None
+    if cfg.model.scheduler is not None:
+        scheduler = instantiate(cfg.model.scheduler)(optimizer=optimizer)
+    solver = cfg.solver
+    odeint_kwargs = {
+        "method": solver.method,
+        "rtol": solver.rtol,
+        "atol": solver.atol,
+        "options": {"max_num_steps": solver.max_num_steps},
+    }
+    clip = cfg.trainer.gradient_clip_val
+    loss_fn = nn.functional.l1_loss if cfg.model.loss == "l1" else nn.functional.mse_loss
+    def window_length(epoch: int) -> int:  # the data config's curriculum, if any
+        first, final, growth = data.batch_time, data.batch_time_final, data.batch_time_growth_epochs
+        if final is None:
+            return first
+        return final if epoch >= growth else round(first + (final - first) * epoch / growth)
+
+    def batches() -> Any:
+        epoch = 0
+        while True:  # the windows odelab's sampler draws, epoch by epoch
+            length = window_length(epoch)
+            offsets = torch.arange(length)
+            gen = torch.Generator().manual_seed(data.seed * 100_003 + epoch)
+            starts = torch.randint(
+                observed.shape[0] - length + 1, (data.batches_per_epoch, data.batch_size), generator=gen
+            )
+            for row in starts:
+                yield times[:length], observed[row[:, None] + offsets].transpose(0, 1)
+            epoch += 1
+
+    start, cpu_start = 0.0, 0.0
+    for step, (t_window, windows) in enumerate(batches()):
+        if step == warmup:
+            start, cpu_start = time.perf_counter(), time.process_time()
+        if step == warmup + steps:
+            break
+        pred = odeint(field, windows[0], t_window, **odeint_kwargs)
+        loss = loss_fn(pred, windows)
+        optimizer.zero_grad()
+        loss.backward()
+        if clip:
+            nn.utils.clip_grad_norm_(field.parameters(), clip)
+        optimizer.step()
+        if scheduler is not None and cfg.model.scheduler_interval == "step":
+            scheduler.step()
+    return {
+        "seconds": time.perf_counter() - start,
+        "cpu_seconds": time.process_time() - cpu_start,
+        "params": [p.detach().clone() for p in field.parameters()],
+    }
+
+
+def overhead(args: argparse.Namespace, workdir: Path) -> float:
+    """Print per-step times of both loops and return the wall-time ratio odelab / plain.
+
+    Process CPU time is printed beside wall time: on a shared machine it is
+    less sensitive to other programs stealing the cores.
+    """
+    steps, warmup = args.overhead_steps, args.warmup
+    print(f"\n== 1. framework overhead: {steps} training steps timed after {warmup} warm-up")
+    cfg = overhead_config(0, warmup, steps, workdir / "overhead")
+    times: dict[str, dict[str, list[float]]] = {
+        side: {"seconds": [], "cpu_seconds": []} for side in ("plain", "odelab")
+    }
+    weights: dict[str, list[Tensor]] = {}
+    for rep in range(args.repeats):
+        order = ("plain", "odelab") if rep % 2 == 0 else ("odelab", "plain")
+        for side in order:  # alternate who goes first: neither always gets a cold start
+            result = plain_steps(cfg, warmup, steps) if side == "plain" else odelab_steps(cfg)
+            for key, series in times[side].items():
+                series.append(1e3 * result[key] / steps)
+            weights[side] = result["params"]
+            print(
+                f"  repeat {rep}  {side:<6} wall {times[side]['seconds'][-1]:7.2f} ms/step   "
+                f"cpu {times[side]['cpu_seconds'][-1]:7.2f} ms/step",
+                flush=True,
+            )
+    diff = max(float((a - b).abs().max()) for a, b in zip(weights["plain"], weights["odelab"]))
+    med = {side: {k: statistics.median(v) for k, v in t.items()} for side, t in times.items()}
+    for side, label in (("plain", "plain torch + torchdiffeq"), ("odelab", "odelab")):
+        print(
+            f"  {label:<26} wall {med[side]['seconds']:7.2f} ms/step   "
+            f"cpu {med[side]['cpu_seconds']:7.2f} ms/step   (medians of {args.repeats})"
+        )
+    print(f"  same work check: max |weight difference| after training = {diff:.1e}")
+    ratio = med["odelab"]["seconds"] / med["plain"]["seconds"]
+    cpu_ratio = med["odelab"]["cpu_seconds"] / med["plain"]["cpu_seconds"]
+    print(f"  OVERHEAD RATIO odelab / plain = {ratio:.3f} wall, {cpu_ratio:.3f} cpu   (target <= 1.10)")
+    return ratio
+
+
+# ---------------------------------------------------------------------------
+# 2. Recovery speed
+
+
+class CubicSpiralField(nn.Module):
+    """The true field of the reference: dy/dt = (y^3) A."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.register_buffer("A", torch.tensor([[-0.1, 2.0], [-2.0, -0.1]]))
+
+    def forward(self, t: Tensor, y: Tensor) -> Tensor:
+        return (y**3) @ self.A
+
+
+class CubeMLP(nn.Module):
+    """The reference's learned field: MLP 2-50-2 with tanh, applied to y^3."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(2, 50), nn.Tanh(), nn.Linear(50, 2))
+        for layer in (self.net[0], self.net[2]):
+            nn.init.normal_(layer.weight, std=0.1)
+            nn.init.zeros_(layer.bias)
+
+    def forward(self, t: Tensor, y: Tensor) -> Tensor:
+        return self.net(y**3)
+
+
+def baseline(seed: int, iterations: int) -> dict[str, float]:
+    """The reference recipe (torchdiffeq ode_demo settings) as a plain loop."""
+    torch.manual_seed(seed)
+    n_points, window, batch = 1000, 10, 20
+    t = torch.linspace(0.0, 25.0, n_points)
+    y0 = torch.tensor([[2.0, 0.0]])
+    with torch.no_grad():  # default tolerances: rtol=1e-7, atol=1e-9
+        true = odeint(CubicSpiralField(), y0, t, method="dopri5")  # (N, 1, 2)
+    field = CubeMLP()
+    optimizer = torch.optim.RMSprop(field.parameters(), lr=1e-3)
+    offsets = torch.arange(window)
+    start = time.perf_counter()
+    for _ in range(iterations):
+        starts = torch.randint(n_points - window, (batch,))
+        windows = true[starts[:, None] + offsets, 0].transpose(0, 1)  # (T, B, 2)
+        pred = odeint(field, windows[0], t[:window], method="dopri5")
+        loss = (pred - windows).abs().mean()
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    seconds = time.perf_counter() - start
+    with torch.no_grad():
+        pred = odeint(field, y0, t, method="dopri5")
+    return {"error": float((pred - true).abs().mean()), "seconds": seconds, "steps": iterations}
+
+
+class StepCounter(L.Callback):
+    """Records how many optimizer steps and how much training time a run got."""
+
+    last: ClassVar[dict[str, float]] = {}
+
+    def on_train_start(self, trainer: L.Trainer, *args: Any) -> None:
+        self._start = time.perf_counter()
+
+    def on_train_end(self, trainer: L.Trainer, *args: Any) -> None:
+        StepCounter.last = {
+            "steps": trainer.global_step,
+            "seconds": time.perf_counter() - self._start,
+        }
+
+
+def max_time(seconds: float) -> str:
+    """Lightning's `max_time` string "DD:HH:MM:SS" (whole seconds, rounded)."""
+    minutes, secs = divmod(round(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    days, hours = divmod(hours, 24)
+    return f"{days:02d}:{hours:02d}:{minutes:02d}:{secs:02d}"
+
+
+def odelab_recovery(seed: int, budget_s: float, workdir: Path, extra: list[str]) -> dict[str, float]:
+    """odelab's default spiral recipe through `odelab.train.run`, stopped at `budget_s`."""
+    cfg = compose_config(
+        [
+            "experiment=spiral",
+            f"seed={seed}",
+            f"+trainer.max_time={max_time(budget_s)}",
+            "+callbacks.step_counter._target_=__main__.StepCounter",
+            *extra,
+        ],
+        workdir / f"recovery_{seed}",
+    )
+    StepCounter.last = {}
+    metrics = run_quietly(cfg)
+    return {"error": metrics["test/traj_mae"], **StepCounter.last}
+
+
+def recovery(args: argparse.Namespace, workdir: Path) -> float:
+    """Print per-seed errors of both recipes and return the ratio of median errors."""
+    print(
+        f"\n== 2. recovery speed: reference recipe ({args.baseline_iters} iterations) vs odelab "
+        f"in the same wall time, seeds {list(range(args.seeds))}"
+    )
+    results: dict[str, list[dict[str, float]]] = {"baseline": [], "odelab": []}
+    for seed in range(args.seeds):  # interleaved, so both sides see the same load
+        base = baseline(seed, args.baseline_iters)
+        results["baseline"].append(base)
+        ours = odelab_recovery(seed, base["seconds"], workdir, args.odelab_override)
+        results["odelab"].append(ours)
+        for name, r in (("baseline", base), ("odelab", ours)):
+            print(
+                f"  seed {seed}  {name:<8} traj MAE {r['error']:.4f}  "
+                f"train time {r['seconds']:6.1f} s  steps {int(r['steps'])}",
+                flush=True,
+            )
+    med = {k: statistics.median(r["error"] for r in v) for k, v in results.items()}
+    ratio = med["odelab"] / med["baseline"]
+    budget = statistics.median(r["seconds"] for r in results["baseline"])
+    print(f"  baseline median traj MAE {med['baseline']:.4f}  (median time {budget:.1f} s)")
+    print(f"  odelab   median traj MAE {med['odelab']:.4f}  (same wall time per seed)")
+    print(f"  ERROR RATIO odelab / baseline = {ratio:.3f}   (target <= 0.333)")
+    return ratio
+
+
+# ---------------------------------------------------------------------------
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="smoke run: few steps, one seed")
+    parser.add_argument("--seeds", type=int, default=3, help="recovery seeds per side")
+    parser.add_argument("--baseline-iters", type=int, default=2000, help="reference iterations")
+    parser.add_argument("--overhead-steps", type=int, default=400, help="timed steps per repeat")
+    parser.add_argument("--warmup", type=int, default=50, help="untimed steps before timing")
+    parser.add_argument("--repeats", type=int, default=3, help="overhead repeats per side")
+    parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
+    parser.add_argument("--skip-overhead", action="store_true")
+    parser.add_argument("--skip-recovery", action="store_true")
+    parser.add_argument(
+        "--odelab-override",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="extra Hydra override for odelab's recovery runs (repeatable)",
+    )
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.seeds, args.baseline_iters = 1, 100
+        args.overhead_steps, args.warmup, args.repeats = 50, 10, 2
+    return args
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    torch.set_num_threads(args.threads)
+    print("odelab spiral benchmark")
+    print(f"  machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
+          f"torch {torch.__version__}, {args.threads} thread(s)")
+    print(f"  settings: {' '.join(sys.argv[1:]) or '(defaults)'}")
+    with tempfile.TemporaryDirectory(prefix="bench_spiral_") as tmp:
+        workdir = Path(tmp)
+        if not args.skip_overhead:
+            overhead(args, workdir)
+        if not args.skip_recovery:
+            recovery(args, workdir)
+
+
+if __name__ == "__main__":
+    main()
