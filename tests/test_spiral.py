@@ -79,3 +79,21 @@ def test_every_solver_and_trainer_option_composes(make_cfg, trainer: str, solver
     cfg = make_cfg("experiment=spiral", f"trainer={trainer}", f"solver={solver}")
     assert instantiate(cfg.solver).method == solver
     assert cfg.trainer.accelerator == ("cpu" if trainer == "cpu" else "gpu")
+
+
+@pytest.mark.parametrize("noise,learned", [(0.0, False), (0.1, True)])
+def test_window_starts_are_learned_on_noisy_data(make_cfg, tmp_path: Path, noise: float, learned: bool) -> None:
+    import torch
+
+    cfg = make_cfg(*SMALL, "trainer.max_epochs=1", f"data.noise_std={noise}")
+    run(cfg)
+    state = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", weights_only=False)["state_dict"]
+    assert ("initial_states" in state) == learned
+    if learned:
+        # Initialised at the noisy observations, then moved by training.
+        from hydra.utils import instantiate
+
+        data = instantiate(cfg.data)
+        data.setup()
+        assert state["initial_states"].shape == data.trajectory.observed.shape
+        assert not torch.equal(state["initial_states"], data.trajectory.observed)

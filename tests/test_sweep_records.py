@@ -109,7 +109,7 @@ def test_loader_options_reach_the_dataloader(make_cfg) -> None:
     datamodule.setup("fit")
     loader = datamodule.train_dataloader()
     assert (loader.num_workers, loader.persistent_workers, loader.pin_memory) == (1, True, True)
-    t, windows = next(iter(loader))
+    t, windows, _ = next(iter(loader))
     assert windows.shape == (cfg.data.batch_time, cfg.data.batch_size, 2)
     assert torch.equal(t, datamodule.trajectory.t[: cfg.data.batch_time] - datamodule.trajectory.t[0])
 

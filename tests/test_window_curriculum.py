@@ -26,7 +26,7 @@ def test_loader_serves_the_epochs_window_length() -> None:
     observed = data.trajectory.observed
     for epoch, length in ((0, 4), (1, 8), (2, 12), (7, 12)):
         loader.sampler.set_epoch(epoch)  # what Lightning does each epoch
-        for t, windows in loader:
+        for t, windows, _ in loader:
             assert t.shape == (length,) and windows.shape == (length, 3, 2)
             assert torch.equal(t, data.trajectory.t[:length])
             # Every window is a run of consecutive observations.

@@ -55,13 +55,14 @@ class WindowDataset(Dataset):
     def __len__(self) -> int:
         return self.observed.shape[0] - self.offsets.numel() + 1
 
-    def __getitem__(self, i: int) -> tuple[Tensor, Tensor]:
+    def __getitem__(self, i: int) -> tuple[Tensor, Tensor, Tensor]:
         return self.__getitems__([i])
 
-    def __getitems__(self, starts: Sequence[int]) -> tuple[Tensor, Tensor]:
-        idx = torch.as_tensor(starts)[:, None] + self.offsets  # (B, T)
+    def __getitems__(self, starts: Sequence[int]) -> tuple[Tensor, Tensor, Tensor]:
+        first = torch.as_tensor(starts)
+        idx = first[:, None] + self.offsets  # (B, T)
         windows = self.observed[idx].transpose(0, 1)  # (T, B, D)
-        return self.t_window, windows
+        return self.t_window, windows, first
 
 
 def window_length(epoch: int, start: int, final: int | None, growth_epochs: int) -> int:
