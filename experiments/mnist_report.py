@@ -90,9 +90,9 @@ def _fmt(value: float | None, spec: str, unit: str = "") -> str:
 def summarize(run: Run) -> dict[str, str]:
     label = model_label(run)
     dataset, n_train, n_test = data_sizes(run)
-    _, step_times = run.series("train/step_time_step")
-    _, nfe_f = run.series("train/nfe_forward_step")
-    _, nfe_b = run.series("train/nfe_backward_step")
+    _, step_times = run.series("train/step_time")
+    _, nfe_f = run.series("train/nfe_forward")
+    _, nfe_b = run.series("train/nfe_backward")
     error = run.last("test/error")
     params = run.last("model/params")
     nfe = "–"
@@ -152,8 +152,8 @@ def table1(rows: list[dict[str, str]]) -> list[str]:
 
 def nfe_figure(run: Run, path: Path) -> bool:
     """Figure 3 of the paper from one ODE-Net run: forward and backward NFE per training step."""
-    steps_f, nfe_f = run.series("train/nfe_forward_step")
-    steps_b, nfe_b = run.series("train/nfe_backward_step")
+    steps_f, nfe_f = run.series("train/nfe_forward")
+    steps_b, nfe_b = run.series("train/nfe_backward")
     if not nfe_f:
         return False
     import matplotlib
@@ -329,8 +329,8 @@ def build_report(
     odenet = [r for r in runs if model_label(r) == "ODE-Net"]
     figure = out.with_name(out.stem + "_nfe.png")
     if odenet and nfe_figure(odenet[-1], figure):
-        _, nfe_f = odenet[-1].series("train/nfe_forward_step")
-        _, nfe_b = odenet[-1].series("train/nfe_backward_step")
+        _, nfe_f = odenet[-1].series("train/nfe_forward")
+        _, nfe_b = odenet[-1].series("train/nfe_backward")
         ratio = sum(nfe_b) / sum(nfe_f) if nfe_b and sum(nfe_f) else math.nan
         lines += ["## NFE over training (Figure 3)", "",
                   (f"Forward and backward NFE per training step of the ODE-Net row "

@@ -167,7 +167,8 @@ def load_script(name: str):
 def tiny_run(make_cfg, experiment: str, *overrides: str) -> Path:
     cfg = make_cfg(
         f"experiment={experiment}", "+preset=mnist_quick", "data.train_subset=32",
-        "data.batch_size=16", "data.eval_batch_size=32", *overrides, subdir=experiment,
+        "data.batch_size=16", "data.eval_batch_size=32", "trainer.limit_test_batches=1",
+        *overrides, subdir=experiment,
     )
     with open_dict(cfg):
         cfg.logger = {"csv": {"_target_": "lightning.pytorch.loggers.CSVLogger",

@@ -30,12 +30,19 @@ class Run:
     device: dict[str, Any] = field(default_factory=dict)
 
     def series(self, key: str) -> tuple[list[int], list[float]]:
-        """(steps, values) of a metric over the run, in logging order."""
+        """(steps, values) of a metric over the run, in logging order.
+
+        A metric logged both per step and per epoch is stored by Lightning as
+        `<key>_step`; that name is read when `key` itself was never logged.
+        """
         steps, values = [], []
-        for row in self.history:
-            if key in row and "step" in row:
-                steps.append(int(row["step"]))
-                values.append(row[key])
+        for name in (key, f"{key}_step"):
+            for row in self.history:
+                if name in row and "step" in row:
+                    steps.append(int(row["step"]))
+                    values.append(row[name])
+            if values:
+                break
         return steps, values
 
     def last(self, key: str) -> float | None:
