@@ -9,6 +9,7 @@ solver failures into errors that say what to change.
 from __future__ import annotations
 
 import contextlib
+from dataclasses import dataclass
 from collections.abc import Iterator, Sequence
 
 import torch
@@ -32,6 +33,19 @@ def _all_finite(state: State) -> bool:
     return all(bool(torch.isfinite(s).all()) for s in tensors)
 
 
+@dataclass
+class NFECount:
+    """Evaluation counters, kept outside `nn.Module` attributes: a module's
+    `__setattr__` costs microseconds, paid on every evaluation otherwise."""
+
+    forward: int = 0
+    backward: int = 0
+    in_forward: bool = False
+    solve_start: int = 0
+    backward_mark: int = 0
+    solver: Solver | None = None
+
+
 class CountedField(nn.Module):
     """Wraps a vector field and counts its evaluations.
 
@@ -44,41 +58,43 @@ class CountedField(nn.Module):
         self.field = field
         self.max_nfe = max_nfe
         self.name = name
-        self.nfe_forward = 0
-        self.nfe_backward = 0
-        self._in_forward = False
-        self._solve_start = 0
-        self._backward_mark = 0
-        self._solver_text = ""
+        self.count = NFECount()
+
+    @property
+    def nfe_forward(self) -> int:
+        return self.count.forward
+
+    @property
+    def nfe_backward(self) -> int:
+        return self.count.backward
 
     @contextlib.contextmanager
     def forward_pass(self, solver: Solver) -> Iterator[None]:
-        self._in_forward = True
-        self._solve_start = self.nfe_forward
-        self._solver_text = solver.describe()
+        count = self.count
+        count.in_forward = True
+        count.solve_start = count.forward
+        count.solver = solver  # described only if an error needs it
         try:
             yield
         finally:
-            self._in_forward = False
-            self._backward_mark = self.nfe_backward
+            count.in_forward = False
+            count.backward_mark = count.backward
 
     def reset(self) -> None:
-        self.nfe_forward = 0
-        self.nfe_backward = 0
-        self._solve_start = 0
-        self._backward_mark = 0
+        self.count = NFECount()
 
     def forward(self, t: Tensor, z: State) -> State:
-        if self._in_forward:
-            self.nfe_forward += 1
-            used = self.nfe_forward - self._solve_start
+        count = self.count
+        if count.in_forward:
+            count.forward += 1
+            used = count.forward - count.solve_start
         else:
-            self.nfe_backward += 1
-            used = self.nfe_backward - self._backward_mark
+            count.backward += 1
+            used = count.backward - count.backward_mark
         if self.max_nfe is not None and used > self.max_nfe:
-            phase = "forward" if self._in_forward else "adjoint (backward)"
+            phase = "forward" if count.in_forward else "adjoint (backward)"
             raise SolverError(
-                f"{phase} solve of {self.name} with {self._solver_text} took more than "
+                f"{phase} solve of {self.name} with {count.solver.describe()} took more than "
                 f"solver.max_nfe={self.max_nfe} function evaluations. The dynamics are stiff "
                 "or diverging: loosen solver.rtol/atol, lower the learning rate, regularize "
                 "the field, or raise solver.max_nfe."
@@ -116,6 +132,8 @@ class ODEBlock(nn.Module):
         self.return_trajectory = return_trajectory
         self.name = name
         self._shape_checked = False
+        # Tasks pass the same times tensor batch after batch; check it once.
+        self._last_times: tuple[Tensor, Tensor] | None = None
 
     @property
     def field(self) -> nn.Module:
@@ -138,7 +156,7 @@ class ODEBlock(nn.Module):
         t: Tensor | None = None,
         adjoint_params: Sequence[Tensor] | None = None,
     ) -> State:
-        times = self.t if t is None else _as_times(t, "t", like=_first(y0))
+        times = self.t if t is None else self._times(t, _first(y0))
         if not self._shape_checked:
             self._check_field(y0, times)
         with self.func.forward_pass(self.solver):
@@ -153,6 +171,15 @@ class ODEBlock(nn.Module):
         if self.return_trajectory:
             return out
         return out[-1] if isinstance(out, Tensor) else tuple(s[-1] for s in out)
+
+    def _times(self, t: Sequence[float] | Tensor, like: Tensor) -> Tensor:
+        last = self._last_times
+        if last is not None and last[0] is t and last[1].device == like.device:
+            return last[1]
+        times = _as_times(t, "t", like=like)
+        if isinstance(t, Tensor):
+            self._last_times = (t, times)
+        return times
 
     def _integrate(
         self, y0: State, times: Tensor, adjoint_params: Sequence[Tensor] | None
