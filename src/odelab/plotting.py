@@ -8,9 +8,9 @@ from typing import TYPE_CHECKING
 import matplotlib
 
 matplotlib.use("Agg")  # headless: figures go to files and loggers, never a window
-import matplotlib.pyplot as plt  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
-from torch import Tensor  # noqa: E402
+import matplotlib.pyplot as plt
+from matplotlib.figure import Figure
+from torch import Tensor
 
 if TYPE_CHECKING:
     from lightning.pytorch.loggers import Logger
@@ -63,7 +63,7 @@ def dynamics_figures(traj: Trajectory, pred: Tensor, learned_field: Tensor) -> d
     ax.legend(fontsize=8)
     ax.set_title("Phase portrait")
 
-    grid, size = traj.grid.cpu(), int(round(traj.grid.shape[0] ** 0.5))
+    grid, size = traj.grid.cpu(), round(traj.grid.shape[0] ** 0.5)
     fig_v, axes = plt.subplots(1, 2, figsize=(10, 4.6), sharex=True, sharey=True)
     for ax, field, title in ((axes[0], traj.grid_field.cpu(), "true field"), (axes[1], learned_field, "learned field")):
         xs, ys = grid[:, 0].reshape(size, size), grid[:, 1].reshape(size, size)

@@ -197,7 +197,7 @@ class TrajectoryDataModule(L.LightningDataModule):
     @torch.no_grad()
     def _make_trajectory(self) -> Trajectory:
         dt = self.t_end / (self.n_points - 1)
-        n_extra = int(round((self.extrapolate_to - self.t_end) / dt))
+        n_extra = round((self.extrapolate_to - self.t_end) / dt)
         t = torch.arange(self.n_points + n_extra, dtype=torch.float64) * dt
         true = odesolve(self.system.double(), self.y0.double(), t, TRUTH_SOLVER, name="data.system")
         self.system.float()

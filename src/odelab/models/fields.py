@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 from torch import Tensor, nn
 
 from odelab.errors import ConfigError
@@ -44,7 +46,7 @@ class MLPField(nn.Module):
             raise ConfigError("model.field.dim, hidden and depth must be >= 1")
         widths = [dim] + [hidden] * depth
         layers: list[nn.Module] = []
-        for w_in, w_out in zip(widths[:-1], widths[1:]):
+        for w_in, w_out in itertools.pairwise(widths):
             layers += [nn.Linear(w_in, w_out), ACTIVATIONS[activation]()]
         layers.append(nn.Linear(hidden, dim))
         self.net = nn.Sequential(*layers)

@@ -7,6 +7,7 @@ import shutil
 from pathlib import Path
 
 import torch
+from omegaconf import DictConfig, OmegaConf
 
 from odelab.hydra_setup import repo_root
 from odelab.reports.base import JobResult, Reproduction, fmt_mean_std, markdown_table
@@ -32,7 +33,7 @@ BUDGETS = {
         "logger=csv",
         "trainer.enable_progress_bar=false",
     ],
-    # The experiment as configured: 20 epochs x 100 batches = 2000 iterations, 5 seeds.
+    # The experiment as configured (its own epochs and batches), 5 seeds.
     "paper": [
         "experiment=spiral",
         "seed=0,1,2,3,4",
@@ -42,10 +43,32 @@ BUDGETS = {
 }
 
 
+def _run_config(job: JobResult) -> DictConfig | None:
+    """The resolved config the job ran with (Hydra saves it in the run folder)."""
+    path = job.output_dir / ".hydra" / "config.yaml"
+    return OmegaConf.load(path) if path.is_file() else None
+
+
 def _iterations(job: JobResult) -> str:
-    epochs = job.overrides.get("trainer.max_epochs", "20")
-    batches = job.overrides.get("data.batches_per_epoch", "100")
-    return f"{int(epochs) * int(batches)} ({epochs} epochs x {batches} batches)"
+    cfg = _run_config(job)
+    if cfg is None:
+        return "n/a (run config not found)"
+    epochs, batches = cfg.trainer.max_epochs, cfg.data.batches_per_epoch
+    return f"{epochs * batches} ({epochs} epochs x {batches} batches)"
+
+
+def _recipe(job: JobResult) -> str:
+    cfg = _run_config(job)
+    if cfg is None:
+        return "n/a (run config not found)"
+    model, solver = cfg.model, cfg.solver
+    optimizer = model.optimizer._target_.rsplit(".", 1)[-1]
+    tolerance = f"rtol={solver.rtol} atol={solver.atol}" if solver.get("rtol") else f"step {solver.step_size}"
+    return (
+        f"{optimizer} lr {model.optimizer.lr}, MLP 2-{model.field.hidden}-2 on "
+        f"{'y^3' if model.field.input_transform == 'cube' else 'y'}, windows of {cfg.data.batch_time}, "
+        f"{solver.method} {tolerance}, {cfg.sensitivity.method} gradients"
+    )
 
 
 def build_report(jobs: list[JobResult], budget: str, report_dir: Path) -> str:
@@ -62,7 +85,7 @@ def build_report(jobs: list[JobResult], budget: str, report_dir: Path) -> str:
         f"- Budget: `{budget}`; seeds: {seeds} ({len(failed)} failed).",
         f"- Iterations per run: {_iterations(done[0]) if done else 'n/a'}; the reference recipe uses 2000.",
         f"- Device: CPU ({platform.processor() or platform.machine()}), torch {torch.__version__}.",
-        "- Recipe: conf/experiment/spiral.yaml (Adam, MLP 2-50-2 on y^3, dopri5 rtol=atol=1e-3).",
+        f"- Recipe (conf/experiment/spiral.yaml, as run): {_recipe(done[0]) if done else 'n/a'}.",
         "",
         "## Paper vs ours",
         "",
