@@ -37,15 +37,12 @@ from typing import Any, ClassVar
 
 import lightning as L
 import torch
-from hydra import compose, initialize_config_dir
-from hydra.core.global_hydra import GlobalHydra
-from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
-from omegaconf import DictConfig, open_dict
+from omegaconf import DictConfig
 from torch import Tensor, nn
 from torchdiffeq import odeint
 
-from odelab.hydra_setup import CONFIG_DIR, register_resolvers
+from odelab.hydra_setup import compose_run_config
 from odelab.train import run
 
 # Quiet, no logger, no progress bar: only the work itself is timed.
@@ -61,19 +58,8 @@ QUIET = [
 
 
 def compose_config(overrides: list[str], output_dir: Path) -> DictConfig:
-    """The composed config of `run.py` for `overrides`, writing into `output_dir`."""
-    register_resolvers()
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
-        cfg = compose("run", overrides=QUIET + overrides, return_hydra_config=True)
-    with open_dict(cfg):
-        cfg.hydra.runtime.output_dir = str(output_dir)
-        cfg.hydra.job.num = 0
-    HydraConfig.instance().set_config(cfg)
-    with open_dict(cfg):
-        cfg.paths.output_dir = str(output_dir)
-        cfg.paths.log_dir = str(output_dir / "logs")
-    return cfg
+    """The composed config of `run.py` for `overrides`, quiet, writing into `output_dir`."""
+    return compose_run_config(QUIET + overrides, output_dir, log_dir=output_dir / "logs")
 
 
 def run_quietly(cfg: DictConfig) -> dict[str, float]:

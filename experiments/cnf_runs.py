@@ -7,12 +7,9 @@ import io
 import time
 from pathlib import Path
 
-from hydra import compose, initialize_config_dir
-from hydra.core.global_hydra import GlobalHydra
-from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig, open_dict
+from omegaconf import DictConfig
 
-from odelab.hydra_setup import CONFIG_DIR, register_resolvers
+from odelab.hydra_setup import compose_run_config
 from odelab.train import run
 
 QUIET = ["logger=csv", "trainer.enable_progress_bar=false", "trainer.enable_model_summary=false"]
@@ -20,17 +17,7 @@ QUIET = ["logger=csv", "trainer.enable_progress_bar=false", "trainer.enable_mode
 
 def compose_config(overrides: list[str], output_dir: Path) -> DictConfig:
     """The config `python run.py <overrides>` would build, writing into `output_dir`."""
-    register_resolvers()
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
-        cfg = compose("run", overrides=QUIET + overrides, return_hydra_config=True)
-    with open_dict(cfg):
-        cfg.hydra.runtime.output_dir = str(output_dir)
-        cfg.hydra.job.num = 0
-    HydraConfig.instance().set_config(cfg)
-    with open_dict(cfg):
-        cfg.paths.output_dir = str(output_dir)
-    return cfg
+    return compose_run_config(QUIET + overrides, output_dir)
 
 
 def run_experiment(overrides: list[str], output_dir: Path) -> tuple[dict[str, float], float]:

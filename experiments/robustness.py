@@ -17,11 +17,8 @@ import time
 from pathlib import Path
 
 import torch
-from hydra import compose, initialize_config_dir
-from hydra.core.global_hydra import GlobalHydra
-from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
-from omegaconf import DictConfig, open_dict
+from omegaconf import DictConfig
 
 from odelab.attacks import (
     FGSM,
@@ -32,7 +29,7 @@ from odelab.attacks import (
     honesty_checks,
     with_solver,
 )
-from odelab.hydra_setup import CONFIG_DIR, register_resolvers
+from odelab.hydra_setup import compose_run_config, register_resolvers
 from odelab.ode import Solver
 from odelab.train import run
 
@@ -47,16 +44,7 @@ PAPER = {
 
 def compose_run(overrides: list[str], output_dir: Path) -> DictConfig:
     """The config `python run.py <overrides>` would build, writing into `output_dir`."""
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
-        cfg = compose("run", overrides=overrides, return_hydra_config=True)
-    with open_dict(cfg):
-        cfg.hydra.runtime.output_dir = str(output_dir)
-        cfg.hydra.job.num = 0
-    HydraConfig.instance().set_config(cfg)
-    with open_dict(cfg):
-        cfg.paths.output_dir = str(output_dir)
-    return cfg
+    return compose_run_config(overrides, output_dir)
 
 
 def train_or_load(
