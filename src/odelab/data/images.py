@@ -15,6 +15,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, TensorDataset
 
 from odelab.data.idx import find_idx, read_idx
+from odelab.data.loading import loader_options
 from odelab.errors import ConfigError, DataMissingError
 
 SPLIT_FILES = {
@@ -125,11 +126,7 @@ class ImageDataModule(L.LightningDataModule):
         self.offline_test_split = offline_test_split
         self.val_size, self.test_size, self.train_subset = val_size, test_size, train_subset
         self.batch_size, self.eval_batch_size, self.augment = batch_size, eval_batch_size, augment
-        self.loader_kwargs = {
-            "num_workers": num_workers,
-            "pin_memory": pin_memory,
-            "persistent_workers": persistent_workers and num_workers > 0,
-        }
+        self.loader_kwargs = loader_options(num_workers, pin_memory, persistent_workers)
         self.seed = seed
         self.splits: dict[str, TensorDataset] = {}
 

@@ -14,6 +14,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, TensorDataset
 
+from odelab.data.loading import loader_options
 from odelab.errors import ConfigError, DataMissingError
 
 SPLIT_FILES = {"train": "train_32x32.mat", "test": "test_32x32.mat"}
@@ -85,11 +86,7 @@ class SVHNDataModule(L.LightningDataModule):
         self.root, self.download = Path(root), download
         self.val_size, self.train_subset, self.test_subset = val_size, train_subset, test_subset
         self.batch_size, self.eval_batch_size = batch_size, eval_batch_size
-        self.loader_kwargs = {
-            "num_workers": num_workers,
-            "pin_memory": pin_memory,
-            "persistent_workers": persistent_workers and num_workers > 0,
-        }
+        self.loader_kwargs = loader_options(num_workers, pin_memory, persistent_workers)
         self.seed = seed
         self.splits: dict[str, TensorDataset] = {}
 

@@ -16,7 +16,7 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from odelab.data.loading import check_loader_options
+from odelab.data.loading import loader_options
 from odelab.errors import ConfigError
 from odelab.ode import Solver, odesolve
 
@@ -174,7 +174,6 @@ class TrajectoryDataModule(L.LightningDataModule):
                 raise ConfigError(f"data.{key} must be in [2, data.n_points={n_points}], got {value}")
         if batch_size < 1 or batches_per_epoch < 1:
             raise ConfigError("data.batch_size and data.batches_per_epoch must be >= 1")
-        check_loader_options(num_workers, persistent_workers)
         self.system = system
         self.y0 = torch.tensor(y0, dtype=torch.get_default_dtype())
         self.t_end, self.n_points = float(t_end), n_points
@@ -183,11 +182,7 @@ class TrajectoryDataModule(L.LightningDataModule):
         self.batch_time, self.batch_size, self.batches_per_epoch = batch_time, batch_size, batches_per_epoch
         self.batch_time_final, self.batch_time_growth_epochs = batch_time_final, batch_time_growth_epochs
         self.grid_size, self.seed = grid_size, seed
-        self.loader_options = {
-            "num_workers": num_workers,
-            "pin_memory": pin_memory,
-            "persistent_workers": persistent_workers,
-        }
+        self.loader_options = loader_options(num_workers, pin_memory, persistent_workers)
         self.trajectory: Trajectory | None = None
 
     def setup(self, stage: str | None = None) -> None:
