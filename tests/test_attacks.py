@@ -14,6 +14,7 @@ from odelab.attacks import (
     accuracy,
     attack_sweep,
     honesty_checks,
+    merge_sweeps,
     with_solver,
 )
 from odelab.errors import ConfigError
@@ -127,6 +128,17 @@ def test_attack_sweep_names_rows_and_rejects_unknown_kind() -> None:
     assert attack_sweep("none") == {}
     with pytest.raises(ConfigError, match="attack.kind"):
         attack_sweep("cw", [1.0])
+
+
+def test_study_attack_config_merges_noise_fgsm_and_pgd(make_cfg) -> None:
+    from hydra.utils import instantiate
+
+    cfg = make_cfg("experiment=robust_odenet", "attack=study")
+    attacks = instantiate(cfg.attack)
+    assert list(attacks) == ["gaussian_50", "gaussian_75", "gaussian_100", "fgsm_0.15", "fgsm_0.3",
+                             "fgsm_0.5", "pgd_0.2", "pgd_0.3"]
+    with pytest.raises(ConfigError, match="appear in two sweeps"):
+        merge_sweeps([attack_sweep("fgsm", [0.3]), attack_sweep("fgsm", [0.3, 0.5])])
 
 
 def test_attack_through_dopri5_differentiates_through_the_solver() -> None:

@@ -4,7 +4,7 @@ Every attack is a callable `attack(model, x, y) -> x_perturbed` on pixels in [0,
 gradient attacks differentiate through the whole model, ODE solver included.
 """
 
-from odelab.attacks.base import Attack, attack_sweep, clip_to_ball
+from odelab.attacks.base import Attack, attack_sweep, clip_to_ball, merge_sweeps
 from odelab.attacks.evaluate import Check, accuracy, attacked_accuracy, honesty_checks, with_solver
 from odelab.attacks.gradient import FGSM, PGD
 from odelab.attacks.noise import GaussianNoise
@@ -20,5 +20,6 @@ __all__ = [
     "attacked_accuracy",
     "clip_to_ball",
     "honesty_checks",
+    "merge_sweeps",
     "with_solver",
 ]

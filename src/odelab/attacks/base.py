@@ -66,3 +66,14 @@ def attack_sweep(kind: str, strengths: Sequence[float] = (), **params: Any) -> d
         raise ConfigError(f"attack.kind={kind!r}; choose one of {['none', *classes]}")
     attacks = [classes[kind](float(s), **params) for s in strengths]
     return {a.name: a for a in attacks}
+
+
+def merge_sweeps(sweeps: Sequence[dict[str, Attack]]) -> dict[str, Attack]:
+    """Several attack sweeps as one (the study's table: noise, FGSM and PGD columns in one test run)."""
+    merged: dict[str, Attack] = {}
+    for sweep in sweeps:
+        clash = merged.keys() & sweep.keys()
+        if clash:
+            raise ConfigError(f"attack names {sorted(clash)} appear in two sweeps; drop one from attack.sweeps")
+        merged.update(sweep)
+    return merged
