@@ -3,7 +3,7 @@
     python experiments/reproduce.py spiral --budget quick   # or: make reproduce-spiral budget=quick
     python experiments/reproduce.py spiral --report-only    # rebuild the report from existing runs
 
-Runs go to logs/reproduce/<name>/<budget>/<job>; the report to
+Runs go to logs/reproduce/<name>/<budget>/<sweep>/<job>; the report to
 experiments/reports/<name>_<budget>.md with its plots beside it. Extra
 arguments after `--` are passed to `run.py` (e.g. `-- hydra/launcher=joblib`).
 """
@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 from odelab.hydra_setup import repo_root
-from odelab.reports import REPRODUCTIONS, load_jobs
+from odelab.reports import REPRODUCTIONS, load_sweeps
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -30,15 +30,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def run_sweep(overrides: list[str], sweep_dir: Path) -> float:
-    """Run `run.py -m` with the overrides into `sweep_dir`; return the wall time."""
-    if sweep_dir.exists():
-        shutil.rmtree(sweep_dir)  # a report must describe one sweep, not leftovers
+def run_sweeps(sweeps: list[list[str]], extra: list[str], budget_dir: Path) -> float:
+    """Run each sweep (`run.py -m`) into `budget_dir/<i>`; return the wall time."""
+    if budget_dir.exists():
+        shutil.rmtree(budget_dir)  # a report must describe these sweeps, not leftovers
+    start = time.perf_counter()
+    for i, overrides in enumerate(sweeps):
+        run_sweep([*overrides, *extra], budget_dir / str(i))
+    return time.perf_counter() - start
+
+
+def run_sweep(overrides: list[str], sweep_dir: Path) -> None:
     command = [sys.executable, str(repo_root() / "run.py"), "-m", *overrides, f"hydra.sweep.dir={sweep_dir}"]
     print("running:", " ".join(command), flush=True)
-    start = time.perf_counter()
     subprocess.run(command, check=True, cwd=repo_root())
-    return time.perf_counter() - start
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -48,16 +53,16 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: budget={args.budget!r}; {args.name} has {sorted(repro.budgets)}", file=sys.stderr)
         return 2
     root = repo_root()
-    sweep_dir = root / "logs" / "reproduce" / args.name / args.budget
+    budget_dir = root / "logs" / "reproduce" / args.name / args.budget
     if not args.report_only:
-        seconds = run_sweep(repro.budgets[args.budget] + args.overrides, sweep_dir)
-        print(f"sweep took {seconds:.0f} s", flush=True)
-    if not sweep_dir.is_dir():
-        print(f"error: no runs in {sweep_dir}; run without --report-only first", file=sys.stderr)
+        seconds = run_sweeps(repro.budgets[args.budget], args.overrides, budget_dir)
+        print(f"sweeps took {seconds:.0f} s", flush=True)
+    if not budget_dir.is_dir():
+        print(f"error: no runs in {budget_dir}; run without --report-only first", file=sys.stderr)
         return 2
     report_path = root / "experiments" / "reports" / f"{args.name}_{args.budget}.md"
     report_dir = report_path.with_suffix("")
-    report = repro.build(load_jobs(sweep_dir), args.budget, report_dir)
+    report = repro.build(load_sweeps(budget_dir), args.budget, report_dir)
     report_path.parent.mkdir(parents=True, exist_ok=True)
     report_path.write_text(report)
     print(f"report: {report_path}")

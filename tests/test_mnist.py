@@ -16,6 +16,7 @@ from odelab.models.odenet import ConvODEField, ODENet
 from odelab.ode import Sensitivity, Solver
 from odelab.optim import linear_scaled_sgd
 from odelab.profiling import SavedTensorMeter, training_step_memory
+from odelab.reports import REPRODUCTIONS, JobResult
 from odelab.train import run
 
 REPO = Path(__file__).resolve().parents[1]
@@ -196,3 +197,12 @@ def test_report_builds_table_from_two_real_runs(make_cfg, tmp_path: Path) -> Non
     ode_cells = [c.strip() for c in rows["ODE-Net"].split("|")[1:-1]]
     assert ode_cells[11] != "–" and "dopri5 tol 0.01, adjoint" in ode_cells[13]
     assert (out.parent / "mnist_nfe.png").is_file()
+
+    # The reproduction report (`make reproduce-mnist`) reads the same folders as sweep jobs.
+    jobs = [JobResult(i, folder, {"seed": "0"}, json.loads((folder / "metrics.json").read_text()))
+            for i, folder in enumerate((mlp, odenet))]
+    repro = REPRODUCTIONS["mnist"].build(jobs, "quick", tmp_path / "repro")
+    mlp_row = next(line for line in repro.splitlines() if line.startswith("| 1-layer MLP"))
+    mlp_error = json.loads((mlp / "metrics.json").read_text())["test/error"]
+    assert mlp_row.split("|")[2].strip() == f"{100 * mlp_error:.2f} %"  # one seed: no ± part
+    assert (tmp_path / "repro" / "nfe.png").is_file()

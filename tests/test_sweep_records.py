@@ -13,7 +13,7 @@ from omegaconf import open_dict, read_write
 
 from odelab.data.trajectories import RandomWindowSampler
 from odelab.errors import ConfigError
-from odelab.hydra_setup import run_group
+from odelab.hydra_setup import CONFIG_DIR, run_group
 from odelab.reports import REPRODUCTIONS, load_jobs
 from odelab.sweeps import JobRecord, best_record, format_summary, load_records
 
@@ -64,6 +64,37 @@ def test_spiral_report_mean_and_std_over_seeds(sweep_dir: Path, tmp_path: Path) 
     assert expected == "0.2 ± 0.1"
     assert f"| `test/traj_mae` | mean abs trajectory error on [0, 25] | 0.28 (reference recipe) | {expected} |" in report
     assert "(1 failed)" in report
+
+
+def _first_jobs(overrides: list[str]) -> list[list[str]]:
+    """The jobs of a sweep, one per experiment, each with the first value of every other list."""
+    fixed = [o.split(",")[0] for o in overrides if not o.startswith("experiment=")]
+    experiments = next((o for o in overrides if o.startswith("experiment=")), "experiment=spiral")
+    return [[f"experiment={e}", *fixed] for e in experiments.split("=", 1)[1].split(",")]
+
+
+def _check_as_multirun(overrides: list[str]) -> None:
+    """What `run.py -m` does first: load the config with the swept keys left out, which
+    rejects fixed overrides that the default experiment cannot take (e.g. a missing key)."""
+    from hydra._internal.config_loader_impl import ConfigLoaderImpl
+    from hydra._internal.utils import create_config_search_path
+    from hydra.types import RunMode
+
+    loader = ConfigLoaderImpl(config_search_path=create_config_search_path(str(CONFIG_DIR)))
+    loader.load_configuration("run", overrides, run_mode=RunMode.MULTIRUN)
+
+
+@pytest.mark.parametrize("name", sorted(REPRODUCTIONS))
+def test_every_reproduction_budget_composes(name: str, make_cfg) -> None:
+    """A typo in a budget's overrides would only surface after minutes of sweeping; catch it here."""
+    repro = REPRODUCTIONS[name]
+    assert {"quick", "paper"} <= set(repro.budgets)
+    for budget, sweeps in repro.budgets.items():
+        for sweep in sweeps:
+            _check_as_multirun(sweep)
+            for job in _first_jobs(sweep):
+                cfg = make_cfg(*job, subdir=f"{name}_{budget}")
+                assert cfg.logger is not None and "csv" in cfg.logger  # reports read the CSV logs
 
 
 def test_wandb_group_names_the_sweep(make_cfg) -> None:

@@ -6,9 +6,12 @@ To add one, write a module here that defines a `Reproduction` and list it in
 
 from __future__ import annotations
 
-from odelab.reports.base import JobResult, Reproduction, load_jobs
+from odelab.reports.base import JobResult, Reproduction, load_jobs, load_sweeps
+from odelab.reports.cnf import CNF
+from odelab.reports.mnist import MNIST
+from odelab.reports.robust import ROBUST
 from odelab.reports.spiral import SPIRAL
 
-REPRODUCTIONS: dict[str, Reproduction] = {r.name: r for r in (SPIRAL,)}
+REPRODUCTIONS: dict[str, Reproduction] = {r.name: r for r in (SPIRAL, MNIST, CNF, ROBUST)}
 
-__all__ = ["REPRODUCTIONS", "JobResult", "Reproduction", "load_jobs"]
+__all__ = ["REPRODUCTIONS", "JobResult", "Reproduction", "load_jobs", "load_sweeps"]

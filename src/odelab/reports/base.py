@@ -11,12 +11,16 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 import statistics
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
+from omegaconf import DictConfig, OmegaConf
+
+from odelab.hydra_setup import repo_root
 
 
 @dataclass
@@ -41,15 +45,23 @@ class Reproduction:
     Args:
         name: the make target suffix (`make reproduce-<name>`).
         title: what is reproduced (paper, table or figure).
-        budgets: budget name -> `run.py` overrides of the sweep (`-m` is added).
-        build: turns the sweep's jobs into the markdown report.
+        budgets: budget name -> the sweeps it runs, each a list of `run.py` overrides
+            (`-m` is added). Several sweeps cover runs whose settings do not form one
+            grid (e.g. a baseline that differs from the model in two keys at once).
+        build: turns the jobs of all the sweeps into the markdown report.
     """
 
     name: str
     title: str
-    budgets: dict[str, list[str]]
+    budgets: dict[str, list[list[str]]]
     build: Callable[[list[JobResult], str, Path], str]
     notes: dict[str, str] = field(default_factory=dict)
+
+
+def load_sweeps(budget_dir: Path) -> list[JobResult]:
+    """The jobs of every sweep of one budget (`<budget_dir>/<sweep number>/<job>`), in order."""
+    sweeps = sorted((p for p in budget_dir.iterdir() if p.name.isdigit()), key=lambda p: int(p.name))
+    return [job for sweep in sweeps for job in load_jobs(sweep)]
 
 
 def load_jobs(sweep_dir: Path) -> list[JobResult]:
@@ -76,14 +88,55 @@ def mean_std(values: Sequence[float]) -> tuple[float, float]:
     return statistics.fmean(finite), std
 
 
-def fmt_mean_std(values: Sequence[float], digits: int = 3) -> str:
+def fmt_mean_std(values: Sequence[float], digits: int = 3, spec: str | None = None) -> str:
+    """`mean ± std` (`digits` significant, or the format `spec` for both); one value alone."""
     mean, std = mean_std(values)
     if math.isnan(mean):
         return "n/a"
-    return f"{mean:.{digits}g} ± {std:.{digits - 1}g}"
+    mean_spec, std_spec = (spec, spec) if spec else (f".{digits}g", f".{digits - 1}g")
+    if sum(v is not None and math.isfinite(v) for v in values) == 1:
+        return f"{mean:{mean_spec}}"
+    return f"{mean:{mean_spec}} ± {std:{std_spec}}"
 
 
 def markdown_table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
     lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
     return "\n".join(lines)
+
+
+def run_config(job: JobResult) -> DictConfig | None:
+    """The resolved config the job ran with (Hydra saves it in the run folder)."""
+    path = job.output_dir / ".hydra" / "config.yaml"
+    return OmegaConf.load(path) if path.is_file() else None
+
+
+def device_label(jobs: Sequence[JobResult]) -> str:
+    """The hardware the jobs ran on, from the `device.json` each run writes."""
+    seen = []
+    for job in jobs:
+        path = job.output_dir / "device.json"
+        if path.is_file():
+            info = json.loads(path.read_text())
+            threads = f", {info['torch_threads']} torch thread(s)" if info.get("type") == "cpu" else ""
+            label = f"{info.get('type', '?').upper()} ({info.get('name', '?')}{threads}), torch {info.get('torch', '?')}"
+            if label not in seen:
+                seen.append(label)
+    return "; ".join(seen) or "unknown (no device.json in the run folders)"
+
+
+def relative_path(path: Path) -> str:
+    """`path` relative to the repository when it lies inside it (reports stay portable)."""
+    try:
+        return str(path.relative_to(repo_root()))
+    except ValueError:
+        return str(path)
+
+
+def copy_plots(job: JobResult, report_dir: Path, prefix: str = "") -> list[Path]:
+    """Copy the PNG plots of one job beside the report (names prefixed to keep jobs apart)."""
+    source = job.output_dir / "plots"
+    if not source.is_dir():
+        return []
+    report_dir.mkdir(parents=True, exist_ok=True)
+    return [Path(shutil.copy2(png, report_dir / f"{prefix}{png.name}")) for png in sorted(source.glob("*.png"))]

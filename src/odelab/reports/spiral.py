@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
-import platform
-import shutil
 from pathlib import Path
 
-import torch
-from omegaconf import DictConfig, OmegaConf
-
-from odelab.hydra_setup import repo_root
-from odelab.reports.base import JobResult, Reproduction, fmt_mean_std, markdown_table
+from odelab.reports.base import (
+    JobResult,
+    Reproduction,
+    copy_plots,
+    device_label,
+    fmt_mean_std,
+    markdown_table,
+    relative_path,
+    run_config,
+)
 
 # The reference recipe's figure, from conf/experiment/spiral.yaml: RMSprop 1e-3,
 # batches of 20 windows of 10 steps, 2000 iterations.
@@ -25,32 +28,26 @@ METRICS = {
 
 BUDGETS = {
     # Checks the pipeline: 3 seeds x 100 iterations, CSV logs only.
-    "quick": [
+    "quick": [[
         "experiment=spiral",
         "seed=0,1,2",
         "trainer.max_epochs=2",
         "data.batches_per_epoch=50",
         "logger=csv",
         "trainer.enable_progress_bar=false",
-    ],
+    ]],
     # The experiment as configured (its own epochs and batches), 5 seeds.
-    "paper": [
+    "paper": [[
         "experiment=spiral",
         "seed=0,1,2,3,4",
         "logger=csv",
         "trainer.enable_progress_bar=false",
-    ],
+    ]],
 }
 
 
-def _run_config(job: JobResult) -> DictConfig | None:
-    """The resolved config the job ran with (Hydra saves it in the run folder)."""
-    path = job.output_dir / ".hydra" / "config.yaml"
-    return OmegaConf.load(path) if path.is_file() else None
-
-
 def _iterations(job: JobResult) -> str:
-    cfg = _run_config(job)
+    cfg = run_config(job)
     if cfg is None:
         return "n/a (run config not found)"
     epochs, batches = cfg.trainer.max_epochs, cfg.data.batches_per_epoch
@@ -58,7 +55,7 @@ def _iterations(job: JobResult) -> str:
 
 
 def _recipe(job: JobResult) -> str:
-    cfg = _run_config(job)
+    cfg = run_config(job)
     if cfg is None:
         return "n/a (run config not found)"
     model, solver = cfg.model, cfg.solver
@@ -84,7 +81,7 @@ def build_report(jobs: list[JobResult], budget: str, report_dir: Path) -> str:
         "",
         f"- Budget: `{budget}`; seeds: {seeds} ({len(failed)} failed).",
         f"- Iterations per run: {_iterations(done[0]) if done else 'n/a'}; the reference recipe uses 2000.",
-        f"- Device: CPU ({platform.processor() or platform.machine()}), torch {torch.__version__}.",
+        f"- Device: {device_label(done)}.",
         f"- Recipe (conf/experiment/spiral.yaml, as run): {_recipe(done[0]) if done else 'n/a'}.",
         "",
         "## Paper vs ours",
@@ -102,16 +99,16 @@ def build_report(jobs: list[JobResult], budget: str, report_dir: Path) -> str:
             j.overrides.get("seed", "0"),
             *(f"{j.metrics.get(k, float('nan')):.4g}" for k in METRICS),
             "" if j.seconds is None else f"{j.seconds:.0f}",
-            _relative(j.output_dir),
+            relative_path(j.output_dir),
         ]
         for j in done
     ]
     seed_rows += [
-        [j.overrides.get("seed", "0"), *("failed" for _ in METRICS), "", _relative(j.output_dir)] for j in failed
+        [j.overrides.get("seed", "0"), *("failed" for _ in METRICS), "", relative_path(j.output_dir)] for j in failed
     ]
     lines += [markdown_table(["seed", *METRICS, "seconds", "run dir"], seed_rows), ""]
 
-    plots = _copy_plots(done[0], report_dir) if done else []
+    plots = copy_plots(done[0], report_dir) if done else []
     if plots:
         lines += [f"## Plots (seed {done[0].overrides.get('seed', '0')})", ""]
         lines += [f"![{p.stem}]({report_dir.name}/{p.name})" for p in plots]
@@ -125,21 +122,6 @@ def build_report(jobs: list[JobResult], budget: str, report_dir: Path) -> str:
         "",
     ]
     return "\n".join(lines)
-
-
-def _relative(path: Path) -> str:
-    try:
-        return str(path.relative_to(repo_root()))
-    except ValueError:
-        return str(path)
-
-
-def _copy_plots(job: JobResult, report_dir: Path) -> list[Path]:
-    source = job.output_dir / "plots"
-    if not source.is_dir():
-        return []
-    report_dir.mkdir(parents=True, exist_ok=True)
-    return [Path(shutil.copy2(png, report_dir / png.name)) for png in sorted(source.glob("*.png"))]
 
 
 SPIRAL = Reproduction(

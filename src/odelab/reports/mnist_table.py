@@ -1,0 +1,133 @@
+"""Table 1 of Chen et al. 2018 from run folders: one row per model, beside the paper.
+
+Used by the MNIST reproduction (`make reproduce-mnist`) and by
+`experiments/mnist_report.py`, which adds the memory and tolerance studies.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+from odelab.ode.config import ADAPTIVE_METHODS
+from odelab.runs import Run, median
+
+ORDER = ["1-layer MLP", "ResNet", "RK-Net", "ODE-Net"]
+# Chen et al. 2018, Table 1 (full MNIST, 160 epochs).
+PAPER = {
+    "1-layer MLP": {"error": "1.60 %", "params": "0.24 M", "memory": "–", "time": "–"},
+    "ResNet": {"error": "0.41 %", "params": "0.60 M", "memory": "O(L)", "time": "O(L)"},
+    "RK-Net": {"error": "0.47 %", "params": "0.22 M", "memory": "O(L~)", "time": "O(L~)"},
+    "ODE-Net": {"error": "0.42 %", "params": "0.22 M", "memory": "O(1)", "time": "O(L~)"},
+}
+NETS = {"ResNet": "ResNet", "MLPClassifier": "1-layer MLP"}
+
+
+def model_label(run: Run) -> str:
+    """Table 1 row of a run, from its net class and solver."""
+    net = str(run.config.model.net._target_).rsplit(".", 1)[-1]
+    if net == "ODENet":
+        return "ODE-Net" if run.config.solver.method in ADAPTIVE_METHODS else "RK-Net"
+    return NETS.get(net, net)
+
+
+def data_sizes(run: Run) -> tuple[str, int, int]:
+    """Dataset label, training images and test images the run actually used."""
+    data, trainer = run.config.data, run.config.trainer
+    if data.offline_test_split:
+        name = f"{data.dataset} test-set split"
+        train, test = 10_000 - data.val_size - data.test_size, data.test_size
+    else:
+        name = data.dataset
+        train, test = 60_000 - data.val_size, 10_000
+    if data.get("train_subset"):
+        train = min(train, int(data.train_subset))
+    limit = trainer.get("limit_test_batches")
+    if isinstance(limit, int) and not isinstance(limit, bool) and limit >= 1:
+        test = min(test, limit * int(data.eval_batch_size))
+    elif isinstance(limit, float) and limit <= 1.0:
+        test = int(test * limit)
+    return name, train, test
+
+
+def device_label(run: Run) -> str:
+    if run.device:
+        kind = "GPU" if run.device["type"] == "cuda" else f"CPU x{run.device.get('torch_threads')}"
+        return f"{kind} ({run.device['name']})"
+    return str(run.config.trainer.accelerator)
+
+
+def fmt(value: float | None, spec: str, unit: str = "") -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "n/a"
+    return f"{value:{spec}}{unit}"
+
+
+def summarize(run: Run) -> dict[str, str]:
+    label = model_label(run)
+    dataset, n_train, n_test = data_sizes(run)
+    _, step_times = run.series("train/step_time")
+    _, nfe_f = run.series("train/nfe_forward")
+    _, nfe_b = run.series("train/nfe_backward")
+    error = run.last("test/error")
+    params = run.last("model/params")
+    nfe = "–"
+    if nfe_f:
+        nfe = f"{sum(nfe_f) / len(nfe_f):.1f} / {sum(nfe_b) / len(nfe_b):.1f}" if nfe_b else "n/a"
+    test_nfe = run.last("test/nfe_forward")
+    return {
+        "model": label,
+        "error": fmt(None if error is None else 100 * error, ".2f", " %"),
+        "paper_error": PAPER.get(label, {}).get("error", "–"),
+        "params": fmt(None if params is None else params / 1e6, ".3f", " M"),
+        "paper_params": PAPER.get(label, {}).get("params", "–"),
+        "memory": fmt(run.last("train/peak_memory_mb"), ".1f", " MiB"),
+        "activations": fmt(run.last("train/activations_mb"), ".1f", " MiB"),
+        "paper_memory": PAPER.get(label, {}).get("memory", "–"),
+        "step_time": fmt(median(step_times), ".3f", " s"),
+        "epoch_time": fmt(run.last("train/epoch_time"), ".1f", " s"),
+        "paper_time": PAPER.get(label, {}).get("time", "–"),
+        "nfe": nfe,
+        "test_nfe": "–" if test_nfe is None else f"{test_nfe:.0f}",
+        "data": f"{dataset}, {n_train} train / {n_test} test",
+        "epochs": f"{run.epochs} ({run.train_steps} steps of {run.config.data.batch_size})",
+        "solve": solve_label(run),
+        "device": device_label(run),
+        "train_loss": fmt(run.last("train/loss_epoch"), ".2f"),
+        "path": str(run.path),
+    }
+
+
+def solve_label(run: Run) -> str:
+    if str(run.config.model.net._target_).rsplit(".", 1)[-1] != "ODENet":
+        return "–"
+    solver, sens = run.config.solver, run.config.sensitivity.method
+    if solver.method in ADAPTIVE_METHODS:
+        return f"{solver.method} tol {solver.rtol:g}, {sens}"
+    return f"{solver.method} step {solver.step_size}, {sens}"
+
+
+def nfe_figure(run: Run, path: Path) -> bool:
+    """Figure 3 of the paper from one ODE-Net run: forward and backward NFE per training step."""
+    steps_f, nfe_f = run.series("train/nfe_forward")
+    steps_b, nfe_b = run.series("train/nfe_backward")
+    if not nfe_f:
+        return False
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 3.8))
+    ax.plot(steps_f, nfe_f, ".-", label="forward NFE")
+    if nfe_b:
+        ax.plot(steps_b, nfe_b, ".-", label="backward NFE (adjoint)")
+    ax.set_xlabel("training step")
+    ax.set_ylabel("NFE per step")
+    ax.set_ylim(bottom=0)
+    ax.set_title(f"ODE-Net NFE over training ({solve_label(run)})", fontsize=9)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return True

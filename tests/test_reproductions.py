@@ -1,0 +1,73 @@
+"""Reproduction reports built from fabricated run folders (no training): the numbers in the
+tables must be the ones the runs wrote, grouped and averaged the way the report says."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import yaml
+
+from odelab.reports import REPRODUCTIONS, load_sweeps
+
+
+def write_job(sweep: Path, num: int, overrides: dict[str, str], metrics: dict[str, float] | None,
+              config: dict | None = None) -> None:
+    job = sweep / str(num)
+    (job / ".hydra").mkdir(parents=True)
+    (job / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump([f"{k}={v}" for k, v in overrides.items()]))
+    if config is not None:
+        (job / ".hydra" / "config.yaml").write_text(yaml.safe_dump(config))
+    if metrics is not None:
+        (job / "metrics.json").write_text(json.dumps(metrics))
+
+
+def table_row(report: str, first_cell: str) -> list[str]:
+    for line in report.splitlines():
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        if line.startswith("|") and cells[0] == first_cell:
+            return cells
+    raise AssertionError(f"no row {first_cell!r} in:\n{report}")
+
+
+def test_robust_report_averages_seeds_beside_the_paper(tmp_path: Path) -> None:
+    budget = tmp_path / "quick"
+    accuracies = {"robust_cnn": (0.90, 0.80), "robust_odenet": (0.95, 0.85)}
+    num = 0
+    for experiment, (seed0, seed1) in accuracies.items():
+        for seed, acc in enumerate((seed0, seed1)):
+            metrics = {"test/acc": acc, "test/acc/fgsm_0.3": acc / 2, "test/acc/pgd_0.2": acc / 4}
+            write_job(budget / "0", num, {"experiment": experiment, "seed": str(seed)}, metrics)
+            num += 1
+    write_job(budget / "0", num, {"experiment": "tisode", "seed": "0"}, None)  # a failed job
+
+    report = REPRODUCTIONS["robust"].build(load_sweeps(budget), "quick", tmp_path / "out")
+    header = table_row(report, "model")
+    cnn = dict(zip(header, table_row(report, "**CNN (ours, n=2)**")))
+    assert cnn["clean"] == "85.0 ± 7.1"
+    assert cnn["FGSM .3"] == "42.5 ± 3.5"
+    assert cnn["PGD .2"] == "21.2 ± 1.8"
+    assert cnn["s=50"] == "n/a"  # not measured by these runs
+    paper = dict(zip(header, table_row(report, "ODENet (paper)")))
+    assert paper["FGSM .3"] == "42.1" and paper["PGD .2"] == "–"
+    assert "4 runs finished, 1 failed" in report
+    assert "TisODE, clean" not in report.split("## Runs")[1].split("failed")[0]
+
+
+def test_cnf_report_pairs_rnode_with_its_unregularized_run(tmp_path: Path) -> None:
+    budget = tmp_path / "quick"
+    plain_cfg = {"model": {"kinetic_weight": 0.0, "jacobian_weight": 0.0}}
+    reg_cfg = {"model": {"kinetic_weight": 0.05, "jacobian_weight": 0.05}}
+    for num, (experiment, nll) in enumerate((("cnf_toy", 2.9), ("planar_flow", 3.1))):
+        write_job(budget / "0", num, {"experiment": experiment, "data.name": "8gaussians"},
+                  {"test/nll": nll, "test/density_l1": nll / 10}, plain_cfg)
+    write_job(budget / "1", 0, {"experiment": "cnf_toy_rnode", "data.name": "8gaussians"},
+              {"test/nll": 2.80, "train/nfe_forward_epoch": 90.0, "train/nfe_backward_epoch": 10.0}, plain_cfg)
+    write_job(budget / "2", 0, {"experiment": "cnf_toy_rnode", "data.name": "8gaussians"},
+              {"test/nll": 2.83, "train/nfe_forward_epoch": 40.0}, reg_cfg)
+
+    report = REPRODUCTIONS["cnf"].build(load_sweeps(budget), "quick", tmp_path / "out")
+    assert table_row(report, "8gaussians")[1:5] == ["2.900", "3.100", "0.290 / 0.310", "yes"]
+    rnode = table_row(report.split("## RNODE")[1], "8gaussians")
+    assert rnode[1:] == ["2.800", "2.830", "+0.030", "100.0", "40.0", "2.50", "yes"]
+    assert "RNODE weights: kinetic 0.05, Jacobian 0.05." in report
