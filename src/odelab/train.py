@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -74,7 +75,13 @@ def run(cfg: DictConfig) -> dict[str, float]:
             logger.log_hyperparams(resolved)
         metrics: dict[str, float] = {}
         if cfg.get("train", True):
-            trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+            with warnings.catch_warnings():
+                # With OnExceptionCheckpoint among the callbacks, Lightning reads
+                # ckpt_path=None as "resume from last" and warns twice when a fresh
+                # run has no checkpoint yet; a fresh start is what null means here.
+                warnings.filterwarnings("ignore", message=r".*ckpt_path=None\)` was called without a model")
+                warnings.filterwarnings("ignore", message=r'.*ckpt_path="last"\) is set, but there is no last')
+                trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
             metrics.update(_scalars(trainer.callback_metrics))
         if cfg.get("test", True):
             test_ckpt = None if cfg.get("train", True) else cfg.get("ckpt_path")
