@@ -54,6 +54,13 @@ def test_summary_lists_every_job_and_the_best(sweep_dir: Path) -> None:
     assert "4 jobs, 3 completed, 1 failed." in summary
     assert "| 2 | failed |  | 1.5 | seed=2 | SolverError: diverged |" in summary
     assert "Best (minimize val/traj_mae): job 1, 0.1," in summary
+    # The three completed seeds of the same setting, averaged (the failed one left out).
+    header = next(line for line in summary.splitlines() if line.startswith("| settings |"))
+    assert header.split("|")[3].strip() == "val/traj_mae" and "test/extrap_mae" in header
+    row = next(line for line in summary.splitlines() if line.startswith("| (defaults) |"))
+    cells = [c.strip() for c in row.split("|")[1:-1]]
+    assert cells[1] == "3" and cells[2] == "0.2 ± 0.1"
+    assert cells[header.split("|")[1:-1].index(" test/extrap_mae ")] == "0.4 ± 0.2"
 
 
 def test_spiral_report_mean_and_std_over_seeds(sweep_dir: Path, tmp_path: Path) -> None:

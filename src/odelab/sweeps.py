@@ -185,7 +185,44 @@ def format_summary(records: list[JobRecord], sweep_dir: Path, direction: str = "
             f"Best ({direction} {metric_name}): job {best.num}, {best.metric:.6g}, "
             f"overrides: {' '.join(best.overrides) or '(none)'}"
         )
+    lines += seed_table(records, metric_name)
     return "\n".join(lines) + "\n"
+
+
+def seed_table(records: list[JobRecord], metric_name: str) -> list[str]:
+    """Mean ± std over seeds: completed jobs grouped by their overrides other than `seed=`.
+
+    Empty unless some setting ran with two or more seeds. Besides the sweep's
+    metric, every `test/...` metric in the jobs' `metrics.json` is averaged.
+    """
+    from odelab.reports.base import fmt_mean_std
+
+    groups: dict[tuple[str, ...], list[JobRecord]] = {}
+    for r in records:
+        if r.status == "completed":
+            key = tuple(o for o in r.overrides if not o.startswith("seed="))
+            groups.setdefault(key, []).append(r)
+    if not any(len(g) > 1 for g in groups.values()):
+        return []
+    finals = {r.num: _final_metrics(r) for g in groups.values() for r in g}
+    test_keys = sorted({k for m in finals.values() for k in m if k.startswith("test/")})
+    lines = ["", "## Mean ± std over seeds", "",
+             f"| settings | n | {metric_name} | " + " | ".join(test_keys) + " |",
+             "|---|---:|" + "---:|" * (1 + len(test_keys))]
+    for key, group in groups.items():
+        cells = [fmt_mean_std([r.metric for r in group])]
+        cells += [fmt_mean_std([finals[r.num].get(k) for r in group]) for k in test_keys]
+        settings = " ".join(key).replace("|", "\\|") or "(defaults)"
+        lines.append(f"| {settings} | {len(group)} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def _final_metrics(record: JobRecord) -> dict[str, float]:
+    path = Path(record.output_dir) / "metrics.json"
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
 
 
 class SweepSummary(Callback):

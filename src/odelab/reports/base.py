@@ -94,6 +94,8 @@ def fmt_mean_std(values: Sequence[float], digits: int = 3, spec: str | None = No
     if math.isnan(mean):
         return "n/a"
     mean_spec, std_spec = (spec, spec) if spec else (f".{digits}g", f".{digits - 1}g")
+    if not spec and abs(mean) >= 10**digits:  # whole numbers (NFE, counts): no exponent
+        mean_spec, std_spec = ".0f", ".0f"
     if sum(v is not None and math.isfinite(v) for v in values) == 1:
         return f"{mean:{mean_spec}}"
     return f"{mean:{mean_spec}} ± {std:{std_spec}}"
