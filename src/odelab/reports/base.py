@@ -142,3 +142,11 @@ def copy_plots(job: JobResult, report_dir: Path, prefix: str = "") -> list[Path]
         return []
     report_dir.mkdir(parents=True, exist_ok=True)
     return [Path(shutil.copy2(png, report_dir / f"{prefix}{png.name}")) for png in sorted(source.glob("*.png"))]
+
+
+def runs_section(done: Sequence[tuple[str, Path]], failed: Sequence[JobResult]) -> list[str]:
+    """The closing `## Runs` list: a label and folder per finished run, then the failed jobs."""
+    lines = ["## Runs", ""]
+    lines += [f"- {label}: `{relative_path(path)}`" for label, path in done]
+    lines += [f"- failed: `{relative_path(j.output_dir)}` ({j.overrides})" for j in failed]
+    return [*lines, ""]

@@ -21,8 +21,8 @@ from odelab.reports.base import (
     fmt_mean_std,
     markdown_table,
     mean_std,
-    relative_path,
     run_config,
+    runs_section,
 )
 
 TARGETS = "data.name=8gaussians,2spirals"
@@ -149,13 +149,10 @@ def build_report(jobs: list[JobResult], budget: str, report_dir: Path) -> str:
         "  checks the pipeline. Longer-run measurements: `experiments/reports/cnf.md`.",
         "- The K-vs-M capacity figure is made by `experiments/cnf_capacity.py`.",
         "",
-        "## Runs",
-        "",
     ]
-    lines += [f"- {_label(j)}, {j.overrides.get('data.name')}, seed {j.overrides.get('seed', '0')}: "
-              f"`{relative_path(j.output_dir)}`" for j in done]
-    lines += [f"- failed: `{relative_path(j.output_dir)}` ({j.overrides})" for j in failed]
-    return "\n".join([*lines, ""])
+    labels = [(f"{_label(j)}, {j.overrides.get('data.name')}, seed {j.overrides.get('seed', '0')}", j.output_dir)
+              for j in done]
+    return "\n".join(lines + runs_section(labels, failed))
 
 
 def _steps(job: JobResult) -> str:

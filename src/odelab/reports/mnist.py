@@ -11,7 +11,7 @@ from odelab.reports.base import (
     device_label,
     fmt_mean_std,
     markdown_table,
-    relative_path,
+    runs_section,
 )
 from odelab.reports.mnist_table import ORDER, PAPER, model_label, nfe_figure, summarize
 from odelab.runs import Run, load_run
@@ -83,10 +83,8 @@ def build_report(jobs: list[JobResult], budget: str, report_dir: Path) -> str:
         if nfe_figure(odenet[0], figure):
             lines += ["## NFE over training (Figure 3)", "", f"![NFE over training]({report_dir.name}/{figure.name})", ""]
     lines += _differences(runs, budget)
-    lines += ["## Runs", ""]
-    lines += [f"- {model_label(r)}, seed {r.config.seed}: `{relative_path(r.path)}`" for r in runs]
-    lines += [f"- failed: `{relative_path(j.output_dir)}` ({j.overrides})" for j in failed]
-    return "\n".join([*lines, ""])
+    labels = [(f"{model_label(r)}, seed {r.config.seed}", r.path) for r in runs]
+    return "\n".join(lines + runs_section(labels, failed))
 
 
 def _differences(runs: list[Run], budget: str) -> list[str]:

@@ -16,8 +16,8 @@ from odelab.reports.base import (
     device_label,
     fmt_mean_std,
     markdown_table,
-    relative_path,
     run_config,
+    runs_section,
 )
 
 MODELS = {"robust_cnn": "CNN", "robust_odenet": "ODENet", "tisode": "TisODE"}
@@ -108,13 +108,14 @@ def build_report(jobs: list[JobResult], budget: str, report_dir: Path) -> str:
         "- Honesty checks (eps = 0, more PGD steps and restarts, attacks crafted through dopri5,",
         "  transfer from the CNN) are in `experiments/reports/robustness.md` (`make robustness`).",
         "",
-        "## Runs",
-        "",
     ]
-    lines += [f"- {MODELS.get(j.overrides.get('experiment', ''), '?')}, {_recipe(j)}, seed "
-              f"{j.overrides.get('seed', '0')}: `{relative_path(j.output_dir)}`" for j in done]
-    lines += [f"- failed: `{relative_path(j.output_dir)}` ({j.overrides})" for j in failed]
-    return "\n".join([*lines, ""])
+    labels = [(_run_label(j), j.output_dir) for j in done]
+    return "\n".join(lines + runs_section(labels, failed))
+
+
+def _run_label(job: JobResult) -> str:
+    model = MODELS.get(job.overrides.get("experiment", ""), "?")
+    return f"{model}, {_recipe(job)}, seed {job.overrides.get('seed', '0')}"
 
 
 def _attacked(cfg) -> str:
