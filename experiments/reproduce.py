@@ -26,8 +26,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("name", choices=sorted(REPRODUCTIONS), help="which result to reproduce")
     parser.add_argument("--budget", default="quick", help="quick | paper (per-reproduction budgets)")
     parser.add_argument("--report-only", action="store_true", help="do not run; report the existing runs")
-    parser.add_argument("overrides", nargs="*", help="extra run.py overrides (after --)")
-    return parser.parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    # Everything after `--` goes to run.py untouched (argparse would refuse it once
+    # the positional name has been read).
+    extra = argv[argv.index("--") + 1 :] if "--" in argv else []
+    args = parser.parse_args(argv[: argv.index("--")] if "--" in argv else argv)
+    args.overrides = extra
+    return args
 
 
 def run_sweeps(sweeps: list[list[str]], extra: list[str], budget_dir: Path) -> float:

@@ -71,3 +71,16 @@ def test_cnf_report_pairs_rnode_with_its_unregularized_run(tmp_path: Path) -> No
     rnode = table_row(report.split("## RNODE")[1], "8gaussians")
     assert rnode[1:] == ["2.800", "2.830", "+0.030", "100.0", "40.0", "2.50", "yes"]
     assert "RNODE weights: kinetic 0.05, Jacobian 0.05." in report
+
+
+def test_reproduce_passes_everything_after_double_dash_to_run_py() -> None:
+    import importlib.util
+
+    from odelab.hydra_setup import repo_root
+
+    spec = importlib.util.spec_from_file_location("reproduce", repo_root() / "experiments" / "reproduce.py")
+    reproduce = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(reproduce)
+    args = reproduce.parse_args(["cnf", "--budget", "paper", "--", "hydra/launcher=joblib", "seed=3"])
+    assert (args.name, args.budget, args.overrides) == ("cnf", "paper", ["hydra/launcher=joblib", "seed=3"])
+    assert reproduce.parse_args(["spiral"]).overrides == []
