@@ -51,6 +51,7 @@ def test_robust_report_averages_seeds_beside_the_paper(tmp_path: Path) -> None:
     paper = dict(zip(header, table_row(report, "ODENet (paper)")))
     assert paper["FGSM .3"] == "42.1" and paper["PGD .2"] == "–"
     assert "4 runs finished, 1 failed" in report
+    assert (tmp_path / "out" / "clean_accuracy.png").is_file()
     assert "TisODE, clean" not in report.split("## Runs")[1].split("failed")[0]
 
 

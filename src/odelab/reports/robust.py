@@ -16,6 +16,7 @@ from odelab.reports.base import (
     device_label,
     fmt_mean_std,
     markdown_table,
+    mean_std,
     run_config,
     runs_section,
 )
@@ -99,6 +100,9 @@ def build_report(jobs: list[JobResult], budget: str, report_dir: Path) -> str:
                          for name in COLUMNS.values()]
                 rows.append([f"**{model} (ours, n={len(runs)})**", fmt_mean_std(clean, spec=".1f"), *cells])
         lines += [markdown_table(["model", "clean", *COLUMNS], rows), ""]
+        figure = report_dir / f"{recipe}_accuracy.png"
+        if _accuracy_figure(groups, recipe, figure):
+            lines += [f"![accuracy under attack, {recipe} training]({report_dir.name}/{figure.name})", ""]
     lines += [
         "## What differs from the study",
         "",
@@ -111,6 +115,60 @@ def build_report(jobs: list[JobResult], budget: str, report_dir: Path) -> str:
     ]
     labels = [(_run_label(j), j.output_dir) for j in done]
     return "\n".join(lines + runs_section(labels, failed))
+
+
+# Attack kind -> (panel title, x-axis label, the study's strengths).
+PANELS = {
+    "gaussian": ("Gaussian noise", "sigma (0-255)", [50, 75, 100]),
+    "fgsm": ("FGSM", "epsilon", [0.15, 0.3, 0.5]),
+    "pgd": ("PGD", "epsilon", [0.2, 0.3]),
+}
+
+
+def _accuracy_figure(groups: dict[tuple[str, str], list[JobResult]], recipe: str, path: Path) -> bool:
+    """Accuracy against attack strength, one panel per attack, ours (mean ± std) and the study's."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    models = [m for m in MODELS.values() if groups.get((recipe, m))]
+    if not models:
+        return False
+    fig, axes = plt.subplots(1, len(PANELS), figsize=(11, 3.4), sharey=True)
+    names = list(COLUMNS.values())
+    for ax, (kind, (title, xlabel, strengths)) in zip(axes, PANELS.items()):
+        for i, model in enumerate(models):
+            color = f"C{i}"
+            means, stds = [], []
+            for strength in strengths:
+                values = [100 * j.metrics.get(f"test/acc/{kind}_{strength:g}", float("nan"))
+                          for j in groups[recipe, model]]
+                mean, std = mean_std(values)
+                means.append(mean)
+                stds.append(std)
+            ax.errorbar(strengths, means, yerr=stds, marker="o", color=color, capsize=3, label=f"{model} (ours)")
+            paper = PAPER.get(recipe, {}).get(model)
+            if paper:
+                points = [(s, paper[names.index(f"{kind}_{s:g}")]) for s in strengths]
+                points = [(s, v) for s, v in points if v is not None]
+                if points:
+                    ax.plot(*zip(*points), linestyle="--", marker="x", color=color, label=f"{model} (study)")
+        ax.set_title(title)
+        ax.set_xlabel(xlabel)
+        ax.set_ylim(0, 100)
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("accuracy (%)")
+    legend = {}  # every line once, from whichever panel has it
+    for ax in axes:
+        for handle, label in zip(*ax.get_legend_handles_labels()):
+            legend.setdefault(label, handle)
+    axes[-1].legend(legend.values(), legend.keys(), fontsize=7)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return True
 
 
 def _run_label(job: JobResult) -> str:
