@@ -74,10 +74,20 @@ def test_spiral_report_mean_and_std_over_seeds(sweep_dir: Path, tmp_path: Path) 
 
 
 def _first_jobs(overrides: list[str]) -> list[list[str]]:
-    """The jobs of a sweep, one per experiment, each with the first value of every other list."""
-    fixed = [o.split(",")[0] for o in overrides if not o.startswith("experiment=")]
-    experiments = next((o for o in overrides if o.startswith("experiment=")), "experiment=spiral")
-    return [[f"experiment={e}", *fixed] for e in experiments.split("=", 1)[1].split(",")]
+    """The jobs of a sweep, one per experiment, each with the first value of every other sweep."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    experiments, fixed = ["spiral"], []
+    for override in OverridesParser.create().parse_overrides(overrides):
+        key = override.get_key_element()
+        values = list(override.sweep_string_iterator()) if override.is_sweep_override() else None
+        if key == "experiment":
+            experiments = values or [override.get_value_element_as_str()]
+        elif key.startswith("hydra"):
+            continue  # launcher settings belong to `run.py -m`, not to one job's config
+        else:
+            fixed.append(f"{key}={values[0] if values else override.get_value_element_as_str()}")
+    return [[f"experiment={e}", *fixed] for e in experiments]
 
 
 def _check_as_multirun(overrides: list[str]) -> None:

@@ -6,6 +6,7 @@ import time
 from typing import Any
 
 import lightning as L
+import torch
 from lightning.pytorch.callbacks import Callback
 
 from odelab.errors import ConfigError
@@ -132,6 +133,11 @@ class NFEMonitor(Callback):
         self._eval_log_and_reset(module, "test")
 
 
+def _wait_for_device(module: L.LightningModule) -> None:
+    if module.device.type == "cuda":
+        torch.cuda.synchronize(module.device)
+
+
 class StepTimer(Callback):
     """Logs the wall time of each training step (forward, backward and update).
 
@@ -144,9 +150,11 @@ class StepTimer(Callback):
         self._means = _StepMeans()
 
     def on_train_batch_start(self, trainer: L.Trainer, module: L.LightningModule, *args: Any) -> None:
+        _wait_for_device(module)
         self._start = time.perf_counter()
 
     def on_train_batch_end(self, trainer: L.Trainer, module: L.LightningModule, *args: Any) -> None:
+        _wait_for_device(module)  # GPU kernels run asynchronously; time them, not their launch
         seconds = time.perf_counter() - self._start
         self._means.add({"train/step_time": seconds})
         if writes_logs_now(trainer):
