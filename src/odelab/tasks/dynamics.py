@@ -105,6 +105,8 @@ class DynamicsRecovery(OdelabTask):
         if self._last_eval is None:
             return {}
         traj, pred = self._last_eval
+        # Lightning moves the module back to the CPU when fit ends; the cached
+        # trajectory may still live on the GPU.
         with torch.no_grad():
-            learned = self.block.field(traj.t[0], traj.grid)
+            learned = self.block.field(traj.t[0].to(self.device), traj.grid.to(self.device))
         return dynamics_figures(traj, pred.cpu(), learned.cpu())
