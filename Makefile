@@ -8,7 +8,7 @@ ARGS ?=
 # Budget of `make reproduce-<name>`: quick (minutes, checks the pipeline) or paper.
 budget ?= quick
 
-.PHONY: install data run test test-all lint bench robustness report-mnist sync clean
+.PHONY: install data run test test-all test-gpu lint bench robustness report-mnist sync clean
 
 install: $(STAMP) data
 
@@ -37,6 +37,10 @@ test: install
 
 test-all: install
 	$(BIN)/python -m pytest -q -m "" $(ARGS)
+
+# Every experiment for one batch on a CUDA device (skipped where there is none).
+test-gpu: install
+	$(BIN)/python -m pytest -q -m gpu tests/test_gpu.py $(ARGS)
 
 lint: install
 	$(BIN)/ruff check src tests experiments run.py

@@ -206,3 +206,19 @@ def test_report_builds_table_from_two_real_runs(make_cfg, tmp_path: Path) -> Non
     mlp_error = json.loads((mlp / "metrics.json").read_text())["test/error"]
     assert mlp_row.split("|")[2].strip() == f"{100 * mlp_error:.2f} %"  # one seed: no ± part
     assert (tmp_path / "repro" / "nfe.png").is_file()
+    assert "## Memory: adjoint vs direct" not in repro
+
+    # A memory study written into the report's folder joins the report.
+    study = {
+        "device": {"type": "cuda", "name": "Test GPU"}, "batch_size": 4, "channels": 8,
+        "weights": "random", "inputs": "noise", "measure": "cuda peak",
+        "rows": [{"solver": "rk4", "sensitivity": s, "T": t, "nfe_forward": 16 * t,
+                  "nfe_backward": 0 if s == "direct" else 16 * t, "peak_mb": (10.0 * t if s == "direct" else 5.0),
+                  "saved_activations_mb": 1.0, "step_time_s": 0.1}
+                 for s in ("direct", "adjoint") for t in (1, 2)],
+        "ratios": {"rk4": {"adjoint_max_over_min": 1.0, "direct_last_over_first": 2.0}},
+    }
+    (tmp_path / "repro" / "mnist_memory.json").write_text(json.dumps(study))
+    repro = REPRODUCTIONS["mnist"].build(jobs, "quick", tmp_path / "repro")
+    assert "## Memory: adjoint vs direct" in repro and "cuda (Test GPU)" in repro
+    assert "direct adds 0.625 MiB per forward evaluation" in repro  # (20 - 10) MiB over 16 NFE

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 from collections import defaultdict
+from itertools import pairwise
 from pathlib import Path
 
 from omegaconf import OmegaConf
@@ -15,7 +17,14 @@ from odelab.reports.base import (
     markdown_table,
     runs_section,
 )
-from odelab.reports.mnist_table import ORDER, PAPER, model_label, nfe_figure, summarize
+from odelab.reports.mnist_table import (
+    ORDER,
+    PAPER,
+    memory_section,
+    model_label,
+    nfe_figure,
+    summarize,
+)
 from odelab.runs import Run, load_run
 
 EXPERIMENTS = "experiment=mnist_mlp,mnist_resnet,mnist_rknet,mnist_odenet"
@@ -31,7 +40,9 @@ BUDGETS = {
     # One accelerator, about ten minutes: the paper's nets, batch and lr on the
     # offline split, 40 epochs with the paper's schedule compressed (x0.1 at
     # 15/25/35 for its 60/100/140 of 160), the four models at once, each capped
-    # at six minutes of training so the sweep fits a short lease.
+    # at six minutes of training so the sweep fits a short lease. The memory study
+    # joins the report when run beside it:
+    #   python experiments/mnist_memory.py --batch-size 128 --out experiments/reports/mnist_gpu
     "gpu": [[EXPERIMENTS, "+preset=mnist_quick", "trainer=gpu", "trainer.max_epochs=40",
              "++model.scheduler.milestones=[15,25,35]", "++trainer.max_time=00:00:06:00",
              "hydra/launcher=joblib", "hydra.launcher.n_jobs=4", "seed=0", *QUIET]],
@@ -99,19 +110,34 @@ def build_report(jobs: list[JobResult], budget: str, report_dir: Path) -> str:
             lines += [
                 "## NFE over training (Figure 3)",
                 "",
-                (f"Forward NFE per step {forward[0]:.0f} at the first logged step and {forward[-1]:.0f} at "
-                f"the last; backward / forward over the run {ratio:.2f}. The paper shows forward NFE "
+                (f"Mean forward NFE per step in each quarter of training: {_quarter_means(forward)}; "
+                f"backward / forward over the run {ratio:.2f}. The paper shows forward NFE "
                 "growing during training and the adjoint's backward pass needing about half of it."),
                 "",
                 f"![NFE over training]({report_dir.name}/{figure.name})",
                 "",
             ]
-    lines += _differences(runs, budget)
+    # The memory study (experiments/mnist_memory.py) is a benchmark, not a sweep: a
+    # report includes it when it was written into the report's folder on the same device.
+    memory_file = report_dir / "mnist_memory.json"
+    if memory_file.is_file():
+        image = report_dir / "mnist_memory.png"
+        lines += memory_section(json.loads(memory_file.read_text()),
+                                f"{report_dir.name}/{image.name}" if image.is_file() else None)
+    lines += _differences(runs, budget, memory_here=memory_file.is_file())
     labels = [(f"{model_label(r)}, seed {r.config.seed}", r.path) for r in runs]
     return "\n".join(lines + runs_section(labels, failed))
 
 
-def _differences(runs: list[Run], budget: str) -> list[str]:
+def _quarter_means(values: list[float]) -> str:
+    """Means of the four consecutive quarters of a series (fewer parts when it is short)."""
+    parts = min(4, len(values))
+    bounds = [round(i * len(values) / parts) for i in range(parts + 1)]
+    means = [sum(values[a:b]) / (b - a) for a, b in pairwise(bounds)]
+    return ", ".join(f"{m:.1f}" for m in means)
+
+
+def _differences(runs: list[Run], budget: str, memory_here: bool = False) -> list[str]:
     notes = ["## What differs from the paper", ""]
     if budget != "paper":
         steps = max((r.train_steps for r in runs), default=0)
@@ -135,9 +161,10 @@ def _differences(runs: list[Run], budget: str) -> list[str]:
     if any("joblib" in _launcher(r) for r in runs) and any(r.device.get("type") == "cuda" for r in runs):
         notes.append("- The models trained at the same time on one GPU (joblib launcher), so the "
                      "times per step include that sharing.")
+    studies = ("The tolerance study is" if memory_here
+               else "The adjoint-vs-direct memory study and the tolerance study are")
     notes.append("- Memory: measured for one training step; the paper gives only its order. "
-                 "The adjoint-vs-direct memory study and the tolerance study are in "
-                 "`experiments/reports/mnist.md` (`make report-mnist`).")
+                 f"{studies} in `experiments/reports/mnist.md` (`make report-mnist`).")
     return [*notes, ""]
 
 
