@@ -46,16 +46,16 @@ DIMENSIONS = (2, 8, 32, 128)
 TARGETS = ("8gaussians", "2spirals")
 
 
-def time_training_step(dim: int, estimator: str, batch: int, repeats: int) -> float:
+def time_training_step(dim: int, estimator: str, batch: int, repeats: int, device: torch.device) -> float:
     """Median seconds of one training step of a CNF in `dim` dimensions."""
     torch.manual_seed(0)
     flow = CNF(
         ConcatMLPField(dim=dim, hidden=64, depth=3),
         Solver(method="rk4", rtol=None, atol=None, step_size=0.25),
         trace=TraceEstimator(estimator, noise="rademacher"),
-    )
+    ).to(device)
     optimizer = torch.optim.Adam(flow.parameters(), lr=1e-3)
-    x = torch.randn(batch, dim)
+    x = torch.randn(batch, dim).to(device)
     times = []
     for i in range(repeats + 1):
         start = time.perf_counter()
@@ -63,19 +63,21 @@ def time_training_step(dim: int, estimator: str, batch: int, repeats: int) -> fl
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)  # time the kernels, not their launch
         if i > 0:  # the first step pays one-off allocation costs
             times.append(time.perf_counter() - start)
     return statistics.median(times)
 
 
-def trace_cost(batch: int, repeats: int) -> list[dict[str, float]]:
+def trace_cost(batch: int, repeats: int, device: torch.device) -> list[dict[str, float]]:
     rows = []
     print(f"\n(1) time per training step, exact vs Hutchinson trace (batch {batch}, rk4 x4 steps)")
     print(f"{'D':>5} {'exact s':>10} {'hutch s':>10} {'exact/hutch':>12}")
     for dim in DIMENSIONS:
         # Alternate the two so that a change in machine load hits both.
-        exact = time_training_step(dim, "exact", batch, repeats)
-        hutch = time_training_step(dim, "hutchinson", batch, repeats)
+        exact = time_training_step(dim, "exact", batch, repeats, device)
+        hutch = time_training_step(dim, "hutchinson", batch, repeats, device)
         rows.append({"dim": dim, "exact_s": exact, "hutchinson_s": hutch, "ratio": exact / hutch})
         print(f"{dim:>5} {exact:>10.4f} {hutch:>10.4f} {exact / hutch:>12.2f}", flush=True)
     growth_exact = rows[-1]["exact_s"] / rows[0]["exact_s"]
@@ -128,14 +130,18 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--weight", type=float, default=0.05, help="weight of both regularizers")
     parser.add_argument("--tol", type=float, default=1e-5, help="dopri5 rtol = atol of the part-2 runs")
     parser.add_argument("--jobs", type=int, default=2, help="part-2 targets trained in parallel processes")
+    parser.add_argument("--device", default="cpu", help="where part 1 runs (cpu, cuda)")
     parser.add_argument("overrides", nargs="*", help="extra config overrides for part 2")
     args = parser.parse_args(argv)
 
+    device = torch.device(args.device)
+    where = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
     print(f"machine: {platform.processor() or platform.machine()}, torch {torch.__version__}, "
-          f"{torch.get_num_threads()} threads, CPU")
+          f"{torch.get_num_threads()} threads; part 1 on {where}")
     report: dict[str, object] = {}
     if args.part in ("all", "trace"):
-        report["trace"] = trace_cost(args.batch, args.repeats)
+        report["trace"] = trace_cost(args.batch, args.repeats, device)
+        report["trace_device"] = where
     if args.part in ("all", "regularizers"):
         report["regularizers"] = regularizers(args.out, args.weight, args.tol, args.overrides, args.jobs)
     args.out.mkdir(parents=True, exist_ok=True)
