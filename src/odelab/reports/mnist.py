@@ -120,11 +120,12 @@ def build_report(jobs: list[JobResult], budget: str, report_dir: Path) -> str:
     # The memory study (experiments/mnist_memory.py) is a benchmark, not a sweep: a
     # report includes it when it was written into the report's folder on the same device.
     memory_file = report_dir / "mnist_memory.json"
-    if memory_file.is_file():
+    memory_here = memory_file.is_file()
+    if memory_here:
         image = report_dir / "mnist_memory.png"
         lines += memory_section(json.loads(memory_file.read_text()),
                                 f"{report_dir.name}/{image.name}" if image.is_file() else None)
-    lines += _differences(runs, budget, memory_here=memory_file.is_file())
+    lines += _differences(runs, budget, memory_here=memory_here)
     labels = [(f"{model_label(r)}, seed {r.config.seed}", r.path) for r in runs]
     return "\n".join(lines + runs_section(labels, failed))
 
@@ -168,6 +169,14 @@ def _differences(runs: list[Run], budget: str, memory_here: bool = False) -> lis
     return [*notes, ""]
 
 
+def _launcher(run: Run) -> str:
+    """The Hydra launcher that ran this job (its `_target_`), or '' when not recorded."""
+    hydra_file = run.path / ".hydra" / "hydra.yaml"
+    if not hydra_file.is_file():
+        return ""
+    return str(OmegaConf.load(hydra_file).hydra.launcher.get("_target_", ""))
+
+
 MNIST = Reproduction(
     name="mnist",
     title="ODE-Net vs ResNet, RK-Net and MLP on MNIST (Chen et al. 2018, Table 1)",
@@ -175,10 +184,3 @@ MNIST = Reproduction(
     build=build_report,
 )
 
-
-def _launcher(run: Run) -> str:
-    """The Hydra launcher that ran this job (its `_target_`), or '' when not recorded."""
-    hydra_file = run.path / ".hydra" / "hydra.yaml"
-    if not hydra_file.is_file():
-        return ""
-    return str(OmegaConf.load(hydra_file).hydra.launcher.get("_target_", ""))
