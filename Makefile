@@ -8,7 +8,7 @@ ARGS ?=
 # Budget of `make reproduce-<name>`: quick (minutes, checks the pipeline) or paper.
 budget ?= quick
 
-.PHONY: install data run test test-all test-gpu lint bench robustness report-mnist sync clean
+.PHONY: install data run test test-all test-gpu lint bench robustness sync clean
 
 install: $(STAMP) data
 
@@ -51,21 +51,6 @@ bench: install
 # CNN vs ODENet vs TisODE under noise, FGSM and PGD -> experiments/reports/robustness.md
 robustness: install
 	nice $(BIN)/python experiments/robustness.py $(ARGS)
-
-# Table 1 of Chen et al. 2018 on the CPU budget (conf/preset/mnist_quick.yaml):
-# the four models one epoch each, the adjoint/direct memory study, the
-# tolerance study, then experiments/reports/mnist.md with its figures.
-MNIST_LOGS := logs/mnist_quick
-MNIST_OUT  := experiments/reports
-MNIST_RUN  := +preset=mnist_quick logger=csv trainer.enable_progress_bar=false trainer.enable_model_summary=false
-report-mnist: install
-	rm -rf $(MNIST_LOGS)
-	for model in mlp resnet rknet odenet; do \
-	  nice $(BIN)/python run.py experiment=mnist_$$model $(MNIST_RUN) hydra.run.dir=$(MNIST_LOGS)/$$model $(ARGS) || exit 1; \
-	done
-	nice $(BIN)/python experiments/mnist_memory.py --out $(MNIST_OUT)
-	nice $(BIN)/python experiments/mnist_tolerance.py --run $(MNIST_LOGS)/odenet --out $(MNIST_OUT)
-	$(BIN)/python experiments/mnist_report.py $(MNIST_LOGS) --out $(MNIST_OUT)/mnist.md
 
 # Upload runs that W&B logged offline (needs `wandb login` and the network);
 # runs already uploaded are skipped. `make sync ARGS=--dry-run` only lists them.

@@ -37,10 +37,11 @@ from pathlib import Path
 
 import torch
 
-from cnf_runs import nfe_per_step, run_experiment
+from odelab.harness import launch
 from odelab.models.cnf import CNF, TraceEstimator
 from odelab.models.time_fields import ConcatMLPField
 from odelab.ode import Solver
+from odelab.reports.cnf import nfe_per_step
 
 DIMENSIONS = (2, 8, 32, 128)
 TARGETS = ("8gaussians", "2spirals")
@@ -94,7 +95,8 @@ def train_pair(target: str, out: str, weight: float, tol: float, extra: list[str
     for label, w in (("none", 0.0), ("reg", weight)):
         overrides = ["experiment=cnf_toy", f"data.name={target}", f"solver.rtol={tol}", f"solver.atol={tol}",
                      f"model.kinetic_weight={w}", f"model.jacobian_weight={w}", *extra]
-        metrics, seconds = run_experiment(overrides, Path(out) / f"{target}_{label}")
+        launched = launch(overrides, Path(out) / f"{target}_{label}")
+        metrics, seconds = launched.metrics, launched.seconds
         result.update({f"nll_{label}": metrics["test/nll"], f"nfe_{label}": nfe_per_step(metrics),
                        f"test_nfe_{label}": metrics["test/nfe_forward"], f"minutes_{label}": seconds / 60})
     result["nll_diff"] = result["nll_reg"] - result["nll_none"]

@@ -24,8 +24,6 @@ Usage:
 from __future__ import annotations
 
 import argparse
-import contextlib
-import io
 import os
 import platform
 import statistics
@@ -42,30 +40,12 @@ from omegaconf import DictConfig
 from torch import Tensor, nn
 from torchdiffeq import odeint
 
-from odelab.hydra_setup import compose_run_config
-from odelab.train import run
-
-# Quiet, no logger, no progress bar: only the work itself is timed.
-QUIET = [
-    "logger=none",
-    "trainer=cpu",
-    "trainer.enable_progress_bar=false",
-    "trainer.enable_model_summary=false",
-]
-
-# ---------------------------------------------------------------------------
-# Config composition (what `python run.py <overrides>` would build)
+from odelab.harness import compose, run_quietly
 
 
 def compose_config(overrides: list[str], output_dir: Path) -> DictConfig:
-    """The composed config of `run.py` for `overrides`, quiet, writing into `output_dir`."""
-    return compose_run_config(QUIET + overrides, output_dir, log_dir=output_dir / "logs")
-
-
-def run_quietly(cfg: DictConfig) -> dict[str, float]:
-    """`odelab.train.run` with its summary and Lightning's chatter kept off the console."""
-    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
-        return run(cfg)
+    """The spiral config on the CPU, quiet and without a logger: only the work itself is timed."""
+    return compose(["trainer=cpu", *overrides], output_dir, logger="none", log_dir=output_dir / "logs")
 
 
 # ---------------------------------------------------------------------------

@@ -1,7 +1,7 @@
 """Planar flow with K layers vs CNF with M hidden units (Chen et al. 2018, figure 4).
 
 Trains `experiment=planar_flow` with K in {1, 32, 64} and `experiment=cnf_toy`
-with the seed paper's hyper-network field (`model=cnf_hyper`) with M in
+with the seed paper's hyper-network field (`model/flow/field=hyper`) with M in
 {1, 32, 64} on the same targets for the same number of steps, then draws one
 figure: a row per target, the true density (or data histogram) and every
 model's learned density, each titled with its test NLL.
@@ -20,8 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
-from cnf_runs import run_experiment
 from odelab.data.toy2d import sample
+from odelab.harness import launch
 from odelab.plotting import plt
 
 SIZES = (1, 32, 64)
@@ -30,7 +30,7 @@ TARGETS = ("8gaussians", "2spirals")
 
 def models() -> list[tuple[str, list[str]]]:
     planar = [(f"planar K={k}", ["experiment=planar_flow", f"model.flow.layers={k}"]) for k in SIZES]
-    cnf = [(f"CNF M={m}", ["experiment=cnf_toy", "model=cnf_hyper", f"model.flow.field.units={m}"])
+    cnf = [(f"CNF M={m}", ["experiment=cnf_toy", "model/flow/field=hyper", f"model.flow.field.units={m}"])
            for m in SIZES]
     return planar + cnf
 
@@ -90,7 +90,8 @@ def main(argv: list[str] | None = None) -> None:
             if args.resume and (run_dir / "metrics.json").is_file():
                 metrics, seconds = json.loads((run_dir / "metrics.json").read_text()), math.nan
             else:
-                metrics, seconds = run_experiment(overrides + common, run_dir)
+                launched = launch(overrides + common, run_dir)
+                metrics, seconds = launched.metrics, launched.seconds
             results[target][name] = {**metrics, "minutes": seconds / 60}
             print(f"{target:>11} {name:>12} {metrics['test/nll']:>9.3f} {seconds / 60:>8.1f}", flush=True)
     (args.out / "results.json").write_text(json.dumps(results, indent=2) + "\n")

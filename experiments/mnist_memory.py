@@ -33,6 +33,7 @@ from torch import Tensor
 from odelab.models.odenet import ODENet
 from odelab.ode import Sensitivity, Solver
 from odelab.profiling import MIB, describe_device, training_step_memory
+from odelab.reports.mnist_table import memory_figure
 
 SOLVERS = {
     "dopri5": Solver(method="dopri5", rtol=1e-3, atol=1e-3),
@@ -110,35 +111,6 @@ def ratios(rows: list[dict], solver: str) -> dict[str, float]:
     return out
 
 
-def plot(rows: list[dict], path: Path, title: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    solvers = sorted({r["solver"] for r in rows})
-    fig, axes = plt.subplots(1, len(solvers), figsize=(5.2 * len(solvers), 4), squeeze=False)
-    for ax, solver in zip(axes[0], solvers):
-        for sens, style in (("direct", "o-"), ("adjoint", "s-")):
-            picked = sorted((r for r in rows if r["solver"] == solver and r["sensitivity"] == sens),
-                            key=lambda r: r["T"])
-            ts = [r["T"] for r in picked]
-            ax.plot(ts, [r["peak_mb"] for r in picked], style, label=sens)
-            for r in picked:
-                ax.annotate(f"{r['nfe_forward']}", (r["T"], r["peak_mb"]), fontsize=7,
-                            textcoords="offset points", xytext=(3, 4))
-        ax.set_xscale("log", base=2)
-        ax.set_xlabel("integration horizon T")
-        ax.set_ylabel("peak memory of one training step (MiB)")
-        ax.set_title(f"{solver} (labels: forward NFE)")
-        ax.set_ylim(bottom=0)
-        ax.legend()
-    fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-
-
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--horizons", type=float, nargs="+", default=[1, 2, 4, 8])
@@ -182,7 +154,7 @@ def main(argv: list[str] | None = None) -> dict:
     }
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "mnist_memory.json").write_text(json.dumps(result, indent=2) + "\n")
-    plot(rows, args.out / "mnist_memory.png",
+    memory_figure(rows, args.out / "mnist_memory.png",
          f"ODE-Net training step, batch {args.batch_size}, {result['device']['name']}: "
          "adjoint vs direct")
     for solver_name, r in summary.items():

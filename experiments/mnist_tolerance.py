@@ -13,7 +13,7 @@ The network is trained once at the run's tolerance; only the solve changes.
 
 Training at each tolerance instead is a multirun:
     python run.py -m experiment=mnist_odenet logger=csv tol=1e-1,1e-2,1e-3,1e-4,1e-5
-whose folders `experiments/mnist_report.py --tol-runs` tabulates.
+(each run's NFE and error are in its metrics).
 """
 
 from __future__ import annotations
@@ -28,8 +28,11 @@ from pathlib import Path
 import torch
 from hydra.utils import instantiate
 
+from odelab.errors import ConfigError
 from odelab.ode import ODEBlock
 from odelab.profiling import describe_device
+from odelab.reports.base import relative_path
+from odelab.reports.mnist_table import tolerance_figure
 from odelab.runs import load_run
 
 TOLERANCES = [1e-1, 1e-2, 1e-3, 1e-4, 1e-5]
@@ -45,6 +48,17 @@ def load_classifier(run_dir: Path) -> tuple[torch.nn.Module, object, dict]:
     data = instantiate(run.config.data)
     data.setup("test")
     return model.eval(), data, run.config
+
+
+def find_odenet_run(path: Path) -> Path:
+    """`path` itself when it is a run folder, else its first finished mnist_odenet job."""
+    if (path / ".hydra" / "config.yaml").is_file():
+        return path
+    for config_file in sorted(path.glob("*/*/.hydra/config.yaml")):
+        run = load_run(config_file.parent.parent)
+        if run.ok and run.config is not None and run.config.get("task_name") == "mnist_odenet":
+            return run.path
+    raise ConfigError(f"--run {path}: no finished mnist_odenet run in it")
 
 
 def set_tolerance(model: torch.nn.Module, tol: float) -> list[ODEBlock]:
@@ -114,40 +128,10 @@ def training_step(model, blocks, images, labels, repeats: int = 1) -> dict[str, 
     }
 
 
-def plot(rows: list[dict], path: Path, title: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    tols = [r["tol"] for r in rows]
-    fig, axes = plt.subplots(1, 3, figsize=(13, 3.8))
-    axes[0].plot(tols, [100 * r["test_error"] for r in rows], "o-")
-    axes[0].set_ylabel("test error (%)")
-    axes[1].plot(tols, [r["train_nfe_forward"] for r in rows], "o-", label="forward (train step)")
-    axes[1].plot(tols, [r["train_nfe_backward"] for r in rows], "s-", label="backward (adjoint)")
-    axes[1].plot(tols, [r["test_nfe_forward"] for r in rows], "^--", label="forward (test)")
-    axes[1].set_ylabel("NFE")
-    axes[1].legend(fontsize=8)
-    axes[2].plot(tols, [r["train_step_seconds"] for r in rows], "o-", label="training step, wall")
-    axes[2].plot(tols, [r["train_step_cpu_seconds"] for r in rows], "o--", label="training step, CPU")
-    axes[2].plot(tols, [r["test_seconds_per_batch"] for r in rows], "s-", label="test batch, wall")
-    axes[2].plot(tols, [r["test_cpu_seconds_per_batch"] for r in rows], "s--", label="test batch, CPU")
-    axes[2].set_ylabel("seconds")
-    axes[2].legend(fontsize=8)
-    for ax in axes:
-        ax.set_xscale("log")
-        ax.set_xlabel("rtol = atol")
-        ax.invert_xaxis()
-    fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-
-
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--run", type=Path, required=True, help="a finished ODE-Net run folder")
+    parser.add_argument("--run", type=Path, required=True,
+                        help="a finished ODE-Net run folder, or a folder of sweeps (its first ODE-Net job)")
     parser.add_argument("--tols", type=float, nargs="+", default=TOLERANCES)
     parser.add_argument("--test-images", type=int, default=250)
     parser.add_argument("--batch-size", type=int, default=125)
@@ -158,6 +142,7 @@ def main(argv: list[str] | None = None) -> dict:
     args = parser.parse_args(argv)
 
     torch.manual_seed(0)
+    args.run = find_odenet_run(args.run)
     model, data, config = load_classifier(args.run)
     model = model.to(args.device)
     test_images, test_labels = data.splits["test"].tensors
@@ -180,7 +165,7 @@ def main(argv: list[str] | None = None) -> dict:
               f"  {row['train_step_seconds']:.2f} s/step  {row['test_seconds_per_batch']:.2f} s/test batch (fastest)",
               flush=True)
     result = {
-        "run": str(args.run),
+        "run": relative_path(args.run),
         "trained_tol": float(config.solver.rtol),
         "sensitivity": str(config.sensitivity.method),
         "test_images": len(test_labels),
@@ -193,7 +178,7 @@ def main(argv: list[str] | None = None) -> dict:
     }
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "mnist_tolerance.json").write_text(json.dumps(result, indent=2) + "\n")
-    plot(rows, args.out / "mnist_tolerance.png",
+    tolerance_figure(rows, args.out / "mnist_tolerance.png",
          f"ODE-Net trained at tol {result['trained_tol']:g}, evaluated at each tolerance "
          f"({len(test_labels)} test images, {result['device']['name']})")
     return result

@@ -29,7 +29,8 @@ from odelab.attacks import (
     honesty_checks,
     with_solver,
 )
-from odelab.hydra_setup import compose_run_config, register_resolvers
+from odelab.harness import compose
+from odelab.hydra_setup import register_resolvers
 from odelab.ode import Solver
 from odelab.train import run
 
@@ -40,11 +41,6 @@ PAPER = {
     "CNN": [98.1, 85.8, 56.4, 63.4, 24.0, 8.3, None, None],
     "ODENet": [98.7, 90.6, 73.2, 83.5, 42.1, 14.3, None, None],
 }
-
-
-def compose_run(overrides: list[str], output_dir: Path) -> DictConfig:
-    """The config `python run.py <overrides>` would build, writing into `output_dir`."""
-    return compose_run_config(overrides, output_dir)
 
 
 def train_or_load(
@@ -72,7 +68,7 @@ def train_or_load(
             f"model.net.horizon={args.tisode_horizon}",
             f"solver.step_size={args.tisode_step}",
         ]
-    cfg = compose_run(overrides, out)
+    cfg = compose(overrides, out, logger=None, quiet=False)
     ckpt = out / "checkpoints" / "last.ckpt"
     start = time.perf_counter()
     metrics = {}

@@ -8,22 +8,16 @@ from pathlib import Path
 import pytest
 from omegaconf import DictConfig
 
-from odelab.hydra_setup import compose_run_config, register_resolvers
+from odelab.harness import compose
+from odelab.hydra_setup import register_resolvers
 
 register_resolvers()
 
-# Keeps every test run small, quiet and inside tmp_path.
-FAST = [
-    "logger=none",
-    "trainer=cpu",
-    "trainer.enable_progress_bar=false",
-    "trainer.enable_model_summary=false",
-]
-
-
 def compose_config(overrides: list[str], output_dir: Path) -> DictConfig:
-    """The config `python run.py <overrides>` would see, writing into `output_dir`."""
-    return compose_run_config(FAST + overrides, output_dir, log_dir=output_dir / "logs")
+    """The config `python run.py <overrides>` would see on a CPU, quiet, without a logger,
+    writing into `output_dir`."""
+    return compose(["trainer=cpu", *overrides], output_dir, logger="none",
+                   log_dir=output_dir / "logs")
 
 
 @pytest.fixture

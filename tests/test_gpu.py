@@ -13,12 +13,12 @@ import pytest
 import torch
 from omegaconf import open_dict
 
-from odelab.hydra_setup import CONFIG_DIR, compose_run_config
+from odelab.harness import compose
+from odelab.hydra_setup import CONFIG_DIR
 from odelab.train import run
 
 EXPERIMENTS = sorted(p.stem for p in (CONFIG_DIR / "experiment").glob("*.yaml"))
-GPU = ["logger=none", "trainer=gpu", "trainer.enable_progress_bar=false",
-       "trainer.enable_model_summary=false", "trainer.fast_dev_run=true"]
+GPU = ["trainer=gpu", "trainer.fast_dev_run=true"]
 
 pytestmark = [
     pytest.mark.gpu,
@@ -28,7 +28,7 @@ pytestmark = [
 
 @pytest.mark.parametrize("experiment", EXPERIMENTS)
 def test_experiment_on_gpu(tmp_path: Path, experiment: str) -> None:
-    cfg = compose_run_config([*GPU, f"experiment={experiment}"], tmp_path, log_dir=tmp_path / "logs")
+    cfg = compose([*GPU, f"experiment={experiment}"], tmp_path, logger="none", log_dir=tmp_path / "logs")
     with open_dict(cfg):
         for key in ("batch_size", "eval_batch_size"):
             if key in cfg.data:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
@@ -17,6 +16,8 @@ from odelab.ode import Sensitivity, Solver
 from odelab.optim import linear_scaled_sgd
 from odelab.profiling import SavedTensorMeter, training_step_memory
 from odelab.reports import REPRODUCTIONS, JobResult
+from odelab.reports.base import Jobs
+from odelab.runs import load_run
 from odelab.train import run
 
 REPO = Path(__file__).resolve().parents[1]
@@ -158,13 +159,6 @@ def test_gradients_unchanged_by_the_meters() -> None:
     assert torch.allclose(grads[0], grads[1])
 
 
-def load_script(name: str):
-    spec = importlib.util.spec_from_file_location(name, REPO / "experiments" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def tiny_run(make_cfg, experiment: str, *overrides: str) -> Path:
     cfg = make_cfg(
         f"experiment={experiment}", "+preset=mnist_quick", "data.train_subset=32",
@@ -181,35 +175,24 @@ def tiny_run(make_cfg, experiment: str, *overrides: str) -> Path:
 def test_report_builds_table_from_two_real_runs(make_cfg, tmp_path: Path) -> None:
     mlp = tiny_run(make_cfg, "mnist_mlp")
     odenet = tiny_run(make_cfg, "mnist_odenet", "model.net.channels=8", "tol=1e-2")
-    report = load_script("mnist_report")
-    out = tmp_path / "report" / "mnist.md"
-    text = report.main([str(mlp), str(odenet), "--out", str(out)])
-    rows = {line.split("|")[1].strip(): line for line in text.splitlines() if line.startswith("| ")}
+    jobs = Jobs([JobResult(i, load_run(folder)) for i, folder in enumerate((mlp, odenet))])
+    repro = REPRODUCTIONS["mnist"].build(jobs, "quick", tmp_path / "repro")
+    rows = {line.split("|")[1].strip(): line for line in repro.splitlines() if line.startswith("| ")}
     assert {"1-layer MLP", "ODE-Net"} <= set(rows)
     for name, folder in (("1-layer MLP", mlp), ("ODE-Net", odenet)):
         metrics = json.loads((folder / "metrics.json").read_text())
         cells = [c.strip() for c in rows[name].split("|")[1:-1]]
-        assert cells[1] == f"{100 * metrics['test/error']:.2f} %"
+        assert cells[1] == f"{100 * metrics['test/error']:.2f} %"  # one seed: no ± part
         assert cells[3] == f"{metrics['model/params'] / 1e6:.3f} M"
         assert cells[5].endswith("MiB")  # peak memory measured at the second step
-        assert "32 train / 32 test" in cells[14]
-        assert cells[15].startswith("1 (2 steps of 16)")
     ode_cells = [c.strip() for c in rows["ODE-Net"].split("|")[1:-1]]
     assert ode_cells[11] != "–" and "dopri5 tol 0.01, adjoint" in ode_cells[13]
-    assert (out.parent / "mnist_nfe.png").is_file()
-
-    # The reproduction report (`make reproduce-mnist`) reads the same folders as sweep jobs.
-    jobs = [JobResult(i, folder, {"seed": "0"}, json.loads((folder / "metrics.json").read_text()))
-            for i, folder in enumerate((mlp, odenet))]
-    repro = REPRODUCTIONS["mnist"].build(jobs, "quick", tmp_path / "repro")
-    mlp_row = next(line for line in repro.splitlines() if line.startswith("| 1-layer MLP"))
-    mlp_error = json.loads((mlp / "metrics.json").read_text())["test/error"]
-    assert mlp_row.split("|")[2].strip() == f"{100 * mlp_error:.2f} %"  # one seed: no ± part
+    assert "32 train / 32 test" in repro
     assert (tmp_path / "repro" / "nfe.png").is_file()
     assert "## Memory: adjoint vs direct" not in repro
 
-    # A memory study written into the report's folder joins the report.
-    study = {
+    # The memory study is a benchmark record of the budget (bench/mnist_memory.json).
+    jobs.bench["mnist_memory"] = {
         "device": {"type": "cuda", "name": "Test GPU"}, "batch_size": 4, "channels": 8,
         "weights": "random", "inputs": "noise", "measure": "cuda peak",
         "rows": [{"solver": "rk4", "sensitivity": s, "T": t, "nfe_forward": 16 * t,
@@ -218,7 +201,7 @@ def test_report_builds_table_from_two_real_runs(make_cfg, tmp_path: Path) -> Non
                  for s in ("direct", "adjoint") for t in (1, 2)],
         "ratios": {"rk4": {"adjoint_max_over_min": 1.0, "direct_last_over_first": 2.0}},
     }
-    (tmp_path / "repro" / "mnist_memory.json").write_text(json.dumps(study))
     repro = REPRODUCTIONS["mnist"].build(jobs, "quick", tmp_path / "repro")
     assert "## Memory: adjoint vs direct" in repro and "cuda (Test GPU)" in repro
     assert "direct adds 0.625 MiB per forward evaluation" in repro  # (20 - 10) MiB over 16 NFE
+    assert (tmp_path / "repro" / "mnist_memory.png").is_file()

@@ -11,17 +11,17 @@ from scipy.io import savemat
 
 from odelab.data.svhn import SVHNDataModule
 from odelab.errors import ConfigError, DataMissingError
-from odelab.models.robust_nets import CNN, ODENet, TisODE
+from odelab.models.odenet import CNN, ODENet, TisODE
 from odelab.ode import Sensitivity, Solver
 from odelab.train import run
 
 
 def test_odenet_is_an_euler_loop_over_its_field() -> None:
     torch.manual_seed(0)
-    net = ODENet(Solver("euler", None, None, step_size=0.1), Sensitivity(), width=4).eval()
+    net = ODENet(Solver("euler", None, None, step_size=0.1), Sensitivity(), channels=4, downsample=1).eval()
     x = torch.rand(3, 1, 28, 28)
     with torch.no_grad():
-        z = net.features(net.normalize(x))
+        z = net.stem(net.normalize(x))
         for k in range(10):
             z = z + 0.1 * net.block.field(torch.tensor(0.1 * k), z)
         assert torch.allclose(net(x), net.head(z), atol=1e-5)
@@ -29,24 +29,24 @@ def test_odenet_is_an_euler_loop_over_its_field() -> None:
 
 def test_tisode_penalty_is_the_field_at_the_end_time() -> None:
     torch.manual_seed(0)
-    net = TisODE(Solver("euler", None, None, step_size=0.5), Sensitivity(), width=4, horizon=2.0)
+    net = TisODE(Solver("euler", None, None, step_size=0.5), Sensitivity(), channels=4, t_end=2.0)
     x = torch.rand(2, 1, 28, 28)
     net(x)
     with torch.no_grad():
-        z = net.features(net.normalize(x))
+        z = net.stem(net.normalize(x))
         for _ in range(4):
             z = z + 0.5 * net.block.field(None, z)  # time-invariant: t is never read
         expected = net.block.field(None, z).abs().mean()
     assert torch.allclose(net.regularization().detach(), expected, atol=1e-6)
     assert (
-        CNN(width=64).head[-1].in_features == 64
+        CNN(channels=64).head[-1].in_features == 64
         and 135_000 < sum(p.numel() for p in CNN().parameters()) < 145_000
     )
 
 
 def test_evaluate_checkpoint_with_attack_rows(make_cfg) -> None:
     small = [
-        "model.net.width=4",
+        "model.net.channels=4",
         "data.batch_size=32",
         "data.eval_batch_size=50",
         "trainer.max_epochs=1",

@@ -105,7 +105,7 @@ def _check_as_multirun(overrides: list[str]) -> None:
 def test_every_reproduction_budget_composes(name: str, make_cfg) -> None:
     """A typo in a budget's overrides would only surface after minutes of sweeping; catch it here."""
     repro = REPRODUCTIONS[name]
-    assert {"quick", "paper"} <= set(repro.budgets)
+    assert "quick" in repro.budgets  # every reproduction can be checked in minutes
     for budget, sweeps in repro.budgets.items():
         for sweep in sweeps:
             _check_as_multirun(sweep)

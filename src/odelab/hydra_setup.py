@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf import OmegaConf
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 
@@ -45,29 +45,3 @@ def register_resolvers() -> None:
 
 
 CONFIG_DIR = repo_root() / "conf"
-
-
-def compose_run_config(overrides: list[str], output_dir: Path, log_dir: Path | None = None) -> DictConfig:
-    """The config `python run.py <overrides>` would build, writing into `output_dir`.
-
-    For tests, benchmarks and report scripts that call `odelab.train.run`
-    in-process: Hydra's own fields (`hydra.runtime.output_dir`) are set as a
-    real run would set them, so `${hydra:...}` interpolations resolve.
-    """
-    from hydra import compose, initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
-    from hydra.core.hydra_config import HydraConfig
-
-    register_resolvers()
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
-        cfg = compose("run", overrides=overrides, return_hydra_config=True)
-    with open_dict(cfg):
-        cfg.hydra.runtime.output_dir = str(output_dir)
-        cfg.hydra.job.num = 0
-    HydraConfig.instance().set_config(cfg)
-    with open_dict(cfg):
-        cfg.paths.output_dir = str(output_dir)
-        if log_dir is not None:
-            cfg.paths.log_dir = str(log_dir)
-    return cfg

@@ -1,8 +1,11 @@
-"""Read finished runs back from their folders: config, final metrics, logged history, device.
+"""The one reader of a finished run folder: config, overrides, final metrics, history, device.
 
-A run folder is what `python run.py ... logger=csv` leaves behind:
-`metrics.json` (final metrics), `csv/hparams.yaml` (the resolved config),
-`csv/metrics.csv` (every logged value) and `device.json` (the hardware).
+Every run of `run.py` (single or a sweep's job) leaves behind:
+`.hydra/config.yaml` (the resolved config), `.hydra/overrides.yaml`,
+`metrics.json` (final metrics; absent when the run failed), `device.json`
+(the hardware), `job.json` (in sweeps: status, wall time, error) and, with
+`logger=csv`, `csv/metrics.csv` (every logged value). Sweeps, reports and
+benchmarks all read runs through `load_run`.
 """
 
 from __future__ import annotations
@@ -14,20 +17,48 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import yaml
 from omegaconf import DictConfig, OmegaConf
 
 from odelab.errors import ConfigError
 
+# The files that make a run's record (what a report is rendered from); never checkpoints.
+RECORD_FILES = (
+    ".hydra/config.yaml",
+    ".hydra/overrides.yaml",
+    "metrics.json",
+    "job.json",
+    "device.json",
+    "csv/metrics.csv",
+    ".hydra/hydra.yaml",
+)
+RECORD_GLOBS = ("plots/*.png", "*.json")
+
 
 @dataclass
 class Run:
-    """One finished run, loaded from its folder."""
+    """One run, loaded from its folder."""
 
     path: Path
-    config: DictConfig
+    config: DictConfig | None
     metrics: dict[str, float]
+    overrides: list[str] = field(default_factory=list)
     history: list[dict[str, float]] = field(default_factory=list)
     device: dict[str, Any] = field(default_factory=dict)
+    job: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        """Finished with final metrics (a failed sweep job has none)."""
+        return bool(self.metrics)
+
+    @property
+    def override_map(self) -> dict[str, str]:
+        return dict(o.split("=", 1) for o in self.overrides if "=" in o)
+
+    @property
+    def seconds(self) -> float | None:
+        return self.job.get("seconds")
 
     def series(self, key: str) -> tuple[list[int], list[float]]:
         """(steps, values) of a metric over the run, in logging order.
@@ -44,6 +75,15 @@ class Run:
             if values:
                 break
         return steps, values
+
+    def epoch_series(self, key: str) -> tuple[list[int], list[float]]:
+        """(epoch, value) of a metric logged once per epoch (validation metrics)."""
+        epochs, values = [], []
+        for row in self.history:
+            if key in row and "epoch" in row:
+                epochs.append(int(row["epoch"]))
+                values.append(row[key])
+        return epochs, values
 
     def last(self, key: str) -> float | None:
         """The final metric if saved, else the last logged value."""
@@ -64,20 +104,34 @@ class Run:
         return max(steps) + 1 if steps else 0
 
 
-def load_run(path: str | Path) -> Run:
-    """Load a run folder; it must hold `metrics.json` and `csv/hparams.yaml` (run with logger=csv)."""
+def _json(path: Path) -> dict[str, Any]:
+    try:
+        return json.loads(path.read_text()) if path.is_file() else {}
+    except ValueError:
+        return {}
+
+
+def load_run(path: str | Path, *, require_finished: bool = False) -> Run:
+    """Load a run folder. With `require_finished`, a folder without metrics is a ConfigError."""
     path = Path(path)
-    hparams = path / "csv" / "hparams.yaml"
-    if not (path / "metrics.json").is_file() or not hparams.is_file():
-        raise ConfigError(
-            f"{path} is not a finished run with a CSV log (needs metrics.json and "
-            "csv/hparams.yaml); make the run with logger=csv"
-        )
-    metrics = json.loads((path / "metrics.json").read_text())
-    config = OmegaConf.load(hparams)
-    device_file = path / "device.json"
-    device = json.loads(device_file.read_text()) if device_file.is_file() else {}
-    return Run(path, config, metrics, _read_history(path / "csv" / "metrics.csv"), device)
+    metrics = _json(path / "metrics.json")
+    if require_finished and not metrics:
+        raise ConfigError(f"{path} is not a finished run (no metrics.json); run it to the end first")
+    config_file = path / ".hydra" / "config.yaml"
+    if not config_file.is_file():  # runs made before Hydra's folder was kept
+        config_file = path / "csv" / "hparams.yaml"
+    config = OmegaConf.load(config_file) if config_file.is_file() else None
+    overrides_file = path / ".hydra" / "overrides.yaml"
+    overrides = yaml.safe_load(overrides_file.read_text()) if overrides_file.is_file() else []
+    return Run(
+        path=path,
+        config=config,
+        metrics=metrics,
+        overrides=list(overrides or []),
+        history=_read_history(path / "csv" / "metrics.csv"),
+        device=_json(path / "device.json"),
+        job=_json(path / "job.json"),
+    )
 
 
 def _read_history(path: Path) -> list[dict[str, float]]:

@@ -30,6 +30,8 @@ from omegaconf import DictConfig
 
 from odelab.errors import ConfigError, OdelabError
 from odelab.hydra_setup import register_resolvers
+from odelab.runs import load_run
+from odelab.tables import fmt_mean_std
 
 # Launchers unpickle this module in their worker processes before a job's
 # config is resolved; the config needs odelab's resolvers there too.
@@ -100,6 +102,7 @@ class JobRecord:
     output_dir: str = ""
     pid: int | None = None  # the process that ran the job (launchers run jobs in workers)
     traceback: str | None = field(default=None, repr=False)
+    direction: str = "minimize"  # how the sweep ranks `metric` (optimized_direction)
 
     @classmethod
     def load(cls, path: Path) -> JobRecord:
@@ -123,6 +126,7 @@ def record_from_return(config: DictConfig, job_return: JobReturn, seconds: float
         overrides=list(job_return.overrides or []),
         status="completed",
         metric_name=config.get("optimized_metric"),
+        direction=str(config.get("optimized_direction") or "minimize"),
         seconds=None if seconds is None else round(seconds, 2),
         output_dir=str(config.hydra.runtime.output_dir),
         pid=os.getpid(),
@@ -195,8 +199,6 @@ def seed_table(records: list[JobRecord], metric_name: str) -> list[str]:
     Empty unless some setting ran with two or more seeds. Besides the sweep's
     metric, every `test/...` metric in the jobs' `metrics.json` is averaged.
     """
-    from odelab.reports.base import fmt_mean_std
-
     groups: dict[tuple[str, ...], list[JobRecord]] = {}
     for r in records:
         if r.status == "completed":
@@ -218,11 +220,7 @@ def seed_table(records: list[JobRecord], metric_name: str) -> list[str]:
 
 
 def _final_metrics(record: JobRecord) -> dict[str, float]:
-    path = Path(record.output_dir) / "metrics.json"
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return {}
+    return load_run(record.output_dir).metrics
 
 
 class SweepSummary(Callback):
@@ -259,9 +257,8 @@ class SweepSummary(Callback):
         records = load_records(sweep_dir)
         if not records:
             return
-        direction = str(config.hydra.sweeper.get("direction", "minimize"))
-        if direction.startswith("Direction."):  # Optuna's sweeper keeps an enum name
-            direction = direction.split(".", 1)[1]
+        # The jobs' own optimized_direction; every job of one sweep shares it.
+        direction = next((r.direction for r in records if r.metric_name), "minimize")
         summary = format_summary(records, sweep_dir, direction)
         (sweep_dir / "summary.md").write_text(summary)
         (sweep_dir / "summary.json").write_text(

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
+import signal
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -14,10 +17,13 @@ from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.loggers import Logger
+from lightning.pytorch.utilities.exceptions import MisconfigurationException, SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 
-from odelab.errors import OdelabError
+from odelab.checkpoints import check_state_dict, finished_metrics, resume_checkpoint
+from odelab.errors import ConfigError, OdelabError, SolverError
 from odelab.loggers import finish_loggers
+from odelab.validate import validate
 
 log = logging.getLogger(__name__)
 
@@ -39,11 +45,23 @@ def build(node: DictConfig, **kwargs: Any) -> Any:
         raise
 
 
-def _instantiate_group(group: DictConfig | None) -> list[Any]:
-    """Instantiate every entry of a dict-of-objects group (callbacks, loggers)."""
+def _instantiate_group(group: DictConfig | None, key: str) -> list[Any]:
+    """Instantiate every entry of a dict-of-objects group (callbacks, loggers).
+
+    An entry set to null is switched off; any other entry must name a `_target_`.
+    """
     if not group:
         return []
-    return [build(node) for node in group.values() if node and "_target_" in node]
+    objects = []
+    for name, node in group.items():
+        if node is None:
+            continue
+        if not isinstance(node, DictConfig) or "_target_" not in node:
+            raise ConfigError(
+                f"{key}.{name} has no _target_; give it one or switch it off with {key}.{name}=null"
+            )
+        objects.append(build(node))
+    return objects
 
 
 def _scalars(metrics: dict[str, Any]) -> dict[str, float]:
@@ -56,18 +74,43 @@ def _scalars(metrics: dict[str, Any]) -> dict[str, float]:
     return dict(sorted(out.items()))
 
 
+def check_selection(cfg: DictConfig) -> None:
+    """Sweeps select on a validation metric, in a stated direction; never on a test metric."""
+    name = cfg.get("optimized_metric")
+    direction = cfg.get("optimized_direction", "minimize")
+    if direction not in ("minimize", "maximize"):
+        raise ConfigError(f"optimized_direction={direction!r} is not valid; use minimize or maximize")
+    if name and not str(name).startswith("val/"):
+        raise ConfigError(
+            f"optimized_metric={name} selects on a non-validation metric; use a val/... metric "
+            "(test metrics are read once, for the final table)"
+        )
+
+
 def run(cfg: DictConfig) -> dict[str, float]:
     """Train and/or test the task the config describes; return its final metrics."""
+    check_selection(cfg)
+    validate(cfg)
     if cfg.get("seed") is not None:
         L.seed_everything(cfg.seed, workers=True, verbose=False)
     output_dir = Path(cfg.paths.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
+    done = finished_metrics(cfg, output_dir)
+    if done is not None:
+        log.info("%s already finished (resume=true): skipped, metrics from metrics.json", output_dir)
+        return done
+    ckpt_path = resume_checkpoint(cfg, output_dir)
 
     datamodule: L.LightningDataModule = build(cfg.data)
     model: L.LightningModule = build(cfg.model)
-    callbacks: list[Callback] = _instantiate_group(cfg.get("callbacks"))
-    loggers: list[Logger] = _instantiate_group(cfg.get("logger"))
-    trainer: L.Trainer = build(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    if ckpt_path is not None:
+        check_state_dict(ckpt_path, model, cfg)
+    callbacks: list[Callback] = _instantiate_group(cfg.get("callbacks"), "callbacks")
+    loggers: list[Logger] = _instantiate_group(cfg.get("logger"), "logger")
+    try:
+        trainer: L.Trainer = build(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    except MisconfigurationException as err:  # what our checks did not foresee, in one line
+        raise ConfigError(f"trainer: {str(err).strip().splitlines()[0]}") from None
 
     try:
         resolved = OmegaConf.to_container(cfg, resolve=True)
@@ -81,11 +124,13 @@ def run(cfg: DictConfig) -> dict[str, float]:
                 # run has no checkpoint yet; a fresh start is what null means here.
                 warnings.filterwarnings("ignore", message=r".*ckpt_path=None\)` was called without a model")
                 warnings.filterwarnings("ignore", message=r'.*ckpt_path="last"\) is set, but there is no last')
-                trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+                with stopped_cleanly(output_dir, trainer):
+                    trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
             metrics.update(_scalars(trainer.callback_metrics))
         if cfg.get("test", True):
-            test_ckpt = None if cfg.get("train", True) else cfg.get("ckpt_path")
-            trainer.test(model, datamodule=datamodule, ckpt_path=test_ckpt)
+            test_ckpt = None if cfg.get("train", True) else ckpt_path
+            with stopped_cleanly(output_dir, trainer):
+                trainer.test(model, datamodule=datamodule, ckpt_path=test_ckpt, weights_only=True)
             metrics.update(_scalars(trainer.callback_metrics))
         metrics = dict(sorted(metrics.items()))
         if trainer.is_global_zero:
@@ -99,6 +144,29 @@ def run(cfg: DictConfig) -> dict[str, float]:
     if trainer.is_global_zero:
         print_summary(cfg, metrics, output_dir)
     return metrics
+
+
+@contextlib.contextmanager
+def stopped_cleanly(output_dir: Path, trainer: L.Trainer) -> Iterator[None]:
+    """SIGTERM and diverging solves end the run with a message naming the checkpoint to resume.
+
+    Lightning stops after the batch in progress when SIGTERM arrives; the
+    interrupt checkpoint is written by then. The process exits with 143
+    (128 + SIGTERM), so a launcher sees that the run did not finish.
+    """
+    last = output_dir / "checkpoints" / "last.ckpt"
+    try:
+        yield
+    except SIGTERMException:
+        log.error(
+            "stopped by SIGTERM after step %d; resume exactly from the last epoch with "
+            "ckpt_path=%s (or rerun with resume=true in the same folder)", trainer.global_step, last,
+        )
+        raise SystemExit(128 + signal.SIGTERM) from None
+    except SolverError as err:
+        kept = (f"the last good checkpoint is {last}" if last.is_file()
+                else "no epoch finished, so there is no checkpoint")
+        raise SolverError(f"{err} Stopped at step {trainer.global_step}; {kept}.") from err
 
 
 def print_summary(cfg: DictConfig, metrics: dict[str, float], output_dir: Path) -> None:

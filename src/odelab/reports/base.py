@@ -10,32 +10,60 @@ every run, so no logger or network is needed.
 from __future__ import annotations
 
 import json
-import math
 import shutil
-import statistics
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
-import yaml
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from odelab.hydra_setup import repo_root
+from odelab.runs import Run, load_run
+from odelab.tables import fmt_mean_std, markdown_table, mean_std
+
+__all__ = [
+    "JobResult", "Jobs", "Reproduction", "copy_plots", "device_label", "fmt_mean_std",
+    "load_jobs", "load_sweeps", "markdown_table", "mean_std", "relative_path", "run_config",
+    "runs_section",
+]
 
 
 @dataclass
 class JobResult:
-    """One finished (or failed) job of a reproduction sweep."""
+    """One finished (or failed) job of a reproduction sweep, read by `odelab.runs.load_run`."""
 
     num: int
-    output_dir: Path
-    overrides: dict[str, str]
-    metrics: dict[str, float]
-    seconds: float | None = None  # wall time, from the sweep's job record
+    run: Run
+
+    @property
+    def output_dir(self) -> Path:
+        return self.run.path
+
+    @property
+    def overrides(self) -> dict[str, str]:
+        return self.run.override_map
+
+    @property
+    def metrics(self) -> dict[str, float]:
+        return self.run.metrics
+
+    @property
+    def seconds(self) -> float | None:
+        """Wall time, from the sweep's job record."""
+        return self.run.seconds
 
     @property
     def ok(self) -> bool:
-        return bool(self.metrics)
+        return self.run.ok
+
+
+class Jobs(list):
+    """The jobs of a budget's sweeps, plus the benchmark records (`bench/<name>.json`) beside them."""
+
+    def __init__(self, jobs: Sequence[JobResult] = (), bench: dict[str, Any] | None = None):
+        super().__init__(jobs)
+        self.bench: dict[str, Any] = bench or {}
 
 
 @dataclass(frozen=True)
@@ -48,69 +76,39 @@ class Reproduction:
         budgets: budget name -> the sweeps it runs, each a list of `run.py` overrides
             (`-m` is added). Several sweeps cover runs whose settings do not form one
             grid (e.g. a baseline that differs from the model in two keys at once).
-        build: turns the jobs of all the sweeps into the markdown report.
+        build: turns the jobs of all the sweeps (a `Jobs` list, whose `.bench` holds the
+            benchmark records) into the markdown report, reading nothing but those records.
+        benchmarks: budget name -> commands (argument lists run with this Python from the
+            repository root) that each write `<bench dir>/<name>.json`; `{bench}` in an
+            argument is replaced by that folder, `{runs}` by the folder of the budget's sweeps.
     """
 
     name: str
     title: str
     budgets: dict[str, list[list[str]]]
-    build: Callable[[list[JobResult], str, Path], str]
+    build: Callable[[Jobs, str, Path], str]
     notes: dict[str, str] = field(default_factory=dict)
+    benchmarks: dict[str, list[list[str]]] = field(default_factory=dict)
 
 
-def load_sweeps(budget_dir: Path) -> list[JobResult]:
-    """The jobs of every sweep of one budget (`<budget_dir>/<sweep number>/<job>`), in order."""
+def load_sweeps(budget_dir: Path) -> Jobs:
+    """The jobs of every sweep of one budget (`<budget_dir>/<sweep number>/<job>`), in order,
+    with the benchmark records in `<budget_dir>/bench/*.json`."""
     sweeps = sorted((p for p in budget_dir.iterdir() if p.name.isdigit()), key=lambda p: int(p.name))
-    return [job for sweep in sweeps for job in load_jobs(sweep)]
+    bench_dir = budget_dir / "bench"
+    bench = {p.stem: json.loads(p.read_text()) for p in sorted(bench_dir.glob("*.json"))}
+    return Jobs([job for sweep in sweeps for job in load_jobs(sweep)], bench)
 
 
 def load_jobs(sweep_dir: Path) -> list[JobResult]:
-    """Every job folder of a sweep with its overrides and final metrics (empty if it failed)."""
-    jobs = []
-    for job_dir in sorted((p for p in sweep_dir.iterdir() if p.name.isdigit()), key=lambda p: int(p.name)):
-        overrides_file = job_dir / ".hydra" / "overrides.yaml"
-        overrides = yaml.safe_load(overrides_file.read_text()) if overrides_file.is_file() else []
-        metrics_file = job_dir / "metrics.json"
-        metrics = json.loads(metrics_file.read_text()) if metrics_file.is_file() else {}
-        record_file = job_dir / "job.json"
-        seconds = json.loads(record_file.read_text()).get("seconds") if record_file.is_file() else None
-        pairs = dict(o.split("=", 1) for o in overrides if "=" in o)
-        jobs.append(JobResult(int(job_dir.name), job_dir, pairs, metrics, seconds))
-    return jobs
-
-
-def mean_std(values: Sequence[float]) -> tuple[float, float]:
-    """Mean and sample standard deviation (0 for a single value), ignoring NaN."""
-    finite = [v for v in values if v is not None and math.isfinite(v)]
-    if not finite:
-        return math.nan, math.nan
-    std = statistics.stdev(finite) if len(finite) > 1 else 0.0
-    return statistics.fmean(finite), std
-
-
-def fmt_mean_std(values: Sequence[float], digits: int = 3, spec: str | None = None) -> str:
-    """`mean ± std` (`digits` significant, or the format `spec` for both); one value alone."""
-    mean, std = mean_std(values)
-    if math.isnan(mean):
-        return "n/a"
-    mean_spec, std_spec = (spec, spec) if spec else (f".{digits}g", f".{digits - 1}g")
-    if not spec and abs(mean) >= 10**digits:  # whole numbers (NFE, counts): no exponent
-        mean_spec, std_spec = ".0f", ".0f"
-    if sum(v is not None and math.isfinite(v) for v in values) == 1:
-        return f"{mean:{mean_spec}}"
-    return f"{mean:{mean_spec}} ± {std:{std_spec}}"
-
-
-def markdown_table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
-    return "\n".join(lines)
+    """Every job folder of a sweep (failed ones have no metrics)."""
+    jobs = sorted((p for p in sweep_dir.iterdir() if p.name.isdigit()), key=lambda p: int(p.name))
+    return [JobResult(int(p.name), load_run(p)) for p in jobs]
 
 
 def run_config(job: JobResult) -> DictConfig | None:
     """The resolved config the job ran with (Hydra saves it in the run folder)."""
-    path = job.output_dir / ".hydra" / "config.yaml"
-    return OmegaConf.load(path) if path.is_file() else None
+    return job.run.config
 
 
 def device_label(jobs: Sequence[JobResult]) -> str:

@@ -66,9 +66,14 @@ def _label(job: JobResult) -> str:
     return "cnf_1e-5" if experiment == "cnf_toy_rnode" else "cnf"
 
 
+def nfe_per_step(metrics: dict[str, float]) -> float:
+    """Forward plus backward evaluations per training step, averaged over the last epoch."""
+    forward = metrics.get("train/nfe_forward_epoch", float("nan"))
+    return forward + metrics.get("train/nfe_backward_epoch", 0.0)
+
+
 def _nfe_per_step(job: JobResult) -> float:
-    m = job.metrics
-    return m.get("train/nfe_forward_epoch", float("nan")) + m.get("train/nfe_backward_epoch", 0.0)
+    return nfe_per_step(job.metrics)
 
 
 def build_report(jobs: list[JobResult], budget: str, report_dir: Path) -> str:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections import defaultdict
 from itertools import pairwise
 from pathlib import Path
@@ -10,7 +9,7 @@ from pathlib import Path
 from omegaconf import OmegaConf
 
 from odelab.reports.base import (
-    JobResult,
+    Jobs,
     Reproduction,
     device_label,
     fmt_mean_std,
@@ -20,12 +19,15 @@ from odelab.reports.base import (
 from odelab.reports.mnist_table import (
     ORDER,
     PAPER,
+    memory_figure,
     memory_section,
     model_label,
     nfe_figure,
     summarize,
+    tolerance_figure,
+    tolerance_section,
 )
-from odelab.runs import Run, load_run
+from odelab.runs import Run
 
 EXPERIMENTS = "experiment=mnist_mlp,mnist_resnet,mnist_rknet,mnist_odenet"
 QUIET = ["logger=csv", "trainer.enable_progress_bar=false", "trainer.enable_model_summary=false"]
@@ -52,9 +54,9 @@ BUDGETS = {
 }
 
 
-def build_report(jobs: list[JobResult], budget: str, report_dir: Path) -> str:
+def build_report(jobs: Jobs, budget: str, report_dir: Path) -> str:
     """Table 1 (mean ± std of the error over seeds), the NFE figure and what differs."""
-    runs = [load_run(j.output_dir) for j in jobs if j.ok]
+    runs = [j.run for j in jobs if j.ok]
     failed = [j for j in jobs if not j.ok]
     by_model: dict[str, list[Run]] = defaultdict(list)
     for run in runs:
@@ -73,15 +75,20 @@ def build_report(jobs: list[JobResult], budget: str, report_dir: Path) -> str:
             first["params"],
             PAPER.get(model, {}).get("params", "–"),
             first["memory"],
+            first["activations"],
             PAPER.get(model, {}).get("memory", "–"),
             first["step_time"],
+            first["epoch_time"],
+            PAPER.get(model, {}).get("time", "–"),
             first["nfe"],
+            first["test_nfe"],
             first["solve"],
             str(len(group)),
         ])
     header = [
         "model", "test error (mean ± std)", "paper", "params", "paper", "peak memory / step",
-        "paper", "time / step", "NFE fwd / bwd per step", "solve", "seeds",
+        "saved activations", "paper", "time / step (median)", "time / epoch", "paper",
+        "NFE fwd / bwd per step", "test NFE", "solve", "seeds",
     ]
     data = summarize(runs[0])["data"] if runs else "n/a"
     epochs = summarize(runs[0])["epochs"] if runs else "n/a"
@@ -117,14 +124,25 @@ def build_report(jobs: list[JobResult], budget: str, report_dir: Path) -> str:
                 f"![NFE over training]({report_dir.name}/{figure.name})",
                 "",
             ]
-    # The memory study (experiments/mnist_memory.py) is a benchmark, not a sweep: a
-    # report includes it when it was written into the report's folder on the same device.
-    memory_file = report_dir / "mnist_memory.json"
-    memory_here = memory_file.is_file()
-    if memory_here:
+    # The memory study (experiments/mnist_memory.py) is a benchmark of the budget, run
+    # on the same device after the sweeps; its record is bench/mnist_memory.json.
+    memory = getattr(jobs, "bench", {}).get("mnist_memory")
+    memory_here = memory is not None
+    if memory is not None:
+        report_dir.mkdir(parents=True, exist_ok=True)
         image = report_dir / "mnist_memory.png"
-        lines += memory_section(json.loads(memory_file.read_text()),
-                                f"{report_dir.name}/{image.name}" if image.is_file() else None)
+        memory_figure(memory["rows"], image, f"ODE-Net training step, batch {memory['batch_size']}, "
+                      f"{memory['device']['name']}: adjoint vs direct")
+        lines += memory_section(memory, f"{report_dir.name}/{image.name}")
+    # Figure 3's tolerance trade-off, measured on the budget's trained ODE-Net.
+    tolerance = getattr(jobs, "bench", {}).get("mnist_tolerance")
+    if tolerance is not None:
+        report_dir.mkdir(parents=True, exist_ok=True)
+        image = report_dir / "mnist_tolerance.png"
+        tolerance_figure(tolerance["rows"], image,
+                         f"ODE-Net trained at tol {tolerance['trained_tol']:g}, evaluated at each "
+                         f"tolerance ({tolerance['test_images']} test images)")
+        lines += tolerance_section(tolerance, f"{report_dir.name}/{image.name}")
     lines += _differences(runs, budget, memory_here=memory_here)
     labels = [(f"{model_label(r)}, seed {r.config.seed}", r.path) for r in runs]
     return "\n".join(lines + runs_section(labels, failed))
@@ -162,10 +180,8 @@ def _differences(runs: list[Run], budget: str, memory_here: bool = False) -> lis
     if any("joblib" in _launcher(r) for r in runs) and any(r.device.get("type") == "cuda" for r in runs):
         notes.append("- The models trained at the same time on one GPU (joblib launcher), so the "
                      "times per step include that sharing.")
-    studies = ("The tolerance study is" if memory_here
-               else "The adjoint-vs-direct memory study and the tolerance study are")
-    notes.append("- Memory: measured for one training step; the paper gives only its order. "
-                 f"{studies} in `experiments/reports/mnist.md` (`make report-mnist`).")
+    notes.append("- Memory: measured for one training step; the paper gives only its order."
+                 + ("" if memory_here else " This budget ran no memory study."))
     return [*notes, ""]
 
 
@@ -177,10 +193,20 @@ def _launcher(run: Run) -> str:
     return str(OmegaConf.load(hydra_file).hydra.launcher.get("_target_", ""))
 
 
+# The adjoint-vs-direct memory study beside every budget's sweeps, on the same device,
+# and Figure 3's tolerance study on the budget's trained ODE-Net.
+MEMORY_STUDY = ["experiments/mnist_memory.py", "--out", "{bench}"]
+TOLERANCE_STUDY = ["experiments/mnist_tolerance.py", "--run", "{runs}", "--out", "{bench}"]
+
 MNIST = Reproduction(
     name="mnist",
     title="ODE-Net vs ResNet, RK-Net and MLP on MNIST (Chen et al. 2018, Table 1)",
     budgets=BUDGETS,
     build=build_report,
+    benchmarks={
+        "quick": [MEMORY_STUDY, TOLERANCE_STUDY],
+        "cpu": [MEMORY_STUDY, TOLERANCE_STUDY],
+        "gpu": [[*MEMORY_STUDY, "--batch-size", "128"], TOLERANCE_STUDY],
+    },
 )
 

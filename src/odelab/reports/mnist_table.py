@@ -180,3 +180,98 @@ def _nfe_slope(rows: list[dict]) -> float:
     mx, my = sum(xs) / len(xs), sum(ys) / len(ys)
     var = sum((x - mx) ** 2 for x in xs)
     return sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / var if var else math.nan
+
+
+def memory_figure(rows: list[dict], path: Path, title: str) -> None:
+    """Peak memory of one training step against the horizon, adjoint vs direct, per solver."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    solvers = sorted({r["solver"] for r in rows})
+    fig, axes = plt.subplots(1, len(solvers), figsize=(5.2 * len(solvers), 4), squeeze=False)
+    for ax, solver in zip(axes[0], solvers):
+        for sens, style in (("direct", "o-"), ("adjoint", "s-")):
+            picked = sorted((r for r in rows if r["solver"] == solver and r["sensitivity"] == sens),
+                            key=lambda r: r["T"])
+            ts = [r["T"] for r in picked]
+            ax.plot(ts, [r["peak_mb"] for r in picked], style, label=sens)
+            for r in picked:
+                ax.annotate(f"{r['nfe_forward']}", (r["T"], r["peak_mb"]), fontsize=7,
+                            textcoords="offset points", xytext=(3, 4))
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel("integration horizon T")
+        ax.set_ylabel("peak memory of one training step (MiB)")
+        ax.set_title(f"{solver} (labels: forward NFE)")
+        ax.set_ylim(bottom=0)
+        ax.legend()
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def tolerance_figure(rows: list[dict], path: Path, title: str) -> None:
+    """Test error, NFE and time against the solver tolerance of one trained ODE-Net."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    tols = [r["tol"] for r in rows]
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.8))
+    axes[0].plot(tols, [100 * r["test_error"] for r in rows], "o-")
+    axes[0].set_ylabel("test error (%)")
+    axes[1].plot(tols, [r["train_nfe_forward"] for r in rows], "o-", label="forward (train step)")
+    axes[1].plot(tols, [r["train_nfe_backward"] for r in rows], "s-", label="backward (adjoint)")
+    axes[1].plot(tols, [r["test_nfe_forward"] for r in rows], "^--", label="forward (test)")
+    axes[1].set_ylabel("NFE")
+    axes[1].legend(fontsize=8)
+    axes[2].plot(tols, [r["train_step_seconds"] for r in rows], "o-", label="training step, wall")
+    axes[2].plot(tols, [r["train_step_cpu_seconds"] for r in rows], "o--", label="training step, CPU")
+    axes[2].plot(tols, [r["test_seconds_per_batch"] for r in rows], "s-", label="test batch, wall")
+    axes[2].plot(tols, [r["test_cpu_seconds_per_batch"] for r in rows], "s--", label="test batch, CPU")
+    axes[2].set_ylabel("seconds")
+    axes[2].legend(fontsize=8)
+    for ax in axes:
+        ax.set_xscale("log")
+        ax.set_xlabel("rtol = atol")
+        ax.invert_xaxis()
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def tolerance_section(tol: dict, image: str | None) -> list[str]:
+    lines = [
+        "## Tolerance trade-off",
+        "",
+        (
+            f"The ODE-Net of `{tol['run']}` (trained at rtol = atol = {tol['trained_tol']:g}, "
+            f"{tol['sensitivity']}) evaluated at each tolerance on the first {tol['test_images']} "
+            f"images of its test split ({tol['data']}), test batches of {tol['eval_batch_size']}; "
+            f"one training step (forward + backward, no update) on {tol['train_batch_size']} "
+            f"training images, fastest of {tol.get('repeats', 1)}; fastest test batch; "
+            f"device: {tol['device']['type']} ({tol['device']['name']})."
+        ),
+        "",
+        ("| rtol = atol | test error | test NFE | s / test batch (wall, CPU) | train NFE fwd / bwd "
+         "| s / train step (wall, CPU) |"),
+        "|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in tol["rows"]:
+        lines.append(
+            f"| {r['tol']:.0e} | {100 * r['test_error']:.2f} % | {r['test_nfe_forward']:.0f} "
+            f"| {r['test_seconds_per_batch']:.2f}, {r.get('test_cpu_seconds_per_batch', math.nan):.2f} "
+            f"| {r['train_nfe_forward']} / {r['train_nfe_backward']} "
+            f"| {r['train_step_seconds']:.2f}, {r.get('train_step_cpu_seconds', math.nan):.2f} |"
+        )
+    if len({r["test_error"] for r in tol["rows"]}) == 1:
+        lines += ["", ("The test error is the same at every tolerance: this network is not trained "
+                       "far enough for the solver's accuracy to change its predictions; NFE and "
+                       "time are the informative columns here.")]
+    if image:
+        lines += ["", f"![tolerance trade-off]({image})"]
+    return lines + [""]

@@ -1,0 +1,110 @@
+"""The one way a report is made: run a budget's sweeps and benchmarks, keep their records,
+render the markdown from those records alone.
+
+Layout for reproduction `<name>` at budget `<budget>`:
+
+- `logs/reproduce/<name>/<budget>/<sweep>/<job>/`: the runs (checkpoints included; not committed);
+- `logs/reproduce/<name>/<budget>/bench/*.json`: benchmark records;
+- `experiments/reports/<name>_<budget>/records/`: the same tree holding only the record files
+  (`odelab.runs.RECORD_FILES`, plots and small JSON), committed beside the report;
+- `experiments/reports/<name>_<budget>.md` and its figures in `experiments/reports/<name>_<budget>/`.
+
+The report is always rendered from the committed records, so `tests/test_report_records.py`
+can re-render it and require byte-identical markdown.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from odelab.hydra_setup import repo_root
+from odelab.reports.base import Jobs, Reproduction, load_sweeps
+from odelab.runs import RECORD_FILES, RECORD_GLOBS
+
+# A record file larger than this is not kept (records are small by design; plots excepted).
+MAX_RECORD_BYTES = 2_000_000
+
+
+def runs_dir(name: str, budget: str) -> Path:
+    return repo_root() / "logs" / "reproduce" / name / budget
+
+
+def report_path(name: str, budget: str) -> Path:
+    return repo_root() / "experiments" / "reports" / f"{name}_{budget}.md"
+
+
+def records_dir(name: str, budget: str) -> Path:
+    return report_path(name, budget).with_suffix("") / "records"
+
+
+def run_budget(repro: Reproduction, budget: str, extra: list[str], resume: bool = False) -> float:
+    """Run each sweep (`run.py -m`) and benchmark of the budget; return the wall time.
+
+    Without `resume` the budget's old runs are removed first, so a report describes these
+    runs and no leftovers; with it, sweeps that already wrote their summary are skipped.
+    """
+    root = runs_dir(repro.name, budget)
+    if root.exists() and not resume:
+        shutil.rmtree(root)
+    start = time.perf_counter()
+    for i, overrides in enumerate(repro.budgets[budget]):
+        sweep_dir = root / str(i)
+        if resume and (sweep_dir / "summary.json").is_file():
+            print(f"sweep {i} already finished: {sweep_dir}", flush=True)
+            continue
+        command = [sys.executable, str(repo_root() / "run.py"), "-m", *overrides, *extra,
+                   f"hydra.sweep.dir={sweep_dir}"]
+        print("running:", " ".join(command), flush=True)
+        subprocess.run(command, check=True, cwd=repo_root())
+    bench_dir = root / "bench"
+    for command in repro.benchmarks.get(budget, []):
+        bench_dir.mkdir(parents=True, exist_ok=True)
+        argv = [sys.executable, *(arg.replace("{bench}", str(bench_dir)).replace("{runs}", str(root))
+                                  for arg in command)]
+        print("running:", " ".join(argv), flush=True)
+        subprocess.run(argv, check=True, cwd=repo_root())
+    return time.perf_counter() - start
+
+
+def save_records(source: Path, target: Path) -> int:
+    """Copy the record files of every run and benchmark under `source` to `target`.
+
+    `target` is replaced as a whole. Returns the number of files copied.
+    """
+    if target.exists():
+        shutil.rmtree(target)
+    copied = 0
+    for job_dir in sorted(p.parent.parent for p in source.glob("*/*/.hydra/config.yaml")):
+        rel = job_dir.relative_to(source)
+        files = [job_dir / name for name in RECORD_FILES]
+        files += [f for pattern in RECORD_GLOBS for f in sorted(job_dir.glob(pattern))]
+        for path in dict.fromkeys(files):
+            if path.is_file() and (path.suffix == ".png" or path.stat().st_size <= MAX_RECORD_BYTES):
+                out = target / rel / path.relative_to(job_dir)
+                out.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(path, out)
+                copied += 1
+    for path in sorted((source / "bench").glob("*.json")):
+        out = target / "bench" / path.name
+        out.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(path, out)
+        copied += 1
+    return copied
+
+
+def render(repro: Reproduction, budget: str, records: Path, report_dir: Path) -> str:
+    """The report's markdown, from the records alone (figures are written into `report_dir`)."""
+    jobs: Jobs = load_sweeps(records)
+    return repro.build(jobs, budget, report_dir)
+
+
+def write_report(repro: Reproduction, budget: str) -> Path:
+    """Render `<name>_<budget>.md` from its committed records."""
+    path = report_path(repro.name, budget)
+    text = render(repro, budget, records_dir(repro.name, budget), path.with_suffix(""))
+    path.write_text(text)
+    return path

@@ -1,0 +1,70 @@
+"""Committed reports re-render byte for byte from their committed records; selection is on validation."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from odelab.errors import ConfigError
+from odelab.hydra_setup import repo_root
+from odelab.reports import REPRODUCTIONS
+from odelab.reports.pipeline import render
+from odelab.sweeps import JobRecord, format_summary
+from odelab.train import check_selection
+
+REPORTS = repo_root() / "experiments" / "reports"
+
+
+def committed_reports() -> list[tuple[str, str, Path]]:
+    """(reproduction, budget, markdown) for every report that has a records folder."""
+    found = []
+    for md in sorted(REPORTS.glob("*.md")):
+        for name in sorted(REPRODUCTIONS, key=len, reverse=True):
+            if md.stem.startswith(f"{name}_"):
+                found.append((name, md.stem[len(name) + 1 :], md))
+                break
+    return found
+
+
+def test_every_report_has_records_and_a_reproduction():
+    reports = committed_reports()
+    assert reports, "no generated report is committed"
+    names = {md.name for _, _, md in reports}
+    loose = sorted(md.name for md in REPORTS.glob("*.md") if md.name not in names)
+    assert not loose, f"reports without a reproduction (typed by hand?): {loose}"
+    missing = [md.name for _, _, md in reports if not (md.with_suffix("") / "records").is_dir()]
+    assert not missing, f"reports without committed records: {missing}"
+
+
+@pytest.mark.parametrize(("name", "budget", "md"), committed_reports(), ids=lambda v: str(v))
+def test_report_rerenders_identically(name: str, budget: str, md: Path, tmp_path: Path):
+    records = md.with_suffix("") / "records"
+    text = render(REPRODUCTIONS[name], budget, records, tmp_path / md.stem)
+    assert text == md.read_text(), (
+        f"{md.name} differs from its re-rendering; regenerate it with "
+        f"`python experiments/reproduce.py {name} --budget {budget} --report-only`"
+    )
+
+
+def test_accuracy_sweep_picks_the_highest_validation_accuracy(tmp_path: Path):
+    records = [
+        JobRecord(i, [f"model.lr={lr}"], "completed", "val/acc", acc, 1.0, None, str(tmp_path / str(i)),
+                  direction="maximize")
+        for i, (lr, acc) in enumerate([(0.1, 0.91), (0.01, 0.97), (0.001, 0.42)])
+    ]
+    summary = format_summary(records, tmp_path, records[0].direction)
+    assert "Best (maximize val/acc): job 1, 0.97," in summary
+
+
+def test_every_experiment_selects_on_validation(make_cfg):
+    experiments = sorted(p.stem for p in (repo_root() / "conf" / "experiment").glob("*.yaml"))
+    for experiment in experiments:
+        cfg = make_cfg(f"experiment={experiment}")
+        assert str(cfg.optimized_metric).startswith("val/"), experiment
+        assert cfg.optimized_direction in ("minimize", "maximize"), experiment
+        check_selection(cfg)
+    with pytest.raises(ConfigError, match="optimized_metric=test/acc"):
+        check_selection(make_cfg("experiment=robust_cnn", "optimized_metric=test/acc"))
+    with pytest.raises(ConfigError, match="optimized_direction='up'"):
+        check_selection(make_cfg("experiment=robust_cnn", "optimized_direction=up"))

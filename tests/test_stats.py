@@ -1,0 +1,54 @@
+"""Report statistics: intervals checked against closed forms, verdicts against their intervals."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from odelab.reports.stats import compare, proportion_diff
+
+# Student's t quantile t_{0.975} for 1 and 2 degrees of freedom (printed tables).
+T975 = {1: 12.7062, 2: 4.3027}
+
+
+def test_paired_interval_matches_the_closed_form():
+    a, b = [2.0, 3.2, 4.1], [1.0, 2.0, 3.0]
+    d = [1.0, 1.2, 1.1]
+    mean = sum(d) / 3
+    sd = math.sqrt(sum((x - mean) ** 2 for x in d) / 2)
+    c = compare(a, b, a_name="A", b_name="B", metric="loss", higher_is_better=False)
+    assert c.mean_diff == pytest.approx(mean)
+    assert c.low == pytest.approx(mean - T975[2] * sd / math.sqrt(3), rel=1e-4)
+    assert c.high == pytest.approx(mean + T975[2] * sd / math.sqrt(3), rel=1e-4)
+    assert c.n == 3
+    # The interval excludes zero and A's loss is higher: A is worse.
+    assert c.outcome == "worse"
+    assert c.verdict.startswith("A has a higher (worse) loss than B")
+
+
+def test_interval_holding_zero_is_within_noise():
+    c = compare([1.0, 2.0], [1.5, 1.4], a_name="A", b_name="B", metric="acc", higher_is_better=True)
+    assert c.low < 0 < c.high
+    half = T975[1] * math.sqrt((0.6 - 0.05) ** 2 + (-0.5 - 0.05) ** 2) / math.sqrt(2)
+    assert c.high - c.mean_diff == pytest.approx(half, rel=1e-4)
+    assert c.outcome == "within noise"
+    assert "within noise" in c.verdict
+
+
+def test_unpaired_uses_welch_and_single_runs_have_no_interval():
+    c = compare([3.0, 3.2, 3.1, 3.3], [1.0, 1.1], a_name="A", b_name="B", metric="acc",
+                higher_is_better=True, paired=False)
+    assert c.outcome == "better"
+    one = compare([1.0], [2.0], a_name="A", b_name="B", metric="acc", higher_is_better=True)
+    assert one.outcome == "n/a" and "too few runs" in one.verdict
+    with pytest.raises(ValueError, match="equal lengths"):
+        compare([1.0, 2.0], [1.0], a_name="A", b_name="B", metric="m", higher_is_better=True)
+
+
+def test_paired_accuracy_over_examples():
+    a = [True] * 90 + [False] * 10
+    b = [True] * 70 + [False] * 30
+    c = proportion_diff(a, b, a_name="A", b_name="B")
+    assert c.mean_diff == pytest.approx(0.2)
+    assert c.outcome == "better"
