@@ -41,6 +41,7 @@ from odelab.harness import launch
 from odelab.models.cnf import CNF, TraceEstimator
 from odelab.models.time_fields import ConcatMLPField
 from odelab.ode import Solver
+from odelab.profiling import wait_for_device
 from odelab.reports.cnf import nfe_per_step
 
 DIMENSIONS = (2, 8, 32, 128)
@@ -64,8 +65,7 @@ def time_training_step(dim: int, estimator: str, batch: int, repeats: int, devic
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)  # time the kernels, not their launch
+        wait_for_device(device)  # time the kernels, not their launch
         if i > 0:  # the first step pays one-off allocation costs
             times.append(time.perf_counter() - start)
     return statistics.median(times)

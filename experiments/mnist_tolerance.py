@@ -30,7 +30,7 @@ from hydra.utils import instantiate
 
 from odelab.errors import ConfigError
 from odelab.ode import ODEBlock
-from odelab.profiling import describe_device
+from odelab.profiling import describe_device, wait_for_device
 from odelab.reports.base import relative_path
 from odelab.reports.mnist_table import tolerance_figure
 from odelab.runs import load_run
@@ -69,11 +69,6 @@ def set_tolerance(model: torch.nn.Module, tol: float) -> list[ODEBlock]:
     return blocks
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def evaluate(model, blocks, images, labels, batch_size: int) -> dict[str, float]:
     """Test error, mean forward NFE per batch and the fastest batch's seconds.
 
@@ -91,7 +86,7 @@ are reported beside wall seconds: they depend far less on other jobs.
                 b.reset_nfe()
             tic, cpu_tic = time.perf_counter(), time.process_time()
             pred = model(x).argmax(dim=-1)
-            _sync(device)
+            wait_for_device(device)
             seconds = min(seconds, time.perf_counter() - tic)
             cpu_seconds = min(cpu_seconds, time.process_time() - cpu_tic)
             nfe += sum(b.nfe_forward for b in blocks)
@@ -117,7 +112,7 @@ def training_step(model, blocks, images, labels, repeats: int = 1) -> dict[str, 
         tic, cpu_tic = time.perf_counter(), time.process_time()
         loss = torch.nn.functional.cross_entropy(model(x), labels)
         loss.backward()
-        _sync(device)
+        wait_for_device(device)
         elapsed = min(elapsed, time.perf_counter() - tic)
         cpu = min(cpu, time.process_time() - cpu_tic)
     return {

@@ -6,11 +6,11 @@ import time
 from typing import Any
 
 import lightning as L
-import torch
 from lightning.pytorch.callbacks import Callback
 
 from odelab.errors import ConfigError
 from odelab.ode import ODEBlock
+from odelab.profiling import wait_for_device
 
 
 def ode_blocks(module: L.LightningModule) -> list[ODEBlock]:
@@ -133,11 +133,6 @@ class NFEMonitor(Callback):
         self._eval_log_and_reset(module, "test")
 
 
-def _wait_for_device(module: L.LightningModule) -> None:
-    if module.device.type == "cuda":
-        torch.cuda.synchronize(module.device)
-
-
 class StepTimer(Callback):
     """Logs the wall time of each training step (forward, backward and update).
 
@@ -150,11 +145,11 @@ class StepTimer(Callback):
         self._means = _StepMeans()
 
     def on_train_batch_start(self, trainer: L.Trainer, module: L.LightningModule, *args: Any) -> None:
-        _wait_for_device(module)
+        wait_for_device(module.device)
         self._start = time.perf_counter()
 
     def on_train_batch_end(self, trainer: L.Trainer, module: L.LightningModule, *args: Any) -> None:
-        _wait_for_device(module)  # GPU kernels run asynchronously; time them, not their launch
+        wait_for_device(module.device)  # time the kernels, not their launch
         seconds = time.perf_counter() - self._start
         self._means.add({"train/step_time": seconds})
         if writes_logs_now(trainer):
@@ -162,6 +157,25 @@ class StepTimer(Callback):
 
     def on_train_epoch_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
         self._means.log_and_reset(module)
+
+
+class EpochTimer(Callback):
+    """Logs `train/epoch_time`: wall seconds from the epoch's start to its last training step.
+
+    Validation that runs at the end of the epoch is not included.
+    """
+
+    def __init__(self) -> None:
+        self._start = self._last = 0.0
+
+    def on_train_epoch_start(self, trainer: L.Trainer, module: L.LightningModule) -> None:
+        self._start = self._last = time.perf_counter()
+
+    def on_train_batch_end(self, trainer: L.Trainer, module: L.LightningModule, *args: Any) -> None:
+        self._last = time.perf_counter()
+
+    def on_train_epoch_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
+        module.log("train/epoch_time", self._last - self._start, on_step=False, on_epoch=True)
 
 
 class SaveFigures(Callback):

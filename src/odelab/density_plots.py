@@ -89,6 +89,32 @@ def _colors_by_base(base: Tensor) -> np.ndarray:
     return (base[:, 1].atan2(base[:, 0]).numpy() + 3.1416) / 6.2832
 
 
+@dataclass
+class FlowAnimation:
+    """The particles moving from the base to the data, saved as an animated GIF."""
+
+    frames: Tensor
+    data: Tensor
+    extent: float
+    fps: int = 4
+    suffix: str = ".gif"
+
+    def save(self, path: Path) -> None:
+        save_flow_gif(self.frames, self.data, path, self.extent, self.fps)
+
+
+@dataclass
+class GridArrays:
+    """The learned (and true, where known) density on the plot grid, saved as `.npz`."""
+
+    grid: DensityGrid
+    suffix: str = ".npz"
+
+    def save(self, path: Path) -> None:
+        true = self.grid.true.numpy() if self.grid.true is not None else np.array([])
+        np.savez(path, axis=self.grid.axis.numpy(), learned=self.grid.learned.numpy(), true=true)
+
+
 def save_flow_gif(frames: Tensor, data: Tensor, path: Path, extent: float, fps: int = 4) -> Path:
     """An animated GIF of the particles moving from the base to the data."""
     fig, ax = plt.subplots(figsize=(4, 4))

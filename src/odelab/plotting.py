@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 import matplotlib
 
@@ -18,13 +18,29 @@ if TYPE_CHECKING:
     from odelab.data.trajectories import Trajectory
 
 
-def save_and_log(figures: dict[str, Figure], folder: Path, loggers: list[Logger], step: int = 0) -> list[Path]:
-    """Write each figure as `<folder>/<name>.png` and send it to loggers that take images."""
+class Artifact(Protocol):
+    """A plot output that is not a matplotlib figure (an animation, the arrays behind a plot)."""
+
+    suffix: str
+
+    def save(self, path: Path) -> None: ...
+
+
+def save_and_log(
+    figures: dict[str, Figure | Artifact], folder: Path, loggers: list[Logger], step: int = 0
+) -> list[Path]:
+    """Write each figure as `<folder>/<name>.png` and send it to loggers that take images;
+    other artifacts are written as `<folder>/<name><suffix>`."""
     from lightning.pytorch.loggers import TensorBoardLogger, WandbLogger
 
     folder.mkdir(parents=True, exist_ok=True)
     paths = []
     for name, fig in figures.items():
+        if not isinstance(fig, Figure):
+            path = folder / f"{name}{fig.suffix}"
+            fig.save(path)
+            paths.append(path)
+            continue
         path = folder / f"{name}.png"
         fig.savefig(path, dpi=110, bbox_inches="tight")
         paths.append(path)

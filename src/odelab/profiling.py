@@ -22,7 +22,6 @@ import contextlib
 import json
 import os
 import platform
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,6 +33,13 @@ from lightning.pytorch.callbacks import Callback
 from torch import Tensor, nn
 
 MIB = 2**20
+
+
+def wait_for_device(device: torch.device) -> None:
+    """Block until the device has finished its queued work (GPU kernels run asynchronously:
+    time them, not their launch). A no-op on the CPU."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
 
 
 class SavedTensorMeter:
@@ -135,7 +141,7 @@ def training_step_memory(
     cuda = device.type == "cuda"
     profiler = None
     if cuda:
-        torch.cuda.synchronize(device)
+        wait_for_device(device)
         torch.cuda.reset_peak_memory_stats(device)
         before = torch.cuda.memory_allocated(device)
     elif profile_allocations:
@@ -148,7 +154,7 @@ def training_step_memory(
         del loss
     cuda_peak = None
     if cuda:
-        torch.cuda.synchronize(device)
+        wait_for_device(device)
         cuda_peak = torch.cuda.max_memory_allocated(device) - before
     allocations = _allocation_peak(profiler) if profiler is not None else None
     return StepMemory(str(device), meter.peak_bytes, allocations, cuda_peak)
@@ -203,7 +209,7 @@ class PeakMemoryMonitor(Callback):
         self._stack = contextlib.ExitStack()
         self._meter = SavedTensorMeter(exclude=list(module.parameters()))
         if module.device.type == "cuda":
-            torch.cuda.synchronize(module.device)
+            wait_for_device(module.device)
             torch.cuda.reset_peak_memory_stats(module.device)
             self._cuda_before = torch.cuda.memory_allocated(module.device)
         elif self.profile_allocations:
@@ -220,7 +226,7 @@ class PeakMemoryMonitor(Callback):
         self._stack, self._done = None, True
         peak: int | None = None
         if module.device.type == "cuda":
-            torch.cuda.synchronize(module.device)
+            wait_for_device(module.device)
             peak = torch.cuda.max_memory_allocated(module.device) - self._cuda_before
         elif self._profiler is not None:
             peak = _allocation_peak(self._profiler)
@@ -229,25 +235,6 @@ class PeakMemoryMonitor(Callback):
         if peak is not None:
             module.log("train/peak_memory_mb", peak / MIB, on_step=True, on_epoch=False)
         self._meter = None
-
-
-class EpochTimer(Callback):
-    """Logs `train/epoch_time`: wall seconds from the epoch's start to its last training step.
-
-    Validation that runs at the end of the epoch is not included.
-    """
-
-    def __init__(self) -> None:
-        self._start = self._last = 0.0
-
-    def on_train_epoch_start(self, trainer: L.Trainer, module: L.LightningModule) -> None:
-        self._start = self._last = time.perf_counter()
-
-    def on_train_batch_end(self, trainer: L.Trainer, module: L.LightningModule, *args: Any) -> None:
-        self._last = time.perf_counter()
-
-    def on_train_epoch_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
-        module.log("train/epoch_time", self._last - self._start, on_step=False, on_epoch=True)
 
 
 class DeviceInfo(Callback):

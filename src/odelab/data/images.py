@@ -12,10 +12,10 @@ from pathlib import Path
 import lightning as L
 import torch
 from torch import Tensor
-from torch.utils.data import DataLoader, TensorDataset
+from torch.utils.data import TensorDataset
 
 from odelab.data.idx import find_idx, read_idx
-from odelab.data.loading import loader_options
+from odelab.data.loading import SplitLoaders
 from odelab.errors import ConfigError, DataMissingError
 
 SPLIT_FILES = {
@@ -76,7 +76,7 @@ def _split(n: int, sizes: list[int], seed: int) -> list[Tensor]:
     return out
 
 
-class ImageDataModule(L.LightningDataModule):
+class ImageDataModule(SplitLoaders, L.LightningDataModule):
     """28x28 grayscale classification data as uint8 tensors held in memory.
 
     Args:
@@ -117,18 +117,14 @@ class ImageDataModule(L.LightningDataModule):
         super().__init__()
         if dataset not in SOURCES:
             raise ConfigError(f"data.dataset={dataset!r}; choose one of {sorted(SOURCES)}")
-        if batch_size < 1 or eval_batch_size < 1:
-            raise ConfigError("data.batch_size and data.eval_batch_size must be >= 1")
         if val_size < 0 or test_size < 0 or (train_subset is not None and train_subset < 1):
             raise ConfigError("data.val_size and data.test_size must be >= 0, data.train_subset >= 1")
         self.source = SOURCES[dataset]
         self.root, self.download = Path(root), download
         self.offline_test_split = offline_test_split
         self.val_size, self.test_size, self.train_subset = val_size, test_size, train_subset
-        self.batch_size, self.eval_batch_size, self.augment = batch_size, eval_batch_size, augment
-        self.loader_kwargs = loader_options(num_workers, pin_memory, persistent_workers)
-        self.seed = seed
-        self.splits: dict[str, TensorDataset] = {}
+        self.augment, self.seed = augment, seed
+        self.init_loaders(batch_size, eval_batch_size, num_workers, pin_memory, persistent_workers)
 
     def setup(self, stage: str | None = None) -> None:
         if self.splits:
@@ -161,20 +157,6 @@ class ImageDataModule(L.LightningDataModule):
         sizes = ", ".join(f"{k} {len(v)}" for k, v in self.splits.items())
         origin = "official test set split" if self.offline_test_split else "official train/test"
         return f"{self.source.name} ({origin}: {sizes})"
-
-    def _loader(self, split: str, shuffle: bool) -> DataLoader:
-        batch = self.batch_size if split == "train" else self.eval_batch_size
-        return DataLoader(self.splits[split], batch_size=batch, shuffle=shuffle,
-                          drop_last=False, **self.loader_kwargs)
-
-    def train_dataloader(self) -> DataLoader:
-        return self._loader("train", shuffle=True)
-
-    def val_dataloader(self) -> DataLoader:
-        return self._loader("val", shuffle=False)
-
-    def test_dataloader(self) -> DataLoader:
-        return self._loader("test", shuffle=False)
 
     def on_after_batch_transfer(self, batch: tuple[Tensor, Tensor], dataloader_idx: int) -> tuple[Tensor, Tensor]:
         images, labels = batch

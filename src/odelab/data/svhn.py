@@ -12,9 +12,9 @@ import lightning as L
 import numpy as np
 import torch
 from torch import Tensor
-from torch.utils.data import DataLoader, TensorDataset
+from torch.utils.data import TensorDataset
 
-from odelab.data.loading import loader_options
+from odelab.data.loading import SplitLoaders
 from odelab.errors import ConfigError, DataMissingError
 
 SPLIT_FILES = {"train": "train_32x32.mat", "test": "test_32x32.mat"}
@@ -43,7 +43,7 @@ def load_svhn(root: Path, split: str, download: bool = False) -> tuple[Tensor, T
     return images, labels
 
 
-class SVHNDataModule(L.LightningDataModule):
+class SVHNDataModule(SplitLoaders, L.LightningDataModule):
     """SVHN classification data held in memory as uint8.
 
     Args:
@@ -79,16 +79,12 @@ class SVHNDataModule(L.LightningDataModule):
         super().__init__()
         if augment:
             raise ConfigError("data.augment=true is not supported for SVHN; set data.augment=false")
-        if batch_size < 1 or eval_batch_size < 1 or val_size < 0:
-            raise ConfigError(
-                "data.batch_size and data.eval_batch_size must be >= 1, data.val_size >= 0"
-            )
+        if val_size < 0:
+            raise ConfigError(f"data.val_size must be >= 0, got {val_size}")
         self.root, self.download = Path(root), download
         self.val_size, self.train_subset, self.test_subset = val_size, train_subset, test_subset
-        self.batch_size, self.eval_batch_size = batch_size, eval_batch_size
-        self.loader_kwargs = loader_options(num_workers, pin_memory, persistent_workers)
         self.seed = seed
-        self.splits: dict[str, TensorDataset] = {}
+        self.init_loaders(batch_size, eval_batch_size, num_workers, pin_memory, persistent_workers)
 
     def setup(self, stage: str | None = None) -> None:
         if self.splits:
@@ -111,21 +107,6 @@ class SVHNDataModule(L.LightningDataModule):
     def describe(self) -> str:
         """One line naming the data behind the numbers, for reports."""
         return "svhn (" + ", ".join(f"{k} {len(v)}" for k, v in self.splits.items()) + ")"
-
-    def _loader(self, split: str, shuffle: bool) -> DataLoader:
-        batch = self.batch_size if split == "train" else self.eval_batch_size
-        return DataLoader(
-            self.splits[split], batch_size=batch, shuffle=shuffle, **self.loader_kwargs
-        )
-
-    def train_dataloader(self) -> DataLoader:
-        return self._loader("train", shuffle=True)
-
-    def val_dataloader(self) -> DataLoader:
-        return self._loader("val", shuffle=False)
-
-    def test_dataloader(self) -> DataLoader:
-        return self._loader("test", shuffle=False)
 
     def on_after_batch_transfer(
         self, batch: tuple[Tensor, Tensor], dataloader_idx: int

@@ -13,10 +13,7 @@ class MLPClassifier(nn.Module):
     Args:
         hidden: hidden units (300 gives the paper's 0.24 M parameters on 28x28 inputs).
         image_size: side of the square input images.
-        in_channels: image channels.
-        num_classes: logits.
-        mean: pixel mean used to normalise the [0, 1] input.
-        std: pixel std used to normalise the [0, 1] input.
+        in_channels, num_classes, mean, std: as in `odelab.models.odenet.ODENet`.
     """
 
     def __init__(

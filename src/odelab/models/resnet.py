@@ -37,10 +37,7 @@ class ResNet(nn.Module):
     Args:
         num_blocks: residual blocks between stem and head (6 in the paper).
         channels: feature maps.
-        in_channels: image channels.
-        num_classes: logits.
-        mean: pixel mean used to normalise the [0, 1] input.
-        std: pixel std used to normalise the [0, 1] input.
+        in_channels, num_classes, mean, std: as in `odelab.models.odenet.ODENet`.
     """
 
     def __init__(

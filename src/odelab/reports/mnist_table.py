@@ -113,10 +113,7 @@ def nfe_figure(run: Run, path: Path) -> bool:
     steps_b, nfe_b = run.series("train/nfe_backward")
     if not nfe_f:
         return False
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from odelab.plotting import plt
 
     fig, ax = plt.subplots(figsize=(6, 3.8))
     ax.plot(steps_f, nfe_f, ".-", label="forward NFE")
@@ -184,10 +181,7 @@ def _nfe_slope(rows: list[dict]) -> float:
 
 def memory_figure(rows: list[dict], path: Path, title: str) -> None:
     """Peak memory of one training step against the horizon, adjoint vs direct, per solver."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from odelab.plotting import plt
 
     solvers = sorted({r["solver"] for r in rows})
     fig, axes = plt.subplots(1, len(solvers), figsize=(5.2 * len(solvers), 4), squeeze=False)
@@ -214,10 +208,7 @@ def memory_figure(rows: list[dict], path: Path, title: str) -> None:
 
 def tolerance_figure(rows: list[dict], path: Path, title: str) -> None:
     """Test error, NFE and time against the solver tolerance of one trained ODE-Net."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from odelab.plotting import plt
 
     tols = [r["tol"] for r in rows]
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.8))

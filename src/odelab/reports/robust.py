@@ -127,10 +127,7 @@ PANELS = {
 
 def _accuracy_figure(groups: dict[tuple[str, str], list[JobResult]], recipe: str, path: Path) -> bool:
     """Accuracy against attack strength, one panel per attack, ours (mean ± std) and the study's."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from odelab.plotting import plt
 
     models = [m for m in MODELS.values() if groups.get((recipe, m))]
     if not models:

@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import lightning as L
-import numpy as np
 import torch
 from matplotlib.figure import Figure
 from torch import Tensor, nn
 
-from odelab.density_plots import DensityGrid, density_figures, save_flow_gif
+from odelab.density_plots import DensityGrid, FlowAnimation, GridArrays, density_figures
 from odelab.errors import ConfigError
+from odelab.plotting import Artifact
 from odelab.tasks.base import OdelabTask
 
 
@@ -123,7 +121,7 @@ class DensityEstimation(OdelabTask):
         z = torch.randn(n, 2, generator=torch.Generator().manual_seed(seed)).to(self.device)
         return self.flow.sample(z)
 
-    def figures(self) -> dict[str, Figure]:
+    def figures(self) -> dict[str, Figure | Artifact]:
         datamodule = self._datamodule()
         if datamodule is None or getattr(datamodule, "test_set", None) is None:
             return {}
@@ -137,10 +135,10 @@ class DensityEstimation(OdelabTask):
         finally:
             self.train(was_training)
         data = datamodule.test_set[: self.n_plot_samples]
-        plots = Path(self.trainer.default_root_dir) / "plots"
-        plots.mkdir(parents=True, exist_ok=True)
-        np.savez(plots / "density_grid.npz", axis=grid.axis.numpy(), learned=grid.learned.numpy(),
-                 true=grid.true.numpy() if grid.true is not None else np.array([]))
-        save_flow_gif(frames, data, plots / "flow.gif", self.grid_extent)
-        return density_figures(grid, data, frames, title=datamodule.name, extent=self.grid_extent)
+        figures: dict[str, Figure | Artifact] = dict(
+            density_figures(grid, data, frames, title=datamodule.name, extent=self.grid_extent)
+        )
+        figures["density_grid"] = GridArrays(grid)
+        figures["flow"] = FlowAnimation(frames, data, self.grid_extent)
+        return figures
 
