@@ -8,7 +8,7 @@ ARGS ?=
 # Budget of `make reproduce-<name>`: quick (minutes, checks the pipeline) or paper.
 budget ?= quick
 
-.PHONY: install data run test test-all test-gpu lint bench robustness sync clean
+.PHONY: install data run test test-slow test-all test-gpu lint bench robustness sync clean
 
 install: $(STAMP) data
 
@@ -35,6 +35,11 @@ run: install
 test: install
 	$(BIN)/python -m pytest -q $(ARGS)
 
+# The slow tier alone: subprocess runs of run.py, multiruns, W&B, kill-and-resume.
+test-slow: install
+	$(BIN)/python -m pytest -q -m "slow and not gpu" $(ARGS)
+
+# Both tiers (GPU tests skip themselves without a CUDA device).
 test-all: install
 	$(BIN)/python -m pytest -q -m "" $(ARGS)
 

@@ -7,7 +7,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
+
+# Each test starts `python run.py` in a fresh process (imports alone take seconds).
+pytestmark = pytest.mark.slow
 TINY = [
     "logger=none",
     "trainer.enable_progress_bar=false",

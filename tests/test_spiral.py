@@ -71,16 +71,6 @@ def test_file_loggers_record_metrics(make_cfg, tmp_path: Path, logger: str, patt
     assert list((tmp_path / "out").glob(pattern)), f"{logger} wrote nothing"
 
 
-@pytest.mark.parametrize("trainer", ["cpu", "gpu", "ddp"])
-@pytest.mark.parametrize("solver", ["dopri5", "bosh3", "adaptive_heun", "rk4", "midpoint", "euler"])
-def test_every_solver_and_trainer_option_composes(make_cfg, trainer: str, solver: str) -> None:
-    from hydra.utils import instantiate
-
-    cfg = make_cfg("experiment=spiral", f"trainer={trainer}", f"solver={solver}")
-    assert instantiate(cfg.solver).method == solver
-    assert cfg.trainer.accelerator == ("cpu" if trainer == "cpu" else "gpu")
-
-
 @pytest.mark.parametrize("noise,learned", [(0.0, False), (0.1, True)])
 def test_window_starts_are_learned_on_noisy_data(make_cfg, tmp_path: Path, noise: float, learned: bool) -> None:
     import torch

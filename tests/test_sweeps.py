@@ -47,6 +47,7 @@ def job_metric(job_dir: Path, key: str) -> float:
     return json.loads((job_dir / "metrics.json").read_text())[key]
 
 
+@pytest.mark.slow
 def test_optuna_sweep_two_trials(tmp_path: Path) -> None:
     sweep_dir = tmp_path / "optuna"
     proc = run_py(
@@ -67,6 +68,7 @@ def test_optuna_sweep_two_trials(tmp_path: Path) -> None:
     assert [r.status for r in load_records(sweep_dir)] == ["completed", "completed"]
 
 
+@pytest.mark.slow
 def test_joblib_multirun_with_a_failing_job(tmp_path: Path) -> None:
     """Two jobs in parallel workers; one diverges (NFE guard), the other finishes."""
     sweep_dir = tmp_path / "joblib"
@@ -86,6 +88,7 @@ def test_joblib_multirun_with_a_failing_job(tmp_path: Path) -> None:
     assert f"Best (minimize val/traj_mae): job 1, {completed.metric:.6g}" in summary
 
 
+@pytest.mark.slow
 def test_ddp_cpu_two_processes(tmp_path: Path) -> None:
     run_dir = tmp_path / "ddp"
     proc = run_py("experiment=spiral", "trainer=ddp_cpu", *QUIET, f"hydra.run.dir={run_dir}")

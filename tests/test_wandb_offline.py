@@ -9,6 +9,7 @@ import pytest
 from odelab.train import run
 
 
+@pytest.mark.slow
 def test_offline_wandb_run_has_config_and_image(make_cfg, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("WANDB_MODE", "offline")
     # Loggers are off in fast_dev_run, so run one real (tiny) epoch instead.

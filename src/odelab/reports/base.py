@@ -18,11 +18,16 @@ from typing import Any
 
 from omegaconf import DictConfig
 
+from odelab.harness import QUIET
 from odelab.hydra_setup import repo_root
 from odelab.runs import Run, load_run
 from odelab.tables import fmt_mean_std, markdown_table, mean_std
 
+# Every reproduction run logs to CSV (the per-epoch history its report reads), quietly.
+RECORDED = ["logger=csv", *QUIET]
+
 __all__ = [
+    "RECORDED",
     "JobResult", "Jobs", "Reproduction", "copy_plots", "device_label", "fmt_mean_std",
     "load_jobs", "load_sweeps", "markdown_table", "mean_std", "relative_path", "run_config",
     "runs_section",

@@ -14,6 +14,7 @@ from pathlib import Path
 from omegaconf import OmegaConf
 
 from odelab.reports.base import (
+    RECORDED,
     JobResult,
     Reproduction,
     copy_plots,
@@ -26,15 +27,14 @@ from odelab.reports.base import (
 )
 
 TARGETS = "data.name=8gaussians,2spirals"
-QUIET = ["logger=csv", "trainer.enable_progress_bar=false", "trainer.enable_model_summary=false"]
 NO_REGULARIZER = ["model.kinetic_weight=0", "model.jacobian_weight=0"]
 
 
 def _sweeps(*extra: str) -> list[list[str]]:
     return [
-        ["experiment=cnf_toy,planar_flow", TARGETS, *extra, *QUIET],
-        ["experiment=cnf_toy_rnode", TARGETS, *NO_REGULARIZER, *extra, *QUIET],
-        ["experiment=cnf_toy_rnode", TARGETS, *extra, *QUIET],
+        ["experiment=cnf_toy,planar_flow", TARGETS, *extra, *RECORDED],
+        ["experiment=cnf_toy_rnode", TARGETS, *NO_REGULARIZER, *extra, *RECORDED],
+        ["experiment=cnf_toy_rnode", TARGETS, *extra, *RECORDED],
     ]
 
 

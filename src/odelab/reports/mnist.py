@@ -9,6 +9,7 @@ from pathlib import Path
 from omegaconf import OmegaConf
 
 from odelab.reports.base import (
+    RECORDED,
     Jobs,
     Reproduction,
     device_label,
@@ -30,15 +31,14 @@ from odelab.reports.mnist_table import (
 from odelab.runs import Run
 
 EXPERIMENTS = "experiment=mnist_mlp,mnist_resnet,mnist_rknet,mnist_odenet"
-QUIET = ["logger=csv", "trainer.enable_progress_bar=false", "trainer.enable_model_summary=false"]
 
 BUDGETS = {
     # Checks the pipeline in minutes on a CPU: one epoch on 2000 images of the
     # offline MNIST test-set split, tested on its 2000 held-out images.
-    "quick": [[EXPERIMENTS, "+preset=mnist_quick", "data.train_subset=2000", "seed=0", *QUIET]],
+    "quick": [[EXPERIMENTS, "+preset=mnist_quick", "data.train_subset=2000", "seed=0", *RECORDED]],
     # The longest CPU run we report: ten epochs on the 7000 training images of the
     # offline split (about half an hour on 2 cores with two jobs in parallel).
-    "cpu": [[EXPERIMENTS, "+preset=mnist_quick", "trainer.max_epochs=10", "seed=0", *QUIET]],
+    "cpu": [[EXPERIMENTS, "+preset=mnist_quick", "trainer.max_epochs=10", "seed=0", *RECORDED]],
     # One accelerator, about ten minutes: the paper's nets, batch and lr on the
     # offline split, 40 epochs with the paper's schedule compressed (x0.1 at
     # 15/25/35 for its 60/100/140 of 160), the four models at once, each capped
@@ -47,10 +47,10 @@ BUDGETS = {
     #   python experiments/mnist_memory.py --batch-size 128 --out experiments/reports/mnist_gpu
     "gpu": [[EXPERIMENTS, "+preset=mnist_quick", "trainer=gpu", "trainer.max_epochs=40",
              "++model.scheduler.milestones=[15,25,35]", "++trainer.max_time=00:00:06:00",
-             "hydra/launcher=joblib", "hydra.launcher.n_jobs=4", "seed=0", *QUIET]],
+             "hydra/launcher=joblib", "hydra.launcher.n_jobs=4", "seed=0", *RECORDED]],
     # The paper's recipe: full MNIST (downloaded), each experiment's 160 epochs,
     # three seeds; meant for an accelerator (trainer=default picks it up).
-    "paper": [[EXPERIMENTS, "data=mnist", "data.download=true", "seed=0,1,2", *QUIET]],
+    "paper": [[EXPERIMENTS, "data=mnist", "data.download=true", "seed=0,1,2", *RECORDED]],
 }
 
 

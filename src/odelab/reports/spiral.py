@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from odelab.reports.base import (
+    RECORDED,
     JobResult,
     Reproduction,
     copy_plots,
@@ -33,15 +34,13 @@ BUDGETS = {
         "seed=0,1,2",
         "trainer.max_epochs=2",
         "data.batches_per_epoch=50",
-        "logger=csv",
-        "trainer.enable_progress_bar=false",
+        *RECORDED,
     ]],
     # The experiment as configured (its own epochs and batches), 5 seeds.
     "paper": [[
         "experiment=spiral",
         "seed=0,1,2,3,4",
-        "logger=csv",
-        "trainer.enable_progress_bar=false",
+        *RECORDED,
     ]],
 }
 
