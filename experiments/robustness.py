@@ -56,7 +56,7 @@ def train_or_load(
         f"trainer.max_epochs={args.epochs}",
         "trainer.enable_progress_bar=false",
         "trainer.enable_model_summary=false",
-        f"model.net.width={args.width}",
+        f"model.net.channels={args.width}",
         f"model.optimizer.lr={args.lr}",
         "callbacks.model_checkpoint.save_top_k=1",
         "callbacks.save_figures=null",
@@ -65,7 +65,7 @@ def train_or_load(
         overrides.append(f"data.train_subset={args.train_subset}")
     if name == "TisODE":
         overrides += [
-            f"model.net.horizon={args.tisode_horizon}",
+            f"model.net.t_end={args.tisode_horizon}",
             f"solver.step_size={args.tisode_step}",
         ]
     cfg = compose(overrides, out, logger=None, quiet=False)
@@ -147,7 +147,7 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--batch-size", type=int, default=150, help="attack batch size")
     parser.add_argument("--logs", default="logs/robustness")
-    parser.add_argument("--report", default="experiments/reports/robustness.md")
+    parser.add_argument("--report", default="logs/robustness/robustness.md")
     args = parser.parse_args()
     register_resolvers()
     torch.manual_seed(0)
