@@ -56,13 +56,14 @@ def test_run_writes_plots_checkpoints_and_metrics(make_cfg, tmp_path: Path) -> N
         ("data.t_end=0", "data.t_end"),
         ("model.field.dim=3", "model.field"),
         ("data.batch_time=1", "data.batch_time"),
+        # A callback entry without _target_ is an error, not silently skipped.
+        ("+callbacks.extra.every_n=3", "callbacks.extra"),
     ],
 )
 def test_bad_input_names_the_key(make_cfg, override: str, key: str) -> None:
     cfg = make_cfg(*SMALL, "trainer.max_epochs=1", override)
     with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
         run(cfg)
-
 
 
 @pytest.mark.parametrize("logger,pattern", [("csv", "csv/metrics.csv"), ("tensorboard", "tensorboard/events.*")])
