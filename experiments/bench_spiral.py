@@ -24,6 +24,7 @@ Usage:
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import platform
 import statistics
@@ -41,6 +42,7 @@ from torch import Tensor, nn
 from torchdiffeq import odeint
 
 from odelab.harness import compose, run_quietly
+from odelab.profiling import describe_device
 
 
 def compose_config(overrides: list[str], output_dir: Path) -> DictConfig:
@@ -169,8 +171,8 @@ def plain_steps(cfg: DictConfig, warmup: int, steps: int) -> dict[str, Any]:
     }
 
 
-def overhead(args: argparse.Namespace, workdir: Path) -> float:
-    """Print per-step times of both loops and return the wall-time ratio odelab / plain.
+def overhead(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
+    """Print per-step times of both loops; return them (ms per step, every repeat) as a record.
 
     Process CPU time is printed beside wall time: on a shared machine it is
     less sensitive to other programs stealing the cores.
@@ -205,7 +207,8 @@ def overhead(args: argparse.Namespace, workdir: Path) -> float:
     ratio = med["odelab"]["seconds"] / med["plain"]["seconds"]
     cpu_ratio = med["odelab"]["cpu_seconds"] / med["plain"]["cpu_seconds"]
     print(f"  OVERHEAD RATIO odelab / plain = {ratio:.3f} wall, {cpu_ratio:.3f} cpu   (target <= 1.10)")
-    return ratio
+    return {"steps": steps, "warmup": warmup, "repeats": args.repeats, "ms_per_step": times,
+            "max_weight_difference": diff}
 
 
 # ---------------------------------------------------------------------------
@@ -303,8 +306,8 @@ def odelab_recovery(seed: int, budget_s: float, workdir: Path, extra: list[str])
     return {"error": metrics["test/traj_mae"], **StepCounter.last}
 
 
-def recovery(args: argparse.Namespace, workdir: Path) -> float:
-    """Print per-seed errors of both recipes and return the ratio of median errors."""
+def recovery(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
+    """Print per-seed errors of both recipes; return them as a record."""
     print(
         f"\n== 2. recovery speed: reference recipe ({args.baseline_iters} iterations) vs odelab "
         f"in the same wall time, seeds {list(range(args.seeds))}"
@@ -327,7 +330,8 @@ def recovery(args: argparse.Namespace, workdir: Path) -> float:
     print(f"  baseline median traj MAE {med['baseline']:.4f}  (median time {budget:.1f} s)")
     print(f"  odelab   median traj MAE {med['odelab']:.4f}  (same wall time per seed)")
     print(f"  ERROR RATIO odelab / baseline = {ratio:.3f}   (target <= 0.333)")
-    return ratio
+    runs = {side: [{"seed": seed, **r} for seed, r in enumerate(v)] for side, v in results.items()}
+    return {"baseline_iterations": args.baseline_iters, "runs": runs}
 
 
 # ---------------------------------------------------------------------------
@@ -344,6 +348,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
     parser.add_argument("--skip-overhead", action="store_true")
     parser.add_argument("--skip-recovery", action="store_true")
+    parser.add_argument(
+        "--out", type=Path, default=None,
+        help="write the measurements to <out>/bench_spiral.json (reports render it)",
+    )
     parser.add_argument(
         "--odelab-override",
         action="append",
@@ -365,12 +373,20 @@ def main(argv: list[str] | None = None) -> None:
     print(f"  machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
           f"torch {torch.__version__}, {args.threads} thread(s)")
     print(f"  settings: {' '.join(sys.argv[1:]) or '(defaults)'}")
+    record: dict[str, Any] = {
+        "device": describe_device(torch.device("cpu")),
+        "threads": args.threads,
+        "settings": " ".join(sys.argv[1:]) or "(defaults)",
+    }
     with tempfile.TemporaryDirectory(prefix="bench_spiral_") as tmp:
         workdir = Path(tmp)
         if not args.skip_overhead:
-            overhead(args, workdir)
+            record["overhead"] = overhead(args, workdir)
         if not args.skip_recovery:
-            recovery(args, workdir)
+            record["recovery"] = recovery(args, workdir)
+    if args.out is not None:
+        args.out.mkdir(parents=True, exist_ok=True)
+        (args.out / "bench_spiral.json").write_text(json.dumps(record, indent=2) + "\n")
 
 
 if __name__ == "__main__":

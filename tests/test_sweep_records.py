@@ -15,6 +15,7 @@ from odelab.data.trajectories import RandomWindowSampler
 from odelab.errors import ConfigError
 from odelab.hydra_setup import CONFIG_DIR, run_group
 from odelab.reports import REPRODUCTIONS, load_jobs
+from odelab.reports.base import Jobs
 from odelab.sweeps import JobRecord, best_record, format_summary, load_records
 
 
@@ -64,13 +65,29 @@ def test_summary_lists_every_job_and_the_best(sweep_dir: Path) -> None:
 
 
 def test_spiral_report_mean_and_std_over_seeds(sweep_dir: Path, tmp_path: Path) -> None:
-    jobs = load_jobs(sweep_dir)
+    bench = {
+        "device": {"name": "Test CPU"}, "threads": 1, "settings": "--seeds 3",
+        "recovery": {"baseline_iterations": 2000, "runs": {
+            "baseline": [{"seed": i, "error": e, "seconds": 40.0, "steps": 2000}
+                         for i, e in enumerate([0.1, 0.2, 0.3])],
+            "odelab": [{"seed": i, "error": e, "seconds": 40.0, "steps": 900}
+                       for i, e in enumerate([0.05, 0.1, 0.12])],
+        }},
+        "overhead": {"steps": 400, "warmup": 50, "repeats": 2, "max_weight_difference": 0.0,
+                     "ms_per_step": {"plain": {"seconds": [10.0, 10.0]},
+                                     "odelab": {"seconds": [11.0, 12.0]}}},
+    }
+    jobs = Jobs(load_jobs(sweep_dir), {"bench_spiral": bench})
     assert [j.ok for j in jobs] == [True, True, False, True]
     report = REPRODUCTIONS["spiral"].build(jobs, "quick", tmp_path / "report")
     expected = f"{statistics.fmean([0.3, 0.1, 0.2]):.3g} ± {statistics.stdev([0.3, 0.1, 0.2]):.2g}"
     assert expected == "0.2 ± 0.1"
-    assert f"| `test/traj_mae` | mean abs trajectory error on [0, 25] | 0.28 (reference recipe) | {expected} |" in report
+    # The reference column comes from the benchmark's reference-recipe runs, not a typed number.
+    row = "| `test/traj_mae` | mean abs trajectory error on [0, 25] | 0.2 ± 0.1 (n=3) |"
+    assert f"{row} {expected} |" in report
     assert "(1 failed)" in report
+    assert "odelab / reference: **0.5**" in report  # median 0.1 / median 0.2
+    assert "odelab / plain: **1.150**" in report and "1.100 to 1.200" in report
 
 
 def _first_jobs(overrides: list[str]) -> list[list[str]]:
