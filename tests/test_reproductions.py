@@ -51,6 +51,9 @@ def test_robust_report_averages_seeds_beside_the_paper(tmp_path: Path) -> None:
     paper = dict(zip(header, table_row(report, "ODENet (paper)")))
     assert paper["FGSM .3"] == "42.1" and paper["PGD .2"] == "–"
     assert "4 runs finished, 1 failed" in report
+    # ODENet - CNN per seed: 5 points clean, 2.5 under FGSM .3; paired over the two seeds.
+    assert table_row(report, "clean") == ["clean", "5.0", "[5.0, 5.0]", "2", "better"]
+    assert table_row(report, "FGSM .3")[1:] == ["2.5", "[2.5, 2.5]", "2", "better"]
     assert (tmp_path / "out" / "clean_accuracy.png").is_file()
     assert "TisODE, clean" not in report.split("## Runs")[1].split("failed")[0]
 
@@ -68,7 +71,7 @@ def test_cnf_report_pairs_rnode_with_its_unregularized_run(tmp_path: Path) -> No
               {"test/nll": 2.83, "train/nfe_forward_epoch": 40.0}, reg_cfg)
 
     report = REPRODUCTIONS["cnf"].build(load_sweeps(budget), "quick", tmp_path / "out")
-    assert table_row(report, "8gaussians")[1:5] == ["2.900", "3.100", "0.290 / 0.310", "yes"]
+    assert table_row(report, "8gaussians")[1:5] == ["2.900", "3.100", "0.290 / 0.310", "n/a"]
     rnode = table_row(report.split("## RNODE")[1], "8gaussians")
     assert rnode[1:] == ["2.800", "2.830", "+0.030", "100.0", "40.0", "2.50", "yes"]
     assert "RNODE weights: kinetic 0.05, Jacobian 0.05." in report

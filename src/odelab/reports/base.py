@@ -28,6 +28,8 @@ RECORDED = ["logger=csv", *QUIET]
 
 __all__ = [
     "RECORDED",
+    "by_seed",
+    "paired",
     "JobResult", "Jobs", "Reproduction", "copy_plots", "device_label", "fmt_mean_std",
     "load_jobs", "load_sweeps", "markdown_table", "mean_std", "relative_path", "run_config",
     "runs_section",
@@ -109,6 +111,23 @@ def load_jobs(sweep_dir: Path) -> list[JobResult]:
     """Every job folder of a sweep (failed ones have no metrics)."""
     jobs = sorted((p for p in sweep_dir.iterdir() if p.name.isdigit()), key=lambda p: int(p.name))
     return [JobResult(int(p.name), load_run(p)) for p in jobs]
+
+
+def by_seed(jobs: Sequence[JobResult], key: str, scale: float = 1.0) -> dict[str, float]:
+    """`metrics[key] * scale` of each job that has it, keyed by the job's seed."""
+    out = {}
+    for job in jobs:
+        value = job.metrics.get(key)
+        if value is not None:
+            seed = job.overrides.get("seed") or str(job.run.config.get("seed", 0) if job.run.config else 0)
+            out[seed] = scale * value
+    return out
+
+
+def paired(a: dict[str, float], b: dict[str, float]) -> tuple[list[float], list[float]]:
+    """The values of `a` and `b` on the seeds both have, in one order (for paired comparisons)."""
+    seeds = sorted(set(a) & set(b), key=lambda s: (len(s), s))
+    return [a[s] for s in seeds], [b[s] for s in seeds]
 
 
 def run_config(job: JobResult) -> DictConfig | None:

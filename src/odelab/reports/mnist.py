@@ -10,11 +10,14 @@ from omegaconf import OmegaConf
 
 from odelab.reports.base import (
     RECORDED,
+    JobResult,
     Jobs,
     Reproduction,
+    by_seed,
     device_label,
     fmt_mean_std,
     markdown_table,
+    paired,
     runs_section,
 )
 from odelab.reports.mnist_table import (
@@ -28,6 +31,7 @@ from odelab.reports.mnist_table import (
     tolerance_figure,
     tolerance_section,
 )
+from odelab.reports.stats import compare
 from odelab.runs import Run
 
 EXPERIMENTS = "experiment=mnist_mlp,mnist_resnet,mnist_rknet,mnist_odenet"
@@ -106,6 +110,7 @@ def build_report(jobs: Jobs, budget: str, report_dir: Path) -> str:
         markdown_table(header, rows),
         "",
     ]
+    lines += _comparisons(jobs)
     odenet = by_model.get("ODE-Net")
     if odenet:
         report_dir.mkdir(parents=True, exist_ok=True)
@@ -146,6 +151,25 @@ def build_report(jobs: Jobs, budget: str, report_dir: Path) -> str:
     lines += _differences(runs, budget, memory_here=memory_here)
     labels = [(f"{model_label(r)}, seed {r.config.seed}", r.path) for r in runs]
     return "\n".join(lines + runs_section(labels, failed))
+
+
+def _comparisons(jobs: Jobs) -> list[str]:
+    """ODE-Net against each other row on test error, paired over seeds, with computed verdicts."""
+    by_model: dict[str, list[JobResult]] = defaultdict(list)
+    for job in jobs:
+        if job.ok:
+            by_model[model_label(job.run)].append(job)
+    odenet = by_seed(by_model.get("ODE-Net", []), "test/error", 100)
+    if not odenet:
+        return []
+    lines = ["## Comparisons (test error in %, paired over seeds)", ""]
+    for other in ("ResNet", "RK-Net", "1-layer MLP"):
+        a, b = paired(odenet, by_seed(by_model.get(other, []), "test/error", 100))
+        if a:
+            c = compare(a, b, a_name="ODE-Net", b_name=other, metric="test error",
+                        higher_is_better=False)
+            lines.append(f"- {c.verdict}")
+    return [*lines, ""]
 
 
 def _quarter_means(values: list[float]) -> str:

@@ -14,13 +14,16 @@ from odelab.reports.base import (
     RECORDED,
     JobResult,
     Reproduction,
+    by_seed,
     device_label,
     fmt_mean_std,
     markdown_table,
     mean_std,
+    paired,
     run_config,
     runs_section,
 )
+from odelab.reports.stats import compare
 
 MODELS = {"robust_cnn": "CNN", "robust_odenet": "ODENet", "tisode": "TisODE"}
 EXPERIMENTS = "experiment=" + ",".join(MODELS)
@@ -100,6 +103,7 @@ def build_report(jobs: list[JobResult], budget: str, report_dir: Path) -> str:
                          for name in COLUMNS.values()]
                 rows.append([f"**{model} (ours, n={len(runs)})**", fmt_mean_std(clean, spec=".1f"), *cells])
         lines += [markdown_table(["model", "clean", *COLUMNS], rows), ""]
+        lines += _comparisons(groups, recipe)
         figure = report_dir / f"{recipe}_accuracy.png"
         if _accuracy_figure(groups, recipe, figure):
             lines += [f"![accuracy under attack, {recipe} training]({report_dir.name}/{figure.name})", ""]
@@ -110,11 +114,34 @@ def build_report(jobs: list[JobResult], budget: str, report_dir: Path) -> str:
         f"  here: {_setting(cfg)}, {_attacked(cfg)} attacked test images.",
         "  Shorter budgets check the pipeline; their accuracies are not comparable one to one.",
         "- Honesty checks (eps = 0, more PGD steps and restarts, attacks crafted through dopri5,",
-        "  transfer from the CNN) are in `experiments/reports/robustness.md` (`make robustness`).",
+        "  transfer from the CNN) are run by `make robustness` (written under logs/).",
         "",
     ]
     labels = [(_run_label(j), j.output_dir) for j in done]
     return "\n".join(lines + runs_section(labels, failed))
+
+
+def _comparisons(groups: dict[tuple[str, str], list[JobResult]], recipe: str) -> list[str]:
+    """ODENet vs CNN and TisODE vs ODENet under each perturbation, paired over seeds."""
+    lines = []
+    for a_name, b_name in (("ODENet", "CNN"), ("TisODE", "ODENet")):
+        a_jobs, b_jobs = groups.get((recipe, a_name), []), groups.get((recipe, b_name), [])
+        if not a_jobs or not b_jobs:
+            continue
+        rows = []
+        for column, name in {"clean": None, **COLUMNS}.items():
+            key = "test/acc" if name is None else f"test/acc/{name}"
+            a, b = paired(by_seed(a_jobs, key, 100), by_seed(b_jobs, key, 100))
+            if a:
+                c = compare(a, b, a_name=a_name, b_name=b_name, metric=f"accuracy ({column})",
+                            higher_is_better=True)
+                rows.append([column, *c.cells(".1f")])
+        if rows:
+            header = ["perturbation", f"{a_name} - {b_name} (points)", "95 % CI", "n",
+                      f"{a_name} is"]
+            lines += [f"{a_name} against {b_name} (paired over seeds; 'within noise' when the "
+                      "interval holds zero):", "", markdown_table(header, rows), ""]
+    return lines
 
 
 # Attack kind -> (panel title, x-axis label, the study's strengths).
