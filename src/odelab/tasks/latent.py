@@ -1,0 +1,328 @@
+"""Generative and recurrent models of irregularly sampled time series (Rubanova et al. 2019).
+
+- `LatentODE`: an encoder (ODE-RNN or RNN with time gaps) runs backward in time over
+  the observed points to the start of the grid and gives q(z0 | x); a latent ODE
+  solved through `ODEBlock` from z0 over the batch's union of times, read out
+  linearly, gives the mean of a Gaussian observation model with fixed std. Trained
+  on the ELBO with a KL weight that warms up from 0 to 1; evaluated with the IWAE
+  bound over K posterior samples.
+- `RecurrentForecaster`: the deterministic baselines, run forward in time: the
+  ODE-RNN and the RNN fed the time gaps, predicting each point from the state just
+  before it, trained on the mean squared error.
+
+Both score every point a series has in the batch (observed, held-out and future;
+the encoder sees only the observed ones) and only those: the masks of
+`IrregularBatch` drop the padding of the union of times from every loss and metric.
+Metrics (val/ and test/): `interp_mse` on held-out points inside the observation
+window, `extrap_mse` on the future window (both against the noise-free values where
+the data have them), and for the latent ODE `elbo` and `iwae` (nats per series).
+"""
+
+from __future__ import annotations
+
+import math
+
+import matplotlib.pyplot as plt
+import torch
+from matplotlib.figure import Figure
+from torch import Tensor, nn
+
+from odelab.callbacks import writes_logs_now
+from odelab.data.periodic import IrregularBatch
+from odelab.errors import ConfigError
+from odelab.models.fields import MLPField
+from odelab.models.latent import ObservationRNN, gaussian_kl, gaussian_log_density
+from odelab.ode import ODEBlock, Sensitivity, Solver
+from odelab.tasks.base import OdelabTask
+
+ENCODERS = {"odernn": "ode", "rnn": "gaps"}
+
+
+def masked_mse(pred: Tensor, truth: Tensor, mask: Tensor) -> tuple[Tensor, int]:
+    """Mean squared error over the masked points (B, T) of (B, T, D) tensors, and their count."""
+    count = int(mask.sum())
+    err = ((pred - truth) ** 2).sum(-1) * mask
+    return err.sum() / max(count * truth.shape[-1], 1), count
+
+
+class IrregularSeriesTask(OdelabTask):
+    """Shared evaluation and figures; subclasses implement `predict` and `training_step`."""
+
+    plot_series = 4
+
+    def __init__(self, torch_threads: int | None = 1, **optim: object):
+        super().__init__(**optim)
+        if torch_threads is not None and torch_threads < 1:
+            raise ConfigError(f"model.torch_threads must be >= 1 or null, got {torch_threads}")
+        self.torch_threads = torch_threads
+
+    def setup(self, stage: str) -> None:
+        # The steps are long chains of tiny ops (one GRU cell and one short solve per
+        # time): intra-op threads cost more than they give, and on a shared CPU they
+        # slowed a step by two orders of magnitude. null keeps torch's default.
+        if self.torch_threads is not None:
+            torch.set_num_threads(self.torch_threads)
+
+    def predict(self, batch: IrregularBatch) -> tuple[Tensor, Tensor | None]:
+        """Mean prediction (B, T, D) at every column, and samples (K, B, T, D) or None."""
+        raise NotImplementedError
+
+    def _log_mse(self, stage: str, pred: Tensor, batch: IrregularBatch) -> None:
+        for name, mask in (("interp_mse", batch.interp), ("extrap_mse", batch.extrap)):
+            value, count = masked_mse(pred, batch.truth, mask)
+            if count:  # weighted by points, so the epoch value is the mean over all points
+                self.log(f"{stage}/{name}", value, batch_size=count, prog_bar=stage == "val")
+
+    def validation_step(self, batch: IrregularBatch, batch_idx: int) -> None:
+        self.evaluate(batch, "val")
+
+    def test_step(self, batch: IrregularBatch, batch_idx: int) -> None:
+        self.evaluate(batch, "test")
+
+    def evaluate(self, batch: IrregularBatch, stage: str) -> None:
+        pred, _ = self.predict(batch)
+        self._log_mse(stage, pred, batch)
+
+    @torch.no_grad()
+    def figures(self) -> dict[str, Figure]:
+        data = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
+        if data is None or "test" not in data.splits:
+            return {}
+        split = data.splits["test"]
+        rows = list(range(min(self.plot_series, len(split))))
+        batch = _to(split.dense(rows), self.device)
+        pred, samples = self.predict(batch)
+        return series_figures(batch, pred.cpu(), None if samples is None else samples.cpu(),
+                              data.t_observed, type(self).__name__)
+
+
+def _to(batch: IrregularBatch, device: torch.device) -> IrregularBatch:
+    return IrregularBatch(**{k: v.to(device) for k, v in vars(batch).items()})
+
+
+class LatentODE(IrregularSeriesTask):
+    """Latent ODE with an ODE-RNN or RNN encoder (see the module docstring).
+
+    Args:
+        input_dim: channels of the series.
+        latent_dim: size of z0.
+        rnn_hidden: hidden state size of the encoder.
+        encoder: "odernn" or "rnn" (GRU fed the time gaps).
+        encoder_field_hidden: width of the ODE-RNN's field.
+        field_hidden, field_depth: the latent ODE's MLP field.
+        obs_std: std of the Gaussian observation model.
+        kl_warmup_steps: training steps over which the KL weight rises linearly from 0
+            to 1 (0: always 1).
+        iwae_samples: posterior samples K of the IWAE bound and of the mean prediction
+            at evaluation.
+        solver, sensitivity: the latent ODE's solve.
+        encoder_solver: the ODE-RNN's solves between observation times.
+        torch_threads: intra-op threads (1: fastest for these small sequential steps).
+    """
+
+    def __init__(
+        self,
+        solver: Solver,
+        sensitivity: Sensitivity,
+        encoder_solver: Solver,
+        input_dim: int = 1,
+        latent_dim: int = 6,
+        rnn_hidden: int = 16,
+        encoder: str = "odernn",
+        encoder_field_hidden: int = 32,
+        field_hidden: int = 32,
+        field_depth: int = 2,
+        obs_std: float = 0.1,
+        kl_warmup_steps: int = 100,
+        iwae_samples: int = 10,
+        **optim: object,
+    ):
+        super().__init__(**optim)
+        if encoder not in ENCODERS:
+            raise ConfigError(f"model.encoder={encoder!r}; choose one of {sorted(ENCODERS)}")
+        if obs_std <= 0:
+            raise ConfigError(f"model.obs_std must be > 0, got {obs_std}")
+        if iwae_samples < 1:
+            raise ConfigError(f"model.iwae_samples must be >= 1, got {iwae_samples}")
+        if kl_warmup_steps < 0:
+            raise ConfigError(f"model.kl_warmup_steps must be >= 0, got {kl_warmup_steps}")
+        self.encoder = ObservationRNN(
+            input_dim, rnn_hidden, ENCODERS[encoder], encoder_field_hidden, encoder_solver,
+            sensitivity, name="model.encoder",
+        )
+        self.to_posterior = nn.Linear(rnn_hidden, 2 * latent_dim)
+        field = MLPField(latent_dim, field_hidden, depth=field_depth, activation="tanh", init_std=0.1)
+        self.decoder = ODEBlock(field, solver, sensitivity, return_trajectory=True,
+                                name="model.field")
+        self.readout = nn.Linear(latent_dim, input_dim)
+        self.latent_dim, self.obs_std = latent_dim, obs_std
+        self.kl_warmup_steps, self.iwae_samples = kl_warmup_steps, iwae_samples
+
+    def encode(self, batch: IrregularBatch) -> tuple[Tensor, Tensor]:
+        """Mean and std (B, L) of q(z0 | observed points), walking back to `times[0]`."""
+        cols = batch.context.any(0)
+        cols[0] = True
+        context = batch.context[:, cols]
+        active = context.clone()
+        active[:, 0] = True  # the RNN encoder also steps over the gap back to the grid start
+        _, h = self.encoder(batch.times[cols], batch.values[:, cols], context, active, reverse=True)
+        mean, raw_std = self.to_posterior(h).chunk(2, dim=-1)
+        return mean, nn.functional.softplus(raw_std) + 1e-4
+
+    def decode(self, z0: Tensor, times: Tensor) -> Tensor:
+        """Observation means (..., T, D) of latent initial states z0 (..., L) at `times`."""
+        flat = z0.reshape(-1, self.latent_dim)
+        z = self.decoder(flat, times)  # (T, N, L)
+        out = self.readout(z).transpose(0, 1)  # (N, T, D)
+        return out.reshape(*z0.shape[:-1], *out.shape[1:])
+
+    def log_likelihood(self, pred: Tensor, batch: IrregularBatch) -> Tensor:
+        """log p(x | z) summed over each series' points: (..., B)."""
+        log_p = gaussian_log_density(batch.values, pred, self.obs_std).sum(-1)
+        return (log_p * batch.target).sum(-1)
+
+    def posterior_log_likelihood(self, batch: IrregularBatch) -> Tensor:
+        """log p(x | z0 = posterior mean) per series (B,): deterministic, for checks."""
+        mean, _ = self.encode(batch)
+        return self.log_likelihood(self.decode(mean, batch.times), batch)
+
+    def bounds(self, batch: IrregularBatch, k: int) -> dict[str, Tensor]:
+        """Per-series ELBO terms and the IWAE bound with k posterior samples."""
+        mean, std = self.encode(batch)
+        eps = torch.randn(k, *mean.shape, dtype=mean.dtype, device=mean.device)
+        z0 = mean + std * eps  # (K, B, L)
+        pred = self.decode(z0, batch.times)  # (K, B, T, D)
+        log_lik = self.log_likelihood(pred, batch)  # (K, B)
+        kl = gaussian_kl(mean, std, torch.zeros_like(mean), torch.ones_like(std))
+        log_w = (log_lik + gaussian_log_density(z0, 0.0, 1.0).sum(-1)
+                 - gaussian_log_density(z0, mean, std).sum(-1))
+        iwae = torch.logsumexp(log_w, dim=0) - math.log(k)
+        return {"log_lik": log_lik.mean(0), "kl": kl, "iwae": iwae, "samples": pred}
+
+    def kl_weight(self) -> float:
+        if self.kl_warmup_steps == 0:
+            return 1.0
+        return min(1.0, self.global_step / self.kl_warmup_steps)
+
+    def training_loss(self, batch: IrregularBatch) -> tuple[Tensor, dict[str, Tensor]]:
+        """Negative annealed ELBO per observed point (one posterior sample)."""
+        terms = self.bounds(batch, 1)
+        points = batch.target.sum().clamp_min(1)
+        elbo = terms["log_lik"] - self.kl_weight() * terms["kl"]
+        return -elbo.sum() / points, terms
+
+    def training_step(self, batch: IrregularBatch, batch_idx: int) -> Tensor:
+        loss, terms = self.training_loss(batch)
+        if writes_logs_now(self.trainer):
+            size = len(batch)
+            self.log("train/loss", loss, prog_bar=True, batch_size=size)
+            self.log("train/elbo", (terms["log_lik"] - terms["kl"]).mean(), batch_size=size)
+            self.log("train/kl", terms["kl"].mean(), batch_size=size)
+            self.log("train/kl_weight", self.kl_weight(), batch_size=size)
+        return loss
+
+    def predict(self, batch: IrregularBatch) -> tuple[Tensor, Tensor | None]:
+        samples = self.bounds(batch, self.iwae_samples)["samples"]
+        return samples.mean(0), samples
+
+    def evaluate(self, batch: IrregularBatch, stage: str) -> None:
+        terms = self.bounds(batch, self.iwae_samples)
+        size = len(batch)
+        self.log(f"{stage}/elbo", (terms["log_lik"] - terms["kl"]).mean(), batch_size=size)
+        self.log(f"{stage}/iwae", terms["iwae"].mean(), batch_size=size)
+        self._log_mse(stage, terms["samples"].mean(0), batch)
+
+
+class RecurrentForecaster(IrregularSeriesTask):
+    """Deterministic ODE-RNN or RNN-with-gaps baseline (see the module docstring).
+
+    Args:
+        input_dim: channels of the series.
+        hidden: hidden state size.
+        evolve: "ode" (ODE-RNN) or "gaps" (RNN fed the time gaps).
+        field_hidden: width of the ODE-RNN's field.
+        solver, sensitivity: the ODE-RNN's solves between times.
+        torch_threads: intra-op threads (1: fastest for these small sequential steps).
+    """
+
+    def __init__(
+        self,
+        solver: Solver,
+        sensitivity: Sensitivity,
+        input_dim: int = 1,
+        hidden: int = 16,
+        evolve: str = "ode",
+        field_hidden: int = 32,
+        **optim: object,
+    ):
+        super().__init__(**optim)
+        self.rnn = ObservationRNN(input_dim, hidden, evolve, field_hidden, solver, sensitivity,
+                                  name="model.rnn")
+        self.readout = nn.Sequential(nn.Linear(hidden, hidden), nn.Tanh(), nn.Linear(hidden, input_dim))
+
+    def predict(self, batch: IrregularBatch) -> tuple[Tensor, Tensor | None]:
+        states, _ = self.rnn(batch.times, batch.values, batch.context, batch.query)
+        return self.readout(states), None
+
+    def training_loss(self, batch: IrregularBatch) -> Tensor:
+        pred, _ = self.predict(batch)
+        return masked_mse(pred, batch.values, batch.target)[0]
+
+    def training_step(self, batch: IrregularBatch, batch_idx: int) -> Tensor:
+        loss = self.training_loss(batch)
+        if writes_logs_now(self.trainer):
+            self.log("train/loss", loss, prog_bar=True, batch_size=len(batch))
+        return loss
+
+
+def series_figures(
+    batch: IrregularBatch, pred: Tensor, samples: Tensor | None, t_observed: float, model: str,
+) -> dict[str, Figure]:
+    """Observed, held-out and future points of a few test series with the model's predictions.
+
+    With posterior samples: one figure of sample trajectories and one of the mean with a
+    5-95 % band over samples (the extrapolation uncertainty).
+    """
+    t = batch.times.numpy()
+    rows = len(batch)
+
+    def panel(title: str, draw: object) -> Figure:
+        fig, axes = plt.subplots(rows, 1, figsize=(8, 1.9 * rows), sharex=True, squeeze=False)
+        for i, ax in enumerate(axes[:, 0]):
+            ax.plot(t, batch.truth[i, :, 0], color="0.6", lw=1, ls="--", label="noise-free")
+            draw(ax, i)  # type: ignore[operator]
+            for mask, (color, marker, size), label in (
+                (batch.context, ("k", "o", 3), "observed (encoder input)"),
+                (batch.interp, ("tab:blue", "x", 5), "held out (interpolation)"),
+                (batch.extrap, ("tab:red", "s", 3), "future (extrapolation)"),
+            ):
+                m = mask[i].numpy()
+                ax.plot(t[m], batch.values[i, m, 0], ls="none", color=color, marker=marker,
+                        ms=size, label=label)
+            ax.axvline(t_observed, color="k", lw=0.8, ls=":")
+        axes[0, 0].legend(loc="upper left", fontsize=7, ncol=3)
+        axes[-1, 0].set_xlabel("t (dotted: end of the observation window)")
+        fig.suptitle(title)
+        fig.tight_layout()
+        return fig
+
+    if samples is None:
+        def line(ax: plt.Axes, i: int) -> None:
+            ax.plot(t, pred[i, :, 0], color="tab:green", lw=1.5, label="prediction")
+
+        return {"predictions": panel(f"{model}: test series", line)}
+
+    def sample_lines(ax: plt.Axes, i: int) -> None:
+        for k in range(samples.shape[0]):
+            ax.plot(t, samples[k, i, :, 0], color="tab:purple", lw=0.6, alpha=0.4,
+                    label="posterior samples" if k == 0 else None)
+
+    def band(ax: plt.Axes, i: int) -> None:
+        lo, hi = torch.quantile(samples[:, i, :, 0], torch.tensor([0.05, 0.95]), dim=0)
+        ax.fill_between(t, lo, hi, color="tab:green", alpha=0.25, label="5-95 % of samples")
+        ax.plot(t, pred[i, :, 0], color="tab:green", lw=1.5, label="posterior mean")
+
+    return {
+        "posterior_samples": panel(f"{model}: posterior sample trajectories", sample_lines),
+        "extrapolation": panel(f"{model}: mean prediction and uncertainty band", band),
+    }
