@@ -1,0 +1,133 @@
+"""Classification with the Dissecting Neural ODEs family (Massaroli et al. 2020).
+
+The image classifier's cross-entropy training, plus what the variants need: the
+integral loss of `DissectedNODE` added to the terminal loss in training, the mean
+learned horizon of adaptive-depth models, and for 2D inputs the figures of the
+flow over depth and of the decision boundary.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from matplotlib.figure import Figure
+from torch import Tensor, nn
+
+from odelab.tasks.classification import ImageClassifier
+
+GRID_EXTENT = 2.0
+
+
+class DissectingClassifier(ImageClassifier):
+    """Cross-entropy classifier over a `DissectedNODE` (any net works; the extras switch off).
+
+    Logs `<stage>/integral` (the trajectory loss, when the net has one) and
+    `<stage>/horizon` (mean learned depth, adaptive depth only).
+
+    Args:
+        net: the classifier network.
+        num_classes: number of classes.
+        n_depths: panels of the flow-over-depth figure.
+        n_plot_points: test points drawn in the figures.
+        grid_size: points per axis of the decision-boundary grid.
+    """
+
+    def __init__(
+        self,
+        net: nn.Module,
+        num_classes: int = 2,
+        n_depths: int = 5,
+        n_plot_points: int = 400,
+        grid_size: int = 120,
+        **optim: object,
+    ):
+        super().__init__(net, num_classes=num_classes, **optim)
+        self.n_depths, self.n_plot_points, self.grid_size = n_depths, n_plot_points, grid_size
+
+    def _shared_step(self, batch: tuple[Tensor, Tensor], stage: str) -> Tensor:
+        x, y = batch
+        weight = float(getattr(self.net, "integral_weight", 0.0))
+        if stage == "train" and weight > 0:
+            logits = self.net(x, y)
+            integral = self.net.last_integral.mean()
+            loss = self.criterion(logits, y) + weight * integral
+            self.log("train/integral", integral, on_step=False, on_epoch=True)
+        else:
+            logits = self(x)
+            loss = self.criterion(logits, y)
+        getattr(self, f"{stage}_accuracy").update(logits.detach(), y)
+        on_step = stage == "train"
+        self.log(f"{stage}/loss", loss, on_step=on_step, on_epoch=True, prog_bar=True)
+        self.log(
+            f"{stage}/acc",
+            getattr(self, f"{stage}_accuracy"),
+            on_step=False,
+            on_epoch=True,
+            prog_bar=stage != "train",
+        )
+        horizon = getattr(self.net, "last_horizon", None)
+        if getattr(self.net, "adaptive_depth", False) and horizon is not None:
+            self.log(f"{stage}/horizon", horizon.mean(), on_step=False, on_epoch=True)
+            self.log(f"{stage}/horizon_std", horizon.std(), on_step=False, on_epoch=True)
+        return loss
+
+    # --- figures (2D inputs) ---------------------------------------------------------
+
+    def _test_points(self) -> tuple[Tensor, Tensor] | None:
+        trainer = self._trainer
+        datamodule = getattr(trainer, "datamodule", None) if trainer is not None else None
+        if datamodule is None or getattr(datamodule, "dim", None) != 2:
+            return None
+        x, y = datamodule.test_set
+        return x[: self.n_plot_points], y[: self.n_plot_points]
+
+    def figures(self) -> dict[str, Figure]:
+        points = self._test_points()
+        if points is None or not hasattr(self.net, "trajectory"):
+            return {}
+        x, y = points
+        was_training = self.training
+        self.eval()
+        try:
+            with torch.no_grad():
+                path = self.net.trajectory(x.to(self.device), self.n_depths).cpu()
+                axis = torch.linspace(-GRID_EXTENT, GRID_EXTENT, self.grid_size)
+                gx, gy = torch.meshgrid(axis, axis, indexing="xy")
+                grid = torch.stack([gx.reshape(-1), gy.reshape(-1)], dim=1).to(self.device)
+                prob = torch.softmax(self(grid), dim=-1)[:, 1].reshape(gx.shape).cpu()
+        finally:
+            self.train(was_training)
+        return {
+            "flow_over_depth": _flow_figure(path, y),
+            "decision_boundary": _boundary_figure(axis, prob, x, y),
+        }
+
+
+def _flow_figure(path: Tensor, labels: Tensor) -> Figure:
+    """The first two state components at evenly spaced depths, coloured by class."""
+    n = path.shape[0]
+    fig = Figure(figsize=(2.6 * n, 2.8))
+    colours = np.where(labels.numpy() == 0, "tab:blue", "tab:orange")
+    for i in range(n):
+        ax = fig.add_subplot(1, n, i + 1)
+        ax.scatter(path[i, :, 0], path[i, :, 1], c=colours, s=4)
+        ax.set_title(f"depth {i / (n - 1):.2f} of the horizon", fontsize=8)
+        ax.set_aspect("equal", adjustable="datalim")
+        ax.tick_params(labelsize=6)
+    fig.suptitle("state (first two components) over depth", fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def _boundary_figure(axis: Tensor, prob: Tensor, x: Tensor, labels: Tensor) -> Figure:
+    fig = Figure(figsize=(4.0, 3.6))
+    ax = fig.add_subplot(1, 1, 1)
+    mesh = ax.pcolormesh(axis, axis, prob, cmap="RdBu_r", vmin=0, vmax=1, shading="auto")
+    ax.contour(axis, axis, prob, levels=[0.5], colors="k", linewidths=1)
+    colours = np.where(labels.numpy() == 0, "tab:blue", "tab:orange")
+    ax.scatter(x[:, 0], x[:, 1], c=colours, s=3, edgecolors="none")
+    ax.set_aspect("equal")
+    ax.set_title("P(outer shell) and the 0.5 boundary", fontsize=9)
+    fig.colorbar(mesh, ax=ax)
+    fig.tight_layout()
+    return fig
