@@ -16,10 +16,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import yaml
 from omegaconf import DictConfig
 
 from odelab.harness import QUIET
-from odelab.hydra_setup import repo_root
+from odelab.hydra_setup import CONFIG_DIR, repo_root
 from odelab.runs import Run, load_run
 from odelab.tables import fmt_mean_std, markdown_table, mean_std
 
@@ -29,6 +30,7 @@ RECORDED = ["logger=csv", *QUIET]
 __all__ = [
     "RECORDED",
     "by_seed",
+    "conf_budgets",
     "paired",
     "JobResult", "Jobs", "Reproduction", "copy_plots", "device_label", "fmt_mean_std",
     "load_jobs", "load_sweeps", "markdown_table", "mean_std", "relative_path", "run_config",
@@ -96,6 +98,18 @@ class Reproduction:
     build: Callable[[Jobs, str, Path], str]
     notes: dict[str, str] = field(default_factory=dict)
     benchmarks: dict[str, list[list[str]]] = field(default_factory=dict)
+
+
+def conf_budgets(name: str) -> tuple[dict[str, list[list[str]]], dict[str, list[list[str]]]]:
+    """(sweeps, benchmarks) of each budget of reproduction `name`, from `conf/reproduce/<name>.yaml`.
+
+    Every sweep gets `RECORDED` appended: its runs log the history the report reads.
+    """
+    path = CONFIG_DIR / "reproduce" / f"{name}.yaml"
+    spec = yaml.safe_load(path.read_text())
+    sweeps = {b: [[*map(str, s), *RECORDED] for s in v.get("sweeps") or []] for b, v in spec.items()}
+    benchmarks = {b: [list(map(str, c)) for c in v.get("benchmarks") or []] for b, v in spec.items()}
+    return sweeps, benchmarks
 
 
 def load_sweeps(budget_dir: Path) -> Jobs:

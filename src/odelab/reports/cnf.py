@@ -14,10 +14,10 @@ from pathlib import Path
 from omegaconf import OmegaConf
 
 from odelab.reports.base import (
-    RECORDED,
     JobResult,
     Reproduction,
     by_seed,
+    conf_budgets,
     copy_plots,
     device_label,
     fmt_mean_std,
@@ -29,26 +29,7 @@ from odelab.reports.base import (
 )
 from odelab.reports.stats import compare
 
-TARGETS = "data.name=8gaussians,2spirals"
-NO_REGULARIZER = ["model.kinetic_weight=0", "model.jacobian_weight=0"]
-
-
-def _sweeps(*extra: str) -> list[list[str]]:
-    return [
-        ["experiment=cnf_toy,planar_flow", TARGETS, *extra, *RECORDED],
-        ["experiment=cnf_toy_rnode", TARGETS, *NO_REGULARIZER, *extra, *RECORDED],
-        ["experiment=cnf_toy_rnode", TARGETS, *extra, *RECORDED],
-    ]
-
-
-BUDGETS = {
-    # Checks the pipeline: 100 steps per run, one seed (a few minutes on a CPU).
-    "quick": _sweeps("trainer.max_epochs=1", "seed=0"),
-    # The papers' iteration count: 10,000 steps (100 epochs of 100 batches), three
-    # seeds; meant for an accelerator (the committed recipes' 600 steps take ~5 min
-    # each on a CPU, this ~17x longer).
-    "paper": _sweeps("trainer.max_epochs=100", "seed=0,1,2"),
-}
+BUDGETS, BENCHMARKS = conf_budgets("cnf")
 
 # What the papers claim; they show figures, not NLL tables, for these targets.
 CLAIMS = {
@@ -187,5 +168,6 @@ CNF = Reproduction(
     name="cnf",
     title="CNF vs planar flow and RNODE regularizers on toy 2D densities",
     budgets=BUDGETS,
+    benchmarks=BENCHMARKS,
     build=build_report,
 )

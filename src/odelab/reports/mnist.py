@@ -9,11 +9,11 @@ from pathlib import Path
 from omegaconf import OmegaConf
 
 from odelab.reports.base import (
-    RECORDED,
     JobResult,
     Jobs,
     Reproduction,
     by_seed,
+    conf_budgets,
     device_label,
     fmt_mean_std,
     markdown_table,
@@ -34,28 +34,7 @@ from odelab.reports.mnist_table import (
 from odelab.reports.stats import compare
 from odelab.runs import Run
 
-EXPERIMENTS = "experiment=mnist_mlp,mnist_resnet,mnist_rknet,mnist_odenet"
-
-BUDGETS = {
-    # Checks the pipeline in minutes on a CPU: one epoch on 2000 images of the
-    # offline MNIST test-set split, tested on its 2000 held-out images.
-    "quick": [[EXPERIMENTS, "+preset=mnist_quick", "data.train_subset=2000", "seed=0", *RECORDED]],
-    # The longest CPU run we report: ten epochs on the 7000 training images of the
-    # offline split (about half an hour on 2 cores with two jobs in parallel).
-    "cpu": [[EXPERIMENTS, "+preset=mnist_quick", "trainer.max_epochs=10", "seed=0", *RECORDED]],
-    # One accelerator, about ten minutes: the paper's nets, batch and lr on the
-    # offline split, 40 epochs with the paper's schedule compressed (x0.1 at
-    # 15/25/35 for its 60/100/140 of 160), the four models at once, each capped
-    # at six minutes of training so the sweep fits a short lease. The memory study
-    # joins the report when run beside it:
-    #   python experiments/mnist_memory.py --batch-size 128 --out experiments/reports/mnist_gpu
-    "gpu": [[EXPERIMENTS, "+preset=mnist_quick", "trainer=gpu", "trainer.max_epochs=40",
-             "++model.scheduler.milestones=[15,25,35]", "++trainer.max_time=00:00:06:00",
-             "hydra/launcher=joblib", "hydra.launcher.n_jobs=4", "seed=0", *RECORDED]],
-    # The paper's recipe: full MNIST (downloaded), each experiment's 160 epochs,
-    # three seeds; meant for an accelerator (trainer=default picks it up).
-    "paper": [[EXPERIMENTS, "data=mnist", "data.download=true", "seed=0,1,2", *RECORDED]],
-}
+BUDGETS, BENCHMARKS = conf_budgets("mnist")
 
 
 def build_report(jobs: Jobs, budget: str, report_dir: Path) -> str:
@@ -217,20 +196,11 @@ def _launcher(run: Run) -> str:
     return str(OmegaConf.load(hydra_file).hydra.launcher.get("_target_", ""))
 
 
-# The adjoint-vs-direct memory study beside every budget's sweeps, on the same device,
-# and Figure 3's tolerance study on the budget's trained ODE-Net.
-MEMORY_STUDY = ["experiments/mnist_memory.py", "--out", "{bench}"]
-TOLERANCE_STUDY = ["experiments/mnist_tolerance.py", "--run", "{runs}", "--out", "{bench}"]
-
 MNIST = Reproduction(
     name="mnist",
     title="ODE-Net vs ResNet, RK-Net and MLP on MNIST (Chen et al. 2018, Table 1)",
     budgets=BUDGETS,
     build=build_report,
-    benchmarks={
-        "quick": [MEMORY_STUDY, TOLERANCE_STUDY],
-        "cpu": [MEMORY_STUDY, TOLERANCE_STUDY],
-        "gpu": [[*MEMORY_STUDY, "--batch-size", "128"], TOLERANCE_STUDY],
-    },
+    benchmarks=BENCHMARKS,
 )
 

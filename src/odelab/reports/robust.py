@@ -11,10 +11,10 @@ from collections import defaultdict
 from pathlib import Path
 
 from odelab.reports.base import (
-    RECORDED,
     JobResult,
     Reproduction,
     by_seed,
+    conf_budgets,
     device_label,
     fmt_mean_std,
     markdown_table,
@@ -26,7 +26,6 @@ from odelab.reports.base import (
 from odelab.reports.stats import compare
 
 MODELS = {"robust_cnn": "CNN", "robust_odenet": "ODENet", "tisode": "TisODE"}
-EXPERIMENTS = "experiment=" + ",".join(MODELS)
 # Column label -> the attack name each run logs as `test/acc/<name>`.
 COLUMNS = {
     "s=50": "gaussian_50", "s=75": "gaussian_75", "s=100": "gaussian_100",
@@ -45,23 +44,7 @@ PAPER = {
         "ODENet": [None, None, 99.4, None, 71.5, 19.9, 64.7, 13.0],
     },
 }
-# Minutes on a CPU: the 7000 training images of the offline split, 3 epochs at Adam
-# 1e-2 (the study's 1e-3 needs its 100 epochs), 32 channels, 200 attacked test images,
-# PGD with 10 steps. `++`: Hydra checks a sweep's fixed overrides against the default
-# experiment, which lacks these keys; `++` sets them whether or not they exist yet.
-QUICK = [
-    "trainer.max_epochs=3", "++model.optimizer.lr=1e-2", "++model.net.channels=32",
-    "trainer.limit_test_batches=2", "++attack.sweeps.2.steps=10", "seed=0",
-]
-PAPER_RECIPE = ["data=mnist", "data.download=true", "trainer.max_epochs=100", "seed=0,1,2"]
-
-BUDGETS = {
-    "quick": [[EXPERIMENTS, "attack=study", "recipe=clean", *QUICK, *RECORDED]],
-    "paper": [
-        [EXPERIMENTS, "attack=study", "recipe=clean", *PAPER_RECIPE, *RECORDED],
-        [EXPERIMENTS, "attack=study", "recipe=gaussian", *PAPER_RECIPE, *RECORDED],
-    ],
-}
+BUDGETS, BENCHMARKS = conf_budgets("robust")
 
 
 def _recipe(job: JobResult) -> str:
@@ -225,5 +208,6 @@ ROBUST = Reproduction(
     name="robust",
     title="CNN vs ODENet vs TisODE under noise, FGSM and PGD (Yan et al. 2020)",
     budgets=BUDGETS,
+    benchmarks=BENCHMARKS,
     build=build_report,
 )

@@ -10,10 +10,10 @@ import numpy as np
 from scipy import stats as sps
 
 from odelab.reports.base import (
-    RECORDED,
     JobResult,
     Jobs,
     Reproduction,
+    conf_budgets,
     copy_plots,
     device_label,
     fmt_mean_std,
@@ -30,31 +30,7 @@ METRICS = {
     "test/nfe_forward": "function evaluations of one evaluation solve",
 }
 
-# The benchmark beside the sweep: the overhead of odelab's training step against a
-# hand-written loop, and the reference recipe against odelab in the same wall time.
-BENCH = ["experiments/bench_spiral.py", "--out", "{bench}"]
-
-BUDGETS = {
-    # Checks the pipeline: 3 seeds x 100 iterations, CSV logs only.
-    "quick": [[
-        "experiment=spiral",
-        "seed=0,1,2",
-        "trainer.max_epochs=2",
-        "data.batches_per_epoch=50",
-        *RECORDED,
-    ]],
-    # The experiment as configured (its own epochs and batches), 5 seeds.
-    "paper": [[
-        "experiment=spiral",
-        "seed=0,1,2,3,4",
-        *RECORDED,
-    ]],
-}
-
-BENCHMARKS = {
-    "quick": [[*BENCH, "--quick"]],
-    "paper": [[*BENCH, "--seeds", "5", "--repeats", "5"]],
-}
+BUDGETS, BENCHMARKS = conf_budgets("spiral")
 
 
 def _iterations(job: JobResult) -> str:
