@@ -10,7 +10,9 @@ import torch
 from torch import Tensor, nn
 
 from odelab.data.annuli import sample_annuli
+from odelab.errors import ConfigError
 from odelab.models.dissecting import (
+    ConditionedField,
     DissectedNODE,
     MLPVectorField,
     SecondOrderField,
@@ -233,3 +235,24 @@ def test_annuli_are_seeded_and_in_their_regions() -> None:
     assert bool((radius[y == 0] <= 0.5 + 1e-6).all())
     assert bool(((radius[y == 1] >= 1.0 - 1e-6) & (radius[y == 1] <= 1.5 + 1e-6)).all())
     assert int(y.sum()) == 200
+
+
+def test_data_controlled_cnf_runs_and_its_condition_changes_the_flow(make_cfg) -> None:
+    cfg = make_cfg(
+        "experiment=cnf_data_control",
+        "trainer.fast_dev_run=true",
+        "data.batch_size=32",
+        "data.eval_batch_size=64",
+        "model.n_plot_samples=32",
+    )
+    metrics = run(cfg)
+    assert math.isfinite(metrics["test/nll"])
+    field = ConditionedField(dim=2, n_conditions=2, hidden=8, depth=1)
+    z, t = torch.randn(5, 2), torch.tensor(0.3)
+    field.condition(torch.zeros(5))
+    first = field(t, z)
+    field.condition(torch.ones(5))
+    assert not torch.allclose(first, field(t, z))
+    field.condition(torch.ones(4))
+    with pytest.raises(ConfigError, match="without a condition"):
+        field(t, z)

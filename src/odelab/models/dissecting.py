@@ -482,3 +482,53 @@ class _ConvSecondOrder(nn.Module):
 
     def forward(self, t: Tensor, z: Tensor) -> Tensor:
         return torch.cat([z[:, self.channels :], self.accel(t, z)], dim=1)
+
+
+class ConditionedField(nn.Module):
+    """The data-controlled CNF field f(t, z, c): an MLP on [z, one-hot c, t].
+
+    The condition of the current solve is set with `condition(labels)` before it; it
+    is a constant of the solve (no gradient flows into labels), so both the direct
+    and the adjoint method treat it like any other input the field closes over.
+
+    Args:
+        dim: state dimension.
+        n_conditions: number of condition labels.
+        hidden: width of each hidden layer.
+        depth: number of hidden layers.
+        activation: one of `odelab.models.fields.ACTIVATIONS`.
+    """
+
+    def __init__(
+        self,
+        dim: int = 2,
+        n_conditions: int = 2,
+        hidden: int = 64,
+        depth: int = 3,
+        activation: str = "tanh",
+    ):
+        super().__init__()
+        check_sizes(dim=dim, n_conditions=n_conditions, hidden=hidden, depth=depth)
+        if activation not in ACTIVATIONS:
+            raise ConfigError(
+                f"model.flow.field.activation={activation!r}; choose one of {sorted(ACTIVATIONS)}"
+            )
+        widths = [dim + n_conditions + 1] + [hidden] * depth
+        layers: list[nn.Module] = []
+        for a, b in pairwise(widths):
+            layers += [nn.Linear(a, b), ACTIVATIONS[activation]()]
+        self.net = nn.Sequential(*layers, nn.Linear(hidden, dim))
+        self.n_conditions = n_conditions
+        self._onehot: Tensor | None = None
+
+    def condition(self, labels: Tensor) -> None:
+        self._onehot = F.one_hot(labels.long(), self.n_conditions).float()
+
+    def forward(self, t: Tensor, z: Tensor) -> Tensor:
+        if self._onehot is None or self._onehot.shape[0] != z.shape[0]:
+            raise ConfigError(
+                "the data-controlled CNF field was solved without a condition for this batch; "
+                "call field.condition(labels) first (model.flow.field)"
+            )
+        onehot = self._onehot.to(z)
+        return self.net(torch.cat([z, onehot, t.to(z).expand(z.shape[0], 1)], dim=1))
