@@ -71,9 +71,7 @@ def measure(
         net.load_state_dict(state_dict)
     net = net.to(x.device)
     start = time.perf_counter()
-    memory = training_step_memory(
-        net, lambda: torch.nn.functional.cross_entropy(net(x), y)
-    )
+    memory = training_step_memory(net, lambda: torch.nn.functional.cross_entropy(net(x), y))
     elapsed = time.perf_counter() - start
     return {
         "solver": solver.method,
@@ -91,7 +89,7 @@ def measure(
 
 def load_net_weights(checkpoint: Path) -> dict[str, Tensor]:
     """The ODENet weights of an ImageClassifier checkpoint (keys under `net.`)."""
-    state = torch.load(checkpoint, map_location="cpu", weights_only=False)["state_dict"]
+    state = torch.load(checkpoint, map_location="cpu", weights_only=True)["state_dict"]
     return {k.removeprefix("net."): v for k, v in state.items() if k.startswith("net.")}
 
 
@@ -99,8 +97,10 @@ def ratios(rows: list[dict], solver: str) -> dict[str, float]:
     """Adjoint max/min over T and direct T_max/T_min, the two numbers the claim is about."""
     out = {}
     for sens in ("adjoint", "direct"):
-        picked = sorted((r for r in rows if r["solver"] == solver and r["sensitivity"] == sens),
-                        key=lambda r: r["T"])
+        picked = sorted(
+            (r for r in rows if r["solver"] == solver and r["sensitivity"] == sens),
+            key=lambda r: r["T"],
+        )
         peaks = [r["peak_mb"] for r in picked]
         if not peaks:
             continue
@@ -112,16 +112,25 @@ def ratios(rows: list[dict], solver: str) -> dict[str, float]:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--horizons", type=float, nargs="+", default=[1, 2, 4, 8])
     parser.add_argument("--solvers", nargs="+", default=list(SOLVERS), choices=list(SOLVERS))
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--channels", type=int, default=64)
-    parser.add_argument("--checkpoint", type=Path, default=None,
-                        help="ImageClassifier checkpoint of an ODE-Net run to take the weights from")
+    parser.add_argument(
+        "--checkpoint",
+        type=Path,
+        default=None,
+        help="ImageClassifier checkpoint of an ODE-Net run to take the weights from",
+    )
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--data-root", type=Path,
-                        default=Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "mnist")
+    parser.add_argument(
+        "--data-root",
+        type=Path,
+        default=Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "mnist",
+    )
     parser.add_argument("--out", type=Path, default=Path("experiments/reports"))
     args = parser.parse_args(argv)
 
@@ -129,17 +138,21 @@ def main(argv: list[str] | None = None) -> dict:
     x, y = x.to(args.device), y.to(args.device)
     state = load_net_weights(args.checkpoint) if args.checkpoint else None
     # One discarded step first: the first call pays for one-time kernel set-up.
-    measure(SOLVERS[args.solvers[0]], "direct", min(args.horizons), x[:2], y[:2], state, args.channels)
+    measure(
+        SOLVERS[args.solvers[0]], "direct", min(args.horizons), x[:2], y[:2], state, args.channels
+    )
     rows = []
     for solver_name in args.solvers:
         for sens in ("direct", "adjoint"):
             for horizon in args.horizons:
                 row = measure(SOLVERS[solver_name], sens, horizon, x, y, state, args.channels)
                 rows.append(row)
-                print(f"{solver_name:7s} {sens:8s} T={horizon:<4g} NFE {row['nfe_forward']:>4}/"
-                      f"{row['nfe_backward']:<4} peak {row['peak_mb']:8.2f} MiB  "
-                      f"saved {row['saved_activations_mb']:8.2f} MiB  {row['step_time_s']:.1f}s",
-                      flush=True)
+                print(
+                    f"{solver_name:7s} {sens:8s} T={horizon:<4g} NFE {row['nfe_forward']:>4}/"
+                    f"{row['nfe_backward']:<4} peak {row['peak_mb']:8.2f} MiB  "
+                    f"saved {row['saved_activations_mb']:8.2f} MiB  {row['step_time_s']:.1f}s",
+                    flush=True,
+                )
     summary = {s: ratios(rows, s) for s in args.solvers}
     result = {
         "device": describe_device(torch.device(args.device)),
@@ -147,20 +160,26 @@ def main(argv: list[str] | None = None) -> dict:
         "channels": args.channels,
         "weights": str(args.checkpoint) if args.checkpoint else "random initialisation (seed 0)",
         "inputs": source,
-        "measure": "cuda max_memory_allocated above pre-step level" if args.device.startswith("cuda")
+        "measure": "cuda max_memory_allocated above pre-step level"
+        if args.device.startswith("cuda")
         else "CPU allocations during the step (torch profiler memory accounting)",
         "rows": rows,
         "ratios": summary,
     }
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "mnist_memory.json").write_text(json.dumps(result, indent=2) + "\n")
-    memory_figure(rows, args.out / "mnist_memory.png",
-         f"ODE-Net training step, batch {args.batch_size}, {result['device']['name']}: "
-         "adjoint vs direct")
+    memory_figure(
+        rows,
+        args.out / "mnist_memory.png",
+        f"ODE-Net training step, batch {args.batch_size}, {result['device']['name']}: "
+        "adjoint vs direct",
+    )
     for solver_name, r in summary.items():
-        print(f"{solver_name}: adjoint max/min = {r.get('adjoint_max_over_min', float('nan')):.3f}, "
-              f"direct T={max(args.horizons):g} / T={min(args.horizons):g} = "
-              f"{r.get('direct_last_over_first', float('nan')):.2f}")
+        print(
+            f"{solver_name}: adjoint max/min = {r.get('adjoint_max_over_min', float('nan')):.3f}, "
+            f"direct T={max(args.horizons):g} / T={min(args.horizons):g} = "
+            f"{r.get('direct_last_over_first', float('nan')):.2f}"
+        )
     return result
 
 

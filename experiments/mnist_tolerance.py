@@ -43,7 +43,7 @@ def load_classifier(run_dir: Path) -> tuple[torch.nn.Module, object, dict]:
     run = load_run(run_dir)
     model = instantiate(run.config.model)
     checkpoint = run_dir / "checkpoints" / "last.ckpt"
-    state = torch.load(checkpoint, map_location="cpu", weights_only=False)["state_dict"]
+    state = torch.load(checkpoint, map_location="cpu", weights_only=True)["state_dict"]
     model.load_state_dict(state)
     data = instantiate(run.config.data)
     data.setup("test")
@@ -72,8 +72,8 @@ def set_tolerance(model: torch.nn.Module, tol: float) -> list[ODEBlock]:
 def evaluate(model, blocks, images, labels, batch_size: int) -> dict[str, float]:
     """Test error, mean forward NFE per batch and the fastest batch's seconds.
 
-    The fastest batch, not the mean: on a shared machine other jobs only ever add time. CPU seconds (process time, all threads)
-are reported beside wall seconds: they depend far less on other jobs.
+        The fastest batch, not the mean: on a shared machine other jobs only ever add time. CPU seconds (process time, all threads)
+    are reported beside wall seconds: they depend far less on other jobs.
     """
     device = next(model.parameters()).device
     errors, nfe, batches = 0, 0, 0
@@ -124,14 +124,22 @@ def training_step(model, blocks, images, labels, repeats: int = 1) -> dict[str, 
 
 
 def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--run", type=Path, required=True,
-                        help="a finished ODE-Net run folder, or a folder of sweeps (its first ODE-Net job)")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--run",
+        type=Path,
+        required=True,
+        help="a finished ODE-Net run folder, or a folder of sweeps (its first ODE-Net job)",
+    )
     parser.add_argument("--tols", type=float, nargs="+", default=TOLERANCES)
     parser.add_argument("--test-images", type=int, default=250)
     parser.add_argument("--batch-size", type=int, default=125)
     parser.add_argument("--train-batch", type=int, default=16)
-    parser.add_argument("--repeats", type=int, default=2, help="timed training steps; the fastest counts")
+    parser.add_argument(
+        "--repeats", type=int, default=2, help="timed training steps; the fastest counts"
+    )
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--out", type=Path, default=Path("experiments/reports"))
     args = parser.parse_args(argv)
@@ -147,7 +155,13 @@ def main(argv: list[str] | None = None) -> dict:
     # Untimed passes first, at the timed shapes: the first call pays for kernel set-up.
     blocks = set_tolerance(model, args.tols[0])
     training_step(model, blocks, train_images, train_labels)
-    evaluate(model, blocks, test_images[: args.batch_size], test_labels[: args.batch_size], args.batch_size)
+    evaluate(
+        model,
+        blocks,
+        test_images[: args.batch_size],
+        test_labels[: args.batch_size],
+        args.batch_size,
+    )
     rows = []
     for tol in args.tols:
         blocks = set_tolerance(model, tol)
@@ -155,10 +169,12 @@ def main(argv: list[str] | None = None) -> dict:
         row.update(evaluate(model, blocks, test_images, test_labels, args.batch_size))
         row.update(training_step(model, blocks, train_images, train_labels, args.repeats))
         rows.append(row)
-        print(f"tol {tol:.0e}: test error {100 * row['test_error']:.2f} %  NFE test {row['test_nfe_forward']:.0f}"
-              f"  train step NFE {row['train_nfe_forward']}/{row['train_nfe_backward']}"
-              f"  {row['train_step_seconds']:.2f} s/step  {row['test_seconds_per_batch']:.2f} s/test batch (fastest)",
-              flush=True)
+        print(
+            f"tol {tol:.0e}: test error {100 * row['test_error']:.2f} %  NFE test {row['test_nfe_forward']:.0f}"
+            f"  train step NFE {row['train_nfe_forward']}/{row['train_nfe_backward']}"
+            f"  {row['train_step_seconds']:.2f} s/step  {row['test_seconds_per_batch']:.2f} s/test batch (fastest)",
+            flush=True,
+        )
     result = {
         "run": relative_path(args.run),
         "trained_tol": float(config.solver.rtol),
@@ -173,9 +189,12 @@ def main(argv: list[str] | None = None) -> dict:
     }
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "mnist_tolerance.json").write_text(json.dumps(result, indent=2) + "\n")
-    tolerance_figure(rows, args.out / "mnist_tolerance.png",
-         f"ODE-Net trained at tol {result['trained_tol']:g}, evaluated at each tolerance "
-         f"({len(test_labels)} test images, {result['device']['name']})")
+    tolerance_figure(
+        rows,
+        args.out / "mnist_tolerance.png",
+        f"ODE-Net trained at tol {result['trained_tol']:g}, evaluated at each tolerance "
+        f"({len(test_labels)} test images, {result['device']['name']})",
+    )
     return result
 
 

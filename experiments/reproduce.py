@@ -27,7 +27,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("name", choices=sorted(REPRODUCTIONS), help="which result to reproduce")
     parser.add_argument("--budget", default="quick", help="one of the reproduction's budgets")
     parser.add_argument(
-        "--report-only", action="store_true",
+        "--report-only",
+        action="store_true",
         help="do not run; render from the committed records (or from finished runs in logs/)",
     )
     parser.add_argument("--resume", action="store_true", help="keep finished sweeps, run the rest")
@@ -44,7 +45,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     repro = REPRODUCTIONS[args.name]
     if args.budget not in repro.budgets:
-        print(f"error: budget={args.budget!r}; {args.name} has {sorted(repro.budgets)}", file=sys.stderr)
+        print(
+            f"error: budget={args.budget!r}; {args.name} has {sorted(repro.budgets)}",
+            file=sys.stderr,
+        )
         return 2
     runs, records = runs_dir(args.name, args.budget), records_dir(args.name, args.budget)
     if not args.report_only:

@@ -75,7 +75,7 @@ def train_or_load(
     if not ckpt.is_file():
         metrics = run(cfg)
     task = instantiate(cfg.model)
-    task.load_state_dict(torch.load(ckpt, map_location="cpu", weights_only=False)["state_dict"])
+    task.load_state_dict(torch.load(ckpt, map_location="cpu", weights_only=True)["state_dict"])
     task.eval()
     info = {
         "params": task.num_params,
@@ -131,7 +131,9 @@ def main() -> None:
     parser.add_argument("--train-subset", type=int, default=0, help="training images (0 = all)")
     parser.add_argument("--width", type=int, default=32, help="channels (the study: 64)")
     parser.add_argument(
-        "--lr", type=float, default=1e-2,
+        "--lr",
+        type=float,
+        default=1e-2,
         help="Adam learning rate (the study: 1e-3 over 100 epochs; 1e-2 trains in a few epochs)",
     )
     parser.add_argument("--eval-size", type=int, default=200, help="test images attacked")
@@ -278,7 +280,7 @@ def render(args, rows, clean, checks, infos, data_text, elapsed) -> str:
         verdict.append(
             f"{col}: {'ODENet' if ode > cnn else 'CNN' if cnn > ode else 'tie'} ({ode:.1f} vs {cnn:.1f})"
         )
-    wins = sum(v.startswith(c + ": ODENet") for v, c in zip(verdict, COLUMNS))
+    wins = sum(v.startswith(c + ": ODENet") for v, c in zip(verdict, COLUMNS, strict=False))
     lines += [
         "",
         "## Does ODENet beat the CNN here?",

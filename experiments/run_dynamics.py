@@ -35,8 +35,13 @@ SHOWN = ("test/traj_mae", "test/extrap_mae", "test/field_rel_err")
 def run_one(name: str, overrides: list[str], workdir: Path, extra: list[str]) -> dict[str, float]:
     out = workdir / name
     cmd = [
-        sys.executable, str(ROOT / "run.py"), *overrides, *extra,
-        "logger=none", "trainer.enable_progress_bar=false", f"hydra.run.dir={out}",
+        sys.executable,
+        str(ROOT / "run.py"),
+        *overrides,
+        *extra,
+        "logger=none",
+        "trainer.enable_progress_bar=false",
+        f"hydra.run.dir={out}",
     ]
     start = time.perf_counter()
     with open(workdir / f"{name}.log", "w") as log:
@@ -46,16 +51,24 @@ def run_one(name: str, overrides: list[str], workdir: Path, extra: list[str]) ->
     if os.waitstatus_to_exitcode(status) != 0:
         raise SystemExit(f"{name} failed; see {workdir / f'{name}.log'}")
     metrics = json.loads((out / "metrics.json").read_text())
-    return {**{k: metrics[k] for k in SHOWN}, "seconds": seconds, "max_rss_mib": usage.ru_maxrss / 1024}
+    return {
+        **{k: metrics[k] for k in SHOWN},
+        "seconds": seconds,
+        "max_rss_mib": usage.ru_maxrss / 1024,
+    }
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawTextHelpFormatter
+    )
     parser.add_argument("--only", action="append", choices=sorted(RUNS), help="run only these")
     parser.add_argument("overrides", nargs="*", help="extra Hydra overrides for every run")
     args = parser.parse_args()
     names = args.only or list(RUNS)
-    print(f"{'run':<16} {'traj_mae':>9} {'extrap_mae':>10} {'field_rel_err':>13} {'time s':>7} {'max RSS MiB':>11}")
+    print(
+        f"{'run':<16} {'traj_mae':>9} {'extrap_mae':>10} {'field_rel_err':>13} {'time s':>7} {'max RSS MiB':>11}"
+    )
     with tempfile.TemporaryDirectory(prefix="odelab_dynamics_") as tmp:
         for name in names:
             r = run_one(name, RUNS[name], Path(tmp), args.overrides)

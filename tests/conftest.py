@@ -13,11 +13,13 @@ from odelab.hydra_setup import register_resolvers
 
 register_resolvers()
 
+
 def compose_config(overrides: list[str], output_dir: Path) -> DictConfig:
     """The config `python run.py <overrides>` would see on a CPU, quiet, without a logger,
     writing into `output_dir`."""
-    return compose(["trainer=cpu", *overrides], output_dir, logger="none",
-                   log_dir=output_dir / "logs")
+    return compose(
+        ["trainer=cpu", *overrides], output_dir, logger="none", log_dir=output_dir / "logs"
+    )
 
 
 @pytest.fixture

@@ -62,7 +62,7 @@ def input_grad_one(model: nn.Module, x: torch.Tensor, y: int) -> torch.Tensor:
 def fgsm_loop(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float) -> torch.Tensor:
     """FGSM written per example and per pixel bound, independently of odelab.attacks."""
     out = []
-    for xi, yi in zip(x, y.tolist()):
+    for xi, yi in zip(x, y.tolist(), strict=False):
         step = eps * torch.sign(input_grad_one(model, xi, yi))
         out.append(torch.clamp(xi + step, 0.0, 1.0))
     return torch.stack(out)
@@ -73,7 +73,7 @@ def pgd_loop(
 ) -> torch.Tensor:
     """PGD without random start, stopping an example at its first misclassified iterate."""
     out = []
-    for xi, yi in zip(x, y.tolist()):
+    for xi, yi in zip(x, y.tolist(), strict=False):
         cur = xi.clone()
         for step in range(steps + 1):
             with torch.no_grad():
@@ -135,8 +135,16 @@ def test_study_attack_config_merges_noise_fgsm_and_pgd(make_cfg) -> None:
 
     cfg = make_cfg("experiment=robust_odenet", "attack=study")
     attacks = instantiate(cfg.attack)
-    assert list(attacks) == ["gaussian_50", "gaussian_75", "gaussian_100", "fgsm_0.15", "fgsm_0.3",
-                             "fgsm_0.5", "pgd_0.2", "pgd_0.3"]
+    assert list(attacks) == [
+        "gaussian_50",
+        "gaussian_75",
+        "gaussian_100",
+        "fgsm_0.15",
+        "fgsm_0.3",
+        "fgsm_0.5",
+        "pgd_0.2",
+        "pgd_0.3",
+    ]
     with pytest.raises(ConfigError, match="appear in two sweeps"):
         merge_sweeps([attack_sweep("fgsm", [0.3]), attack_sweep("fgsm", [0.3, 0.5])])
 

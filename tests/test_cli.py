@@ -27,13 +27,20 @@ TINY = [
 def run_cli(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, str(ROOT / "run.py"), *args],
-        cwd=cwd, capture_output=True, text=True, timeout=600, check=False,
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
     )
 
 
 def test_multirun_over_solver_and_sensitivity_runs_four_jobs(tmp_path: Path) -> None:
     result = run_cli(
-        "-m", "solver=dopri5,rk4", "sensitivity=adjoint,direct", *TINY,
+        "-m",
+        "solver=dopri5,rk4",
+        "sensitivity=adjoint,direct",
+        *TINY,
         f"hydra.sweep.dir={tmp_path}",
     )
     assert result.returncode == 0, result.stderr[-3000:]
@@ -42,7 +49,9 @@ def test_multirun_over_solver_and_sensitivity_runs_four_jobs(tmp_path: Path) -> 
     for path in metrics:
         values = json.loads(path.read_text())
         assert values["test/traj_mae"] >= 0
-    overrides = {(tmp_path / p.parent.name / ".hydra" / "overrides.yaml").read_text() for p in metrics}
+    overrides = {
+        (tmp_path / p.parent.name / ".hydra" / "overrides.yaml").read_text() for p in metrics
+    }
     assert len(overrides) == 4
 
 

@@ -40,7 +40,9 @@ class LinearField(nn.Module):
 
 
 def gaussian_log_prob(x: Tensor, cov: Tensor) -> Tensor:
-    dist = torch.distributions.MultivariateNormal(torch.zeros(x.shape[1], dtype=x.dtype), covariance_matrix=cov)
+    dist = torch.distributions.MultivariateNormal(
+        torch.zeros(x.shape[1], dtype=x.dtype), covariance_matrix=cov
+    )
     return dist.log_prob(x)
 
 
@@ -77,10 +79,12 @@ def test_hutchinson_is_unbiased(noise: str) -> None:
     exact = exact_trace(f, z, create_graph=False)
     probes = 4000
     draw = rademacher_noise if noise == "rademacher" else torch.randn_like
-    estimates = torch.stack([
-        hutchinson_trace(vector_jacobian(f, z, v, create_graph=False), v)
-        for v in (draw(z) for _ in range(probes))
-    ])
+    estimates = torch.stack(
+        [
+            hutchinson_trace(vector_jacobian(f, z, v, create_graph=False), v)
+            for v in (draw(z) for _ in range(probes))
+        ]
+    )
     mean, stderr = estimates.mean(0), estimates.std(0) / math.sqrt(probes)
     assert ((mean - exact).abs() < 4 * stderr).all(), (mean, exact, stderr)
     assert (stderr > 0).all()
@@ -90,12 +94,20 @@ def test_exact_trace_matches_jacobian() -> None:
     field = HyperField(dim=3, units=8)
     z = torch.randn(4, 3, requires_grad=True)
     f = field(torch.tensor(0.5), z)
-    jac = torch.stack([torch.autograd.functional.jacobian(lambda v: field(torch.tensor(0.5), v[None])[0], zi)
-                       for zi in z.detach()])
-    assert torch.allclose(exact_trace(f, z, create_graph=False), jac.diagonal(dim1=1, dim2=2).sum(1), atol=1e-5)
+    jac = torch.stack(
+        [
+            torch.autograd.functional.jacobian(lambda v: field(torch.tensor(0.5), v[None])[0], zi)
+            for zi in z.detach()
+        ]
+    )
+    assert torch.allclose(
+        exact_trace(f, z, create_graph=False), jac.diagonal(dim1=1, dim2=2).sum(1), atol=1e-5
+    )
 
 
-@pytest.mark.parametrize("field", [ConcatMLPField(2, 16, 2), HyperField(2, 8)], ids=["concat", "hyper"])
+@pytest.mark.parametrize(
+    "field", [ConcatMLPField(2, 16, 2), HyperField(2, 8)], ids=["concat", "hyper"]
+)
 def test_round_trip_returns_the_input(field: nn.Module) -> None:
     torch.manual_seed(0)
     for p in field.parameters():
@@ -119,7 +131,9 @@ def test_planar_inverse_and_log_det() -> None:
         out = flow.log_prob(x)
         back = flow.sample(out.base)
     assert (back - x).abs().max() < 1e-8
-    jac = torch.stack([torch.autograd.functional.jacobian(lambda v: flow.to_base(v[None])[0], xi) for xi in x])
+    jac = torch.stack(
+        [torch.autograd.functional.jacobian(lambda v: flow.to_base(v[None])[0], xi) for xi in x]
+    )
     want = standard_normal_log_prob(out.base) + torch.linalg.slogdet(jac)[1]
     assert torch.allclose(out.log_prob, want, atol=1e-8)
 
@@ -142,7 +156,9 @@ class PoisonAtSecondEpoch(L.Callback):
         module.flow.dynamics.field.poisoned = trainer.current_epoch >= 1
 
 
-def test_nan_field_stops_with_clear_error_and_keeps_last_checkpoint(make_cfg, tmp_path: Path) -> None:
+def test_nan_field_stops_with_clear_error_and_keeps_last_checkpoint(
+    make_cfg, tmp_path: Path
+) -> None:
     cfg = make_cfg(
         "experiment=cnf_toy",
         "solver=rk4",
@@ -162,7 +178,7 @@ def test_nan_field_stops_with_clear_error_and_keeps_last_checkpoint(make_cfg, tm
         run(cfg)
     checkpoint = Path(cfg.paths.output_dir) / "checkpoints" / "epoch_000.ckpt"
     assert checkpoint.is_file()
-    state = torch.load(checkpoint, weights_only=False)["state_dict"]
+    state = torch.load(checkpoint, weights_only=True)["state_dict"]
     assert all(torch.isfinite(v).all() for v in state.values())
 
 
@@ -178,5 +194,5 @@ def test_adjoint_gradients_match_direct(seminorm: bool) -> None:
         out = flow.log_prob(x, regularizers=("kinetic",))
         loss = -out.log_prob.mean() + out.regularizers["kinetic"].mean()
         grads.append(torch.autograd.grad(loss, list(field.parameters())))
-    for direct, adjoint in zip(*grads):
+    for direct, adjoint in zip(*grads, strict=False):
         assert torch.allclose(direct, adjoint, atol=1e-6, rtol=1e-5)

@@ -28,7 +28,9 @@ pytestmark = [
 
 @pytest.mark.parametrize("experiment", EXPERIMENTS)
 def test_experiment_on_gpu(tmp_path: Path, experiment: str) -> None:
-    cfg = compose([*GPU, f"experiment={experiment}"], tmp_path, logger="none", log_dir=tmp_path / "logs")
+    cfg = compose(
+        [*GPU, f"experiment={experiment}"], tmp_path, logger="none", log_dir=tmp_path / "logs"
+    )
     with open_dict(cfg):
         for key in ("batch_size", "eval_batch_size"):
             if key in cfg.data:

@@ -15,7 +15,9 @@ from odelab.errors import DataMissingError
 
 
 def write_idx(path: Path, array: torch.Tensor) -> None:
-    header = struct.pack(">HBB", 0, 0x08, array.ndim) + b"".join(struct.pack(">I", s) for s in array.shape)
+    header = struct.pack(">HBB", 0, 0x08, array.ndim) + b"".join(
+        struct.pack(">I", s) for s in array.shape
+    )
     with gzip.open(path, "wb") as f:
         f.write(header + array.to(torch.uint8).numpy().tobytes())
 
@@ -66,9 +68,11 @@ def test_random_crop_is_a_shift_of_the_image() -> None:
     x = torch.rand(8, 1, 28, 28)
     out = random_crop(x, padding=4)
     assert out.shape == x.shape
-    for img, crop in zip(x, out):
+    for img, crop in zip(x, out, strict=False):
         # Every crop equals the zero-padded image shifted by some (dy, dx) in [-4, 4].
         padded = torch.nn.functional.pad(img, (4,) * 4)
         assert any(
-            torch.equal(padded[:, dy : dy + 28, dx : dx + 28], crop) for dy in range(9) for dx in range(9)
+            torch.equal(padded[:, dy : dy + 28, dx : dx + 28], crop)
+            for dy in range(9)
+            for dx in range(9)
         )

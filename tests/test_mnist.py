@@ -85,7 +85,9 @@ def test_normalisation_lives_in_the_net() -> None:
 
 def test_linear_scaled_sgd_follows_the_batch_size() -> None:
     params = [torch.nn.Parameter(torch.zeros(1))]
-    assert linear_scaled_sgd(params, lr=0.1, batch_size=32).param_groups[0]["lr"] == pytest.approx(0.025)
+    assert linear_scaled_sgd(params, lr=0.1, batch_size=32).param_groups[0]["lr"] == pytest.approx(
+        0.025
+    )
     assert linear_scaled_sgd(params, lr=0.1, batch_size=256).param_groups[0]["momentum"] == 0.9
     with pytest.raises(ConfigError):
         linear_scaled_sgd(params, lr=0.0)
@@ -148,6 +150,7 @@ def test_gradients_unchanged_by_the_meters() -> None:
     grads = []
     for measured in (False, True):
         net = small_odenet("direct", 1.0)
+
         def loss_fn(net: ODENet = net) -> torch.Tensor:
             return torch.nn.functional.cross_entropy(net(x), y)
 
@@ -161,13 +164,24 @@ def test_gradients_unchanged_by_the_meters() -> None:
 
 def tiny_run(make_cfg, experiment: str, *overrides: str) -> Path:
     cfg = make_cfg(
-        f"experiment={experiment}", "+preset=mnist_quick", "data.train_subset=32",
-        "data.batch_size=16", "data.eval_batch_size=32", "trainer.limit_test_batches=1",
-        *overrides, subdir=experiment,
+        f"experiment={experiment}",
+        "+preset=mnist_quick",
+        "data.train_subset=32",
+        "data.batch_size=16",
+        "data.eval_batch_size=32",
+        "trainer.limit_test_batches=1",
+        *overrides,
+        subdir=experiment,
     )
     with open_dict(cfg):
-        cfg.logger = {"csv": {"_target_": "lightning.pytorch.loggers.CSVLogger",
-                              "save_dir": cfg.paths.output_dir, "name": "csv", "version": ""}}
+        cfg.logger = {
+            "csv": {
+                "_target_": "lightning.pytorch.loggers.CSVLogger",
+                "save_dir": cfg.paths.output_dir,
+                "name": "csv",
+                "version": "",
+            }
+        }
     run(cfg)
     return Path(cfg.paths.output_dir)
 
@@ -177,7 +191,9 @@ def test_report_builds_table_from_two_real_runs(make_cfg, tmp_path: Path) -> Non
     odenet = tiny_run(make_cfg, "mnist_odenet", "model.net.channels=8", "tol=1e-2")
     jobs = Jobs([JobResult(i, load_run(folder)) for i, folder in enumerate((mlp, odenet))])
     repro = REPRODUCTIONS["mnist"].build(jobs, "quick", tmp_path / "repro")
-    rows = {line.split("|")[1].strip(): line for line in repro.splitlines() if line.startswith("| ")}
+    rows = {
+        line.split("|")[1].strip(): line for line in repro.splitlines() if line.startswith("| ")
+    }
     assert {"1-layer MLP", "ODE-Net"} <= set(rows)
     for name, folder in (("1-layer MLP", mlp), ("ODE-Net", odenet)):
         metrics = json.loads((folder / "metrics.json").read_text())
@@ -193,12 +209,26 @@ def test_report_builds_table_from_two_real_runs(make_cfg, tmp_path: Path) -> Non
 
     # The memory study is a benchmark record of the budget (bench/mnist_memory.json).
     jobs.bench["mnist_memory"] = {
-        "device": {"type": "cuda", "name": "Test GPU"}, "batch_size": 4, "channels": 8,
-        "weights": "random", "inputs": "noise", "measure": "cuda peak",
-        "rows": [{"solver": "rk4", "sensitivity": s, "T": t, "nfe_forward": 16 * t,
-                  "nfe_backward": 0 if s == "direct" else 16 * t, "peak_mb": (10.0 * t if s == "direct" else 5.0),
-                  "saved_activations_mb": 1.0, "step_time_s": 0.1}
-                 for s in ("direct", "adjoint") for t in (1, 2)],
+        "device": {"type": "cuda", "name": "Test GPU"},
+        "batch_size": 4,
+        "channels": 8,
+        "weights": "random",
+        "inputs": "noise",
+        "measure": "cuda peak",
+        "rows": [
+            {
+                "solver": "rk4",
+                "sensitivity": s,
+                "T": t,
+                "nfe_forward": 16 * t,
+                "nfe_backward": 0 if s == "direct" else 16 * t,
+                "peak_mb": (10.0 * t if s == "direct" else 5.0),
+                "saved_activations_mb": 1.0,
+                "step_time_s": 0.1,
+            }
+            for s in ("direct", "adjoint")
+            for t in (1, 2)
+        ],
         "ratios": {"rk4": {"adjoint_max_over_min": 1.0, "direct_last_over_first": 2.0}},
     }
     repro = REPRODUCTIONS["mnist"].build(jobs, "quick", tmp_path / "repro")

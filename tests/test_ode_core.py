@@ -100,7 +100,7 @@ def gradients(sensitivity: Sensitivity) -> list[torch.Tensor]:
 def test_adjoint_and_direct_gradients_agree() -> None:
     direct = gradients(Sensitivity("direct"))
     adjoint = gradients(Sensitivity("adjoint", seminorm=True))
-    for d, a in zip(direct, adjoint):
+    for d, a in zip(direct, adjoint, strict=False):
         torch.testing.assert_close(a, d, rtol=1e-6, atol=1e-8)
 
 
@@ -131,7 +131,9 @@ def test_runaway_solve_stops_with_a_clear_error() -> None:
         def forward(self, t, z):
             return z**2  # finite-time blow-up at t = 1 for z0 = 1
 
-    block = ODEBlock(Blowup(), Solver(method="dopri5", rtol=1e-6, atol=1e-6, max_num_steps=200), t=(0.0, 2.0))
+    block = ODEBlock(
+        Blowup(), Solver(method="dopri5", rtol=1e-6, atol=1e-6, max_num_steps=200), t=(0.0, 2.0)
+    )
     with pytest.raises(SolverError, match="dopri5 \\(rtol=1e-06"):
         block(torch.ones(1))
 

@@ -49,8 +49,17 @@ def test_report_rerenders_identically(name: str, budget: str, md: Path, tmp_path
 
 def test_accuracy_sweep_picks_the_highest_validation_accuracy(tmp_path: Path):
     records = [
-        JobRecord(i, [f"model.lr={lr}"], "completed", "val/acc", acc, 1.0, None, str(tmp_path / str(i)),
-                  direction="maximize")
+        JobRecord(
+            i,
+            [f"model.lr={lr}"],
+            "completed",
+            "val/acc",
+            acc,
+            1.0,
+            None,
+            str(tmp_path / str(i)),
+            direction="maximize",
+        )
         for i, (lr, acc) in enumerate([(0.1, 0.91), (0.01, 0.97), (0.001, 0.42)])
     ]
     summary = format_summary(records, tmp_path, records[0].direction)

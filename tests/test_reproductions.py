@@ -11,11 +11,18 @@ import yaml
 from odelab.reports import REPRODUCTIONS, load_sweeps
 
 
-def write_job(sweep: Path, num: int, overrides: dict[str, str], metrics: dict[str, float] | None,
-              config: dict | None = None) -> None:
+def write_job(
+    sweep: Path,
+    num: int,
+    overrides: dict[str, str],
+    metrics: dict[str, float] | None,
+    config: dict | None = None,
+) -> None:
     job = sweep / str(num)
     (job / ".hydra").mkdir(parents=True)
-    (job / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump([f"{k}={v}" for k, v in overrides.items()]))
+    (job / ".hydra" / "overrides.yaml").write_text(
+        yaml.safe_dump([f"{k}={v}" for k, v in overrides.items()])
+    )
     if config is not None:
         (job / ".hydra" / "config.yaml").write_text(yaml.safe_dump(config))
     if metrics is not None:
@@ -43,12 +50,12 @@ def test_robust_report_averages_seeds_beside_the_paper(tmp_path: Path) -> None:
 
     report = REPRODUCTIONS["robust"].build(load_sweeps(budget), "quick", tmp_path / "out")
     header = table_row(report, "model")
-    cnn = dict(zip(header, table_row(report, "**CNN (ours, n=2)**")))
+    cnn = dict(zip(header, table_row(report, "**CNN (ours, n=2)**"), strict=False))
     assert cnn["clean"] == "85.0 ± 7.1"
     assert cnn["FGSM .3"] == "42.5 ± 3.5"
     assert cnn["PGD .2"] == "21.2 ± 1.8"
     assert cnn["s=50"] == "n/a"  # not measured by these runs
-    paper = dict(zip(header, table_row(report, "ODENet (paper)")))
+    paper = dict(zip(header, table_row(report, "ODENet (paper)"), strict=False))
     assert paper["FGSM .3"] == "42.1" and paper["PGD .2"] == "–"
     assert "4 runs finished, 1 failed" in report
     # ODENet - CNN per seed: 5 points clean, 2.5 under FGSM .3; paired over the two seeds.
@@ -63,12 +70,27 @@ def test_cnf_report_pairs_rnode_with_its_unregularized_run(tmp_path: Path) -> No
     plain_cfg = {"model": {"kinetic_weight": 0.0, "jacobian_weight": 0.0}}
     reg_cfg = {"model": {"kinetic_weight": 0.05, "jacobian_weight": 0.05}}
     for num, (experiment, nll) in enumerate((("cnf_toy", 2.9), ("planar_flow", 3.1))):
-        write_job(budget / "0", num, {"experiment": experiment, "data.name": "8gaussians"},
-                  {"test/nll": nll, "test/density_l1": nll / 10}, plain_cfg)
-    write_job(budget / "1", 0, {"experiment": "cnf_toy_rnode", "data.name": "8gaussians"},
-              {"test/nll": 2.80, "train/nfe_forward_epoch": 90.0, "train/nfe_backward_epoch": 10.0}, plain_cfg)
-    write_job(budget / "2", 0, {"experiment": "cnf_toy_rnode", "data.name": "8gaussians"},
-              {"test/nll": 2.83, "train/nfe_forward_epoch": 40.0}, reg_cfg)
+        write_job(
+            budget / "0",
+            num,
+            {"experiment": experiment, "data.name": "8gaussians"},
+            {"test/nll": nll, "test/density_l1": nll / 10},
+            plain_cfg,
+        )
+    write_job(
+        budget / "1",
+        0,
+        {"experiment": "cnf_toy_rnode", "data.name": "8gaussians"},
+        {"test/nll": 2.80, "train/nfe_forward_epoch": 90.0, "train/nfe_backward_epoch": 10.0},
+        plain_cfg,
+    )
+    write_job(
+        budget / "2",
+        0,
+        {"experiment": "cnf_toy_rnode", "data.name": "8gaussians"},
+        {"test/nll": 2.83, "train/nfe_forward_epoch": 40.0},
+        reg_cfg,
+    )
 
     report = REPRODUCTIONS["cnf"].build(load_sweeps(budget), "quick", tmp_path / "out")
     assert table_row(report, "8gaussians")[1:5] == ["2.900", "3.100", "0.290 / 0.310", "n/a"]
@@ -82,9 +104,17 @@ def test_reproduce_passes_everything_after_double_dash_to_run_py() -> None:
 
     from odelab.hydra_setup import repo_root
 
-    spec = importlib.util.spec_from_file_location("reproduce", repo_root() / "experiments" / "reproduce.py")
+    spec = importlib.util.spec_from_file_location(
+        "reproduce", repo_root() / "experiments" / "reproduce.py"
+    )
     reproduce = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(reproduce)
-    args = reproduce.parse_args(["cnf", "--budget", "paper", "--", "hydra/launcher=joblib", "seed=3"])
-    assert (args.name, args.budget, args.overrides) == ("cnf", "paper", ["hydra/launcher=joblib", "seed=3"])
+    args = reproduce.parse_args(
+        ["cnf", "--budget", "paper", "--", "hydra/launcher=joblib", "seed=3"]
+    )
+    assert (args.name, args.budget, args.overrides) == (
+        "cnf",
+        "paper",
+        ["hydra/launcher=joblib", "seed=3"],
+    )
     assert reproduce.parse_args(["spiral"]).overrides == []

@@ -18,7 +18,9 @@ from odelab.train import run
 
 def test_odenet_is_an_euler_loop_over_its_field() -> None:
     torch.manual_seed(0)
-    net = ODENet(Solver("euler", None, None, step_size=0.1), Sensitivity(), channels=4, downsample=1).eval()
+    net = ODENet(
+        Solver("euler", None, None, step_size=0.1), Sensitivity(), channels=4, downsample=1
+    ).eval()
     x = torch.rand(3, 1, 28, 28)
     with torch.no_grad():
         z = net.stem(net.normalize(x))

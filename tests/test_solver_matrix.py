@@ -36,7 +36,9 @@ class DecayingRotation(nn.Module):
     def exact(cls, t: float, y0: torch.Tensor) -> torch.Tensor:
         angle = t + t * t / 2
         c, s = math.cos(angle), math.sin(angle)
-        rotated = torch.stack([c * y0[..., 0] - s * y0[..., 1], s * y0[..., 0] + c * y0[..., 1]], -1)
+        rotated = torch.stack(
+            [c * y0[..., 0] - s * y0[..., 1], s * y0[..., 0] + c * y0[..., 1]], -1
+        )
         return math.exp(-cls.a * t) * rotated
 
 
@@ -45,9 +47,7 @@ def accuracy_bound(method: str, dtype: torch.dtype) -> float:
         # bosh3 in torchdiffeq overshoots its tolerance by about 100x (see test_ode_core).
         slack = 1e4 if method == "bosh3" else 1e2
         tol = ADAPTIVE[method] if dtype == torch.float64 else max(ADAPTIVE[method], 1e-6)
-        return slack * tol + (
-            1e-5 if dtype == torch.float32 else 0.0
-        )
+        return slack * tol + (1e-5 if dtype == torch.float32 else 0.0)
     order, step = FIXED[method]
     return 3.0 * step**order + (1e-5 if dtype == torch.float32 else 0.0)
 

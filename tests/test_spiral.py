@@ -9,7 +9,12 @@ import pytest
 from odelab.errors import ConfigError
 from odelab.train import run
 
-SMALL = ["experiment=spiral", "data.batches_per_epoch=5", "data.n_points=200", "data.extrapolate_to=27"]
+SMALL = [
+    "experiment=spiral",
+    "data.batches_per_epoch=5",
+    "data.n_points=200",
+    "data.extrapolate_to=27",
+]
 
 
 def quality(metrics: dict[str, float]) -> dict[str, float]:
@@ -43,7 +48,9 @@ def test_run_writes_plots_checkpoints_and_metrics(make_cfg, tmp_path: Path) -> N
     run(make_cfg(*SMALL, "trainer.max_epochs=1", subdir="out"))
     out = tmp_path / "out"
     assert {p.name for p in (out / "plots").glob("*.png")} == {
-        "trajectories.png", "phase_portrait.png", "vector_field.png"
+        "trajectories.png",
+        "phase_portrait.png",
+        "vector_field.png",
     }
     assert (out / "checkpoints" / "last.ckpt").is_file()
     assert (out / "metrics.json").is_file()
@@ -66,19 +73,25 @@ def test_bad_input_names_the_key(make_cfg, override: str, key: str) -> None:
         run(cfg)
 
 
-@pytest.mark.parametrize("logger,pattern", [("csv", "csv/metrics.csv"), ("tensorboard", "tensorboard/events.*")])
+@pytest.mark.parametrize(
+    "logger,pattern", [("csv", "csv/metrics.csv"), ("tensorboard", "tensorboard/events.*")]
+)
 def test_file_loggers_record_metrics(make_cfg, tmp_path: Path, logger: str, pattern: str) -> None:
     run(make_cfg(*SMALL, "trainer.max_epochs=1", f"logger={logger}", subdir="out"))
     assert list((tmp_path / "out").glob(pattern)), f"{logger} wrote nothing"
 
 
 @pytest.mark.parametrize("noise,learned", [(0.0, False), (0.1, True)])
-def test_window_starts_are_learned_on_noisy_data(make_cfg, tmp_path: Path, noise: float, learned: bool) -> None:
+def test_window_starts_are_learned_on_noisy_data(
+    make_cfg, tmp_path: Path, noise: float, learned: bool
+) -> None:
     import torch
 
     cfg = make_cfg(*SMALL, "trainer.max_epochs=1", f"data.noise_std={noise}")
     run(cfg)
-    state = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", weights_only=False)["state_dict"]
+    state = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", weights_only=True)[
+        "state_dict"
+    ]
     assert ("initial_states" in state) == learned
     if learned:
         # Initialised at the noisy observations, then moved by training.

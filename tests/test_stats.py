@@ -37,8 +37,15 @@ def test_interval_holding_zero_is_within_noise():
 
 
 def test_unpaired_uses_welch_and_single_runs_have_no_interval():
-    c = compare([3.0, 3.2, 3.1, 3.3], [1.0, 1.1], a_name="A", b_name="B", metric="acc",
-                higher_is_better=True, paired=False)
+    c = compare(
+        [3.0, 3.2, 3.1, 3.3],
+        [1.0, 1.1],
+        a_name="A",
+        b_name="B",
+        metric="acc",
+        higher_is_better=True,
+        paired=False,
+    )
     assert c.outcome == "better"
     one = compare([1.0], [2.0], a_name="A", b_name="B", metric="acc", higher_is_better=True)
     assert one.outcome == "n/a" and "too few runs" in one.verdict

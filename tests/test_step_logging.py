@@ -66,7 +66,9 @@ def test_adjoint_backward_nfe_epoch_mean_is_exact(make_cfg) -> None:
 
 
 def test_benchmark_max_time_string() -> None:
-    spec = importlib.util.spec_from_file_location("bench_spiral", ROOT / "experiments" / "bench_spiral.py")
+    spec = importlib.util.spec_from_file_location(
+        "bench_spiral", ROOT / "experiments" / "bench_spiral.py"
+    )
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)
     assert bench.max_time(99.6) == "00:00:01:40"

@@ -19,7 +19,9 @@ from odelab.reports.base import Jobs
 from odelab.sweeps import JobRecord, best_record, format_summary, load_records
 
 
-def write_job(sweep_dir: Path, num: int, seed: int, metrics: dict[str, float] | None, status: str) -> None:
+def write_job(
+    sweep_dir: Path, num: int, seed: int, metrics: dict[str, float] | None, status: str
+) -> None:
     job_dir = sweep_dir / str(num)
     (job_dir / ".hydra").mkdir(parents=True)
     (job_dir / ".hydra" / "overrides.yaml").write_text(f"- experiment=spiral\n- seed={seed}\n")
@@ -40,8 +42,13 @@ def sweep_dir(tmp_path: Path) -> Path:
             write_job(tmp_path, num, num, None, "failed")
         else:
             v = values[num]
-            metrics = {"val/traj_mae": v, "test/traj_mae": v, "test/extrap_mae": 2 * v,
-                       "test/field_rel_err": v / 2, "test/nfe_forward": 50.0}
+            metrics = {
+                "val/traj_mae": v,
+                "test/traj_mae": v,
+                "test/extrap_mae": 2 * v,
+                "test/field_rel_err": v / 2,
+                "test/nfe_forward": 50.0,
+            }
             write_job(tmp_path, num, num, metrics, "completed")
     return tmp_path
 
@@ -66,16 +73,32 @@ def test_summary_lists_every_job_and_the_best(sweep_dir: Path) -> None:
 
 def test_spiral_report_mean_and_std_over_seeds(sweep_dir: Path, tmp_path: Path) -> None:
     bench = {
-        "device": {"name": "Test CPU"}, "threads": 1, "settings": "--seeds 3",
-        "recovery": {"baseline_iterations": 2000, "runs": {
-            "baseline": [{"seed": i, "error": e, "seconds": 40.0, "steps": 2000}
-                         for i, e in enumerate([0.1, 0.2, 0.3])],
-            "odelab": [{"seed": i, "error": e, "seconds": 40.0, "steps": 900}
-                       for i, e in enumerate([0.05, 0.1, 0.12])],
-        }},
-        "overhead": {"steps": 400, "warmup": 50, "repeats": 2, "max_weight_difference": 0.0,
-                     "ms_per_step": {"plain": {"seconds": [10.0, 10.0]},
-                                     "odelab": {"seconds": [11.0, 12.0]}}},
+        "device": {"name": "Test CPU"},
+        "threads": 1,
+        "settings": "--seeds 3",
+        "recovery": {
+            "baseline_iterations": 2000,
+            "runs": {
+                "baseline": [
+                    {"seed": i, "error": e, "seconds": 40.0, "steps": 2000}
+                    for i, e in enumerate([0.1, 0.2, 0.3])
+                ],
+                "odelab": [
+                    {"seed": i, "error": e, "seconds": 40.0, "steps": 900}
+                    for i, e in enumerate([0.05, 0.1, 0.12])
+                ],
+            },
+        },
+        "overhead": {
+            "steps": 400,
+            "warmup": 50,
+            "repeats": 2,
+            "max_weight_difference": 0.0,
+            "ms_per_step": {
+                "plain": {"seconds": [10.0, 10.0]},
+                "odelab": {"seconds": [11.0, 12.0]},
+            },
+        },
     }
     jobs = Jobs(load_jobs(sweep_dir), {"bench_spiral": bench})
     assert [j.ok for j in jobs] == [True, True, False, True]
@@ -149,7 +172,9 @@ def test_ddp_splits_the_training_windows_between_processes() -> None:
     sampler = RandomWindowSampler(num_windows=500, num_samples=200, seed=3)
     shards = []
     for rank in range(2):
-        wrapped = DistributedSamplerWrapper(sampler, num_replicas=2, rank=rank, shuffle=True, seed=0)
+        wrapped = DistributedSamplerWrapper(
+            sampler, num_replicas=2, rank=rank, shuffle=True, seed=0
+        )
         wrapped.set_epoch(1)
         shards.append(list(wrapped))
     assert len(shards[0]) == len(shards[1]) == 100
@@ -176,7 +201,9 @@ def test_loader_options_reach_the_dataloader(make_cfg) -> None:
     assert (loader.num_workers, loader.persistent_workers, loader.pin_memory) == (1, True, True)
     t, windows, _ = next(iter(loader))
     assert windows.shape == (cfg.data.batch_time, cfg.data.batch_size, 2)
-    assert torch.equal(t, datamodule.trajectory.t[: cfg.data.batch_time] - datamodule.trajectory.t[0])
+    assert torch.equal(
+        t, datamodule.trajectory.t[: cfg.data.batch_time] - datamodule.trajectory.t[0]
+    )
 
 
 def test_persistent_workers_need_workers(make_cfg) -> None:

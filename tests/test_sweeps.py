@@ -51,8 +51,12 @@ def job_metric(job_dir: Path, key: str) -> float:
 def test_optuna_sweep_two_trials(tmp_path: Path) -> None:
     sweep_dir = tmp_path / "optuna"
     proc = run_py(
-        "-m", "hparams_search=spiral_optuna", "hydra.sweeper.n_trials=2", "hydra.sweeper.n_jobs=1",
-        *QUIET, f"hydra.sweep.dir={sweep_dir}",
+        "-m",
+        "hparams_search=spiral_optuna",
+        "hydra.sweeper.n_trials=2",
+        "hydra.sweeper.n_jobs=1",
+        *QUIET,
+        f"hydra.sweep.dir={sweep_dir}",
     )
     result = yaml.safe_load((sweep_dir / "optimization_results.yaml").read_text())
     assert set(result["best_params"]) == {"model.optimizer.lr", "model.field.hidden", "solver.rtol"}
@@ -63,7 +67,9 @@ def test_optuna_sweep_two_trials(tmp_path: Path) -> None:
     job_cfg = yaml.safe_load((sweep_dir / "0" / ".hydra" / "config.yaml").read_text())
     sampled = yaml.safe_load((sweep_dir / "0" / ".hydra" / "overrides.yaml").read_text())
     rtol = float(next(o.split("=")[1] for o in sampled if o.startswith("solver.rtol=")))
-    assert job_cfg["solver"]["atol"] == "${solver.rtol}" and job_cfg["solver"]["rtol"] == pytest.approx(rtol)
+    assert job_cfg["solver"]["atol"] == "${solver.rtol}" and job_cfg["solver"][
+        "rtol"
+    ] == pytest.approx(rtol)
     assert "Best parameters" in proc.stdout + proc.stderr
     assert [r.status for r in load_records(sweep_dir)] == ["completed", "completed"]
 
@@ -73,11 +79,19 @@ def test_joblib_multirun_with_a_failing_job(tmp_path: Path) -> None:
     """Two jobs in parallel workers; one diverges (NFE guard), the other finishes."""
     sweep_dir = tmp_path / "joblib"
     proc = run_py(
-        "-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "solver.max_nfe=3,100000",
-        *QUIET, f"hydra.sweep.dir={sweep_dir}",
+        "-m",
+        "hydra/launcher=joblib",
+        "hydra.launcher.n_jobs=2",
+        "solver.max_nfe=3,100000",
+        *QUIET,
+        f"hydra.sweep.dir={sweep_dir}",
     )
     failed, completed = load_records(sweep_dir)
-    assert failed.status == "failed" and "SolverError" in failed.error and "solver.max_nfe" in failed.error
+    assert (
+        failed.status == "failed"
+        and "SolverError" in failed.error
+        and "solver.max_nfe" in failed.error
+    )
     assert "solver.max_nfe=3" in failed.overrides and failed.metric is None
     assert completed.status == "completed"
     assert completed.metric == pytest.approx(job_metric(sweep_dir / "1", "val/traj_mae"))

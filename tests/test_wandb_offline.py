@@ -10,7 +10,9 @@ from odelab.train import run
 
 
 @pytest.mark.slow
-def test_offline_wandb_run_has_config_and_image(make_cfg, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+def test_offline_wandb_run_has_config_and_image(
+    make_cfg, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     monkeypatch.setenv("WANDB_MODE", "offline")
     # Loggers are off in fast_dev_run, so run one real (tiny) epoch instead.
     cfg = make_cfg(
@@ -25,7 +27,9 @@ def test_offline_wandb_run_has_config_and_image(make_cfg, monkeypatch: pytest.Mo
 
     wandb.teardown()  # waits until W&B's service process has written the run's files
     (run_dir,) = (Path(cfg.paths.output_dir) / "wandb").glob("offline-run-*")
-    images = sorted(p.name for p in (run_dir / "files" / "media" / "images" / "plots").glob("*.png"))
+    images = sorted(
+        p.name for p in (run_dir / "files" / "media" / "images" / "plots").glob("*.png")
+    )
     assert [name.split("_")[0] for name in images] == ["phase", "trajectories", "vector"]
     # Offline runs keep config, tags and group in the run's record stream until `wandb sync`.
     (stream,) = run_dir.glob("run-*.wandb")

@@ -18,8 +18,15 @@ def test_window_length_grows_linearly_then_stays() -> None:
 
 def test_loader_serves_the_epochs_window_length() -> None:
     data = TrajectoryDataModule(
-        DampedLinear(), n_points=60, t_end=5.0, batch_time=4, batch_time_final=12,
-        batch_time_growth_epochs=2, batch_size=3, batches_per_epoch=2, seed=1,
+        DampedLinear(),
+        n_points=60,
+        t_end=5.0,
+        batch_time=4,
+        batch_time_final=12,
+        batch_time_growth_epochs=2,
+        batch_size=3,
+        batches_per_epoch=2,
+        seed=1,
     )
     data.setup("fit")
     loader = data.train_dataloader()
@@ -45,9 +52,15 @@ def test_lightning_draws_new_windows_and_lengths_each_epoch(make_cfg) -> None:
     from hydra.utils import instantiate
 
     cfg = make_cfg(
-        "experiment=spiral", "data.n_points=60", "data.batch_time=4", "data.batch_time_final=8",
-        "data.batch_time_growth_epochs=2", "data.batches_per_epoch=2", "data.batch_size=3",
-        "solver=rk4", "solver.step_size=null",
+        "experiment=spiral",
+        "data.n_points=60",
+        "data.batch_time=4",
+        "data.batch_time_final=8",
+        "data.batch_time_growth_epochs=2",
+        "data.batches_per_epoch=2",
+        "data.batch_size=3",
+        "solver=rk4",
+        "solver.step_size=null",
     )
     seen: list[tuple[int, torch.Tensor]] = []
 
@@ -56,8 +69,13 @@ def test_lightning_draws_new_windows_and_lengths_each_epoch(make_cfg) -> None:
             seen.append((trainer.current_epoch, batch[1]))
 
     trainer = L.Trainer(
-        max_epochs=3, callbacks=[Recorder()], logger=False, enable_checkpointing=False,
-        enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0,
+        max_epochs=3,
+        callbacks=[Recorder()],
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        limit_val_batches=0,
     )
     trainer.fit(instantiate(cfg.model), datamodule=instantiate(cfg.data))
     assert [(e, w.shape[0]) for e, w in seen] == [(0, 4), (0, 4), (1, 6), (1, 6), (2, 8), (2, 8)]

@@ -34,7 +34,9 @@ class DensityGrid:
 
 
 def _show_density(ax: Axes, density: Tensor, extent: float, title: str) -> None:
-    ax.imshow(density.numpy(), origin="lower", extent=(-extent, extent, -extent, extent), cmap="magma")
+    ax.imshow(
+        density.numpy(), origin="lower", extent=(-extent, extent, -extent, extent), cmap="magma"
+    )
     ax.set_title(title)
     ax.set_xticks([])
     ax.set_yticks([])
@@ -50,14 +52,21 @@ def _scatter(ax: Axes, points: Tensor, extent: float, title: str, color: str = "
     ax.set_yticks([])
 
 
-def density_figures(grid: DensityGrid, data: Tensor, frames: Tensor, title: str, extent: float) -> dict[str, Figure]:
+def density_figures(
+    grid: DensityGrid, data: Tensor, frames: Tensor, title: str, extent: float
+) -> dict[str, Figure]:
     """`density` (true or data histogram vs learned), `samples` (data vs model), `flow` (strip)."""
     fig_d, axes = plt.subplots(1, 2, figsize=(8, 4))
     if grid.true is not None:
         _show_density(axes[0], grid.true, extent, "true density")
     else:
-        axes[0].hist2d(data[:, 0].numpy(), data[:, 1].numpy(), bins=60,
-                       range=[[-extent, extent], [-extent, extent]], cmap="magma")
+        axes[0].hist2d(
+            data[:, 0].numpy(),
+            data[:, 1].numpy(),
+            bins=60,
+            range=[[-extent, extent], [-extent, extent]],
+            cmap="magma",
+        )
         axes[0].set_title("data histogram (density unknown)")
         axes[0].set_xticks([])
         axes[0].set_yticks([])
@@ -119,8 +128,13 @@ def save_flow_gif(frames: Tensor, data: Tensor, path: Path, extent: float, fps: 
     """An animated GIF of the particles moving from the base to the data."""
     fig, ax = plt.subplots(figsize=(4, 4))
     ax.scatter(data[:, 0].numpy(), data[:, 1].numpy(), s=1, color="0.8")
-    points = ax.scatter(frames[0, :, 0].numpy(), frames[0, :, 1].numpy(), s=1,
-                        c=_colors_by_base(frames[0]), cmap="hsv")
+    points = ax.scatter(
+        frames[0, :, 0].numpy(),
+        frames[0, :, 1].numpy(),
+        s=1,
+        c=_colors_by_base(frames[0]),
+        cmap="hsv",
+    )
     ax.set_xlim(-extent, extent)
     ax.set_ylim(-extent, extent)
     ax.set_aspect("equal")

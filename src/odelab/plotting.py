@@ -81,10 +81,21 @@ def dynamics_figures(traj: Trajectory, pred: Tensor, learned_field: Tensor) -> d
 
     grid, size = traj.grid.cpu(), round(traj.grid.shape[0] ** 0.5)
     fig_v, axes = plt.subplots(1, 2, figsize=(10, 4.6), sharex=True, sharey=True)
-    for ax, field, title in ((axes[0], traj.grid_field.cpu(), "true field"), (axes[1], learned_field, "learned field")):
+    for ax, field, title in (
+        (axes[0], traj.grid_field.cpu(), "true field"),
+        (axes[1], learned_field, "learned field"),
+    ):
         xs, ys = grid[:, 0].reshape(size, size), grid[:, 1].reshape(size, size)
         u, v = field[:, 0].reshape(size, size), field[:, 1].reshape(size, size)
-        ax.streamplot(xs.numpy(), ys.numpy(), u.numpy(), v.numpy(), color=(u**2 + v**2).sqrt().numpy(), cmap="viridis", density=1.0)
+        ax.streamplot(
+            xs.numpy(),
+            ys.numpy(),
+            u.numpy(),
+            v.numpy(),
+            color=(u**2 + v**2).sqrt().numpy(),
+            cmap="viridis",
+            density=1.0,
+        )
         ax.plot(true[:n, 0], true[:n, 1], "k-", lw=0.8, alpha=0.6)
         ax.set_title(title)
     fig_v.suptitle("Vector field: true vs learned")

@@ -116,7 +116,9 @@ def load_run(path: str | Path, *, require_finished: bool = False) -> Run:
     path = Path(path)
     metrics = _json(path / "metrics.json")
     if require_finished and not metrics:
-        raise ConfigError(f"{path} is not a finished run (no metrics.json); run it to the end first")
+        raise ConfigError(
+            f"{path} is not a finished run (no metrics.json); run it to the end first"
+        )
     config_file = path / ".hydra" / "config.yaml"
     if not config_file.is_file():  # runs made before Hydra's folder was kept
         config_file = path / "csv" / "hparams.yaml"

@@ -74,6 +74,8 @@ def merge_sweeps(sweeps: Sequence[dict[str, Attack]]) -> dict[str, Attack]:
     for sweep in sweeps:
         clash = merged.keys() & sweep.keys()
         if clash:
-            raise ConfigError(f"attack names {sorted(clash)} appear in two sweeps; drop one from attack.sweeps")
+            raise ConfigError(
+                f"attack names {sorted(clash)} appear in two sweeps; drop one from attack.sweeps"
+            )
         merged.update(sweep)
     return merged

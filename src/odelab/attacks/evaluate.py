@@ -19,7 +19,7 @@ def accuracy(model: nn.Module, x: Tensor, y: Tensor, batch_size: int = 250) -> f
     """Share of `x` that `model` classifies as `y`."""
     correct = sum(
         int((model(xb).argmax(1) == yb).sum())
-        for xb, yb in zip(x.split(batch_size), y.split(batch_size))
+        for xb, yb in zip(x.split(batch_size), y.split(batch_size), strict=False)
     )
     return correct / len(y)
 
@@ -39,7 +39,7 @@ def attacked_accuracy(
     """
     source = model if source is None else source
     attacked = torch.cat(
-        [attack(source, xb, yb) for xb, yb in zip(x.split(batch_size), y.split(batch_size))]
+        [attack(source, xb, yb) for xb, yb in zip(x.split(batch_size), y.split(batch_size), strict=False)]
     )
     return accuracy(model, attacked, y, batch_size)
 
@@ -93,7 +93,7 @@ def honesty_checks(
         for e in eps_grid[1:]
     ]
     monotone = all(b <= a for a, b in pairwise(curve))
-    text = ", ".join(f"{e:g}: {a:.3f}" for e, a in zip(eps_grid, curve))
+    text = ", ".join(f"{e:g}: {a:.3f}" for e, a in zip(eps_grid, curve, strict=False))
     checks.append(Check("PGD accuracy falls with eps", monotone, f"PGD-{steps} {text}"))
     checks.append(
         Check(

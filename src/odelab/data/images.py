@@ -48,7 +48,9 @@ def _locate(root: Path, source: ImageSource, split: str) -> tuple[Path, Path] | 
     return None
 
 
-def load_split(root: Path, source: ImageSource, split: str, download: bool) -> tuple[Tensor, Tensor]:
+def load_split(
+    root: Path, source: ImageSource, split: str, download: bool
+) -> tuple[Tensor, Tensor]:
     """Images (N, 28, 28) uint8 and labels (N,) int64 of one split."""
     paths = _locate(root, source, split)
     if paths is None and download:
@@ -118,7 +120,9 @@ class ImageDataModule(SplitLoaders, L.LightningDataModule):
         if dataset not in SOURCES:
             raise ConfigError(f"data.dataset={dataset!r}; choose one of {sorted(SOURCES)}")
         if val_size < 0 or test_size < 0 or (train_subset is not None and train_subset < 1):
-            raise ConfigError("data.val_size and data.test_size must be >= 0, data.train_subset >= 1")
+            raise ConfigError(
+                "data.val_size and data.test_size must be >= 0, data.train_subset >= 1"
+            )
         self.source = SOURCES[dataset]
         self.root, self.download = Path(root), download
         self.offline_test_split = offline_test_split
@@ -138,15 +142,21 @@ class ImageDataModule(SplitLoaders, L.LightningDataModule):
                 )
             parts = _split(len(labels), [n_train, self.val_size, self.test_size], self.seed)
             train_idx, val_idx, test_idx = parts
-            splits = {"train": (images, labels, train_idx), "val": (images, labels, val_idx),
-                      "test": (images, labels, test_idx)}
+            splits = {
+                "train": (images, labels, train_idx),
+                "val": (images, labels, val_idx),
+                "test": (images, labels, test_idx),
+            }
         else:
             images, labels = load_split(self.root, self.source, "train", self.download)
             test_images, test_labels = load_split(self.root, self.source, "test", self.download)
             n_train = len(labels) - self.val_size
             train_idx, val_idx = _split(len(labels), [n_train, self.val_size], self.seed)
-            splits = {"train": (images, labels, train_idx), "val": (images, labels, val_idx),
-                      "test": (test_images, test_labels, torch.arange(len(test_labels)))}
+            splits = {
+                "train": (images, labels, train_idx),
+                "val": (images, labels, val_idx),
+                "test": (test_images, test_labels, torch.arange(len(test_labels))),
+            }
         if self.train_subset is not None:
             images, labels, idx = splits["train"]
             splits["train"] = (images, labels, idx[: self.train_subset])
@@ -158,7 +168,9 @@ class ImageDataModule(SplitLoaders, L.LightningDataModule):
         origin = "official test set split" if self.offline_test_split else "official train/test"
         return f"{self.source.name} ({origin}: {sizes})"
 
-    def on_after_batch_transfer(self, batch: tuple[Tensor, Tensor], dataloader_idx: int) -> tuple[Tensor, Tensor]:
+    def on_after_batch_transfer(
+        self, batch: tuple[Tensor, Tensor], dataloader_idx: int
+    ) -> tuple[Tensor, Tensor]:
         images, labels = batch
         x = images.unsqueeze(1).float().div_(255.0)  # (B, 1, 28, 28) in [0, 1]
         if self.augment and self.trainer is not None and self.trainer.training:

@@ -13,7 +13,9 @@ from torch.utils.data import DataLoader, Dataset
 from odelab.errors import ConfigError
 
 
-def loader_options(num_workers: int, pin_memory: bool, persistent_workers: bool) -> dict[str, object]:
+def loader_options(
+    num_workers: int, pin_memory: bool, persistent_workers: bool
+) -> dict[str, object]:
     """The DataLoader keyword arguments of a data config, checked.
 
     Rejects options that torch would refuse (or silently ignore) with a message
@@ -47,8 +49,14 @@ class SplitLoaders:
     loader_kwargs: dict[str, Any]
     collate_fn: Any = None
 
-    def init_loaders(self, batch_size: int, eval_batch_size: int, num_workers: int,
-                     pin_memory: bool, persistent_workers: bool) -> None:
+    def init_loaders(
+        self,
+        batch_size: int,
+        eval_batch_size: int,
+        num_workers: int,
+        pin_memory: bool,
+        persistent_workers: bool,
+    ) -> None:
         """Check and keep the batch sizes and DataLoader options; no splits yet."""
         if batch_size < 1 or eval_batch_size < 1:
             raise ConfigError(
@@ -61,8 +69,13 @@ class SplitLoaders:
 
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
         batch = self.batch_size if split == "train" else self.eval_batch_size
-        return DataLoader(self.splits[split], batch_size=batch, shuffle=shuffle,
-                          collate_fn=self.collate_fn, **self.loader_kwargs)
+        return DataLoader(
+            self.splits[split],
+            batch_size=batch,
+            shuffle=shuffle,
+            collate_fn=self.collate_fn,
+            **self.loader_kwargs,
+        )
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train", shuffle=True)

@@ -55,11 +55,14 @@ def eight_gaussians(n: int, gen: torch.Generator) -> Tensor:
 def pinwheel(n: int, gen: torch.Generator) -> Tensor:
     arms, radial_std, tangential_std, rate = 5, 0.3, 0.1, 0.25
     arm = torch.randint(arms, (n,), generator=gen)
-    features = _randn(n, gen, 2) * torch.tensor([radial_std, tangential_std]) + torch.tensor([1.0, 0.0])
+    features = _randn(n, gen, 2) * torch.tensor([radial_std, tangential_std]) + torch.tensor(
+        [1.0, 0.0]
+    )
     angle = arm * (2 * math.pi / arms) + rate * torch.exp(features[:, 0])
     cos, sin = torch.cos(angle), torch.sin(angle)
     rotated = torch.stack(
-        [cos * features[:, 0] - sin * features[:, 1], sin * features[:, 0] + cos * features[:, 1]], dim=1
+        [cos * features[:, 0] - sin * features[:, 1], sin * features[:, 0] + cos * features[:, 1]],
+        dim=1,
     )
     return 2.0 * rotated
 
@@ -81,13 +84,17 @@ def moons(n: int, gen: torch.Generator) -> Tensor:
 
 def two_spirals(n: int, gen: torch.Generator) -> Tensor:
     turn = torch.sqrt(_rand(n, gen)) * (540 * 2 * math.pi / 360)
-    arm = torch.stack([-torch.cos(turn) * turn, torch.sin(turn) * turn], dim=1) + 0.5 * _rand(n, gen, 2)
+    arm = torch.stack([-torch.cos(turn) * turn, torch.sin(turn) * turn], dim=1) + 0.5 * _rand(
+        n, gen, 2
+    )
     sign = torch.where(_rand(n, gen) < 0.5, 1.0, -1.0)[:, None]
     return sign * arm / 3.0 + 0.1 * _randn(n, gen, 2)
 
 
 def checkerboard(n: int, gen: torch.Generator) -> Tensor:
-    black = torch.tensor([(i, j) for i in range(4) for j in range(4) if (i + j) % 2 == 0], dtype=torch.float32)
+    black = torch.tensor(
+        [(i, j) for i in range(4) for j in range(4) if (i + j) % 2 == 0], dtype=torch.float32
+    )
     cell = black[torch.randint(len(black), (n,), generator=gen)]
     return (cell + _rand(n, gen, 2)) * BOARD_CELL - 4.0
 
@@ -128,7 +135,9 @@ def rings_log_density(x: Tensor) -> Tensor:
     radii = torch.tensor(RING_RADII, dtype=x.dtype)
     log_weight = torch.log(radii / radii.sum())
     r = x.norm(dim=1, keepdim=True).clamp_min(1e-12)
-    mirrored = torch.stack([_normal_log_pdf(r, radii, RING_STD), _normal_log_pdf(-r, radii, RING_STD)])
+    mirrored = torch.stack(
+        [_normal_log_pdf(r, radii, RING_STD), _normal_log_pdf(-r, radii, RING_STD)]
+    )
     log_p_radius = torch.logsumexp(torch.logsumexp(mirrored, dim=0) + log_weight, dim=1)
     return log_p_radius - torch.log(2 * math.pi * r[:, 0])
 
@@ -151,7 +160,9 @@ TRUE_LOG_DENSITIES: dict[str, Callable[[Tensor], Tensor]] = {
 def sample(name: str, n: int, seed: int) -> Tensor:
     """`n` points of target `name`, the same for the same seed."""
     if name not in SAMPLERS:
-        raise ConfigError(f"data.name={name!r} is not a toy 2D target; choose one of {sorted(SAMPLERS)}")
+        raise ConfigError(
+            f"data.name={name!r} is not a toy 2D target; choose one of {sorted(SAMPLERS)}"
+        )
     return SAMPLERS[name](n, torch.Generator().manual_seed(seed)).to(torch.get_default_dtype())
 
 
@@ -217,9 +228,16 @@ class Toy2DDataModule(L.LightningDataModule):
     ):
         super().__init__()
         if name not in SAMPLERS:
-            raise ConfigError(f"data.name={name!r} is not a toy 2D target; choose one of {sorted(SAMPLERS)}")
-        for key, value in (("batch_size", batch_size), ("batches_per_epoch", batches_per_epoch),
-                           ("n_val", n_val), ("n_test", n_test), ("eval_batch_size", eval_batch_size)):
+            raise ConfigError(
+                f"data.name={name!r} is not a toy 2D target; choose one of {sorted(SAMPLERS)}"
+            )
+        for key, value in (
+            ("batch_size", batch_size),
+            ("batches_per_epoch", batches_per_epoch),
+            ("n_val", n_val),
+            ("n_test", n_test),
+            ("eval_batch_size", eval_batch_size),
+        ):
             if value < 1:
                 raise ConfigError(f"data.{key} must be >= 1, got {value}")
         self.name = name

@@ -164,14 +164,20 @@ class TrajectoryDataModule(L.LightningDataModule):
         if noise_std < 0:
             raise ConfigError(f"data.noise_std must be >= 0, got {noise_std}")
         if not t_end > 0:
-            raise ConfigError(f"data.t_end must be > 0 (the time span [0, t_end] is empty), got {t_end}")
+            raise ConfigError(
+                f"data.t_end must be > 0 (the time span [0, t_end] is empty), got {t_end}"
+            )
         if n_points < 2:
             raise ConfigError(f"data.n_points must be >= 2, got {n_points}")
         if extrapolate_to is not None and extrapolate_to < t_end:
-            raise ConfigError(f"data.extrapolate_to must be >= data.t_end={t_end}, got {extrapolate_to}")
+            raise ConfigError(
+                f"data.extrapolate_to must be >= data.t_end={t_end}, got {extrapolate_to}"
+            )
         for key, value in (("batch_time", batch_time), ("batch_time_final", batch_time_final)):
             if value is not None and not 2 <= value <= n_points:
-                raise ConfigError(f"data.{key} must be in [2, data.n_points={n_points}], got {value}")
+                raise ConfigError(
+                    f"data.{key} must be in [2, data.n_points={n_points}], got {value}"
+                )
         if batch_size < 1 or batches_per_epoch < 1:
             raise ConfigError("data.batch_size and data.batches_per_epoch must be >= 1")
         self.system = system
@@ -179,8 +185,15 @@ class TrajectoryDataModule(L.LightningDataModule):
         self.t_end, self.n_points = float(t_end), n_points
         self.extrapolate_to = float(extrapolate_to if extrapolate_to is not None else t_end)
         self.noise_std = noise_std
-        self.batch_time, self.batch_size, self.batches_per_epoch = batch_time, batch_size, batches_per_epoch
-        self.batch_time_final, self.batch_time_growth_epochs = batch_time_final, batch_time_growth_epochs
+        self.batch_time, self.batch_size, self.batches_per_epoch = (
+            batch_time,
+            batch_size,
+            batches_per_epoch,
+        )
+        self.batch_time_final, self.batch_time_growth_epochs = (
+            batch_time_final,
+            batch_time_growth_epochs,
+        )
         self.grid_size, self.seed = grid_size, seed
         self.loader_options = loader_options(num_workers, pin_memory, persistent_workers)
         self.trajectory: Trajectory | None = None
@@ -214,7 +227,10 @@ class TrajectoryDataModule(L.LightningDataModule):
     def _grid(self, points: Tensor) -> Tensor:
         lo, hi = points.min(0).values, points.max(0).values
         pad = 0.1 * (hi - lo)
-        axes = [torch.linspace(a, b, self.grid_size, dtype=points.dtype) for a, b in zip(lo - pad, hi + pad)]
+        axes = [
+            torch.linspace(a, b, self.grid_size, dtype=points.dtype)
+            for a, b in zip(lo - pad, hi + pad, strict=False)
+        ]
         return torch.stack(torch.meshgrid(*axes, indexing="xy"), dim=-1).reshape(-1, len(axes))
 
     def train_dataloader(self) -> DataLoader:

@@ -55,7 +55,10 @@ def rademacher_noise(like: Tensor) -> Tensor:
     return torch.randint_like(like, 0, 2) * 2 - 1
 
 
-NOISES: dict[str, Callable[[Tensor], Tensor]] = {"gaussian": gaussian_noise, "rademacher": rademacher_noise}
+NOISES: dict[str, Callable[[Tensor], Tensor]] = {
+    "gaussian": gaussian_noise,
+    "rademacher": rademacher_noise,
+}
 
 
 @dataclass(frozen=True)
@@ -100,7 +103,9 @@ class CNFDynamics(nn.Module):
         self.regularizers: tuple[str, ...] = ()
         self.noise: Tensor | None = None
 
-    def begin_solve(self, z: Tensor, estimator: str | None = None, regularizers: Sequence[str] = ()) -> None:
+    def begin_solve(
+        self, z: Tensor, estimator: str | None = None, regularizers: Sequence[str] = ()
+    ) -> None:
         self.estimator = estimator or self.trace.estimator
         self.regularizers = tuple(regularizers)
         needs_noise = self.estimator == "hutchinson" or "jacobian" in self.regularizers
@@ -184,16 +189,24 @@ class CNF(nn.Module):
             raise ConfigError(f"model.flow.t_end must be > 0, got {t_end}")
         solver = solver or Solver()
         if solver.adaptive and "norm" not in solver.options:
-            solver = dataclasses.replace(solver, options={**solver.options, "norm": state_and_logp_norm})
+            solver = dataclasses.replace(
+                solver, options={**solver.options, "norm": state_and_logp_norm}
+            )
         self.dynamics = CNFDynamics(field, trace or TraceEstimator())
-        self.block = ODEBlock(self.dynamics, solver, sensitivity, t=(0.0, t_end), name="model.flow.field")
+        self.block = ODEBlock(
+            self.dynamics, solver, sensitivity, t=(0.0, t_end), name="model.flow.field"
+        )
         self.t_end = t_end
 
-    def log_prob(self, x: Tensor, estimator: str | None = None, regularizers: Sequence[str] = ()) -> FlowOutput:
+    def log_prob(
+        self, x: Tensor, estimator: str | None = None, regularizers: Sequence[str] = ()
+    ) -> FlowOutput:
         """Density evaluation, data -> base, in one solve of (z, log p, regularizers...)."""
         unknown = set(regularizers) - set(REGULARIZERS)
         if unknown:
-            raise ConfigError(f"unknown CNF regularizers {sorted(unknown)}; choose from {REGULARIZERS}")
+            raise ConfigError(
+                f"unknown CNF regularizers {sorted(unknown)}; choose from {REGULARIZERS}"
+            )
         self.dynamics.begin_solve(x, estimator, regularizers)
         zeros = x.new_zeros(x.shape[0])
         state = (x, zeros) + tuple(zeros.clone() for _ in regularizers)
@@ -201,7 +214,7 @@ class CNF(nn.Module):
         return FlowOutput(
             log_prob=standard_normal_log_prob(z) + trace_integral,
             base=z,
-            regularizers=dict(zip(regularizers, integrals)),
+            regularizers=dict(zip(regularizers, integrals, strict=False)),
         )
 
     def to_base(self, x: Tensor) -> Tensor:

@@ -8,7 +8,13 @@ from torch import Tensor, nn
 
 from odelab.errors import ConfigError
 
-ACTIVATIONS = {"tanh": nn.Tanh, "relu": nn.ReLU, "softplus": nn.Softplus, "elu": nn.ELU, "silu": nn.SiLU}
+ACTIVATIONS = {
+    "tanh": nn.Tanh,
+    "relu": nn.ReLU,
+    "softplus": nn.Softplus,
+    "elu": nn.ELU,
+    "silu": nn.SiLU,
+}
 TRANSFORMS = {"identity": lambda z: z, "cube": lambda z: z**3}
 
 
@@ -37,7 +43,9 @@ class MLPField(nn.Module):
     ):
         super().__init__()
         if activation not in ACTIVATIONS:
-            raise ConfigError(f"model.field.activation={activation!r}; choose one of {sorted(ACTIVATIONS)}")
+            raise ConfigError(
+                f"model.field.activation={activation!r}; choose one of {sorted(ACTIVATIONS)}"
+            )
         if input_transform not in TRANSFORMS:
             raise ConfigError(
                 f"model.field.input_transform={input_transform!r}; choose one of {sorted(TRANSFORMS)}"

@@ -19,8 +19,12 @@ class Normalize(nn.Module):
     checkpoints with the weights.
     """
 
-    def __init__(self, mean: float | Sequence[float], std: float | Sequence[float],
-                 in_channels: int | None = None):
+    def __init__(
+        self,
+        mean: float | Sequence[float],
+        std: float | Sequence[float],
+        in_channels: int | None = None,
+    ):
         super().__init__()
         mean_t, std_t = _per_channel(mean), _per_channel(std)
         if bool((std_t <= 0).any()):
@@ -58,7 +62,11 @@ def downsampling_stem(in_channels: int, channels: int, downsample: int = 2) -> n
         raise ConfigError(f"model.net.downsample must be >= 1, got {downsample}")
     layers: list[nn.Module] = [nn.Conv2d(in_channels, channels, 3, 1)]
     for _ in range(downsample):
-        layers += [group_norm(channels), nn.ReLU(inplace=True), nn.Conv2d(channels, channels, 4, 2, 1)]
+        layers += [
+            group_norm(channels),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(channels, channels, 4, 2, 1),
+        ]
     return nn.Sequential(*layers)
 
 

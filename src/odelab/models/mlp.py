@@ -26,8 +26,9 @@ class MLPClassifier(nn.Module):
         std: float = 0.3081,
     ):
         super().__init__()
-        check_sizes(hidden=hidden, image_size=image_size, in_channels=in_channels,
-                    num_classes=num_classes)
+        check_sizes(
+            hidden=hidden, image_size=image_size, in_channels=in_channels, num_classes=num_classes
+        )
         self.normalize = Normalize(mean, std)
         self.layers = nn.Sequential(
             nn.Flatten(),

@@ -139,7 +139,10 @@ class ODENet(ImageNet):
         if t_end <= 0:
             raise ConfigError(f"model.net.t_end must be > 0, got {t_end}")
         self.middle = ODEBlock(
-            ConvODEField(channels, time_dependent), solver, sensitivity, t=(0.0, t_end),
+            ConvODEField(channels, time_dependent),
+            solver,
+            sensitivity,
+            t=(0.0, t_end),
             name="model.net.block",
         )
 

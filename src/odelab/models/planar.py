@@ -33,7 +33,9 @@ class PlanarFlow(nn.Module):
     def __init__(self, dim: int = 2, layers: int = 32, init_std: float = 1.0):
         super().__init__()
         if dim < 1 or layers < 1:
-            raise ConfigError(f"model.flow.dim and model.flow.layers must be >= 1, got {dim}, {layers}")
+            raise ConfigError(
+                f"model.flow.dim and model.flow.layers must be >= 1, got {dim}, {layers}"
+            )
         self.w = nn.Parameter(init_std * torch.randn(layers, dim))
         self.u = nn.Parameter(init_std * torch.randn(layers, dim))
         self.b = nn.Parameter(init_std * torch.randn(layers))
@@ -45,13 +47,19 @@ class PlanarFlow(nn.Module):
     def _u_hat(self) -> Tensor:
         """u of every layer, shifted along w so that w . u_hat = -1 + softplus(w . u) > -1."""
         wu = (self.w * self.u).sum(dim=1, keepdim=True)
-        return self.u + (F.softplus(wu) - 1 - wu) * self.w / self.w.pow(2).sum(dim=1, keepdim=True).clamp_min(1e-12)
+        return self.u + (F.softplus(wu) - 1 - wu) * self.w / self.w.pow(2).sum(
+            dim=1, keepdim=True
+        ).clamp_min(1e-12)
 
-    def log_prob(self, x: Tensor, estimator: str | None = None, regularizers: tuple[str, ...] = ()) -> FlowOutput:
+    def log_prob(
+        self, x: Tensor, estimator: str | None = None, regularizers: tuple[str, ...] = ()
+    ) -> FlowOutput:
         """Density evaluation, data -> base; `estimator` is ignored (the log-det is exact)."""
         if regularizers:
-            raise ConfigError("the planar flow has no regularizers; set model.kinetic_weight and "
-                              "model.jacobian_weight to 0")
+            raise ConfigError(
+                "the planar flow has no regularizers; set model.kinetic_weight and "
+                "model.jacobian_weight to 0"
+            )
         u_hat = self._u_hat()
         w_dot_u = (self.w * u_hat).sum(dim=1)
         z, log_det = x, x.new_zeros(x.shape[0])

@@ -50,8 +50,12 @@ class ResNet(nn.Module):
         std: float = 0.3081,
     ):
         super().__init__()
-        check_sizes(num_blocks=num_blocks, channels=channels, in_channels=in_channels,
-                    num_classes=num_classes)
+        check_sizes(
+            num_blocks=num_blocks,
+            channels=channels,
+            in_channels=in_channels,
+            num_classes=num_classes,
+        )
         self.normalize = Normalize(mean, std)
         self.stem = downsampling_stem(in_channels, channels)
         self.blocks = nn.Sequential(*(PreActResidualBlock(channels) for _ in range(num_blocks)))

@@ -19,7 +19,9 @@ def _check_sizes(**sizes: int) -> None:
 
 def _activation(name: str) -> nn.Module:
     if name not in ACTIVATIONS:
-        raise ConfigError(f"model.flow.field.activation={name!r}; choose one of {sorted(ACTIVATIONS)}")
+        raise ConfigError(
+            f"model.flow.field.activation={name!r}; choose one of {sorted(ACTIVATIONS)}"
+        )
     return ACTIVATIONS[name]()
 
 
@@ -68,8 +70,10 @@ class HyperField(nn.Module):
         _check_sizes(dim=dim, units=units, hyper_hidden=hyper_hidden)
         self.dim, self.units = dim, units
         self.hyper = nn.Sequential(
-            nn.Linear(1, hyper_hidden), nn.Tanh(),
-            nn.Linear(hyper_hidden, hyper_hidden), nn.Tanh(),
+            nn.Linear(1, hyper_hidden),
+            nn.Tanh(),
+            nn.Linear(hyper_hidden, hyper_hidden),
+            nn.Tanh(),
             nn.Linear(hyper_hidden, units * (2 * dim + 2)),
         )
 

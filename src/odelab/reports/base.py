@@ -32,8 +32,18 @@ __all__ = [
     "by_seed",
     "conf_budgets",
     "paired",
-    "JobResult", "Jobs", "Reproduction", "copy_plots", "device_label", "fmt_mean_std",
-    "load_jobs", "load_sweeps", "markdown_table", "mean_std", "relative_path", "run_config",
+    "JobResult",
+    "Jobs",
+    "Reproduction",
+    "copy_plots",
+    "device_label",
+    "fmt_mean_std",
+    "load_jobs",
+    "load_sweeps",
+    "markdown_table",
+    "mean_std",
+    "relative_path",
+    "run_config",
     "runs_section",
 ]
 
@@ -107,15 +117,21 @@ def conf_budgets(name: str) -> tuple[dict[str, list[list[str]]], dict[str, list[
     """
     path = CONFIG_DIR / "reproduce" / f"{name}.yaml"
     spec = yaml.safe_load(path.read_text())
-    sweeps = {b: [[*map(str, s), *RECORDED] for s in v.get("sweeps") or []] for b, v in spec.items()}
-    benchmarks = {b: [list(map(str, c)) for c in v.get("benchmarks") or []] for b, v in spec.items()}
+    sweeps = {
+        b: [[*map(str, s), *RECORDED] for s in v.get("sweeps") or []] for b, v in spec.items()
+    }
+    benchmarks = {
+        b: [list(map(str, c)) for c in v.get("benchmarks") or []] for b, v in spec.items()
+    }
     return sweeps, benchmarks
 
 
 def load_sweeps(budget_dir: Path) -> Jobs:
     """The jobs of every sweep of one budget (`<budget_dir>/<sweep number>/<job>`), in order,
     with the benchmark records in `<budget_dir>/bench/*.json`."""
-    sweeps = sorted((p for p in budget_dir.iterdir() if p.name.isdigit()), key=lambda p: int(p.name))
+    sweeps = sorted(
+        (p for p in budget_dir.iterdir() if p.name.isdigit()), key=lambda p: int(p.name)
+    )
     bench_dir = budget_dir / "bench"
     bench = {p.stem: json.loads(p.read_text()) for p in sorted(bench_dir.glob("*.json"))}
     return Jobs([job for sweep in sweeps for job in load_jobs(sweep)], bench)
@@ -133,7 +149,9 @@ def by_seed(jobs: Sequence[JobResult], key: str, scale: float = 1.0) -> dict[str
     for job in jobs:
         value = job.metrics.get(key)
         if value is not None:
-            seed = job.overrides.get("seed") or str(job.run.config.get("seed", 0) if job.run.config else 0)
+            seed = job.overrides.get("seed") or str(
+                job.run.config.get("seed", 0) if job.run.config else 0
+            )
             out[seed] = scale * value
     return out
 
@@ -156,7 +174,9 @@ def device_label(jobs: Sequence[JobResult]) -> str:
         path = job.output_dir / "device.json"
         if path.is_file():
             info = json.loads(path.read_text())
-            threads = f", {info['torch_threads']} torch thread(s)" if info.get("type") == "cpu" else ""
+            threads = (
+                f", {info['torch_threads']} torch thread(s)" if info.get("type") == "cpu" else ""
+            )
             label = f"{info.get('type', '?').upper()} ({info.get('name', '?')}{threads}), torch {info.get('torch', '?')}"
             if label not in seen:
                 seen.append(label)
@@ -177,7 +197,10 @@ def copy_plots(job: JobResult, report_dir: Path, prefix: str = "") -> list[Path]
     if not source.is_dir():
         return []
     report_dir.mkdir(parents=True, exist_ok=True)
-    return [Path(shutil.copy2(png, report_dir / f"{prefix}{png.name}")) for png in sorted(source.glob("*.png"))]
+    return [
+        Path(shutil.copy2(png, report_dir / f"{prefix}{png.name}"))
+        for png in sorted(source.glob("*.png"))
+    ]
 
 
 def runs_section(done: Sequence[tuple[str, Path]], failed: Sequence[JobResult]) -> list[str]:

@@ -45,7 +45,9 @@ def _label(job: JobResult) -> str:
     experiment = job.overrides.get("experiment", "?")
     if experiment == "planar_flow":
         return "planar"
-    if cfg is not None and (cfg.model.get("kinetic_weight", 0) > 0 or cfg.model.get("jacobian_weight", 0) > 0):
+    if cfg is not None and (
+        cfg.model.get("kinetic_weight", 0) > 0 or cfg.model.get("jacobian_weight", 0) > 0
+    ):
         return "rnode"
     return "cnf_1e-5" if experiment == "cnf_toy_rnode" else "cnf"
 
@@ -96,21 +98,53 @@ def build_report(jobs: list[JobResult], budget: str, report_dir: Path) -> str:
         }
         outcome = "n/a"
         if cnf and planar:
-            a, b = paired(by_seed(groups[target, "cnf"], "test/nll"),
-                          by_seed(groups[target, "planar"], "test/nll"))
-            comparison = compare(a, b, a_name="CNF", b_name="planar K=64",
-                                 metric=f"test NLL on {target}", higher_is_better=False)
+            a, b = paired(
+                by_seed(groups[target, "cnf"], "test/nll"),
+                by_seed(groups[target, "planar"], "test/nll"),
+            )
+            comparison = compare(
+                a,
+                b,
+                a_name="CNF",
+                b_name="planar K=64",
+                metric=f"test NLL on {target}",
+                higher_is_better=False,
+            )
             outcome = comparison.outcome
             verdicts.append(f"- {comparison.verdict}")
-        l1_text = f"{fmt_mean_std(l1['cnf'], spec='.3f')} / {fmt_mean_std(l1['planar'], spec='.3f')}"
-        rows.append([target, fmt_mean_std(cnf, spec=".3f"), fmt_mean_std(planar, spec=".3f"),
-                     l1_text, outcome])
-    lines += [markdown_table(["target", "CNF test NLL", "planar K=64 test NLL",
-                              "density L1 (CNF / planar)", "CNF vs planar (95 % CI)"], rows), ""]
+        l1_text = (
+            f"{fmt_mean_std(l1['cnf'], spec='.3f')} / {fmt_mean_std(l1['planar'], spec='.3f')}"
+        )
+        rows.append(
+            [
+                target,
+                fmt_mean_std(cnf, spec=".3f"),
+                fmt_mean_std(planar, spec=".3f"),
+                l1_text,
+                outcome,
+            ]
+        )
+    lines += [
+        markdown_table(
+            [
+                "target",
+                "CNF test NLL",
+                "planar K=64 test NLL",
+                "density L1 (CNF / planar)",
+                "CNF vs planar (95 % CI)",
+            ],
+            rows,
+        ),
+        "",
+    ]
     lines += [*verdicts, ""] if verdicts else []
 
-    lines += ["## RNODE regularizers: NFE per training step at dopri5 tolerance 1e-5", "",
-              f"Claim: {CLAIMS['rnode']}.", ""]
+    lines += [
+        "## RNODE regularizers: NFE per training step at dopri5 tolerance 1e-5",
+        "",
+        f"Claim: {CLAIMS['rnode']}.",
+        "",
+    ]
     rows = []
     for target in targets:
         plain, reg = groups.get((target, "cnf_1e-5"), []), groups.get((target, "rnode"), [])
@@ -121,16 +155,42 @@ def build_report(jobs: list[JobResult], budget: str, report_dir: Path) -> str:
         d_nll = mean_std(nll(target, "rnode"))[0] - mean_std(nll(target, "cnf_1e-5"))[0]
         ratio = nfe_plain / nfe_reg
         met = "yes" if ratio >= 2 and d_nll <= 0.05 else "**no**"
-        rows.append([target, fmt_mean_std(nll(target, "cnf_1e-5"), spec=".3f"),
-                     fmt_mean_std(nll(target, "rnode"), spec=".3f"),
-                     f"{d_nll:+.3f}", f"{nfe_plain:.1f}", f"{nfe_reg:.1f}", f"{ratio:.2f}", met])
-    lines += [markdown_table(["target", "NLL none", "NLL RNODE", "dNLL", "NFE/step none",
-                              "NFE/step RNODE", "none / RNODE", "claim met"], rows), ""]
+        rows.append(
+            [
+                target,
+                fmt_mean_std(nll(target, "cnf_1e-5"), spec=".3f"),
+                fmt_mean_std(nll(target, "rnode"), spec=".3f"),
+                f"{d_nll:+.3f}",
+                f"{nfe_plain:.1f}",
+                f"{nfe_reg:.1f}",
+                f"{ratio:.2f}",
+                met,
+            ]
+        )
+    lines += [
+        markdown_table(
+            [
+                "target",
+                "NLL none",
+                "NLL RNODE",
+                "dNLL",
+                "NFE/step none",
+                "NFE/step RNODE",
+                "none / RNODE",
+                "claim met",
+            ],
+            rows,
+        ),
+        "",
+    ]
     rnode = next((j for j in done if _label(j) == "rnode"), None)
     rnode_cfg = run_config(rnode) if rnode else None
     if rnode_cfg is not None:
         model = rnode_cfg.model
-        lines += [f"RNODE weights: kinetic {model.kinetic_weight}, Jacobian {model.jacobian_weight}.", ""]
+        lines += [
+            f"RNODE weights: kinetic {model.kinetic_weight}, Jacobian {model.jacobian_weight}.",
+            "",
+        ]
 
     plots = []
     for job in done:
@@ -149,8 +209,13 @@ def build_report(jobs: list[JobResult], budget: str, report_dir: Path) -> str:
         "- The K-vs-M capacity figure is made by `experiments/cnf_capacity.py`.",
         "",
     ]
-    labels = [(f"{_label(j)}, {j.overrides.get('data.name')}, seed {j.overrides.get('seed', '0')}", j.output_dir)
-              for j in done]
+    labels = [
+        (
+            f"{_label(j)}, {j.overrides.get('data.name')}, seed {j.overrides.get('seed', '0')}",
+            j.output_dir,
+        )
+        for j in done
+    ]
     return "\n".join(lines + runs_section(labels, failed))
 
 

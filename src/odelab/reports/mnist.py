@@ -51,27 +51,41 @@ def build_report(jobs: Jobs, budget: str, report_dir: Path) -> str:
         group = by_model[model]
         first = summarize(group[0])
         errors = [100 * e for r in group if (e := r.last("test/error")) is not None]
-        rows.append([
-            model,
-            f"{fmt_mean_std(errors, spec='.2f')} %",
-            PAPER.get(model, {}).get("error", "–"),
-            first["params"],
-            PAPER.get(model, {}).get("params", "–"),
-            first["memory"],
-            first["activations"],
-            PAPER.get(model, {}).get("memory", "–"),
-            first["step_time"],
-            first["epoch_time"],
-            PAPER.get(model, {}).get("time", "–"),
-            first["nfe"],
-            first["test_nfe"],
-            first["solve"],
-            str(len(group)),
-        ])
+        rows.append(
+            [
+                model,
+                f"{fmt_mean_std(errors, spec='.2f')} %",
+                PAPER.get(model, {}).get("error", "–"),
+                first["params"],
+                PAPER.get(model, {}).get("params", "–"),
+                first["memory"],
+                first["activations"],
+                PAPER.get(model, {}).get("memory", "–"),
+                first["step_time"],
+                first["epoch_time"],
+                PAPER.get(model, {}).get("time", "–"),
+                first["nfe"],
+                first["test_nfe"],
+                first["solve"],
+                str(len(group)),
+            ]
+        )
     header = [
-        "model", "test error (mean ± std)", "paper", "params", "paper", "peak memory / step",
-        "saved activations", "paper", "time / step (median)", "time / epoch", "paper",
-        "NFE fwd / bwd per step", "test NFE", "solve", "seeds",
+        "model",
+        "test error (mean ± std)",
+        "paper",
+        "params",
+        "paper",
+        "peak memory / step",
+        "saved activations",
+        "paper",
+        "time / step (median)",
+        "time / epoch",
+        "paper",
+        "NFE fwd / bwd per step",
+        "test NFE",
+        "solve",
+        "seeds",
     ]
     data = summarize(runs[0])["data"] if runs else "n/a"
     epochs = summarize(runs[0])["epochs"] if runs else "n/a"
@@ -101,9 +115,11 @@ def build_report(jobs: Jobs, budget: str, report_dir: Path) -> str:
             lines += [
                 "## NFE over training (Figure 3)",
                 "",
-                (f"Mean forward NFE per step in each quarter of training: {_quarter_means(forward)}; "
-                f"backward / forward over the run {ratio:.2f}. The paper shows forward NFE "
-                "growing during training and the adjoint's backward pass needing about half of it."),
+                (
+                    f"Mean forward NFE per step in each quarter of training: {_quarter_means(forward)}; "
+                    f"backward / forward over the run {ratio:.2f}. The paper shows forward NFE "
+                    "growing during training and the adjoint's backward pass needing about half of it."
+                ),
                 "",
                 f"![NFE over training]({report_dir.name}/{figure.name})",
                 "",
@@ -115,17 +131,24 @@ def build_report(jobs: Jobs, budget: str, report_dir: Path) -> str:
     if memory is not None:
         report_dir.mkdir(parents=True, exist_ok=True)
         image = report_dir / "mnist_memory.png"
-        memory_figure(memory["rows"], image, f"ODE-Net training step, batch {memory['batch_size']}, "
-                      f"{memory['device']['name']}: adjoint vs direct")
+        memory_figure(
+            memory["rows"],
+            image,
+            f"ODE-Net training step, batch {memory['batch_size']}, "
+            f"{memory['device']['name']}: adjoint vs direct",
+        )
         lines += memory_section(memory, f"{report_dir.name}/{image.name}")
     # Figure 3's tolerance trade-off, measured on the budget's trained ODE-Net.
     tolerance = getattr(jobs, "bench", {}).get("mnist_tolerance")
     if tolerance is not None:
         report_dir.mkdir(parents=True, exist_ok=True)
         image = report_dir / "mnist_tolerance.png"
-        tolerance_figure(tolerance["rows"], image,
-                         f"ODE-Net trained at tol {tolerance['trained_tol']:g}, evaluated at each "
-                         f"tolerance ({tolerance['test_images']} test images)")
+        tolerance_figure(
+            tolerance["rows"],
+            image,
+            f"ODE-Net trained at tol {tolerance['trained_tol']:g}, evaluated at each "
+            f"tolerance ({tolerance['test_images']} test images)",
+        )
         lines += tolerance_section(tolerance, f"{report_dir.name}/{image.name}")
     lines += _differences(runs, budget, memory_here=memory_here)
     labels = [(f"{model_label(r)}, seed {r.config.seed}", r.path) for r in runs]
@@ -145,8 +168,9 @@ def _comparisons(jobs: Jobs) -> list[str]:
     for other in ("ResNet", "RK-Net", "1-layer MLP"):
         a, b = paired(odenet, by_seed(by_model.get(other, []), "test/error", 100))
         if a:
-            c = compare(a, b, a_name="ODE-Net", b_name=other, metric="test error",
-                        higher_is_better=False)
+            c = compare(
+                a, b, a_name="ODE-Net", b_name=other, metric="test error", higher_is_better=False
+            )
             lines.append(f"- {c.verdict}")
     return [*lines, ""]
 
@@ -163,28 +187,41 @@ def _differences(runs: list[Run], budget: str, memory_here: bool = False) -> lis
     notes = ["## What differs from the paper", ""]
     if budget != "paper":
         steps = max((r.train_steps for r in runs), default=0)
-        notes.append(f"- Budget `{budget}`: {steps} training steps per model against the paper's 160 "
-                     "epochs of 60,000 images, so the errors sit above the paper's; only "
-                     "`budget=paper` is comparable.")
+        notes.append(
+            f"- Budget `{budget}`: {steps} training steps per model against the paper's 160 "
+            "epochs of 60,000 images, so the errors sit above the paper's; only "
+            "`budget=paper` is comparable."
+        )
     if any(r.config.data.get("offline_test_split") for r in runs):
-        notes.append("- Data: the official MNIST test set split into train / val / test (the "
-                     "60k training set was not available), so every error is on a different test set.")
+        notes.append(
+            "- Data: the official MNIST test set split into train / val / test (the "
+            "60k training set was not available), so every error is on a different test set."
+        )
     if any(r.device.get("type") != "cuda" for r in runs):
-        notes.append("- Device: CPU; times are CPU wall clock and only comparable within this table.")
+        notes.append(
+            "- Device: CPU; times are CPU wall clock and only comparable within this table."
+        )
     epochs = {model_label(r): r.epochs for r in runs}
     if len(set(epochs.values())) > 1 or any(r.config.trainer.get("max_time") for r in runs):
         reached = ", ".join(f"{m} {e}" for m, e in epochs.items())
         notes.append(f"- Epochs completed (a time cap stops a run early): {reached}.")
-    milestones = {tuple(r.config.model.scheduler.milestones) for r in runs if r.config.model.get("scheduler")}
+    milestones = {
+        tuple(r.config.model.scheduler.milestones) for r in runs if r.config.model.get("scheduler")
+    }
     if milestones - {(60, 100, 140)}:
         schedules = "; ".join(", ".join(map(str, m)) for m in sorted(milestones))
-        notes.append(f"- Learning rate x0.1 at epochs {schedules} "
-                     "instead of 60, 100, 140.")
-    if any("joblib" in _launcher(r) for r in runs) and any(r.device.get("type") == "cuda" for r in runs):
-        notes.append("- The models trained at the same time on one GPU (joblib launcher), so the "
-                     "times per step include that sharing.")
-    notes.append("- Memory: measured for one training step; the paper gives only its order."
-                 + ("" if memory_here else " This budget ran no memory study."))
+        notes.append(f"- Learning rate x0.1 at epochs {schedules} instead of 60, 100, 140.")
+    if any("joblib" in _launcher(r) for r in runs) and any(
+        r.device.get("type") == "cuda" for r in runs
+    ):
+        notes.append(
+            "- The models trained at the same time on one GPU (joblib launcher), so the "
+            "times per step include that sharing."
+        )
+    notes.append(
+        "- Memory: measured for one training step; the paper gives only its order."
+        + ("" if memory_here else " This budget ran no memory study.")
+    )
     return [*notes, ""]
 
 
@@ -203,4 +240,3 @@ MNIST = Reproduction(
     build=build_report,
     benchmarks=BENCHMARKS,
 )
-

@@ -150,19 +150,32 @@ def memory_section(memory: dict, image: str | None) -> list[str]:
             f"| {r['solver']} | {r['sensitivity']} | {r['T']:g} | {r['nfe_forward']} / {r['nfe_backward']} "
             f"| {r['peak_mb']:.2f} | {r['saved_activations_mb']:.2f} | {r['step_time_s']:.1f} |"
         )
-    lines += ["", "| solver | adjoint peak max/min over T (claim: <= 1.2) | direct peak at the longest / shortest T (claim T=8 / T=1: >= 3) |",
-              "|---|---:|---:|"]
+    lines += [
+        "",
+        "| solver | adjoint peak max/min over T (claim: <= 1.2) | direct peak at the longest / shortest T (claim T=8 / T=1: >= 3) |",
+        "|---|---:|---:|",
+    ]
     for solver, r in memory["ratios"].items():
-        lines.append(f"| {solver} | {r.get('adjoint_max_over_min', math.nan):.3f} "
-                     f"| {r.get('direct_last_over_first', math.nan):.2f} |")
-    lines += ["", ("Direct back-propagation stores every evaluation, so its peak grows with the "
-                   "forward NFE, not with T as such; the adjoint's stays at one evaluation's worth:")]
+        lines.append(
+            f"| {solver} | {r.get('adjoint_max_over_min', math.nan):.3f} "
+            f"| {r.get('direct_last_over_first', math.nan):.2f} |"
+        )
+    lines += [
+        "",
+        (
+            "Direct back-propagation stores every evaluation, so its peak grows with the "
+            "forward NFE, not with T as such; the adjoint's stays at one evaluation's worth:"
+        ),
+    ]
     for solver in memory["ratios"]:
-        slope = _nfe_slope([r for r in memory["rows"]
-                            if r["solver"] == solver and r["sensitivity"] == "direct"])
+        slope = _nfe_slope(
+            [r for r in memory["rows"] if r["solver"] == solver and r["sensitivity"] == "direct"]
+        )
         nfe = sorted(r["nfe_forward"] for r in memory["rows"] if r["solver"] == solver)
-        lines.append(f"- {solver}: direct adds {slope:.3f} MiB per forward evaluation "
-                     f"(least squares); forward NFE {nfe[0]} to {nfe[-1]} over the horizons.")
+        lines.append(
+            f"- {solver}: direct adds {slope:.3f} MiB per forward evaluation "
+            f"(least squares); forward NFE {nfe[0]} to {nfe[-1]} over the horizons."
+        )
     if image:
         lines += ["", f"![peak memory vs horizon]({image})"]
     return lines + [""]
@@ -176,7 +189,7 @@ def _nfe_slope(rows: list[dict]) -> float:
     ys = [r["peak_mb"] for r in rows]
     mx, my = sum(xs) / len(xs), sum(ys) / len(ys)
     var = sum((x - mx) ** 2 for x in xs)
-    return sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / var if var else math.nan
+    return sum((x - mx) * (y - my) for x, y in zip(xs, ys, strict=False)) / var if var else math.nan
 
 
 def memory_figure(rows: list[dict], path: Path, title: str) -> None:
@@ -185,15 +198,22 @@ def memory_figure(rows: list[dict], path: Path, title: str) -> None:
 
     solvers = sorted({r["solver"] for r in rows})
     fig, axes = plt.subplots(1, len(solvers), figsize=(5.2 * len(solvers), 4), squeeze=False)
-    for ax, solver in zip(axes[0], solvers):
+    for ax, solver in zip(axes[0], solvers, strict=False):
         for sens, style in (("direct", "o-"), ("adjoint", "s-")):
-            picked = sorted((r for r in rows if r["solver"] == solver and r["sensitivity"] == sens),
-                            key=lambda r: r["T"])
+            picked = sorted(
+                (r for r in rows if r["solver"] == solver and r["sensitivity"] == sens),
+                key=lambda r: r["T"],
+            )
             ts = [r["T"] for r in picked]
             ax.plot(ts, [r["peak_mb"] for r in picked], style, label=sens)
             for r in picked:
-                ax.annotate(f"{r['nfe_forward']}", (r["T"], r["peak_mb"]), fontsize=7,
-                            textcoords="offset points", xytext=(3, 4))
+                ax.annotate(
+                    f"{r['nfe_forward']}",
+                    (r["T"], r["peak_mb"]),
+                    fontsize=7,
+                    textcoords="offset points",
+                    xytext=(3, 4),
+                )
         ax.set_xscale("log", base=2)
         ax.set_xlabel("integration horizon T")
         ax.set_ylabel("peak memory of one training step (MiB)")
@@ -220,9 +240,13 @@ def tolerance_figure(rows: list[dict], path: Path, title: str) -> None:
     axes[1].set_ylabel("NFE")
     axes[1].legend(fontsize=8)
     axes[2].plot(tols, [r["train_step_seconds"] for r in rows], "o-", label="training step, wall")
-    axes[2].plot(tols, [r["train_step_cpu_seconds"] for r in rows], "o--", label="training step, CPU")
+    axes[2].plot(
+        tols, [r["train_step_cpu_seconds"] for r in rows], "o--", label="training step, CPU"
+    )
     axes[2].plot(tols, [r["test_seconds_per_batch"] for r in rows], "s-", label="test batch, wall")
-    axes[2].plot(tols, [r["test_cpu_seconds_per_batch"] for r in rows], "s--", label="test batch, CPU")
+    axes[2].plot(
+        tols, [r["test_cpu_seconds_per_batch"] for r in rows], "s--", label="test batch, CPU"
+    )
     axes[2].set_ylabel("seconds")
     axes[2].legend(fontsize=8)
     for ax in axes:
@@ -248,8 +272,10 @@ def tolerance_section(tol: dict, image: str | None) -> list[str]:
             f"device: {tol['device']['type']} ({tol['device']['name']})."
         ),
         "",
-        ("| rtol = atol | test error | test NFE | s / test batch (wall, CPU) | train NFE fwd / bwd "
-         "| s / train step (wall, CPU) |"),
+        (
+            "| rtol = atol | test error | test NFE | s / test batch (wall, CPU) | train NFE fwd / bwd "
+            "| s / train step (wall, CPU) |"
+        ),
         "|---:|---:|---:|---:|---:|---:|",
     ]
     for r in tol["rows"]:
@@ -260,9 +286,14 @@ def tolerance_section(tol: dict, image: str | None) -> list[str]:
             f"| {r['train_step_seconds']:.2f}, {r.get('train_step_cpu_seconds', math.nan):.2f} |"
         )
     if len({r["test_error"] for r in tol["rows"]}) == 1:
-        lines += ["", ("The test error is the same at every tolerance: this network is not trained "
-                       "far enough for the solver's accuracy to change its predictions; NFE and "
-                       "time are the informative columns here.")]
+        lines += [
+            "",
+            (
+                "The test error is the same at every tolerance: this network is not trained "
+                "far enough for the solver's accuracy to change its predictions; NFE and "
+                "time are the informative columns here."
+            ),
+        ]
     if image:
         lines += ["", f"![tolerance trade-off]({image})"]
     return lines + [""]

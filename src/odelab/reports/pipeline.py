@@ -56,15 +56,26 @@ def run_budget(repro: Reproduction, budget: str, extra: list[str], resume: bool 
         if resume and (sweep_dir / "summary.json").is_file():
             print(f"sweep {i} already finished: {sweep_dir}", flush=True)
             continue
-        command = [sys.executable, str(repo_root() / "run.py"), "-m", *overrides, *extra,
-                   f"hydra.sweep.dir={sweep_dir}"]
+        command = [
+            sys.executable,
+            str(repo_root() / "run.py"),
+            "-m",
+            *overrides,
+            *extra,
+            f"hydra.sweep.dir={sweep_dir}",
+        ]
         print("running:", " ".join(command), flush=True)
         subprocess.run(command, check=True, cwd=repo_root())
     bench_dir = root / "bench"
     for command in repro.benchmarks.get(budget, []):
         bench_dir.mkdir(parents=True, exist_ok=True)
-        argv = [sys.executable, *(arg.replace("{bench}", str(bench_dir)).replace("{runs}", str(root))
-                                  for arg in command)]
+        argv = [
+            sys.executable,
+            *(
+                arg.replace("{bench}", str(bench_dir)).replace("{runs}", str(root))
+                for arg in command
+            ),
+        ]
         print("running:", " ".join(argv), flush=True)
         subprocess.run(argv, check=True, cwd=repo_root())
     return time.perf_counter() - start
@@ -83,7 +94,9 @@ def save_records(source: Path, target: Path) -> int:
         files = [job_dir / name for name in RECORD_FILES]
         files += [f for pattern in RECORD_GLOBS for f in sorted(job_dir.glob(pattern))]
         for path in dict.fromkeys(files):
-            if path.is_file() and (path.suffix == ".png" or path.stat().st_size <= MAX_RECORD_BYTES):
+            if path.is_file() and (
+                path.suffix == ".png" or path.stat().st_size <= MAX_RECORD_BYTES
+            ):
                 out = target / rel / path.relative_to(job_dir)
                 out.parent.mkdir(parents=True, exist_ok=True)
                 shutil.copy2(path, out)

@@ -28,9 +28,14 @@ from odelab.reports.stats import compare
 MODELS = {"robust_cnn": "CNN", "robust_odenet": "ODENet", "tisode": "TisODE"}
 # Column label -> the attack name each run logs as `test/acc/<name>`.
 COLUMNS = {
-    "s=50": "gaussian_50", "s=75": "gaussian_75", "s=100": "gaussian_100",
-    "FGSM .15": "fgsm_0.15", "FGSM .3": "fgsm_0.3", "FGSM .5": "fgsm_0.5",
-    "PGD .2": "pgd_0.2", "PGD .3": "pgd_0.3",
+    "s=50": "gaussian_50",
+    "s=75": "gaussian_75",
+    "s=100": "gaussian_100",
+    "FGSM .15": "fgsm_0.15",
+    "FGSM .3": "fgsm_0.3",
+    "FGSM .5": "fgsm_0.5",
+    "PGD .2": "pgd_0.2",
+    "PGD .3": "pgd_0.3",
 }
 # TARGETS.md section 4 (seed 002), MNIST, 100 epochs. Clean training has no PGD
 # columns there; Gaussian-noise training has no s=50/75 or FGSM .15 columns.
@@ -77,19 +82,34 @@ def build_report(jobs: list[JobResult], budget: str, report_dir: Path) -> str:
         for model in MODELS.values():
             paper = PAPER.get(recipe, {}).get(model)
             if paper:
-                rows.append([f"{model} (paper)", "–", *("–" if v is None else f"{v:.1f}" for v in paper)])
+                rows.append(
+                    [f"{model} (paper)", "–", *("–" if v is None else f"{v:.1f}" for v in paper)]
+                )
             runs = groups.get((recipe, model), [])
             if runs:
                 clean = [100 * j.metrics["test/acc"] for j in runs if "test/acc" in j.metrics]
-                cells = [fmt_mean_std([100 * j.metrics[f"test/acc/{name}"] for j in runs
-                                       if f"test/acc/{name}" in j.metrics], spec=".1f")
-                         for name in COLUMNS.values()]
-                rows.append([f"**{model} (ours, n={len(runs)})**", fmt_mean_std(clean, spec=".1f"), *cells])
+                cells = [
+                    fmt_mean_std(
+                        [
+                            100 * j.metrics[f"test/acc/{name}"]
+                            for j in runs
+                            if f"test/acc/{name}" in j.metrics
+                        ],
+                        spec=".1f",
+                    )
+                    for name in COLUMNS.values()
+                ]
+                rows.append(
+                    [f"**{model} (ours, n={len(runs)})**", fmt_mean_std(clean, spec=".1f"), *cells]
+                )
         lines += [markdown_table(["model", "clean", *COLUMNS], rows), ""]
         lines += _comparisons(groups, recipe)
         figure = report_dir / f"{recipe}_accuracy.png"
         if _accuracy_figure(groups, recipe, figure):
-            lines += [f"![accuracy under attack, {recipe} training]({report_dir.name}/{figure.name})", ""]
+            lines += [
+                f"![accuracy under attack, {recipe} training]({report_dir.name}/{figure.name})",
+                "",
+            ]
     lines += [
         "## What differs from the study",
         "",
@@ -116,14 +136,30 @@ def _comparisons(groups: dict[tuple[str, str], list[JobResult]], recipe: str) ->
             key = "test/acc" if name is None else f"test/acc/{name}"
             a, b = paired(by_seed(a_jobs, key, 100), by_seed(b_jobs, key, 100))
             if a:
-                c = compare(a, b, a_name=a_name, b_name=b_name, metric=f"accuracy ({column})",
-                            higher_is_better=True)
+                c = compare(
+                    a,
+                    b,
+                    a_name=a_name,
+                    b_name=b_name,
+                    metric=f"accuracy ({column})",
+                    higher_is_better=True,
+                )
                 rows.append([column, *c.cells(".1f")])
         if rows:
-            header = ["perturbation", f"{a_name} - {b_name} (points)", "95 % CI", "n",
-                      f"{a_name} is"]
-            lines += [f"{a_name} against {b_name} (paired over seeds; 'within noise' when the "
-                      "interval holds zero):", "", markdown_table(header, rows), ""]
+            header = [
+                "perturbation",
+                f"{a_name} - {b_name} (points)",
+                "95 % CI",
+                "n",
+                f"{a_name} is",
+            ]
+            lines += [
+                f"{a_name} against {b_name} (paired over seeds; 'within noise' when the "
+                "interval holds zero):",
+                "",
+                markdown_table(header, rows),
+                "",
+            ]
     return lines
 
 
@@ -135,7 +171,9 @@ PANELS = {
 }
 
 
-def _accuracy_figure(groups: dict[tuple[str, str], list[JobResult]], recipe: str, path: Path) -> bool:
+def _accuracy_figure(
+    groups: dict[tuple[str, str], list[JobResult]], recipe: str, path: Path
+) -> bool:
     """Accuracy against attack strength, one panel per attack, ours (mean ± std) and the study's."""
     from odelab.plotting import plt
 
@@ -144,23 +182,39 @@ def _accuracy_figure(groups: dict[tuple[str, str], list[JobResult]], recipe: str
         return False
     fig, axes = plt.subplots(1, len(PANELS), figsize=(11, 3.4), sharey=True)
     names = list(COLUMNS.values())
-    for ax, (kind, (title, xlabel, strengths)) in zip(axes, PANELS.items()):
+    for ax, (kind, (title, xlabel, strengths)) in zip(axes, PANELS.items(), strict=False):
         for i, model in enumerate(models):
             color = f"C{i}"
             means, stds = [], []
             for strength in strengths:
-                values = [100 * j.metrics.get(f"test/acc/{kind}_{strength:g}", float("nan"))
-                          for j in groups[recipe, model]]
+                values = [
+                    100 * j.metrics.get(f"test/acc/{kind}_{strength:g}", float("nan"))
+                    for j in groups[recipe, model]
+                ]
                 mean, std = mean_std(values)
                 means.append(mean)
                 stds.append(std)
-            ax.errorbar(strengths, means, yerr=stds, marker="o", color=color, capsize=3, label=f"{model} (ours)")
+            ax.errorbar(
+                strengths,
+                means,
+                yerr=stds,
+                marker="o",
+                color=color,
+                capsize=3,
+                label=f"{model} (ours)",
+            )
             paper = PAPER.get(recipe, {}).get(model)
             if paper:
                 points = [(s, paper[names.index(f"{kind}_{s:g}")]) for s in strengths]
                 points = [(s, v) for s, v in points if v is not None]
                 if points:
-                    ax.plot(*zip(*points), linestyle="--", marker="x", color=color, label=f"{model} (study)")
+                    ax.plot(
+                        *zip(*points, strict=False),
+                        linestyle="--",
+                        marker="x",
+                        color=color,
+                        label=f"{model} (study)",
+                    )
         ax.set_title(title)
         ax.set_xlabel(xlabel)
         ax.set_ylim(0, 100)
@@ -168,7 +222,7 @@ def _accuracy_figure(groups: dict[tuple[str, str], list[JobResult]], recipe: str
     axes[0].set_ylabel("accuracy (%)")
     legend = {}  # every line once, from whichever panel has it
     for ax in axes:
-        for handle, label in zip(*ax.get_legend_handles_labels()):
+        for handle, label in zip(*ax.get_legend_handles_labels(), strict=False):
             legend.setdefault(label, handle)
     axes[-1].legend(legend.values(), legend.keys(), fontsize=7)
     fig.tight_layout()
@@ -196,12 +250,22 @@ def _setting(cfg) -> str:
     if cfg is None:
         return "n/a (run config not found)"
     data = cfg.data
-    train = f"{data.train_subset} training images" if data.get("train_subset") else "all training images"
-    source = "offline MNIST test-set split" if data.get("offline_test_split") else str(data.get("dataset", "?"))
+    train = (
+        f"{data.train_subset} training images"
+        if data.get("train_subset")
+        else "all training images"
+    )
+    source = (
+        "offline MNIST test-set split"
+        if data.get("offline_test_split")
+        else str(data.get("dataset", "?"))
+    )
     pgd = next((s for s in cfg.attack.get("sweeps", []) if s.get("kind") == "pgd"), None)
     pgd_text = f", PGD {pgd.steps} steps x {pgd.restarts} restart(s)" if pgd else ""
-    return (f"{source}, {train}, {cfg.trainer.max_epochs} epochs, Adam lr {cfg.model.optimizer.lr}, "
-            f"{cfg.model.net.channels} channels{pgd_text}")
+    return (
+        f"{source}, {train}, {cfg.trainer.max_epochs} epochs, Adam lr {cfg.model.optimizer.lr}, "
+        f"{cfg.model.net.channels} channels{pgd_text}"
+    )
 
 
 ROBUST = Reproduction(

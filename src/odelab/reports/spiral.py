@@ -64,8 +64,12 @@ def ratio_of_medians(a: list[float], b: list[float]) -> tuple[float, float, floa
     result = sps.bootstrap(
         (np.asarray(a), np.asarray(b)),
         lambda x, y, axis=-1: np.median(x, axis=axis) / np.median(y, axis=axis),
-        paired=True, vectorized=True, confidence_level=LEVEL, n_resamples=2000,
-        method="percentile", random_state=np.random.default_rng(0),
+        paired=True,
+        vectorized=True,
+        confidence_level=LEVEL,
+        n_resamples=2000,
+        method="percentile",
+        random_state=np.random.default_rng(0),
     )
     return ratio, float(result.confidence_interval.low), float(result.confidence_interval.high)
 
@@ -84,8 +88,15 @@ def recovery_section(record: dict[str, Any]) -> list[str]:
         "",
     ]
     rows = [
-        [b["seed"], f"{b['error']:.4g}", f"{b['seconds']:.0f}", int(b["steps"]),
-         f"{o['error']:.4g}", f"{o['seconds']:.0f}", int(o["steps"])]
+        [
+            b["seed"],
+            f"{b['error']:.4g}",
+            f"{b['seconds']:.0f}",
+            int(b["steps"]),
+            f"{o['error']:.4g}",
+            f"{o['seconds']:.0f}",
+            int(o["steps"]),
+        ]
         for b, o in zip(base, ours, strict=True)
     ]
     header = ["seed", "reference traj MAE", "s", "steps", "odelab traj MAE", "s", "steps"]
@@ -105,8 +116,15 @@ def recovery_section(record: dict[str, Any]) -> list[str]:
         f"Ratio of median errors odelab / reference: **{ratio:.3g}**, {LEVEL:.0%} bootstrap "
         f"interval {interval} (n = {len(a)} paired seeds): {verdict}",
         "",
-        "- " + compare(a, b, a_name="odelab", b_name="the reference recipe",
-                       metric="trajectory error", higher_is_better=False).verdict,
+        "- "
+        + compare(
+            a,
+            b,
+            a_name="odelab",
+            b_name="the reference recipe",
+            metric="trajectory error",
+            higher_is_better=False,
+        ).verdict,
         "",
     ]
     return lines
@@ -134,7 +152,8 @@ def overhead_section(record: dict[str, Any]) -> list[str]:
         "",
         f"Ratio of medians odelab / plain: **{ratio:.3f}** (per repeat {min(per_repeat):.3f} "
         f"to {max(per_repeat):.3f}, n = {len(per_repeat)}); "
-        + ("at or under" if ratio <= 1.10 else "over") + " the 1.10 target.",
+        + ("at or under" if ratio <= 1.10 else "over")
+        + " the 1.10 target.",
         "",
     ]
 
@@ -183,8 +202,12 @@ def build_report(jobs: Jobs, budget: str, report_dir: Path) -> str:
         for j in done
     ]
     seed_rows += [
-        [j.overrides.get("seed", "0"), *("failed" for _ in METRICS), "",
-         relative_path(j.output_dir)]
+        [
+            j.overrides.get("seed", "0"),
+            *("failed" for _ in METRICS),
+            "",
+            relative_path(j.output_dir),
+        ]
         for j in failed
     ]
     lines += [markdown_table(["seed", *METRICS, "seconds", "run dir"], seed_rows), ""]
@@ -208,7 +231,9 @@ def build_report(jobs: Jobs, budget: str, report_dir: Path) -> str:
         "- The `quick` budget trains for a small fraction of the reference iterations and runs "
         "the benchmark in its smoke mode; only `paper` is comparable.",
         f"- Device: {bench['device']['name']} with {bench['threads']} torch thread(s) for the "
-        "benchmark." if bench else "- No benchmark record in this budget.",
+        "benchmark."
+        if bench
+        else "- No benchmark record in this budget.",
         "",
     ]
     return "\n".join(lines)

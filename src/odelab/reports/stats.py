@@ -141,6 +141,11 @@ def proportion_diff(
     a_arr = np.asarray(a_correct, dtype=float)
     b_arr = np.asarray(b_correct, dtype=float)
     return compare(
-        list(a_arr), list(b_arr), a_name=a_name, b_name=b_name, metric=metric,
-        higher_is_better=True, paired=True,
+        list(a_arr),
+        list(b_arr),
+        a_name=a_name,
+        b_name=b_name,
+        metric=metric,
+        higher_is_better=True,
+        paired=True,
     )

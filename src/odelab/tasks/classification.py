@@ -23,7 +23,9 @@ class ImageClassifier(OdelabTask):
         label_smoothing: cross-entropy label smoothing.
     """
 
-    def __init__(self, net: nn.Module, num_classes: int = 10, label_smoothing: float = 0.0, **optim: object):
+    def __init__(
+        self, net: nn.Module, num_classes: int = 10, label_smoothing: float = 0.0, **optim: object
+    ):
         super().__init__(**optim)
         self.net = net
         self.criterion = nn.CrossEntropyLoss(label_smoothing=label_smoothing)
@@ -42,7 +44,9 @@ class ImageClassifier(OdelabTask):
         accuracy = getattr(self, f"{stage}_accuracy")
         accuracy.update(logits.detach(), y)
         on_step = stage == "train"
-        self.log(f"{stage}/loss", loss, on_step=on_step, on_epoch=True, prog_bar=True, sync_dist=True)
+        self.log(
+            f"{stage}/loss", loss, on_step=on_step, on_epoch=True, prog_bar=True, sync_dist=True
+        )
         self.log(f"{stage}/acc", accuracy, on_step=False, on_epoch=True, prog_bar=stage != "train")
         return loss
 

@@ -108,7 +108,9 @@ class DensityEstimation(OdelabTask):
         axis = torch.linspace(-self.grid_extent, self.grid_extent, size)
         xs, ys = torch.meshgrid(axis, axis, indexing="xy")
         points = torch.stack([xs.reshape(-1), ys.reshape(-1)], dim=1).to(self.device)
-        learned = torch.cat([self.flow.log_prob(chunk, estimator="exact").log_prob for chunk in points.split(5000)])
+        learned = torch.cat(
+            [self.flow.log_prob(chunk, estimator="exact").log_prob for chunk in points.split(5000)]
+        )
         datamodule = self._datamodule()
         true_fn = getattr(datamodule, "true_log_density", None)
         shape = (size, size)
@@ -129,7 +131,9 @@ class DensityEstimation(OdelabTask):
         self.eval()
         try:
             grid = self.density_grid()
-            z = torch.randn(self.n_plot_samples, 2, generator=torch.Generator().manual_seed(0)).to(self.device)
+            z = torch.randn(self.n_plot_samples, 2, generator=torch.Generator().manual_seed(0)).to(
+                self.device
+            )
             with torch.no_grad():
                 frames = self.flow.trajectory(z, self.n_frames).cpu()
         finally:
@@ -141,4 +145,3 @@ class DensityEstimation(OdelabTask):
         figures["density_grid"] = GridArrays(grid)
         figures["flow"] = FlowAnimation(frames, data, self.grid_extent)
         return figures
-
