@@ -16,12 +16,16 @@ from odelab.sweeps import check_multirun_strategy, job_failed
 
 register_resolvers()
 log = logging.getLogger("odelab")
+# Set when Hydra hands the composed config to `main`: errors before that are bad overrides.
+_job_started = False
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="run")
 def main(cfg: DictConfig) -> float | None:
     from odelab.train import objective, run  # heavy imports after argument parsing
 
+    global _job_started
+    _job_started = True
     multirun = HydraConfig.get().mode == RunMode.MULTIRUN
     try:
         if multirun:
@@ -38,4 +42,12 @@ def main(cfg: DictConfig) -> float | None:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except SystemExit as exit_:
+        # Hydra reports an unknown option or key, or an override it cannot parse,
+        # without a traceback and exits with 1 before any job starts; like every
+        # other bad input that is a usage error: status 2.
+        if exit_.code == 1 and not _job_started:
+            sys.exit(2)
+        raise

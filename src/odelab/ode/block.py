@@ -29,8 +29,23 @@ def _shapes(state: State) -> list[tuple[int, ...]]:
 
 
 def _all_finite(state: State) -> bool:
+    """One device-to-host transfer per solve, however many tensors the state holds."""
     tensors = (state,) if isinstance(state, Tensor) else state
-    return all(bool(torch.isfinite(s).all()) for s in tensors)
+    if len(tensors) == 1:
+        return bool(torch.isfinite(tensors[0]).all())
+    return bool(torch.stack([torch.isfinite(s).all() for s in tensors]).all())
+
+
+def _first_nonfinite_time(state: State, times: Tensor) -> float | None:
+    """The first output time at which the trajectory holds NaN or inf (error path only)."""
+    tensors = (state,) if isinstance(state, Tensor) else state
+    bad = torch.zeros(len(times), dtype=torch.bool, device=times.device)
+    for s in tensors:
+        bad |= ~torch.isfinite(s.reshape(len(times), -1)).all(dim=1)
+    index = torch.nonzero(bad)
+    return float(times[index[0, 0]]) if len(index) else None
+
+
 
 
 @dataclass
@@ -44,6 +59,16 @@ class NFECount:
     solve_start: int = 0
     backward_mark: int = 0
     solver: Solver | None = None
+    # The time of the latest evaluation, kept as the tensor the solver passed:
+    # reading it would cost a host synchronisation per step; errors read it once.
+    last_t: Tensor | None = None
+
+    def reached(self, in_forward: bool) -> str:
+        """`t` reached and evaluations used by the solve in progress, for error messages."""
+        used = self.forward - self.solve_start if in_forward else self.backward - self.backward_mark
+        t = "?" if self.last_t is None else f"{float(self.last_t):.6g}"
+        return f"reached t={t} after {used} function evaluations (NFE)"
+
 
 
 class CountedField(nn.Module):
@@ -85,6 +110,7 @@ class CountedField(nn.Module):
 
     def forward(self, t: Tensor, z: State) -> State:
         count = self.count
+        count.last_t = t
         if count.in_forward:
             count.forward += 1
             used = count.forward - count.solve_start
@@ -95,7 +121,8 @@ class CountedField(nn.Module):
             phase = "forward" if count.in_forward else "adjoint (backward)"
             raise SolverError(
                 f"{phase} solve of {self.name} with {count.solver.describe()} took more than "
-                f"solver.max_nfe={self.max_nfe} function evaluations. The dynamics are stiff "
+                f"solver.max_nfe={self.max_nfe} function evaluations "
+                f"({count.reached(count.in_forward)}). The dynamics are stiff "
                 "or diverging: loosen solver.rtol/atol, lower the learning rate, regularize "
                 "the field, or raise solver.max_nfe."
             )
@@ -162,8 +189,13 @@ class ODEBlock(nn.Module):
         with self.func.forward_pass(self.solver):
             out = self._integrate(y0, times, adjoint_params)
         if not _all_finite(out):
+            first = _first_nonfinite_time(out, times)
+            at = "" if first is None else f" from t={first:.6g} on"
+            nfe = self.func.count.forward - self.func.count.solve_start
             raise SolverError(
-                f"the solve of {self.name} with {self.solver.describe()} returned NaN or inf. "
+                f"the solve of {self.name} with {self.solver.describe()} over "
+                f"[{float(times[0]):.6g}, {float(times[-1]):.6g}] returned NaN or inf{at} "
+                f"after {nfe} function evaluations (NFE). "
                 "The field or its inputs contain non-finite values, or the dynamics blew up: "
                 "lower the learning rate, clip gradients (trainer.gradient_clip_val), or "
                 "tighten the solver tolerances."
@@ -195,11 +227,15 @@ class ODEBlock(nn.Module):
         except (AssertionError, RuntimeError) as err:
             text = str(err)
             if "max_num_steps" in text or "underflow" in text:
+                count = self.func.count
                 raise SolverError(
-                    f"the solve of {self.name} with {self.solver.describe()} ran away "
-                    f"({text}). The dynamics are stiff or diverging: loosen "
-                    "solver.rtol/atol, raise solver.max_num_steps, lower the learning rate, "
-                    "or use a fixed-step solver (solver=rk4)."
+                    f"the solve of {self.name} with {self.solver.describe()} ran away: "
+                    f"{count.reached(count.in_forward)} "
+                    f"of [{float(times[0]):.6g}, {float(times[-1]):.6g}] ({text}). "
+                    "The dynamics are stiff or diverging: tighten solver.rtol/atol if they are "
+                    "loose (large steps let the state blow up) or loosen them if they are tight, "
+                    "raise solver.max_num_steps, lower the learning rate, or use a fixed-step "
+                    "solver (solver=rk4)."
                 ) from err
             raise
 
