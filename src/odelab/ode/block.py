@@ -18,6 +18,7 @@ from torchdiffeq import odeint, odeint_adjoint
 
 from odelab.errors import ConfigError, SolverError
 from odelab.ode.config import Sensitivity, Solver
+from odelab.ode.fast import fast_integrate, prepare_field
 
 State = Tensor | tuple[Tensor, ...]
 
@@ -154,6 +155,7 @@ class ODEBlock(nn.Module):
         super().__init__()
         self.solver = solver or Solver()
         self.sensitivity = sensitivity or Sensitivity()
+        prepare_field(field, self.solver, self.sensitivity)  # checks fast paths; compiles
         self.func = CountedField(field, self.solver.max_nfe, name)
         self.register_buffer("t", _as_times(t, "t"), persistent=False)
         self.return_trajectory = return_trajectory
@@ -216,6 +218,10 @@ class ODEBlock(nn.Module):
     def _integrate(
         self, y0: State, times: Tensor, adjoint_params: Sequence[Tensor] | None
     ) -> State:
+        if self.solver.backend != "torchdiffeq" or self.solver.capture:
+            fast = fast_integrate(self, y0, times)  # None: torchdiffeq does this solve
+            if fast is not None:
+                return fast
         kwargs = self.solver.odeint_kwargs()
         try:
             if self.sensitivity.adjoint:

@@ -11,8 +11,9 @@ from odelab.errors import ConfigError
 
 # Methods that choose their own step from rtol/atol; the rest walk a fixed grid.
 ADAPTIVE_METHODS = frozenset(
-    {"dopri5", "dopri8", "bosh3", "fehlberg2", "adaptive_heun", "scipy_solver"}
+    {"dopri5", "dopri8", "bosh3", "fehlberg2", "adaptive_heun", "scipy_solver", "tsit5"}
 )
+BACKENDS = ("torchdiffeq", "torchode")
 
 
 @dataclass(frozen=True)
@@ -28,6 +29,14 @@ class Solver:
         max_nfe: any method stops with an error after this many evaluations in one
             solve (forward or adjoint); guards fixed-grid and adjoint solves too.
         options: extra torchdiffeq options passed through unchanged.
+        backend: "torchdiffeq" (one step size for the whole batch) or "torchode" (each
+            sample its own step size and output grid; methods dopri5, tsit5, euler).
+        compile_field: compile the vector field with `torch.compile` (first solves pay
+            the compile time).
+        capture: fixed-grid methods (euler, midpoint, rk4) with direct gradients run a
+            loop without host synchronisation, captured as a CUDA graph (forward and
+            backward) on CUDA; where capture cannot apply the reason is logged once and the
+            loop (or torchdiffeq) runs uncaptured.
     """
 
     method: str = "dopri5"
@@ -37,9 +46,24 @@ class Solver:
     max_num_steps: int = 10_000
     max_nfe: int | None = 100_000
     options: dict[str, Any] = field(default_factory=dict)
+    backend: str = "torchdiffeq"
+    compile_field: bool = False
+    capture: bool = False
 
     def __post_init__(self) -> None:
-        if self.method not in SOLVERS:
+        if self.backend not in BACKENDS:
+            raise ConfigError(
+                f"solver.backend={self.backend!r} is unknown; choose one of {list(BACKENDS)}"
+            )
+        if self.backend == "torchode":
+            from odelab.ode.fast import TORCHODE_METHODS
+
+            if self.method not in TORCHODE_METHODS:
+                raise ConfigError(
+                    f"solver.method={self.method!r} is not available with solver.backend="
+                    f"torchode; choose one of {sorted(TORCHODE_METHODS)}"
+                )
+        elif self.method not in SOLVERS:
             raise ConfigError(
                 f"solver.method={self.method!r} is not a torchdiffeq method; "
                 f"choose one of {sorted(SOLVERS)}"
