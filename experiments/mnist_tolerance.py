@@ -72,7 +72,8 @@ def set_tolerance(model: torch.nn.Module, tol: float) -> list[ODEBlock]:
 def evaluate(model, blocks, images, labels, batch_size: int) -> dict[str, float]:
     """Test error, mean forward NFE per batch and the fastest batch's seconds.
 
-        The fastest batch, not the mean: on a shared machine other jobs only ever add time. CPU seconds (process time, all threads)
+        The fastest batch, not the mean: on a shared machine other jobs only ever add time.
+        CPU seconds (process time, all threads)
     are reported beside wall seconds: they depend far less on other jobs.
     """
     device = next(model.parameters()).device
@@ -170,9 +171,11 @@ def main(argv: list[str] | None = None) -> dict:
         row.update(training_step(model, blocks, train_images, train_labels, args.repeats))
         rows.append(row)
         print(
-            f"tol {tol:.0e}: test error {100 * row['test_error']:.2f} %  NFE test {row['test_nfe_forward']:.0f}"
+            f"tol {tol:.0e}: test error {100 * row['test_error']:.2f} %  NFE test "
+            f"{row['test_nfe_forward']:.0f}"
             f"  train step NFE {row['train_nfe_forward']}/{row['train_nfe_backward']}"
-            f"  {row['train_step_seconds']:.2f} s/step  {row['test_seconds_per_batch']:.2f} s/test batch (fastest)",
+            f"  {row['train_step_seconds']:.2f} s/step  {row['test_seconds_per_batch']:.2f} "
+            "s/test batch (fastest)",
             flush=True,
         )
     result = {

@@ -46,7 +46,7 @@ PAPER = {
 def train_or_load(
     name: str, args: argparse.Namespace, seed: int
 ) -> tuple[torch.nn.Module, DictConfig, dict]:
-    """Train one experiment through odelab.train.run (or reuse its checkpoint) and return its net."""
+    """Train one experiment through odelab.train.run (or reuse its checkpoint); return its net."""
     out = Path(args.logs) / f"{MODELS[name]}_seed{seed}"
     overrides = [
         f"experiment={MODELS[name]}",
@@ -218,7 +218,8 @@ def render(args, rows, clean, checks, infos, data_text, elapsed) -> str:
     lines = [
         "# Robustness of ODE-Nets: CNN vs ODENet vs TisODE",
         "",
-        "Produced by `experiments/robustness.py` (`make robustness`). Accuracy in % on attacked test images.",
+        "Produced by `experiments/robustness.py` (`make robustness`). Accuracy in % on attacked "
+        "test images.",
         "Sigma on the 0-255 scale; FGSM/PGD epsilon on the [0, 1] scale.",
         "",
         "## Setup",
@@ -278,7 +279,8 @@ def render(args, rows, clean, checks, infos, data_text, elapsed) -> str:
         ode = statistics.mean(s[c] for s in rows["ODENet worst case"])
         cnn = statistics.mean(s[c] for s in rows["CNN"])
         verdict.append(
-            f"{col}: {'ODENet' if ode > cnn else 'CNN' if cnn > ode else 'tie'} ({ode:.1f} vs {cnn:.1f})"
+            f"{col}: {'ODENet' if ode > cnn else 'CNN' if cnn > ode else 'tie'} ({ode:.1f} vs "
+            f"{cnn:.1f})"
         )
     wins = sum(v.startswith(c + ": ODENet") for v, c in zip(verdict, COLUMNS, strict=False))
     lines += [
@@ -304,7 +306,8 @@ def render(args, rows, clean, checks, infos, data_text, elapsed) -> str:
         "",
         (
             f"- {args.epochs} epochs instead of 100, {args.train_subset or 'all'} training images, "
-            f"width {args.width} instead of 64, CPU: accuracies are lower and not comparable one to one."
+            f"width {args.width} instead of 64, CPU: accuracies are lower and not comparable one "
+            "to one."
         ),
         (
             f"- TisODE here: Euler step {args.tisode_step} over [0, {args.tisode_horizon}] "

@@ -67,7 +67,8 @@ def main() -> None:
     args = parser.parse_args()
     names = args.only or list(RUNS)
     print(
-        f"{'run':<16} {'traj_mae':>9} {'extrap_mae':>10} {'field_rel_err':>13} {'time s':>7} {'max RSS MiB':>11}"
+        f"{'run':<16} {'traj_mae':>9} {'extrap_mae':>10} {'field_rel_err':>13} {'time s':>7} "
+        f"{'max RSS MiB':>11}"
     )
     with tempfile.TemporaryDirectory(prefix="odelab_dynamics_") as tmp:
         for name in names:

@@ -1,4 +1,5 @@
-"""Attacks: valid pixels and exact eps balls, agreement with plain per-example loops, honesty checks."""
+"""Attacks: valid pixels and exact eps balls, agreement with plain per-example loops, honesty
+checks."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""Committed reports re-render byte for byte from their committed records; selection is on validation."""
+"""Committed reports re-render byte for byte from their committed records; selection is on
+validation."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""Robustness models, task and data: ODE nets against hand-written solves, checkpoint evaluation, SVHN files."""
+"""Robustness models, task and data: ODE nets against hand-written solves, checkpoint
+evaluation, SVHN files."""
 
 from __future__ import annotations
 

@@ -143,7 +143,7 @@ def _check_as_multirun(overrides: list[str]) -> None:
 
 @pytest.mark.parametrize("name", sorted(REPRODUCTIONS))
 def test_every_reproduction_budget_composes(name: str, make_cfg) -> None:
-    """A typo in a budget's overrides would only surface after minutes of sweeping; catch it here."""
+    """A typo in a budget's overrides would surface only after minutes of sweeping: catch it."""
     repro = REPRODUCTIONS[name]
     assert "quick" in repro.budgets  # every reproduction can be checked in minutes
     for budget, sweeps in repro.budgets.items():

@@ -69,7 +69,7 @@ def attack_sweep(kind: str, strengths: Sequence[float] = (), **params: Any) -> d
 
 
 def merge_sweeps(sweeps: Sequence[dict[str, Attack]]) -> dict[str, Attack]:
-    """Several attack sweeps as one (the study's table: noise, FGSM and PGD columns in one test run)."""
+    """Several attack sweeps as one (the study's table: noise, FGSM and PGD in one test run)."""
     merged: dict[str, Attack] = {}
     for sweep in sweeps:
         clash = merged.keys() & sweep.keys()

@@ -39,7 +39,10 @@ def attacked_accuracy(
     """
     source = model if source is None else source
     attacked = torch.cat(
-        [attack(source, xb, yb) for xb, yb in zip(x.split(batch_size), y.split(batch_size), strict=False)]
+        [
+            attack(source, xb, yb)
+            for xb, yb in zip(x.split(batch_size), y.split(batch_size), strict=True)
+        ]
     )
     return accuracy(model, attacked, y, batch_size)
 

@@ -138,7 +138,8 @@ class ImageDataModule(SplitLoaders, L.LightningDataModule):
             n_train = len(labels) - self.val_size - self.test_size
             if n_train < 1:
                 raise ConfigError(
-                    f"data.val_size + data.test_size must be < {len(labels)} images of the offline set"
+                    f"data.val_size + data.test_size must be < {len(labels)} images of the "
+                    "offline set"
                 )
             parts = _split(len(labels), [n_train, self.val_size, self.test_size], self.seed)
             train_idx, val_idx, test_idx = parts

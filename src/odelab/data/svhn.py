@@ -32,8 +32,10 @@ def load_svhn(root: Path, split: str, download: bool = False) -> tuple[Tensor, T
         tvd.SVHN(str(root), split=split, download=True)
     if not path.is_file():
         raise DataMissingError(
-            f"SVHN {split} file {SPLIT_FILES[split]} not found in {root}. Fix: set data.root=<folder "
-            "holding train_32x32.mat and test_32x32.mat>, or data.download=true on a machine with network."
+            f"SVHN {split} file {SPLIT_FILES[split]} not found in {root}. Fix: set "
+            "data.root=<folder "
+            "holding train_32x32.mat and test_32x32.mat>, or data.download=true on a machine with "
+            "network."
         )
     from scipy.io import loadmat
 

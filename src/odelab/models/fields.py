@@ -48,7 +48,8 @@ class MLPField(nn.Module):
             )
         if input_transform not in TRANSFORMS:
             raise ConfigError(
-                f"model.field.input_transform={input_transform!r}; choose one of {sorted(TRANSFORMS)}"
+                f"model.field.input_transform={input_transform!r}; choose one of "
+                f"{sorted(TRANSFORMS)}"
             )
         if dim < 1 or hidden < 1 or depth < 1:
             raise ConfigError("model.field.dim, hidden and depth must be >= 1")

@@ -1,4 +1,5 @@
-"""The ResNet baseline of Chen et al. 2018, Table 1: ODE-Net's stem and head, six residual blocks."""
+"""The ResNet baseline of Chen et al. 2018, Table 1: ODE-Net's stem and head, six residual
+blocks."""
 
 from __future__ import annotations
 

@@ -78,7 +78,7 @@ class JobResult:
 
 
 class Jobs(list):
-    """The jobs of a budget's sweeps, plus the benchmark records (`bench/<name>.json`) beside them."""
+    """The jobs of a budget's sweeps, and the benchmark records (`bench/<name>.json`) by them."""
 
     def __init__(self, jobs: Sequence[JobResult] = (), bench: dict[str, Any] | None = None):
         super().__init__(jobs)
@@ -111,7 +111,7 @@ class Reproduction:
 
 
 def conf_budgets(name: str) -> tuple[dict[str, list[list[str]]], dict[str, list[list[str]]]]:
-    """(sweeps, benchmarks) of each budget of reproduction `name`, from `conf/reproduce/<name>.yaml`.
+    """(sweeps, benchmarks) of each budget of reproduction `name` (`conf/reproduce/<name>.yaml`).
 
     Every sweep gets `RECORDED` appended: its runs log the history the report reads.
     """
@@ -177,7 +177,8 @@ def device_label(jobs: Sequence[JobResult]) -> str:
             threads = (
                 f", {info['torch_threads']} torch thread(s)" if info.get("type") == "cpu" else ""
             )
-            label = f"{info.get('type', '?').upper()} ({info.get('name', '?')}{threads}), torch {info.get('torch', '?')}"
+            kind, name = info.get("type", "?").upper(), info.get("name", "?")
+            label = f"{kind} ({name}{threads}), torch {info.get('torch', '?')}"
             if label not in seen:
                 seen.append(label)
     return "; ".join(seen) or "unknown (no device.json in the run folders)"

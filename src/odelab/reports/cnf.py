@@ -81,7 +81,8 @@ def build_report(jobs: list[JobResult], budget: str, report_dir: Path) -> str:
         "Test NLL in nats on a fixed set of 10,000 points per target, exact trace.",
         "",
         f"- Budget: `{budget}`; {len(done)} runs finished, {len(failed)} failed.",
-        f"- Steps per run: {_steps(done[0]) if done else 'n/a'}; the papers train for 10,000+ iterations.",
+        f"- Steps per run: {_steps(done[0]) if done else 'n/a'}; the papers train for 10,000+ "
+        "iterations.",
         f"- Device: {device_label(done)}.",
         "",
         "## CNF vs planar flow (K = 64), same steps",
@@ -204,7 +205,8 @@ def build_report(jobs: list[JobResult], budget: str, report_dir: Path) -> str:
     lines += [
         "## What differs from the papers",
         "",
-        "- Steps: far fewer than the papers' 10,000+ iterations (see above); the `quick` budget only",
+        "- Steps: far fewer than the papers' 10,000+ iterations (see above); the `quick` budget "
+        "only",
         "  checks the pipeline.",
         "- The K-vs-M capacity figure is made by `experiments/cnf_capacity.py`.",
         "",

@@ -116,9 +116,11 @@ def build_report(jobs: Jobs, budget: str, report_dir: Path) -> str:
                 "## NFE over training (Figure 3)",
                 "",
                 (
-                    f"Mean forward NFE per step in each quarter of training: {_quarter_means(forward)}; "
+                    "Mean forward NFE per step in each quarter of training: "
+                    f"{_quarter_means(forward)}; "
                     f"backward / forward over the run {ratio:.2f}. The paper shows forward NFE "
-                    "growing during training and the adjoint's backward pass needing about half of it."
+                    "growing during training and the adjoint's backward pass needing about half "
+                    "of it."
                 ),
                 "",
                 f"![NFE over training]({report_dir.name}/{figure.name})",

@@ -142,17 +142,20 @@ def memory_section(memory: dict, image: str | None) -> list[str]:
             "at once in tensors saved for backward."
         ),
         "",
-        "| solver | sensitivity | T | NFE fwd / bwd | peak memory (MiB) | saved activations (MiB) | time (s) |",
+        "| solver | sensitivity | T | NFE fwd / bwd | peak memory (MiB) | saved activations (MiB) "
+        "| time (s) |",
         "|---|---|---:|---:|---:|---:|---:|",
     ]
     for r in memory["rows"]:
         lines.append(
-            f"| {r['solver']} | {r['sensitivity']} | {r['T']:g} | {r['nfe_forward']} / {r['nfe_backward']} "
+            f"| {r['solver']} | {r['sensitivity']} | {r['T']:g} | {r['nfe_forward']} / "
+            f"{r['nfe_backward']} "
             f"| {r['peak_mb']:.2f} | {r['saved_activations_mb']:.2f} | {r['step_time_s']:.1f} |"
         )
     lines += [
         "",
-        "| solver | adjoint peak max/min over T (claim: <= 1.2) | direct peak at the longest / shortest T (claim T=8 / T=1: >= 3) |",
+        "| solver | adjoint peak max/min over T (claim: <= 1.2) | direct peak at the longest / "
+        "shortest T (claim T=8 / T=1: >= 3) |",
         "|---|---:|---:|",
     ]
     for solver, r in memory["ratios"].items():
@@ -273,7 +276,8 @@ def tolerance_section(tol: dict, image: str | None) -> list[str]:
         ),
         "",
         (
-            "| rtol = atol | test error | test NFE | s / test batch (wall, CPU) | train NFE fwd / bwd "
+            "| rtol = atol | test error | test NFE | s / test batch (wall, CPU) | train NFE fwd / "
+            "bwd "
             "| s / train step (wall, CPU) |"
         ),
         "|---:|---:|---:|---:|---:|---:|",
@@ -281,7 +285,8 @@ def tolerance_section(tol: dict, image: str | None) -> list[str]:
     for r in tol["rows"]:
         lines.append(
             f"| {r['tol']:.0e} | {100 * r['test_error']:.2f} % | {r['test_nfe_forward']:.0f} "
-            f"| {r['test_seconds_per_batch']:.2f}, {r.get('test_cpu_seconds_per_batch', math.nan):.2f} "
+            f"| {r['test_seconds_per_batch']:.2f}, "
+            f"{r.get('test_cpu_seconds_per_batch', math.nan):.2f} "
             f"| {r['train_nfe_forward']} / {r['train_nfe_backward']} "
             f"| {r['train_step_seconds']:.2f}, {r.get('train_step_cpu_seconds', math.nan):.2f} |"
         )

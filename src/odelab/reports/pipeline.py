@@ -7,7 +7,7 @@ Layout for reproduction `<name>` at budget `<budget>`:
 - `logs/reproduce/<name>/<budget>/bench/*.json`: benchmark records;
 - `experiments/reports/<name>_<budget>/records/`: the same tree holding only the record files
   (`odelab.runs.RECORD_FILES`, plots and small JSON), committed beside the report;
-- `experiments/reports/<name>_<budget>.md` and its figures in `experiments/reports/<name>_<budget>/`.
+- `experiments/reports/<name>_<budget>.md`, its figures in `experiments/reports/<name>_<budget>/`.
 
 The report is always rendered from the committed records, so `tests/test_report_records.py`
 can re-render it and require byte-identical markdown.

@@ -64,12 +64,18 @@ class Comparison:
             f"n = {self.n} {kind}"
         )
         if self.outcome == "n/a":
-            return f"{self.a_name} vs {self.b_name} on {self.metric}: too few runs for an interval ({detail})."
+            return (
+                f"{self.a_name} vs {self.b_name} on {self.metric}: too few runs for an interval "
+                f"({detail})."
+            )
         if self.outcome == "within noise":
             return f"{self.a_name} and {self.b_name} are within noise on {self.metric} ({detail})."
         direction = "higher" if self.low > 0 else "lower"
         quality = "better" if self.outcome == "better" else "worse"
-        return f"{self.a_name} has a {direction} ({quality}) {self.metric} than {self.b_name} ({detail})."
+        return (
+            f"{self.a_name} has a {direction} ({quality}) {self.metric} than {self.b_name} "
+            f"({detail})."
+        )
 
 
 def _finite(values: Sequence[float | None]) -> np.ndarray:

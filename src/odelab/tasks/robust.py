@@ -1,4 +1,5 @@
-"""Image classification with robustness: training recipes, a steady-state penalty, attacked test rows."""
+"""Image classification with robustness: training recipes, a steady-state penalty, attacked
+test rows."""
 
 from __future__ import annotations
 
@@ -66,8 +67,10 @@ class RobustClassifier(ImageClassifier):
             and first_conv.in_channels != expected[0]
         ):
             raise ConfigError(
-                f"the data has {expected[0]} channel(s) but the net takes {first_conv.in_channels}: "
-                f"set model.net.in_channels={expected[0]} (and model.net.mean/std to {expected[0]} values)"
+                f"the data has {expected[0]} channel(s) but the net takes "
+                f"{first_conv.in_channels}: "
+                f"set model.net.in_channels={expected[0]} (and model.net.mean/std to "
+                f"{expected[0]} values)"
             )
 
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
