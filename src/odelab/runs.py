@@ -1,7 +1,8 @@
 """The one reader of a finished run folder: config, overrides, final metrics, history, device.
 
 Every run of `run.py` (single or a sweep's job) leaves behind:
-`.hydra/config.yaml` (the resolved config), `.hydra/overrides.yaml`,
+`config.yaml` (the config with every interpolation resolved), Hydra's
+`.hydra/config.yaml` and `.hydra/overrides.yaml`,
 `metrics.json` (final metrics; absent when the run failed), `device.json`
 (the hardware), `job.json` (in sweeps: status, wall time, error) and, with
 `logger=csv`, `csv/metrics.csv` (every logged value). Sweeps, reports and
@@ -24,6 +25,7 @@ from odelab.errors import ConfigError
 
 # The files that make a run's record (what a report is rendered from); never checkpoints.
 RECORD_FILES = (
+    "config.yaml",
     ".hydra/config.yaml",
     ".hydra/overrides.yaml",
     "metrics.json",
@@ -119,10 +121,15 @@ def load_run(path: str | Path, *, require_finished: bool = False) -> Run:
         raise ConfigError(
             f"{path} is not a finished run (no metrics.json); run it to the end first"
         )
-    config_file = path / ".hydra" / "config.yaml"
-    if not config_file.is_file():  # runs made before Hydra's folder was kept
-        config_file = path / "csv" / "hparams.yaml"
-    config = OmegaConf.load(config_file) if config_file.is_file() else None
+    # The resolved config the run saved; else the CSV logger's resolved copy; else Hydra's,
+    # whose `${hydra:...}` interpolations cannot be resolved outside the run.
+    candidates = [
+        path / "config.yaml",
+        path / "csv" / "hparams.yaml",
+        path / ".hydra" / "config.yaml",
+    ]
+    config_file = next((c for c in candidates if c.is_file()), None)
+    config = OmegaConf.load(config_file) if config_file is not None else None
     overrides_file = path / ".hydra" / "overrides.yaml"
     overrides = yaml.safe_load(overrides_file.read_text()) if overrides_file.is_file() else []
     return Run(

@@ -114,6 +114,11 @@ def run(cfg: DictConfig) -> dict[str, float]:
 
     try:
         resolved = OmegaConf.to_container(cfg, resolve=True)
+        resolved.pop("hydra", None)  # type: ignore[union-attr]
+        if trainer.is_global_zero:
+            # Every interpolation resolved (Hydra's .hydra/config.yaml keeps them): what the
+            # run reader (odelab.runs.load_run) and the reports load.
+            OmegaConf.save(OmegaConf.create(resolved), output_dir / "config.yaml")
         for logger in loggers:
             logger.log_hyperparams(resolved)
         metrics: dict[str, float] = {}
