@@ -23,13 +23,16 @@ from odelab.reports.base import (
 from odelab.reports.mnist_table import (
     ORDER,
     PAPER,
+    PLATEAU_TOLERANCE,
     memory_figure,
     memory_section,
     model_label,
     nfe_figure,
+    plateau,
     summarize,
     tolerance_figure,
     tolerance_section,
+    validation_figure,
 )
 from odelab.reports.stats import compare
 from odelab.runs import Run
@@ -104,6 +107,7 @@ def build_report(jobs: Jobs, budget: str, report_dir: Path) -> str:
         "",
     ]
     lines += _comparisons(jobs)
+    lines += _validation(by_model, models, report_dir)
     odenet = by_model.get("ODE-Net")
     if odenet:
         report_dir.mkdir(parents=True, exist_ok=True)
@@ -155,6 +159,37 @@ def build_report(jobs: Jobs, budget: str, report_dir: Path) -> str:
     lines += _differences(runs, budget, memory_here=memory_here)
     labels = [(f"{model_label(r)}, seed {r.config.seed}", r.path) for r in runs]
     return "\n".join(lines + runs_section(labels, failed))
+
+
+def _validation(by_model: dict[str, list[Run]], models: list[str], report_dir: Path) -> list[str]:
+    """The validation curves and, per model and seed, whether the last quarter still improved."""
+    curves = {m: [r.epoch_series("val/error") for r in by_model[m]] for m in models}
+    report_dir.mkdir(parents=True, exist_ok=True)
+    figure = report_dir / "validation.png"
+    if not validation_figure(curves, figure):
+        return ["Validation was off in this budget: no plateau can be shown.", ""]
+    lines = ["## Validation error over training", ""]
+    for model, runs in curves.items():
+        states = []
+        for epochs, values in runs:
+            found = plateau(epochs, values)
+            if found is None:
+                states.append("too few epochs to tell")
+            else:
+                gain, flat = found
+                states.append(
+                    f"{'plateau' if flat else 'still improving'} (last quarter {100 * gain:.1f} %)"
+                )
+        lines.append(f"- {model}: " + "; ".join(states) + ".")
+    lines += [
+        "",
+        f"A run counts as plateaued when its best validation error in the last quarter of its "
+        f"epochs is at most {100 * PLATEAU_TOLERANCE:.0f} % (relative) below its best before.",
+        "",
+        f"![validation error]({report_dir.name}/{figure.name})",
+        "",
+    ]
+    return lines
 
 
 def _comparisons(jobs: Jobs) -> list[str]:

@@ -130,6 +130,49 @@ def nfe_figure(run: Run, path: Path) -> bool:
     return True
 
 
+# A model has reached its plateau when its validation error over the last quarter of
+# epochs is no more than this much (relative) below its best before that quarter.
+PLATEAU_TOLERANCE = 0.05
+
+
+def plateau(epochs: list[int], values: list[float]) -> tuple[float, bool] | None:
+    """(relative improvement in the last quarter of epochs, whether that is a plateau)."""
+    if len(values) < 4:
+        return None
+    cut = len(values) - max(1, len(values) // 4)
+    before, last = min(values[:cut]), min(values[cut:])
+    gain = (before - last) / before if before > 0 else 0.0
+    return gain, gain <= PLATEAU_TOLERANCE
+
+
+def validation_figure(curves: dict[str, list[tuple[list[int], list[float]]]], path: Path) -> bool:
+    """Validation error (%) against epoch, one line per model and seed."""
+    if not any(epochs for runs in curves.values() for epochs, _ in runs):
+        return False
+    from odelab.plotting import plt
+
+    fig, ax = plt.subplots(figsize=(6, 3.8))
+    for i, (model, runs) in enumerate(curves.items()):
+        for j, (epochs, values) in enumerate(runs):
+            ax.plot(
+                epochs,
+                [100 * v for v in values],
+                ".-",
+                color=f"C{i}",
+                label=model if j == 0 else None,
+                alpha=0.8,
+            )
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("validation error (%)")
+    ax.set_yscale("log")
+    ax.set_title("Validation error over training (one line per seed)", fontsize=9)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return True
+
+
 def memory_section(memory: dict, image: str | None) -> list[str]:
     lines = [
         "## Memory: adjoint vs direct over the integration horizon",
