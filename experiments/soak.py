@@ -27,7 +27,6 @@ import json
 import os
 import platform
 import shutil
-import sys
 import tempfile
 import time
 import traceback
@@ -39,21 +38,47 @@ OUT = ROOT / "experiments" / "reports" / "soak"
 
 # One epoch of a few batches each: seconds per run on a CPU.
 TASKS: dict[str, list[str]] = {
-    "spiral": ["experiment=spiral", "data.n_points=100", "data.extrapolate_to=26",
-               "data.batches_per_epoch=5"],
-    "cnf": ["experiment=cnf_toy", "data.batch_size=64", "data.batches_per_epoch=5",
-            "data.n_val=128", "data.n_test=128", "data.eval_batch_size=128",
-            "model.flow.field.hidden=16", "model.grid_size=12", "model.n_plot_samples=64",
-            "model.n_frames=2"],
-    "mnist": ["experiment=mnist_odenet", "data.train_subset=128", "data.batch_size=32",
-              "data.val_size=64", "data.test_size=64", "data.eval_batch_size=64",
-              "model.net.channels=8"],
-    "robust": ["experiment=robust_odenet", "data.train_subset=128", "data.batch_size=32",
-               "data.val_size=64", "data.test_size=64", "data.eval_batch_size=64",
-               "model.net.channels=8", "attack=fgsm", "attack.strengths=[0.1]"],
+    "spiral": [
+        "experiment=spiral",
+        "data.n_points=100",
+        "data.extrapolate_to=26",
+        "data.batches_per_epoch=5",
+    ],
+    "cnf": [
+        "experiment=cnf_toy",
+        "data.batch_size=64",
+        "data.batches_per_epoch=5",
+        "data.n_val=128",
+        "data.n_test=128",
+        "data.eval_batch_size=128",
+        "model.flow.field.hidden=16",
+        "model.grid_size=12",
+        "model.n_plot_samples=64",
+        "model.n_frames=2",
+    ],
+    "mnist": [
+        "experiment=mnist_odenet",
+        "data.train_subset=128",
+        "data.batch_size=32",
+        "data.val_size=64",
+        "data.test_size=64",
+        "data.eval_batch_size=64",
+        "model.net.channels=8",
+    ],
+    "robust": [
+        "experiment=robust_odenet",
+        "data.train_subset=128",
+        "data.batch_size=32",
+        "data.val_size=64",
+        "data.test_size=64",
+        "data.eval_batch_size=64",
+        "model.net.channels=8",
+        "attack=fgsm",
+        "attack.strengths=[0.1]",
+    ],
 }
-COMMON = ["logger=csv", "trainer.max_epochs=1", "trainer.enable_progress_bar=false",
-          "trainer.enable_model_summary=false", "trainer.log_every_n_steps=1"]
+# odelab.harness adds logger=csv and turns progress bars and model summaries off.
+COMMON = ["trainer.max_epochs=1", "trainer.log_every_n_steps=1"]
 
 
 def process_stats() -> dict[str, float]:
@@ -70,8 +95,7 @@ def process_stats() -> dict[str, float]:
 def soak(minutes: float, scratch: Path) -> list[dict[str, Any]]:
     import logging
 
-    from odelab.hydra_setup import compose_run_config
-    from odelab.train import run
+    from odelab.harness import launch
 
     logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
     runs: list[dict[str, Any]] = []
@@ -84,20 +108,29 @@ def soak(minutes: float, scratch: Path) -> list[dict[str, Any]]:
         start = time.perf_counter()
         status, error = "completed", None
         try:
-            overrides = [*TASKS[task], *COMMON, f"seed={i}"]
-            cfg = compose_run_config(overrides, out, log_dir=scratch / "logs")
-            run(cfg)
+            launch([*TASKS[task], *COMMON, f"seed={i}"], out, log_dir=scratch / "logs")
         except Exception as err:  # noqa: BLE001 - a failed run is a result of the soak
             status = "failed"
             error = "".join(traceback.format_exception_only(err)).strip().splitlines()[-1]
         seconds = time.perf_counter() - start
         shutil.rmtree(out, ignore_errors=True)
         gc.collect()
-        runs.append({"run": i, "task": task, "status": status, "error": error,
-                     "seconds": round(seconds, 2), **process_stats()})
+        runs.append(
+            {
+                "run": i,
+                "task": task,
+                "status": status,
+                "error": error,
+                "seconds": round(seconds, 2),
+                **process_stats(),
+            }
+        )
         last = runs[-1]
-        print(f"run {i:4d} {task:<7} {status:<9} {seconds:6.1f} s  rss {last['rss_mb']:8.1f} MiB  "
-              f"fds {last['open_files']:3d}  threads {last['threads']:3d}", flush=True)
+        print(
+            f"run {i:4d} {task:<7} {status:<9} {seconds:6.1f} s  rss {last['rss_mb']:8.1f} MiB  "
+            f"fds {last['open_files']:3d}  threads {last['threads']:3d}",
+            flush=True,
+        )
     return runs
 
 
@@ -106,16 +139,23 @@ def trend(values: list[float]) -> dict[str, float]:
     from scipy import stats
 
     n = len(values)
+    ends = {"first": float(values[0]), "last": float(values[-1])} if values else {}
     if n < 3:
-        return {"n": n, "slope": float("nan"), "low": float("nan"), "high": float("nan")}
+        nan = float("nan")
+        return {"n": n, "slope": nan, "low": nan, "high": nan, **ends}
     fit = stats.linregress(range(n), values)
     half = stats.t.ppf(0.975, n - 2) * fit.stderr
-    return {"n": n, "slope": float(fit.slope), "low": float(fit.slope - half),
-            "high": float(fit.slope + half), "first": float(values[0]), "last": float(values[-1])}
+    return {
+        "n": n,
+        "slope": float(fit.slope),
+        "low": float(fit.slope - half),
+        "high": float(fit.slope + half),
+        **ends,
+    }
 
 
 def verdict(fit: dict[str, float], allowed_growth: float) -> str:
-    """"no growth" when the interval holds 0 or the fitted growth stays below `allowed_growth`."""
+    """ "no growth" when the interval holds 0 or the fitted growth stays below `allowed_growth`."""
     if fit["n"] < 3:
         return "too few runs"
     growth = fit["slope"] * (fit["n"] - 1)
@@ -142,16 +182,19 @@ def summarize(runs: list[dict[str, Any]], warmup: int) -> dict[str, Any]:
 
 def render(data: dict[str, Any]) -> str:
     """soak.md from soak.json: every number comes from the JSON, nothing from the clock."""
-    s, meta = data["summary"], data["meta"]
+    meta = data["meta"]
+    s = summarize(data["runs"], meta.get("warmup", 8))  # recomputed: the runs are the record
     per_task: dict[str, list[float]] = {}
     for r in data["runs"]:
         per_task.setdefault(r["task"], []).append(r["seconds"])
 
     def fit_row(name: str, unit: str, fit: dict[str, Any]) -> str:
         growth = fit["slope"] * (fit["n"] - 1)
-        return (f"| {name} | {fit['first']:.1f} | {fit['last']:.1f} | {fit['slope']:+.4f} | "
-                f"[{fit['low']:+.4f}, {fit['high']:+.4f}] | {growth:+.2f} {unit} "
-                f"| {fit['verdict']} |")
+        return (
+            f"| {name} | {fit['first']:.1f} | {fit['last']:.1f} | {fit['slope']:+.4f} | "
+            f"[{fit['low']:+.4f}, {fit['high']:+.4f}] | {growth:+.2f} {unit} "
+            f"| {fit['verdict']} |"
+        )
 
     lines = [
         "# Soak: short runs in one process",
@@ -173,7 +216,7 @@ def render(data: dict[str, Any]) -> str:
         fit_row("resident memory (MiB)", "MiB", s["rss"]),
         fit_row("open file descriptors", "", s["open_files"]),
         "",
-        "\"no growth\": the interval holds 0, or the fitted growth over the whole soak is under "
+        '"no growth": the interval holds 0, or the fitted growth over the whole soak is under '
         "1 % of the resident memory (file descriptors: under one).",
         "",
         "| task | runs | mean seconds per run |",
@@ -193,8 +236,9 @@ def main() -> None:
     parser.add_argument("--minutes", type=float, default=30.0)
     parser.add_argument("--warmup", type=int, default=8, help="runs left out of the trend")
     parser.add_argument("--out", type=Path, default=OUT, help="folder for soak.json and soak.md")
-    parser.add_argument("--report-only", action="store_true",
-                        help="re-render soak.md from soak.json")
+    parser.add_argument(
+        "--report-only", action="store_true", help="re-render soak.md from soak.json"
+    )
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     json_path, md_path = args.out / "soak.json", args.out / "soak.md"
@@ -204,21 +248,28 @@ def main() -> None:
         with tempfile.TemporaryDirectory(prefix="odelab-soak-") as scratch:
             runs = soak(args.minutes, Path(scratch))
         data = {
-            "meta": {"minutes": args.minutes, "command": "python experiments/soak.py "
-                     + " ".join(a for a in sys.argv[1:] if not a.startswith("--out")),
-                     "machine": f"{os.cpu_count()} CPU cores ({platform.machine()})",
-                     "torch": torch.__version__, "python": platform.python_version()},
+            "meta": {
+                "minutes": args.minutes,
+                "warmup": args.warmup,
+                "command": f"python experiments/soak.py --minutes {args.minutes:g} "
+                f"--warmup {args.warmup}",
+                "machine": f"{os.cpu_count()} CPU cores ({platform.machine()})",
+                "torch": torch.__version__,
+                "python": platform.python_version(),
+            },
             "summary": summarize(runs, args.warmup),
             "runs": runs,
         }
         json_path.write_text(json.dumps(data, indent=1) + "\n")
     data = json.loads(json_path.read_text())
     md_path.write_text(render(data))
-    s = data["summary"]
-    print(f"{s['runs']} runs, {s['failed']} failed; resident memory slope "
-          f"{s['rss']['slope']:+.4f} MiB/run [{s['rss']['low']:+.4f}, {s['rss']['high']:+.4f}] "
-          f"({s['rss']['verdict']}); open files slope {s['open_files']['slope']:+.4f}/run "
-          f"({s['open_files']['verdict']}) -> {md_path}")
+    s = summarize(data["runs"], data["meta"].get("warmup", args.warmup))
+    print(
+        f"{s['runs']} runs, {s['failed']} failed; resident memory slope "
+        f"{s['rss']['slope']:+.4f} MiB/run [{s['rss']['low']:+.4f}, {s['rss']['high']:+.4f}] "
+        f"({s['rss']['verdict']}); open files slope {s['open_files']['slope']:+.4f}/run "
+        f"({s['open_files']['verdict']}) -> {md_path}"
+    )
 
 
 if __name__ == "__main__":

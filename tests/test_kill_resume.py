@@ -23,26 +23,63 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-QUIET = ["logger=csv", "trainer.enable_progress_bar=false", "trainer.enable_model_summary=false",
-         "trainer.log_every_n_steps=1"]
+QUIET = [
+    "logger=csv",
+    "trainer.enable_progress_bar=false",
+    "trainer.enable_model_summary=false",
+    "trainer.log_every_n_steps=1",
+]
 
 TASKS = {
-    "spiral": ["experiment=spiral", "data.batches_per_epoch=30", "data.n_points=200",
-               "data.extrapolate_to=27", "trainer.max_epochs=3", "model.scheduler.T_max=90"],
+    "spiral": [
+        "experiment=spiral",
+        "data.batches_per_epoch=30",
+        "data.n_points=200",
+        "data.extrapolate_to=27",
+        "trainer.max_epochs=3",
+        "model.scheduler.T_max=90",
+    ],
     # Shuffling and random crops draw from the global random stream.
-    "mnist": ["experiment=mnist_odenet", "data.train_subset=384", "data.batch_size=32",
-              "data.val_size=64", "data.test_size=64", "data.eval_batch_size=64",
-              "model.net.channels=8", "model.scheduler.milestones=[1,2]", "trainer.max_epochs=3"],
+    "mnist": [
+        "experiment=mnist_odenet",
+        "data.train_subset=384",
+        "data.batch_size=32",
+        "data.val_size=64",
+        "data.test_size=64",
+        "data.eval_batch_size=64",
+        "model.net.channels=8",
+        "model.scheduler.milestones=[1,2]",
+        "trainer.max_epochs=3",
+    ],
     # Hutchinson's probe vectors come from the global random stream.
-    "cnf": ["experiment=cnf_toy", "trace=hutchinson", "data.batch_size=64",
-            "data.batches_per_epoch=15", "data.n_val=128", "data.n_test=128",
-            "data.eval_batch_size=128", "model.flow.field.hidden=16", "model.grid_size=10",
-            "model.n_plot_samples=64", "model.n_frames=2", "trainer.max_epochs=3"],
+    "cnf": [
+        "experiment=cnf_toy",
+        "trace=hutchinson",
+        "data.batch_size=64",
+        "data.batches_per_epoch=15",
+        "data.n_val=128",
+        "data.n_test=128",
+        "data.eval_batch_size=128",
+        "model.flow.field.hidden=16",
+        "model.grid_size=10",
+        "model.n_plot_samples=64",
+        "model.n_frames=2",
+        "trainer.max_epochs=3",
+    ],
     # Noise augmentation without a seed draws from the global random stream.
-    "robust": ["experiment=robust_odenet", "recipe=gaussian", "data.train_subset=384",
-               "data.batch_size=32", "data.val_size=64", "data.test_size=64",
-               "data.eval_batch_size=64", "model.net.channels=8", "attack=fgsm",
-               "attack.strengths=[0.1]", "trainer.max_epochs=3"],
+    "robust": [
+        "experiment=robust_odenet",
+        "recipe=gaussian",
+        "data.train_subset=384",
+        "data.batch_size=32",
+        "data.val_size=64",
+        "data.test_size=64",
+        "data.eval_batch_size=64",
+        "model.net.channels=8",
+        "attack=fgsm",
+        "attack.strengths=[0.1]",
+        "trainer.max_epochs=3",
+    ],
 }
 
 
@@ -51,17 +88,23 @@ def command(*args: str) -> list[str]:
 
 
 def run_to_end(*args: str) -> subprocess.CompletedProcess:
-    result = subprocess.run(command(*args), cwd=ROOT, capture_output=True, text=True, timeout=900,
-                            check=False)
+    result = subprocess.run(
+        command(*args), cwd=ROOT, capture_output=True, text=True, timeout=900, check=False
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     return result
 
 
-def kill_after_first_checkpoint(args: list[str], ckpt_dir: Path, sig: int, rng: random.Random,
-                                ) -> subprocess.CompletedProcess:
+def kill_after_first_checkpoint(
+    args: list[str],
+    ckpt_dir: Path,
+    sig: int,
+    rng: random.Random,
+) -> subprocess.CompletedProcess:
     """Start a run, wait for its first epoch checkpoint, kill it a random time later."""
-    proc = subprocess.Popen(command(*args), cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
+    proc = subprocess.Popen(
+        command(*args), cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
     deadline = time.monotonic() + 600
     while not (ckpt_dir / "last.ckpt").is_file():
         assert proc.poll() is None, proc.communicate()[1][-3000:]
@@ -119,7 +162,9 @@ def test_killed_run_resumes_to_the_uninterrupted_result(
     run_dir = tmp_path / "run"
     args = [*TASKS[task], f"hydra.run.dir={run_dir}"]
     killed = kill_after_first_checkpoint(args, run_dir / "checkpoints", sig, rng)
-    assert killed.returncode == (143 if sig == signal.SIGTERM else -signal.SIGKILL), killed.stderr[-3000:]
+    assert killed.returncode == (143 if sig == signal.SIGTERM else -signal.SIGKILL), killed.stderr[
+        -3000:
+    ]
     if sig == signal.SIGTERM:
         # Lightning finished the batch in progress and the interrupt checkpoint holds it.
         assert (run_dir / "checkpoints" / "on_exception.ckpt").is_file()
@@ -139,8 +184,9 @@ def test_interrupted_multirun_reruns_only_unfinished_jobs(tmp_path: Path) -> Non
     sweep_dir = tmp_path / "killed"
     args = ["-m", *sweep, f"hydra.sweep.dir={sweep_dir}"]
     # Killed inside the second job, after its first epoch.
-    killed = kill_after_first_checkpoint(args, sweep_dir / "1" / "checkpoints", signal.SIGKILL,
-                                         random.Random(1))
+    killed = kill_after_first_checkpoint(
+        args, sweep_dir / "1" / "checkpoints", signal.SIGKILL, random.Random(1)
+    )
     assert killed.returncode == -signal.SIGKILL
     first_job = (sweep_dir / "0" / "metrics.json").stat().st_mtime_ns
     assert not (sweep_dir / "1" / "metrics.json").exists()

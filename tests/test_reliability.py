@@ -18,8 +18,12 @@ from odelab.ode import ODEBlock, Solver
 from odelab.train import run
 
 ROOT = Path(__file__).resolve().parents[1]
-TINY = ["experiment=spiral", "data.batches_per_epoch=3", "data.n_points=100",
-        "data.extrapolate_to=26"]
+TINY = [
+    "experiment=spiral",
+    "data.batches_per_epoch=3",
+    "data.n_points=100",
+    "data.extrapolate_to=26",
+]
 
 
 class Cubic(nn.Module):
@@ -31,8 +35,12 @@ class Cubic(nn.Module):
 
 @pytest.mark.parametrize(
     "solver",
-    [Solver("dopri5", rtol=1e3, atol=1e3), Solver("dopri5", rtol=1e-6, atol=1e-6, max_num_steps=40),
-     Solver("rk4", step_size=0.5), Solver("bosh3", rtol=1e-8, atol=1e-8, max_nfe=30)],
+    [
+        Solver("dopri5", rtol=1e3, atol=1e3),
+        Solver("dopri5", rtol=1e-6, atol=1e-6, max_num_steps=40),
+        Solver("rk4", step_size=0.5),
+        Solver("bosh3", rtol=1e-8, atol=1e-8, max_nfe=30),
+    ],
     ids=["too-loose", "max_num_steps", "fixed-grid-nan", "max_nfe"],
 )
 def test_diverging_solve_names_solver_tolerances_time_and_nfe(solver: Solver) -> None:
@@ -98,16 +106,27 @@ def test_finite_check_costs_no_host_sync_per_step(monkeypatch: pytest.MonkeyPatc
 
 def test_foreign_and_older_checkpoints_name_both_sides(make_cfg, tmp_path: Path) -> None:
     foreign = tmp_path / "foreign.ckpt"
-    torch.save({"state_dict": {}, RECORD_KEY: {"format": 1, "task_name": "cnf_toy",
-                                               "model": "odelab.tasks.density.DensityEstimation"}},
-               foreign)
+    torch.save(
+        {
+            "state_dict": {},
+            RECORD_KEY: {
+                "format": 1,
+                "task_name": "cnf_toy",
+                "model": "odelab.tasks.density.DensityEstimation",
+            },
+        },
+        foreign,
+    )
     expected = r"written by experiment 'cnf_toy'.*this run is experiment 'spiral'"
     with pytest.raises(ConfigError, match=expected):
         run(make_cfg(*TINY, f"ckpt_path={foreign}"))
     older = tmp_path / "older.ckpt"
     torch.save({"state_dict": {"net.weight": torch.zeros(2, 2)}}, older)
-    with pytest.raises(ConfigError, match=r"older layout.*does not fit the model of experiment "
-                                          r"'spiral'.*missing: .*unexpected: net.weight"):
+    with pytest.raises(
+        ConfigError,
+        match=r"older layout.*does not fit the model of experiment "
+        r"'spiral'.*missing: .*unexpected: net.weight",
+    ):
         run(make_cfg(*TINY, f"ckpt_path={older}"))
 
 
@@ -129,8 +148,9 @@ def test_diverging_job_keeps_last_good_checkpoint(make_cfg, tmp_path: Path) -> N
     before = last.read_bytes()
     (tmp_path / "run" / "metrics.json").unlink()  # unfinished: resume=true trains on
     with pytest.raises(SolverError, match=r"max_nfe=5.*NFE.*last good checkpoint is .*last.ckpt"):
-        run(make_cfg(*TINY, "trainer.max_epochs=3", "resume=true", "solver.max_nfe=5",
-                     subdir="run"))
+        run(
+            make_cfg(*TINY, "trainer.max_epochs=3", "resume=true", "solver.max_nfe=5", subdir="run")
+        )
     assert last.read_bytes() == before
 
 
@@ -138,10 +158,23 @@ def test_diverging_job_keeps_last_good_checkpoint(make_cfg, tmp_path: Path) -> N
 def test_diverging_job_fails_alone_in_a_sweep(tmp_path: Path) -> None:
     # lr=1e6 blows the field up after the first step; max_num_steps keeps the runaway solve short.
     result = subprocess.run(
-        [sys.executable, str(ROOT / "run.py"), "-m", *TINY, "trainer.max_epochs=1", "logger=none",
-         "trainer.enable_progress_bar=false", "solver.max_num_steps=200",
-         "model.optimizer.lr=0.01,1e6,0.02", f"hydra.sweep.dir={tmp_path}"],
-        cwd=ROOT, capture_output=True, text=True, timeout=900, check=False,
+        [
+            sys.executable,
+            str(ROOT / "run.py"),
+            "-m",
+            *TINY,
+            "trainer.max_epochs=1",
+            "logger=none",
+            "trainer.enable_progress_bar=false",
+            "solver.max_num_steps=200",
+            "model.optimizer.lr=0.01,1e6,0.02",
+            f"hydra.sweep.dir={tmp_path}",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=900,
+        check=False,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     records = json.loads((tmp_path / "summary.json").read_text())

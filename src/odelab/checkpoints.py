@@ -203,8 +203,10 @@ class InterruptCheckpoint(OnExceptionCheckpoint):
         module = trainer.lightning_module
         finite = module is None or all(bool(torch.isfinite(p).all()) for p in module.parameters())
         if not finite:
-            log.warning("weights hold NaN/inf; %s not written, last.ckpt is the last good state",
-                        self.ckpt_path)
+            log.warning(
+                "weights hold NaN/inf; %s not written, last.ckpt is the last good state",
+                self.ckpt_path,
+            )
             return
         trainer.save_checkpoint(self.ckpt_path, weights_only=False)  # the full training state
 
@@ -216,11 +218,15 @@ def load_checkpoint(path: str | Path, key: str = "ckpt_path") -> dict[str, Any]:
     """`torch.load(weights_only=True)` on the CPU; any failure is a ConfigError naming `key`."""
     path = Path(path)
     if not path.exists():
-        raise ConfigError(f"{key}={str(path)!r} does not exist; pass the path of a .ckpt file "
-                          "(a run's checkpoints/last.ckpt)")
+        raise ConfigError(
+            f"{key}={str(path)!r} does not exist; pass the path of a .ckpt file "
+            "(a run's checkpoints/last.ckpt)"
+        )
     if path.is_dir():
-        raise ConfigError(f"{key}={str(path)!r} is a folder; pass a .ckpt file inside it "
-                          "(e.g. checkpoints/last.ckpt)")
+        raise ConfigError(
+            f"{key}={str(path)!r} is a folder; pass a .ckpt file inside it "
+            "(e.g. checkpoints/last.ckpt)"
+        )
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except PermissionError:
@@ -234,8 +240,9 @@ def load_checkpoint(path: str | Path, key: str = "ckpt_path") -> dict[str, Any]:
             ) from None
         raise ConfigError(f"{key}={str(path)!r} is corrupted ({_first_line(err)})") from None
     except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as err:
-        raise ConfigError(f"{key}={str(path)!r} is corrupted or not a checkpoint "
-                          f"({_first_line(err)})") from None
+        raise ConfigError(
+            f"{key}={str(path)!r} is corrupted or not a checkpoint ({_first_line(err)})"
+        ) from None
     if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
         raise ConfigError(f"{key}={str(path)!r} is not a Lightning checkpoint (no state_dict)")
     return checkpoint
@@ -289,8 +296,10 @@ def check_checkpoint(path: str | Path, cfg: DictConfig, key: str = "ckpt_path") 
     if record is None:
         return  # older layout: judged by its weights once the model exists (check_state_dict)
     if record.get("format", 0) > FORMAT:
-        raise ConfigError(f"{key}={str(path)!r} has record format {record['format']}, newer than "
-                          f"this odelab's {FORMAT}; update odelab")
+        raise ConfigError(
+            f"{key}={str(path)!r} has record format {record['format']}, newer than "
+            f"this odelab's {FORMAT}; update odelab"
+        )
     model = cfg.model.get("_target_") if cfg.get("model") else None
     task = cfg.get("task_name")
     if record.get("task_name") != task or (model and record.get("model") != model):

@@ -97,7 +97,7 @@ def run(cfg: DictConfig) -> dict[str, float]:
     output_dir.mkdir(parents=True, exist_ok=True)
     done = finished_metrics(cfg, output_dir)
     if done is not None:
-        log.info("%s already finished (resume=true): skipped, metrics from metrics.json", output_dir)
+        log.info("%s already finished (resume=true): skipped, metrics.json kept", output_dir)
         return done
     ckpt_path = resume_checkpoint(cfg, output_dir)
 
@@ -130,7 +130,9 @@ def run(cfg: DictConfig) -> dict[str, float]:
                 warnings.filterwarnings("ignore", message=r".*ckpt_path=None\)` was called without a model")
                 warnings.filterwarnings("ignore", message=r'.*ckpt_path="last"\) is set, but there is no last')
                 with stopped_cleanly(output_dir, trainer):
-                    trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
+                    trainer.fit(
+                        model, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True
+                    )
             metrics.update(_scalars(trainer.callback_metrics))
         if cfg.get("test", True):
             test_ckpt = None if cfg.get("train", True) else ckpt_path

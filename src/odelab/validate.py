@@ -58,7 +58,9 @@ def _bounds(low: float | None, high: float | None, low_open: bool, high_open: bo
     return " and ".join(parts)
 
 
-def _in_bounds(v: float, low: float | None, high: float | None, low_open: bool, high_open: bool) -> bool:
+def _in_bounds(
+    v: float, low: float | None, high: float | None, low_open: bool, high_open: bool
+) -> bool:
     if low is not None and (v <= low if low_open else v < low):
         return False
     return not (high is not None and (v >= high if high_open else v > high))
@@ -70,15 +72,23 @@ def _nullable(check: Check, nullable: bool) -> Check:
     return Check(lambda v: v is None or check.accepts(v), f"{check.expected} or null")
 
 
-def integer(low: int | None = None, high: int | None = None, nullable: bool = False,
-            note: str = "") -> Check:
+def integer(
+    low: int | None = None, high: int | None = None, nullable: bool = False, note: str = ""
+) -> Check:
     bounds = _bounds(low, high, False, False)
     words = "an integer" + (f" {bounds}" if bounds else "") + (f" ({note})" if note else "")
-    return _nullable(Check(lambda v: _is_int(v) and _in_bounds(v, low, high, False, False), words), nullable)
+    return _nullable(
+        Check(lambda v: _is_int(v) and _in_bounds(v, low, high, False, False), words), nullable
+    )
 
 
-def number(low: float | None = None, high: float | None = None, low_open: bool = False,
-           high_open: bool = False, nullable: bool = False) -> Check:
+def number(
+    low: float | None = None,
+    high: float | None = None,
+    low_open: bool = False,
+    high_open: bool = False,
+    nullable: bool = False,
+) -> Check:
     bounds = _bounds(low, high, low_open, high_open)
     words = "a finite number" + (f" {bounds}" if bounds else "")
     check = Check(lambda v: _is_number(v) and _in_bounds(v, low, high, low_open, high_open), words)
@@ -99,25 +109,39 @@ def boolean(nullable: bool = False) -> Check:
 
 def choice(*options: Any, nullable: bool = False) -> Check:
     shown = ", ".join(str(o) for o in options)
-    return _nullable(Check(lambda v: v in options and not isinstance(v, bool), f"one of {shown}"), nullable)
+    return _nullable(
+        Check(lambda v: v in options and not isinstance(v, bool), f"one of {shown}"), nullable
+    )
 
 
 def text(nullable: bool = False) -> Check:
-    return _nullable(Check(lambda v: isinstance(v, str) and v != "", "a non-empty string"), nullable)
+    return _nullable(
+        Check(lambda v: isinstance(v, str) and v != "", "a non-empty string"), nullable
+    )
 
 
 def numbers(low: float | None = None, min_len: int = 0) -> Check:
     bounds = _bounds(low, None, False, False)
     words = f"a list of {'at least ' + str(min_len) + ' ' if min_len else ''}numbers" + (
-        f" {bounds}" if bounds else "")
-    return Check(lambda v: isinstance(v, list) and len(v) >= min_len
-                 and all(_is_number(x) and _in_bounds(x, low, None, False, False) for x in v), words)
+        f" {bounds}" if bounds else ""
+    )
+    return Check(
+        lambda v: (
+            isinstance(v, list)
+            and len(v) >= min_len
+            and all(_is_number(x) and _in_bounds(x, low, None, False, False) for x in v)
+        ),
+        words,
+    )
 
 
 def increasing_ints() -> Check:
     return Check(
-        lambda v: isinstance(v, list) and all(_is_int(x) and x >= 0 for x in v)
-        and all(a < b for a, b in itertools.pairwise(v)),
+        lambda v: (
+            isinstance(v, list)
+            and all(_is_int(x) and x >= 0 for x in v)
+            and all(a < b for a, b in itertools.pairwise(v))
+        ),
         "a strictly increasing list of integers >= 0",
     )
 
@@ -132,14 +156,33 @@ def batch_limit() -> Check:
 
 def devices() -> Check:
     return Check(
-        lambda v: v == "auto" or v == -1 or (_is_int(v) and v >= 1)
-        or (isinstance(v, list) and v and all(_is_int(x) and x >= 0 for x in v)),
+        lambda v: (
+            v == "auto"
+            or v == -1
+            or (_is_int(v) and v >= 1)
+            or (isinstance(v, list) and v and all(_is_int(x) and x >= 0 for x in v))
+        ),
         "an integer >= 1, -1 or auto (all devices), or a list of device indices",
     )
 
 
-PRECISIONS = ("32-true", "32", 32, "64-true", "64", 64, "16-mixed", "16", 16, "bf16-mixed", "bf16",
-              "16-true", "bf16-true", "transformer-engine", "transformer-engine-float16")
+PRECISIONS = (
+    "32-true",
+    "32",
+    32,
+    "64-true",
+    "64",
+    64,
+    "16-mixed",
+    "16",
+    16,
+    "bf16-mixed",
+    "bf16",
+    "16-true",
+    "bf16-true",
+    "transformer-engine",
+    "transformer-engine-float16",
+)
 
 # Top-level keys of conf/run.yaml.
 TOP = {
@@ -194,12 +237,16 @@ EXACT = {
     "trainer.limit_val_batches": batch_limit(),
     "trainer.limit_test_batches": batch_limit(),
     "trainer.num_sanity_val_steps": integer(-1, note="-1: all"),
-    "trainer.fast_dev_run": Check(lambda v: isinstance(v, bool) or (_is_int(v) and v >= 0),
-                                  "true, false or a number of batches >= 0"),
+    "trainer.fast_dev_run": Check(
+        lambda v: isinstance(v, bool) or (_is_int(v) and v >= 0),
+        "true, false or a number of batches >= 0",
+    ),
     "trainer.gradient_clip_val": number(0, nullable=True),
     "trainer.gradient_clip_algorithm": choice("norm", "value", nullable=True),
     "trainer.accumulate_grad_batches": integer(1),
-    "trainer.deterministic": Check(lambda v: isinstance(v, bool) or v == "warn", "true, false or warn"),
+    "trainer.deterministic": Check(
+        lambda v: isinstance(v, bool) or v == "warn", "true, false or warn"
+    ),
     "trainer.enable_progress_bar": boolean(),
     "trainer.enable_model_summary": boolean(),
     "trainer.enable_checkpointing": boolean(),
@@ -210,7 +257,9 @@ EXACT = {
     "model.scheduler_interval": choice("epoch", "step"),
     "model.label_smoothing": fraction(high_open=True),
     "model.perturbed_fraction": fraction(),
-    "model.learn_initial_states": Check(lambda v: v in ("auto", True, False), "auto, true or false"),
+    "model.learn_initial_states": Check(
+        lambda v: v in ("auto", True, False), "auto, true or false"
+    ),
     "model.loss": text(),
     "model.num_classes": integer(2),
     "model.grid_extent": positive(),
@@ -226,54 +275,122 @@ EXACT = {
 # Leaf names under one group (any depth), where the name alone fixes the meaning.
 BY_NAME: dict[str, dict[str, Check]] = {
     "data": {
-        "batch_size": integer(1), "eval_batch_size": integer(1), "batches_per_epoch": integer(1),
-        "n_points": integer(2), "t_end": positive(), "extrapolate_to": positive(),
-        "noise_std": number(0), "batch_time": integer(2), "batch_time_final": integer(2, nullable=True),
-        "batch_time_growth_epochs": integer(0), "grid_size": integer(2), "y0": numbers(min_len=1),
-        "seed": integer(0), "test_seed": integer(0), "num_workers": integer(0),
-        "pin_memory": boolean(), "persistent_workers": boolean(), "download": boolean(),
-        "offline_test_split": boolean(), "augment": boolean(), "val_size": integer(0),
-        "test_size": integer(0), "train_subset": integer(1, nullable=True),
-        "test_subset": integer(1, nullable=True), "n_val": integer(1), "n_test": integer(1),
-        "root": text(), "name": text(), "dataset": text(),
+        "batch_size": integer(1),
+        "eval_batch_size": integer(1),
+        "batches_per_epoch": integer(1),
+        "n_points": integer(2),
+        "t_end": positive(),
+        "extrapolate_to": positive(),
+        "noise_std": number(0),
+        "batch_time": integer(2),
+        "batch_time_final": integer(2, nullable=True),
+        "batch_time_growth_epochs": integer(0),
+        "grid_size": integer(2),
+        "y0": numbers(min_len=1),
+        "seed": integer(0),
+        "test_seed": integer(0),
+        "num_workers": integer(0),
+        "pin_memory": boolean(),
+        "persistent_workers": boolean(),
+        "download": boolean(),
+        "offline_test_split": boolean(),
+        "augment": boolean(),
+        "val_size": integer(0),
+        "test_size": integer(0),
+        "train_subset": integer(1, nullable=True),
+        "test_subset": integer(1, nullable=True),
+        "n_val": integer(1),
+        "n_test": integer(1),
+        "root": text(),
+        "name": text(),
+        "dataset": text(),
     },
     "model": {
-        "dim": integer(1), "hidden": integer(1), "depth": integer(1), "width": integer(1),
-        "channels": integer(1), "layers": integer(1), "units": integer(1), "hyper_hidden": integer(1),
-        "in_channels": integer(1), "num_blocks": integer(1), "image_size": integer(1),
-        "num_classes": integer(2), "grid_size": integer(2), "n_plot_samples": integer(1),
-        "n_frames": integer(2), "init_std": positive(), "t_end": positive(), "horizon": positive(),
-        "kinetic_weight": number(0), "jacobian_weight": number(0),
-        "regularization_weight": number(0), "time_dependent": boolean(),
-        "activation": text(), "input_transform": text(),
+        "dim": integer(1),
+        "hidden": integer(1),
+        "depth": integer(1),
+        "width": integer(1),
+        "channels": integer(1),
+        "layers": integer(1),
+        "units": integer(1),
+        "hyper_hidden": integer(1),
+        "in_channels": integer(1),
+        "num_blocks": integer(1),
+        "image_size": integer(1),
+        "num_classes": integer(2),
+        "grid_size": integer(2),
+        "n_plot_samples": integer(1),
+        "n_frames": integer(2),
+        "init_std": positive(),
+        "t_end": positive(),
+        "horizon": positive(),
+        "kinetic_weight": number(0),
+        "jacobian_weight": number(0),
+        "regularization_weight": number(0),
+        "time_dependent": boolean(),
+        "activation": text(),
+        "input_transform": text(),
     },
     "attack": {
-        "steps": integer(1), "restarts": integer(1), "random_start": boolean(),
-        "seed": integer(0, nullable=True), "step_size": positive(nullable=True),
-        "strengths": numbers(0), "kind": choice("none", "gaussian", "fgsm", "pgd"),
+        "steps": integer(1),
+        "restarts": integer(1),
+        "random_start": boolean(),
+        "seed": integer(0, nullable=True),
+        "step_size": positive(nullable=True),
+        "strengths": numbers(0),
+        "kind": choice("none", "gaussian", "fgsm", "pgd"),
     },
 }
 
 # Optimizer and schedule arguments (torch names), under model.optimizer / model.scheduler.
 OPTIMIZER = {
-    "lr": positive(), "momentum": number(0, 1, high_open=True), "weight_decay": number(0),
-    "dampening": number(0, 1), "nesterov": boolean(), "eps": positive(), "alpha": number(0, 1),
-    "betas": Check(lambda v: isinstance(v, list) and len(v) == 2
-                   and all(_is_number(b) and 0 <= b < 1 for b in v), "two numbers in [0, 1)"),
-    "amsgrad": boolean(), "centered": boolean(), "batch_size": integer(1),
+    "lr": positive(),
+    "momentum": number(0, 1, high_open=True),
+    "weight_decay": number(0),
+    "dampening": number(0, 1),
+    "nesterov": boolean(),
+    "eps": positive(),
+    "alpha": number(0, 1),
+    "betas": Check(
+        lambda v: (
+            isinstance(v, list) and len(v) == 2 and all(_is_number(b) and 0 <= b < 1 for b in v)
+        ),
+        "two numbers in [0, 1)",
+    ),
+    "amsgrad": boolean(),
+    "centered": boolean(),
+    "batch_size": integer(1),
     "base_batch_size": integer(1),
 }
 SCHEDULER = {
-    "milestones": increasing_ints(), "gamma": positive(), "T_max": integer(1),
-    "eta_min": number(0), "step_size": integer(1), "T_0": integer(1), "T_mult": integer(1),
-    "factor": positive(), "patience": integer(0), "total_iters": integer(1),
-    "start_factor": number(0, 1, low_open=True), "end_factor": number(0, 1),
+    "milestones": increasing_ints(),
+    "gamma": positive(),
+    "T_max": integer(1),
+    "eta_min": number(0),
+    "step_size": integer(1),
+    "T_0": integer(1),
+    "T_mult": integer(1),
+    "factor": positive(),
+    "patience": integer(0),
+    "total_iters": integer(1),
+    "start_factor": number(0, 1, low_open=True),
+    "end_factor": number(0, 1),
 }
 
 # Groups in the order they are checked: a value that a model config copies by
 # interpolation (`${solver}`, `${attack}`) is reported under its own key first.
-ORDER = ("solver", "sensitivity", "trace", "recipe", "attack", "data", "trainer", "model",
-         "callbacks", "logger")
+ORDER = (
+    "solver",
+    "sensitivity",
+    "trace",
+    "recipe",
+    "attack",
+    "data",
+    "trainer",
+    "model",
+    "callbacks",
+    "logger",
+)
 
 
 def _fail(key: str, value: Any, expected: str) -> ConfigError:
@@ -364,15 +481,19 @@ def check_optimizer(cfg: DictConfig) -> None:
             raise err.__cause__ from None
         if isinstance(err, ConfigError):
             raise
-        raise ConfigError(f"model.optimizer ({model.optimizer.get('_target_')}) "
-                          f"rejects its settings: {_first_line(err)}") from None
+        raise ConfigError(
+            f"model.optimizer ({model.optimizer.get('_target_')}) "
+            f"rejects its settings: {_first_line(err)}"
+        ) from None
     if model.get("scheduler") is None:
         return
     try:
         instantiate(model.scheduler)(optimizer=optimizer)
     except Exception as err:  # noqa: BLE001 - any refusal becomes one line naming the key
-        raise ConfigError(f"model.scheduler ({model.scheduler.get('_target_')}) "
-                          f"rejects its settings: {_first_line(err)}") from None
+        raise ConfigError(
+            f"model.scheduler ({model.scheduler.get('_target_')}) "
+            f"rejects its settings: {_first_line(err)}"
+        ) from None
 
 
 def _first_line(err: BaseException) -> str:
@@ -402,8 +523,9 @@ def check_devices(cfg: DictConfig) -> None:
     wanted = trainer.get("devices", 1)
     count = len(wanted) if isinstance(wanted, ListConfig) else wanted
     if isinstance(count, int) and count > available:
+        shown = OmegaConf.to_container(wanted) if isinstance(wanted, ListConfig) else wanted
         raise ConfigError(
-            f"trainer.devices={_show(OmegaConf.to_container(wanted) if isinstance(wanted, ListConfig) else wanted)}"
+            f"trainer.devices={_show(shown)}"
             f" asks for more GPUs than the {available} this machine has; "
             f"set trainer.devices to at most {available}"
         )
