@@ -163,7 +163,41 @@ def _comparisons(groups: dict[str, list[JobResult]]) -> list[str]:
     if not rows:
         return ["No paired comparison: the models did not finish on the same seeds.", ""]
     header = ["metric", "difference", "mean", "95 % CI", "n (paired seeds)", "latent ODE is"]
-    return [markdown_table(header, rows), "", *sentences, ""]
+    return [markdown_table(header, rows), "", *sentences, "", *_against_paper(groups), ""]
+
+
+def _against_paper(groups: dict[str, list[JobResult]]) -> list[str]:
+    """Where the extrapolation verdicts agree with the paper, and how far training had got."""
+    ours = groups["latent_ode"]
+    lines = []
+    for base in ("rnn_baseline", "ode_rnn"):
+        other = groups[base]
+        if not ours or len(other) != len(ours):
+            continue
+        c = compare(_values(ours, "test/extrap_mse"), _values(other, "test/extrap_mse"),
+                    a_name="latent ODE", b_name=MODELS[base], metric="extrapolation MSE",
+                    higher_is_better=False, paired=True)
+        status = {
+            "better": "agrees with the paper",
+            "worse": "disagrees with the paper",
+        }.get(c.outcome, "is within noise here, so it neither confirms nor contradicts the paper")
+        lines.append(f"- Extrapolation, latent ODE vs {MODELS[base]}: the result {status} (there "
+                     "the latent ODE extrapolates better than the recurrent baselines).")
+    # Was the latent ODE still improving? Its last two validation scores per seed.
+    last, before = [], []
+    for job in ours:
+        _, values = job.run.epoch_series("val/extrap_mse")
+        if len(values) >= 2:
+            last.append(values[-1])
+            before.append(values[-2])
+    if last:
+        c = compare(last, before, a_name="the last validation", b_name="the one before",
+                    metric="latent ODE validation extrapolation MSE", higher_is_better=False,
+                    paired=True)
+        verdict = c.verdict[0].upper() + c.verdict[1:]
+        lines.append(f"- Convergence: {verdict} A lower value at the end means training was "
+                     "still improving when the budget ran out.")
+    return lines
 
 
 def _bench_section(bench: dict, report_dir: Path) -> list[str]:
@@ -247,7 +281,8 @@ def build_report(jobs: Jobs, budget: str, report_dir: Path) -> str:
         f" {len(failed)} failed. Training and testing took {total / 60:.1f} minutes of wall",
         "  time in all (sum of the job records, one run after the other on 1 torch thread,",
         "  process start-up not counted); the benchmark's time is given in its section. The",
-        "  `cpu` budget is sized for about 25 minutes on this shared 2-core machine.",
+        "  `cpu` budget was sized from pilot step times for about 25 minutes on two CPU cores;",
+        "  the sum above is what it took on a machine whose cores other jobs shared.",
         f"- Device: {device_label(done)}.",
         f"- Periodic data: {_setup(first) if first else 'n/a'}.",
         f"- Latent ODE: {_latent_recipe(first) if first else 'n/a'}.",
