@@ -12,10 +12,11 @@ from odelab.reports.dissecting import DISSECTING
 from odelab.reports.latent import LATENT
 from odelab.reports.mnist import MNIST
 from odelab.reports.robust import ROBUST
+from odelab.reports.speed import SPEED
 from odelab.reports.spiral import SPIRAL
 
 REPRODUCTIONS: dict[str, Reproduction] = {
-    r.name: r for r in (SPIRAL, MNIST, CNF, ROBUST, DISSECTING, LATENT)
+    r.name: r for r in (SPIRAL, MNIST, CNF, ROBUST, DISSECTING, LATENT, SPEED)
 }
 
 __all__ = ["REPRODUCTIONS", "JobResult", "Reproduction", "load_jobs", "load_sweeps"]

@@ -1,0 +1,449 @@
+"""Speed of odelab's ODE core: host reads per training step, framework overhead, compiled
+fields, and per-sample step control, all measured side by side in one process.
+
+Parts (each a key of the JSON record written with --out):
+
+1. `host_reads`: host reads of tensor values per training step, by the library that asks
+   for them (`odelab.ode.fast.count_host_reads`), for the spiral, ODE-Net, RK-Net and CNF
+   training steps on the default path (torchdiffeq) and on the fast paths (the sync-free
+   fixed-grid loop of `solver.capture=true`, torchode). On the CPU a host read is a plain
+   load; on CUDA each read of a device tensor is a device synchronisation.
+2. `overhead`: the spiral step through odelab against a hand-written loop
+   (`experiments/bench_spiral.py`'s measurement), median of the repeats with its spread.
+3. `compile`: the vector field eager vs `solver.compile_field=true` (torch.compile) for the
+   spiral MLP, the CNF and the ODE-Net, and the ODE-Net step against the plain
+   torchdiffeq step of the same network: compile seconds and seconds per step.
+4. `per_sample`: Van der Pol oscillators with per-sample stiffness mu in [0.1, 10] solved
+   jointly (torchdiffeq: one step size for the batch) and per sample (torchode), and
+   irregular per-sample output grids as the latent ODE sees them (torchdiffeq solves on
+   the union of all grids). Steps, evaluations and seconds per solve.
+
+Usage:
+    python experiments/bench_speed.py --out DIR            # cpu budget, ~10 minutes loaded
+    python experiments/bench_speed.py --out DIR --quick    # smoke run, ~3 minutes
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, ClassVar
+
+import lightning as L
+import torch
+from torch import Tensor, nn
+from torchdiffeq import odeint_adjoint
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import bench_spiral  # noqa: E402  (the overhead measurement lives there)
+from bench_spiral import StepWindowTimer  # noqa: E402,F401  (`__main__.StepWindowTimer` in configs)
+from odelab.harness import compose, run_quietly  # noqa: E402
+from odelab.ode import ODEBlock, Sensitivity, Solver  # noqa: E402
+from odelab.ode.fast import SyncCount, count_host_reads, torchode_solve  # noqa: E402
+from odelab.profiling import describe_device  # noqa: E402
+
+# ---------------------------------------------------------------------------
+# 1. Host reads per training step
+
+
+class HostReadCounter(L.Callback):
+    """Counts host reads during training steps `first` .. `first + steps - 1` (forward,
+    backward, optimizer step and every hook between them)."""
+
+    last: ClassVar[dict[str, Any]] = {}
+
+    def __init__(self, first: int, steps: int):
+        self.first, self.steps = first, steps
+        self._context: Any = None
+        self._count: SyncCount | None = None
+        self.total = SyncCount()
+
+    def on_train_batch_start(self, trainer: L.Trainer, *args: Any) -> None:
+        if self.first <= trainer.global_step < self.first + self.steps:
+            self._context = count_host_reads()
+            self._count = self._context.__enter__()
+
+    def on_train_batch_end(self, trainer: L.Trainer, *args: Any) -> None:
+        if self._context is None:
+            return
+        self._context.__exit__(None, None, None)
+        for lib, n in self._count.by_library.items():
+            for _ in range(n):
+                self.total.add(lib)
+        self._context = None
+        HostReadCounter.last = {"steps": self.steps, "total": self.total.total,
+                                "by_library": dict(self.total.by_library)}
+
+
+READ_CASES: dict[str, list[str]] = {
+    "spiral (dopri5, direct)": ["experiment=spiral"],
+    "spiral (torchode dopri5, direct)": ["experiment=spiral", "solver.backend=torchode"],
+    "ODE-Net (dopri5, adjoint)": ["experiment=mnist_odenet"],
+    "RK-Net (rk4, direct)": ["experiment=mnist_rknet"],
+    "RK-Net (rk4, direct, capture loop)": ["experiment=mnist_rknet", "solver.capture=true"],
+    "CNF (dopri5, direct)": ["experiment=cnf_toy"],
+}
+# Small sizes: the number of reads does not depend on them, the time does.
+SHRINK = {
+    "mnist": ["data.train_subset=256", "data.batch_size=16", "model.net.channels=16",
+              "~callbacks.peak_memory"],
+    "cnf": ["data.batch_size=64", "data.batches_per_epoch=20"],
+}
+
+
+def host_reads(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
+    first, steps = 2, args.read_steps
+    print(f"\n== 1. host reads per training step (steps {first}..{first + steps - 1})")
+    out: dict[str, Any] = {"steps": steps, "cases": {}}
+    for i, (name, overrides) in enumerate(READ_CASES.items()):
+        shrink = SHRINK["mnist"] if "mnist" in overrides[0] else (
+            SHRINK["cnf"] if "cnf" in overrides[0] else [])
+        cfg = compose(
+            ["trainer=cpu", *overrides, *shrink, "seed=0", f"trainer.max_steps={first + steps}",
+             "trainer.limit_val_batches=0", "test=false", "+trainer.enable_checkpointing=false",
+             "~callbacks.model_checkpoint", "~callbacks.save_figures",
+             "~callbacks.on_exception_checkpoint",
+             "+callbacks.host_reads._target_=__main__.HostReadCounter",
+             f"+callbacks.host_reads.first={first}", f"+callbacks.host_reads.steps={steps}"],
+            workdir / f"reads_{i}", logger="none", log_dir=workdir / "logs",
+        )
+        HostReadCounter.last = {}
+        run_quietly(cfg)
+        record = dict(HostReadCounter.last)
+        out["cases"][name] = record
+        per_step = record["total"] / steps
+        libs = ", ".join(f"{k} {v / steps:.1f}" for k, v in sorted(record["by_library"].items()))
+        print(f"  {name:<38} {per_step:7.1f} reads/step   ({libs})", flush=True)
+    return out
+
+
+# ---------------------------------------------------------------------------
+# 3. Compiled fields
+
+
+def _time_steps(step: Callable[[], None], warmup: int, repeats: int) -> dict[str, Any]:
+    """Seconds of `step()` per call (wall and process CPU), after `warmup` calls; the
+    first call's wall time is kept apart (it holds compilation, if any)."""
+    start = time.perf_counter()
+    step()
+    first = time.perf_counter() - start
+    for _ in range(max(0, warmup - 1)):
+        step()
+    wall, cpu = [], []
+    for _ in range(repeats):
+        w, c = time.perf_counter(), time.process_time()
+        step()
+        wall.append(time.perf_counter() - w)
+        cpu.append(time.process_time() - c)
+    return {"first_call_s": first, "wall_s": wall, "cpu_s": cpu,
+            "median_wall_s": statistics.median(wall), "median_cpu_s": statistics.median(cpu)}
+
+
+class SpiralField(nn.Module):
+    """The spiral experiment's field: MLP 2-50-2 with tanh on y^3."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(2, 50), nn.Tanh(), nn.Linear(50, 2))
+
+    def forward(self, t: Tensor, y: Tensor) -> Tensor:
+        return self.net(y**3)
+
+
+class PlainODE(nn.Module):
+    """The ODE-Net's block as the torchdiffeq example writes it: odeint_adjoint on the field."""
+
+    def __init__(self, field: nn.Module, rtol: float, atol: float):
+        super().__init__()
+        self.field, self.rtol, self.atol = field, rtol, atol
+        self.register_buffer("t", torch.tensor([0.0, 1.0]))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return odeint_adjoint(self.field, x, self.t, rtol=self.rtol, atol=self.atol)[1]
+
+
+def _spiral_step(compiled: bool) -> Callable[[], None]:
+    torch.manual_seed(0)
+    block = ODEBlock(SpiralField(), Solver("dopri5", compile_field=compiled),
+                     t=torch.linspace(0, 0.25, 10), return_trajectory=True)
+    y0 = torch.randn(20, 2)
+    target = torch.randn(10, 20, 2)
+
+    def step() -> None:
+        loss = (block(y0) - target).abs().mean()
+        loss.backward()
+
+    return step
+
+
+def _cnf_step(compiled: bool) -> Callable[[], None]:
+    from odelab.models.cnf import CNF, TraceEstimator
+    from odelab.models.time_fields import ConcatMLPField
+
+    torch.manual_seed(0)
+    field = ConcatMLPField(dim=2, hidden=64, depth=3, activation="tanh")
+    cnf = CNF(field, Solver("dopri5", compile_field=compiled), Sensitivity("direct"),
+              TraceEstimator("exact"))
+    x = torch.randn(256, 2)
+
+    def step() -> None:
+        loss = -cnf.log_prob(x).log_prob.mean()
+        loss.backward()
+
+    return step
+
+
+def _odenet_step(variant: str, batch: int, channels: int) -> Callable[[], None]:
+    from odelab.models.odenet import ODENet
+
+    torch.manual_seed(0)
+    solver = Solver("dopri5", compile_field=variant == "compiled")
+    net = ODENet(solver, Sensitivity("adjoint"), channels=channels)
+    if variant == "plain torchdiffeq":
+        net.middle = PlainODE(net.block.field, 1e-3, 1e-3)
+    optimizer = torch.optim.SGD(net.parameters(), lr=0.1, momentum=0.9)
+    x = torch.rand(batch, 1, 28, 28)
+    y = torch.randint(0, 10, (batch,))
+
+    def step() -> None:
+        loss = nn.functional.cross_entropy(net(x), y)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+
+    return step
+
+
+def compiled(args: argparse.Namespace) -> dict[str, Any]:
+    print("\n== 3. compiled fields (torch.compile) vs eager; seconds per training step")
+    cases: dict[str, Callable[[str], Callable[[], None]]] = {
+        "spiral MLP (dopri5, batch 20, 10 times)": lambda v: _spiral_step(v == "compiled"),
+        "CNF 2D (dopri5, exact trace, batch 256)": lambda v: _cnf_step(v == "compiled"),
+        f"ODE-Net (dopri5, adjoint, batch {args.odenet_batch}, {args.odenet_channels} channels)":
+            lambda v: _odenet_step(v, args.odenet_batch, args.odenet_channels),
+    }
+    out: dict[str, Any] = {}
+    for name, make in cases.items():
+        variants = ["eager", "compiled"]
+        if name.startswith("ODE-Net"):
+            variants.append("plain torchdiffeq")
+        out[name] = {}
+        repeats = args.odenet_repeats if name.startswith("ODE-Net") else args.compile_repeats
+        for variant in variants:
+            try:
+                result = _time_steps(make(variant), warmup=2, repeats=repeats)
+            except Exception as err:  # noqa: BLE001 - a failed compile is a result too
+                result = {"error": f"{type(err).__name__}: {str(err).splitlines()[0][:200]}"}
+            out[name][variant] = result
+            if "error" in result:
+                print(f"  {name:<48} {variant:<18} failed: {result['error']}", flush=True)
+            else:
+                print(f"  {name:<48} {variant:<18} first call {result['first_call_s']:7.1f} s   "
+                      f"{1e3 * result['median_cpu_s']:8.1f} ms cpu/step   "
+                      f"{1e3 * result['median_wall_s']:8.1f} ms wall/step", flush=True)
+    return out
+
+
+# ---------------------------------------------------------------------------
+# 4. Per-sample step control
+
+
+class VanDerPol(nn.Module):
+    def __init__(self, mu: Tensor):
+        super().__init__()
+        self.register_buffer("mu", mu)
+
+    def forward(self, t: Tensor, y: Tensor) -> Tensor:
+        x, v = y[:, 0], y[:, 1]
+        return torch.stack([v, self.mu * (1 - x**2) * v - x], dim=1)
+
+
+def _solve_timed(solve: Callable[[], Any], repeats: int) -> tuple[Any, list[float], list[float]]:
+    result = solve()
+    wall, cpu = [], []
+    for _ in range(repeats):
+        w, c = time.perf_counter(), time.process_time()
+        result = solve()
+        wall.append(time.perf_counter() - w)
+        cpu.append(time.process_time() - c)
+    return result, wall, cpu
+
+
+def van_der_pol(args: argparse.Namespace) -> dict[str, Any]:
+    batch, t_end, tol = args.vdp_batch, 10.0, 1e-5
+    mu = torch.logspace(-1, 1, batch)  # 0.1 .. 10
+    y0 = torch.tensor([[2.0, 0.0]]).repeat(batch, 1)
+    times = torch.linspace(0.0, t_end, 21)
+    out: dict[str, Any] = {"batch": batch, "mu": [float(mu[0]), float(mu[-1])], "t_end": t_end,
+                           "rtol": tol, "atol": tol, "repeats": args.solve_repeats}
+    joint = ODEBlock(VanDerPol(mu), Solver("dopri5", rtol=tol, atol=tol), t=times,
+                     return_trajectory=True)
+    per = ODEBlock(VanDerPol(mu), Solver("dopri5", rtol=tol, atol=tol, backend="torchode"),
+                   t=times, return_trajectory=True)
+    for name, block in (("joint (torchdiffeq)", joint), ("per-sample (torchode)", per)):
+        def solve(block: ODEBlock = block) -> Tensor:
+            block.reset_nfe()
+            with torch.no_grad():
+                return block(y0)
+        result, wall, cpu = _solve_timed(solve, args.solve_repeats)
+        entry: dict[str, Any] = {"nfe": block.nfe_forward, "wall_s": wall, "cpu_s": cpu}
+        if block is per:
+            steps = per.last_stats.n_steps.tolist()
+            entry.update(steps_per_sample=steps, steps_mean=statistics.mean(steps),
+                         steps_max=max(steps), steps_min=min(steps))
+        else:
+            entry["steps_all_samples"] = (block.nfe_forward - 2) / 6  # dopri5: FSAL, 6 per step
+        out[name] = entry
+        out[name + " solution"] = result
+    diff = float((out.pop("joint (torchdiffeq) solution")
+                  - out.pop("per-sample (torchode) solution")).abs().max())
+    out["max_abs_difference"] = diff
+    return out
+
+
+def irregular_grids(args: argparse.Namespace) -> dict[str, Any]:
+    """A latent-ODE-sized field on per-sample irregular grids: torchdiffeq needs the union
+    of all grids (every sample stops at every time of every other sample); torchode solves
+    each sample on its own."""
+    torch.manual_seed(0)
+    batch, points, dim = args.grid_batch, args.grid_points, 4
+    field = nn.Sequential(nn.Linear(dim, 32), nn.Tanh(), nn.Linear(32, dim))
+
+    class Field(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.net = field
+
+        def forward(self, t: Tensor, y: Tensor) -> Tensor:
+            return self.net(y)
+
+    # As the latent ODE's irregular sampling: each series keeps a random subset of a
+    # fine grid of 100 points on [0, 5], always starting at 0.
+    fine = torch.linspace(0.0, 5.0, 100)
+    grids = torch.stack([
+        torch.cat([fine[:1], fine[1:][torch.randperm(99)[: points - 1].sort().values]])
+        for _ in range(batch)
+    ])
+    y0 = torch.randn(batch, dim)
+    union = torch.unique(grids)
+    out: dict[str, Any] = {"batch": batch, "points_per_sample": points, "union_points": len(union),
+                           "rtol": 1e-5, "atol": 1e-5, "repeats": args.solve_repeats}
+    block = ODEBlock(Field(), Solver("dopri5", rtol=1e-5, atol=1e-5), t=union,
+                     return_trajectory=True)
+    index = torch.searchsorted(union, grids)  # (batch, points)
+
+    def joint() -> Tensor:
+        block.reset_nfe()
+        with torch.no_grad():
+            traj = block(y0)  # (union, batch, dim)
+        return traj[index.T, torch.arange(batch)]  # (points, batch, dim)
+
+    per_field = Field()
+    count = ODEBlock(per_field, Solver("dopri5", rtol=1e-5, atol=1e-5, backend="torchode")).func
+
+    def per_sample() -> tuple[Tensor, Any]:
+        count.reset()
+        with torch.no_grad(), count.forward_pass(Solver("dopri5", backend="torchode")):
+            return torchode_solve(count, y0, grids, "dopri5", 1e-5, 1e-5, None, 10_000,
+                                  "dopri5", "field")
+
+    a, wall_a, cpu_a = _solve_timed(joint, args.solve_repeats)
+    (b, stats), wall_b, cpu_b = _solve_timed(per_sample, args.solve_repeats)
+    out["joint (torchdiffeq, union grid)"] = {"nfe": block.nfe_forward, "wall_s": wall_a,
+                                               "cpu_s": cpu_a}
+    steps = stats.n_steps.tolist()
+    out["per-sample (torchode, own grids)"] = {
+        "nfe": count.nfe_forward, "wall_s": wall_b, "cpu_s": cpu_b,
+        "steps_mean": statistics.mean(steps), "steps_max": max(steps)}
+    out["max_abs_difference"] = float((a - b).abs().max())
+    return out
+
+
+def per_sample(args: argparse.Namespace) -> dict[str, Any]:
+    print("\n== 4. per-sample step control: joint (torchdiffeq) vs per sample (torchode)")
+    vdp = van_der_pol(args)
+    for name in ("joint (torchdiffeq)", "per-sample (torchode)"):
+        e = vdp[name]
+        print(f"  Van der Pol  {name:<24} NFE {e['nfe']:5d}   "
+              f"{1e3 * statistics.median(e['cpu_s']):8.1f} ms cpu/solve", flush=True)
+    grids = irregular_grids(args)
+    for name in ("joint (torchdiffeq, union grid)", "per-sample (torchode, own grids)"):
+        e = grids[name]
+        print(f"  irregular    {name:<34} NFE {e['nfe']:5d}   "
+              f"{1e3 * statistics.median(e['cpu_s']):8.1f} ms cpu/solve", flush=True)
+    return {"van_der_pol": vdp, "irregular_grids": grids}
+
+
+# ---------------------------------------------------------------------------
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawTextHelpFormatter)
+    parser.add_argument("--out", type=Path, default=None, help="write <out>/bench_speed.json")
+    parser.add_argument("--quick", action="store_true", help="smoke run: fewer steps and repeats")
+    parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
+    parser.add_argument("--read-steps", type=int, default=5, help="steps counted per case")
+    parser.add_argument("--overhead-steps", type=int, default=200)
+    parser.add_argument("--warmup", type=int, default=30)
+    parser.add_argument("--repeats", type=int, default=5, help="overhead repeats per side")
+    parser.add_argument("--compile-repeats", type=int, default=10)
+    parser.add_argument("--odenet-repeats", type=int, default=3)
+    parser.add_argument("--odenet-batch", type=int, default=32)
+    parser.add_argument("--odenet-channels", type=int, default=64)
+    parser.add_argument("--vdp-batch", type=int, default=32)
+    parser.add_argument("--grid-batch", type=int, default=32)
+    parser.add_argument("--grid-points", type=int, default=20)
+    parser.add_argument("--solve-repeats", type=int, default=5)
+    parser.add_argument("--skip", action="append", default=[],
+                        choices=["host_reads", "overhead", "compile", "per_sample"])
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.read_steps, args.overhead_steps, args.warmup, args.repeats = 2, 40, 10, 3
+        args.compile_repeats, args.odenet_repeats, args.odenet_channels = 3, 1, 16
+        args.vdp_batch, args.grid_batch, args.solve_repeats = 8, 8, 2
+    return args
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    torch.set_num_threads(args.threads)
+    start = time.perf_counter()
+    record: dict[str, Any] = {
+        "device": describe_device(torch.device("cpu")),
+        "threads": args.threads,
+        "settings": " ".join(sys.argv[1:]) or "(defaults)",
+        "cuda": torch.cuda.is_available(),
+        # The machine is shared: the report states the load the timings were taken under.
+        "load_average": list(os.getloadavg()),
+    }
+    with tempfile.TemporaryDirectory(prefix="bench_speed_") as tmp:
+        workdir = Path(tmp)
+        if "host_reads" not in args.skip:
+            record["host_reads"] = host_reads(args, workdir)
+        if "overhead" not in args.skip:
+            print("\n== 2. spiral overhead (bench_spiral.py's measurement)")
+            record["overhead"] = bench_spiral.overhead(args, workdir)
+        if "per_sample" not in args.skip:
+            record["per_sample"] = per_sample(args)
+        if "compile" not in args.skip:
+            record["compile"] = compiled(args)
+    record["wall_s"] = time.perf_counter() - start
+    print(f"\nbench_speed: {record['wall_s']:.0f} s")
+    if args.out is not None:
+        args.out.mkdir(parents=True, exist_ok=True)
+        text = json.dumps(record, indent=1, default=lambda o: None if isinstance(o, float)
+                          and math.isnan(o) else str(o))
+        (args.out / "bench_speed.json").write_text(text + "\n")
+
+
+if __name__ == "__main__":
+    main()
