@@ -81,7 +81,8 @@ class RunState(Callback):
         self, trainer: L.Trainer, module: L.LightningModule, checkpoint: dict[str, Any]
     ) -> None:
         logs = {}
-        for logger in _csv_loggers(trainer):
+        # Only the global rank zero writes logs (and checkpoints) under DDP.
+        for logger in _csv_loggers(trainer) if trainer.is_global_zero else []:
             logger.save()  # flush: the record holds every row logged so far
             path = Path(logger.experiment.metrics_file_path)
             logs[logger.name or "csv"] = path.read_text() if path.is_file() else ""
@@ -102,7 +103,7 @@ class RunState(Callback):
         # Restored before the first batch is drawn, so the resumed run continues
         # the random stream where the checkpointed run stood.
         set_rng_states(record["rng"])
-        for logger in _csv_loggers(trainer):
+        for logger in _csv_loggers(trainer) if trainer.is_global_zero else []:
             _restore_csv(logger, record["csv"].get(logger.name or "csv", ""))
 
 
@@ -209,9 +210,6 @@ class InterruptCheckpoint(OnExceptionCheckpoint):
             )
             return
         trainer.save_checkpoint(self.ckpt_path, weights_only=False)  # the full training state
-
-    def teardown(self, trainer: L.Trainer, *args: Any, **kwargs: Any) -> None:
-        """Keep the file: a run that ends normally never wrote one, an interrupted one needs it."""
 
 
 def load_checkpoint(path: str | Path, key: str = "ckpt_path") -> dict[str, Any]:

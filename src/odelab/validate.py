@@ -539,8 +539,9 @@ def check_data_paths(cfg: DictConfig) -> None:
     root = Path(str(data.root))
     if not root.exists():
         raise ConfigError(
-            f"data.root={str(root)!r} does not exist; point data.root at the dataset's folder "
-            "or set data.download=true"
+            f"data.root={str(root)!r} does not exist; set data.root to the folder holding the "
+            "dataset's files, or data.download=true on a machine with network (offline MNIST: "
+            "data=mnist_t10k)"
         )
 
 
