@@ -119,6 +119,16 @@ def test_torchode_failure_is_a_solver_error() -> None:
         block(y0)
 
 
+def test_torchode_evaluation_guard_is_a_solver_error() -> None:
+    """The runaway guard counts torchode's batched evaluations like torchdiffeq's (the
+    field sees one time per sample)."""
+    block = ODEBlock(VanDerPol(torch.tensor([1.0, 5.0])),
+                     Solver("dopri5", rtol=1e-8, atol=1e-8, max_nfe=50, backend="torchode"),
+                     t=(0.0, 10.0))
+    with pytest.raises(SolverError, match="solver.max_nfe=50"):
+        block(torch.tensor([[2.0, 0.0], [2.0, 0.0]]))
+
+
 def test_torchode_settings_that_cannot_apply_name_their_key() -> None:
     with pytest.raises(ConfigError, match="sensitivity.method=adjoint"):
         ODEBlock(MLPField(), Solver("dopri5", backend="torchode"), Sensitivity("adjoint"))
@@ -251,3 +261,33 @@ def test_rknet_trains_captured_on_cuda(make_cfg) -> None:
     metrics = run(cfg)
     assert metrics["train/nfe_forward"] > 0
     assert not any(math.isnan(v) for v in metrics.values())
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_captured_solve_syncs_once_per_solve_on_cuda() -> None:
+    """After capture, a training solve (forward and backward) synchronises with the host
+    once: the block's NaN/inf check. torchdiffeq's loop synchronises every step."""
+    import warnings
+
+    torch.manual_seed(6)
+    fixed = {"rtol": None, "atol": None, "step_size": 0.05}
+    eager, captured = _pair(Solver("rk4", **fixed), Solver("rk4", capture=True, **fixed),
+                            MLPField(), t=(0.0, 1.0))
+    eager, captured = eager.cuda(), captured.cuda()
+
+    def syncs(block: ODEBlock) -> int:
+        y0 = torch.randn(8, 3, device="cuda", requires_grad=True)
+        block(y0).sum().backward()  # capture (or warm up) first
+        torch.cuda.synchronize()
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            torch.cuda.set_sync_debug_mode("warn")
+            try:
+                block(y0).sum().backward()
+            finally:
+                torch.cuda.set_sync_debug_mode("default")
+        return sum("synchroniz" in str(w.message) for w in caught)
+
+    assert syncs(captured) <= 1
+    assert syncs(eager) >= 20

@@ -198,6 +198,7 @@ class FixedGridSolve(nn.Module):
             )
         self.func = func
         self.method = method
+        self.step_size = step_size
         # Decreasing times are walked as increasing ones of -t (as torchdiffeq does): the
         # field sees the real times, its values change sign.
         self.sign = 1.0 if times[-1] > times[0] else -1.0
@@ -267,9 +268,14 @@ class CapturedSolve:
     """
 
     def __init__(self, solve: FixedGridSolve, sample: Tensor):
-        self.solve = solve
+        # A twin of the loop (same field, grid and outputs): make_graphed_callables replaces
+        # the module's forward, and the uncaptured loop must stay uncaptured for other
+        # shapes and for evaluation.
+        twin = FixedGridSolve(solve.func, solve.method, [solve.sign * t for t in solve.times],
+                              solve.step_size)
+        self.solve = twin
         self.key = (tuple(sample.shape), sample.dtype, sample.device, sample.requires_grad)
-        self.graphed = torch.cuda.make_graphed_callables(solve, (sample,))
+        self.graphed = torch.cuda.make_graphed_callables(twin, (sample,))
 
     def __call__(self, y0: Tensor) -> Tensor:
         return self.graphed(y0)

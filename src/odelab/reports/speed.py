@@ -166,8 +166,9 @@ def host_reads_section(record: dict[str, Any]) -> list[str]:
         "",
         markdown_table(["training step", "reads / step", *used], rows),
         "",
-        "odelab's own reads are the NaN/inf check, once per solve, and the first solve's "
-        "checks; NFE are counted on the host without reading device tensors. The adaptive "
+        "odelab's own reads are the NaN/inf check, once per solve (with torchode also its "
+        "status check, once per solve); NFE are counted on the host without reading device "
+        "tensors. The adaptive "
         "solvers read their error ratio and step times every step (torchdiffeq and torchode "
         "alike); torchdiffeq's fixed-grid loop reads its time grid every step, the capture "
         "loop (`solver.capture=true`) reads nothing per step, which is what lets CUDA "
@@ -257,7 +258,8 @@ def per_sample_section(record: dict[str, Any]) -> list[str]:
     rows = []
     for name in ("joint (torchdiffeq)", "per-sample (torchode)"):
         e = vdp[name]
-        steps = (f"{e['steps_all_samples']:.0f} (all samples)" if "steps_all_samples" in e
+        steps = (f"about {e['steps_all_samples']:.0f} (NFE / 6), all samples"
+                 if "steps_all_samples" in e
                  else f"mean {e['steps_mean']:.0f}, {e['steps_min']}-{e['steps_max']}")
         rows.append([name, steps, str(e["nfe"]), f"{1e3 * _median(e['cpu_s']):.1f}",
                      f"{1e3 * _median(e['wall_s']):.1f}"])
