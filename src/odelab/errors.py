@@ -18,3 +18,10 @@ class DataMissingError(OdelabError, FileNotFoundError):
 
 class SolverError(OdelabError, RuntimeError):
     """An ODE solve diverged, produced non-finite values or ran away."""
+
+
+def check_sizes(prefix: str = "model.net", **sizes: int) -> None:
+    """Raise a ConfigError naming the first size `<prefix>.<key>` that is not a positive int."""
+    for key, value in sizes.items():
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ConfigError(f"{prefix}.{key} must be an integer >= 1, got {value!r}")

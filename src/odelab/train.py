@@ -42,6 +42,18 @@ def build(node: DictConfig, **kwargs: Any) -> Any:
             cause = cause.__cause__
         if cause is not None:
             raise cause from None
+        # A value of the wrong type or out of range that no check of ours caught (a string
+        # where a number belongs): still one line naming the config node, not a traceback.
+        inner = err.__cause__
+        while inner is not None and inner.__cause__ is not None:
+            inner = inner.__cause__
+        if isinstance(inner, TypeError | ValueError):
+            key = node._get_full_key(None) or "config"
+            raise ConfigError(
+                f"{key}: a value has the wrong type or is out of range ({type(inner).__name__}: "
+                f"{str(inner).splitlines()[0] if str(inner) else 'no detail'}); check the "
+                f"{key}.* overrides"
+            ) from None
         raise
 
 

@@ -8,7 +8,9 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
-from odelab.errors import ConfigError
+from odelab.errors import ConfigError, check_sizes
+
+__all__ = ["Normalize", "check_sizes", "downsampling_stem", "group_norm", "pooling_head"]
 
 
 class Normalize(nn.Module):
@@ -79,10 +81,3 @@ def pooling_head(channels: int, num_classes: int) -> nn.Sequential:
         nn.Flatten(),
         nn.Linear(channels, num_classes),
     )
-
-
-def check_sizes(**sizes: int) -> None:
-    """Raise a ConfigError naming the first size key that is not positive."""
-    for key, value in sizes.items():
-        if value < 1:
-            raise ConfigError(f"model.net.{key} must be >= 1, got {value}")

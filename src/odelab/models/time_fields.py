@@ -7,14 +7,8 @@ from itertools import pairwise
 import torch
 from torch import Tensor, nn
 
-from odelab.errors import ConfigError
+from odelab.errors import ConfigError, check_sizes
 from odelab.models.fields import ACTIVATIONS
-
-
-def _check_sizes(**sizes: int) -> None:
-    for key, value in sizes.items():
-        if value < 1:
-            raise ConfigError(f"model.flow.field.{key} must be >= 1, got {value}")
 
 
 def _activation(name: str) -> nn.Module:
@@ -37,7 +31,7 @@ class ConcatMLPField(nn.Module):
 
     def __init__(self, dim: int = 2, hidden: int = 64, depth: int = 3, activation: str = "tanh"):
         super().__init__()
-        _check_sizes(dim=dim, hidden=hidden, depth=depth)
+        check_sizes("model.flow.field", dim=dim, hidden=hidden, depth=depth)
         widths = [dim] + [hidden] * depth + [dim]
         self.layers = nn.ModuleList(nn.Linear(w_in + 1, w_out) for w_in, w_out in pairwise(widths))
         self.act = _activation(activation)
@@ -67,7 +61,7 @@ class HyperField(nn.Module):
 
     def __init__(self, dim: int = 2, units: int = 32, hyper_hidden: int = 32):
         super().__init__()
-        _check_sizes(dim=dim, units=units, hyper_hidden=hyper_hidden)
+        check_sizes("model.flow.field", dim=dim, units=units, hyper_hidden=hyper_hidden)
         self.dim, self.units = dim, units
         self.hyper = nn.Sequential(
             nn.Linear(1, hyper_hidden),
