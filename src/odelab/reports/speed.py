@@ -73,6 +73,22 @@ def _pair(sides: dict[bool, dict[str, dict[str, Any]]], key: str
     return paired(semi, full)
 
 
+def _budget_text(job: JobResult) -> str:
+    """Steps and size of one seminorm run, from its config."""
+    cfg = run_config(job)
+    if cfg is None:
+        return "run config not found"
+    epochs = cfg.trainer.max_epochs
+    tol = f"{cfg.solver.method} at rtol={cfg.solver.rtol}, atol={cfg.solver.atol}"
+    if "train_subset" in cfg.data:
+        steps = -(-cfg.data.train_subset // cfg.data.batch_size) * epochs
+        return (f"{steps} training steps per run ({cfg.data.train_subset} images, batch "
+                f"{cfg.data.batch_size}, {epochs} epoch(s)), {cfg.model.net.channels} channels "
+                f"(the paper: 64), {tol}")
+    steps = cfg.data.batches_per_epoch * epochs
+    return f"{steps} training steps per run (batch {cfg.data.batch_size}), {tol}"
+
+
 def seminorm_section(jobs: Sequence[JobResult]) -> list[str]:
     lines = [
         "## Adjoint seminorm vs full norm",
@@ -88,10 +104,12 @@ def seminorm_section(jobs: Sequence[JobResult]) -> list[str]:
               "quality"]
     rows: list[list[str]] = []
     verdicts: list[str] = []
+    budget_lines: list[str] = []
     for task, (experiment, metric, label, higher, scale) in TASKS.items():
         mine = [j for j in jobs if j.ok and j.overrides.get("experiment") == experiment]
         if not mine:
             continue
+        budget_lines.append(f"- {task}: {_budget_text(mine[0])}.")
         sides: dict[bool, dict[str, dict[str, float]]] = {False: {}, True: {}}
         for job in mine:
             values = {
@@ -132,11 +150,19 @@ def seminorm_section(jobs: Sequence[JobResult]) -> list[str]:
             f"**{task}: the rule does not hold** (saving {saving:.0%} of backward NFE, "
             f"quality {quality.outcome}): the full norm stays the default."
         )
+        same = bool(nfe_full) and nfe_semi == nfe_full and q_semi == q_full
+        if same:
+            decision += (
+                " Every seed's backward NFE and quality are identical under both norms: the "
+                "adjoint took the same steps, so the parameter-gradient part of the full norm "
+                "never limited the step size in this short run (it can once training makes "
+                "the dynamics harder)."
+            )
         verdicts += ["- " + nfe.verdict, "- " + seconds.verdict, "- " + quality.verdict,
                      "- " + decision]
     if not rows:
         return lines + ["No seminorm runs in this budget.", ""]
-    return lines + [markdown_table(header, rows), "", *verdicts, ""]
+    return lines + [*budget_lines, "", markdown_table(header, rows), "", *verdicts, ""]
 
 
 # ---------------------------------------------------------------------------
