@@ -76,6 +76,8 @@ class RunState(Callback):
 
     def __init__(self, task_name: str = "", model: str = ""):
         self.task_name, self.model = task_name, model
+        # Final metrics of the run at the checkpoint it resumed from (train.run merges them).
+        self.restored_metrics: dict[str, float] = {}
 
     def on_save_checkpoint(
         self, trainer: L.Trainer, module: L.LightningModule, checkpoint: dict[str, Any]
@@ -92,6 +94,7 @@ class RunState(Callback):
             "model": self.model,
             "rng": rng_states(),
             "csv": logs,
+            "metrics": {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1},
         }
 
     def on_load_checkpoint(
@@ -103,6 +106,7 @@ class RunState(Callback):
         # Restored before the first batch is drawn, so the resumed run continues
         # the random stream where the checkpointed run stood.
         set_rng_states(record["rng"])
+        self.restored_metrics = dict(record.get("metrics", {}))
         for logger in _csv_loggers(trainer) if trainer.is_global_zero else []:
             _restore_csv(logger, record["csv"].get(logger.name or "csv", ""))
 

@@ -145,6 +145,10 @@ def run(cfg: DictConfig) -> dict[str, float]:
                     trainer.fit(
                         model, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True
                     )
+            # Values last logged before the checkpoint a run resumed from (a measurement
+            # taken at one step) count as an uninterrupted run would count them.
+            for callback in callbacks:
+                metrics.update(getattr(callback, "restored_metrics", {}))
             metrics.update(_scalars(trainer.callback_metrics))
         if cfg.get("test", True):
             test_ckpt = None if cfg.get("train", True) else ckpt_path
@@ -179,7 +183,9 @@ def stopped_cleanly(output_dir: Path, trainer: L.Trainer) -> Iterator[None]:
     except SIGTERMException:
         log.error(
             "stopped by SIGTERM after step %d; resume exactly from the last epoch with "
-            "ckpt_path=%s (or rerun with resume=true in the same folder)", trainer.global_step, last,
+            "ckpt_path=%s (or rerun with resume=true in the same folder)",
+            trainer.global_step,
+            last,
         )
         raise SystemExit(128 + signal.SIGTERM) from None
     except SolverError as err:
