@@ -151,7 +151,8 @@ class LatentODE(IrregularSeriesTask):
             sensitivity, name="model.encoder",
         )
         self.to_posterior = nn.Linear(rnn_hidden, 2 * latent_dim)
-        field = MLPField(latent_dim, field_hidden, depth=field_depth, activation="tanh", init_std=0.1)
+        field = MLPField(latent_dim, field_hidden, depth=field_depth, activation="tanh",
+                         init_std=0.1)
         self.decoder = ODEBlock(field, solver, sensitivity, return_trajectory=True,
                                 name="model.field")
         self.readout = nn.Linear(latent_dim, input_dim)
@@ -258,7 +259,9 @@ class RecurrentForecaster(IrregularSeriesTask):
         super().__init__(**optim)
         self.rnn = ObservationRNN(input_dim, hidden, evolve, field_hidden, solver, sensitivity,
                                   name="model.rnn")
-        self.readout = nn.Sequential(nn.Linear(hidden, hidden), nn.Tanh(), nn.Linear(hidden, input_dim))
+        self.readout = nn.Sequential(
+            nn.Linear(hidden, hidden), nn.Tanh(), nn.Linear(hidden, input_dim)
+        )
 
     def predict(self, batch: IrregularBatch) -> tuple[Tensor, Tensor | None]:
         states, _ = self.rnn(batch.times, batch.values, batch.context, batch.query)
@@ -285,11 +288,15 @@ def series_figures(
     """
     t = batch.times.numpy()
     rows = len(batch)
+    # Real data have no noise-free values: there the line is the record itself.
+    target = batch.target[..., None]
+    real = torch.equal(batch.truth * target, batch.values * target)
+    truth_label = "series (all times)" if real else "noise-free"
 
     def panel(title: str, draw: object) -> Figure:
         fig, axes = plt.subplots(rows, 1, figsize=(8, 1.9 * rows), sharex=True, squeeze=False)
         for i, ax in enumerate(axes[:, 0]):
-            ax.plot(t, batch.truth[i, :, 0], color="0.6", lw=1, ls="--", label="noise-free")
+            ax.plot(t, batch.truth[i, :, 0], color="0.6", lw=1, ls="--", label=truth_label)
             draw(ax, i)  # type: ignore[operator]
             for mask, (color, marker, size), label in (
                 (batch.context, ("k", "o", 3), "observed (encoder input)"),
