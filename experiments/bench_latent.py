@@ -77,8 +77,9 @@ def timed_step(model: LatentODE, batches: list[IrregularBatch]) -> tuple[float, 
     return time.perf_counter() - start, _nfe(model)
 
 
-def union_vs_alone(grid_size: int | None, batch_size: int, repeats: int,
-                   sensitivity: str = "direct") -> dict[str, object]:
+def union_vs_alone(
+    grid_size: int | None, batch_size: int, repeats: int, sensitivity: str = "direct"
+) -> dict[str, object]:
     grid = [] if grid_size is None else [f"data.grid_size={grid_size}"]
     model, data = build([*grid, f"sensitivity={sensitivity}"])
     split = data.splits["train"]
@@ -112,8 +113,14 @@ def nfe_over_training(steps: int, sensitivity: str) -> dict[str, object]:
     # Outside a Trainer the step counter stays at 0; the full ELBO (KL weight 1) is trained.
     model.kl_warmup_steps = 0
     optimizer = torch.optim.Adam(model.parameters(), lr=model.optimizer_factory.keywords["lr"])
-    record: dict[str, list[float]] = {"step": [], "decoder_forward": [], "decoder_backward": [],
-                                      "encoder_forward": [], "loss": [], "seconds": []}
+    record: dict[str, list[float]] = {
+        "step": [],
+        "decoder_forward": [],
+        "decoder_backward": [],
+        "encoder_forward": [],
+        "loss": [],
+        "seconds": [],
+    }
     loader = data.train_dataloader()
     step = 0
     while step < steps:
@@ -136,8 +143,9 @@ def nfe_over_training(steps: int, sensitivity: str) -> dict[str, object]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--out", type=Path, default=Path("logs/bench_latent/bench_latent.json"))
     parser.add_argument("--batch", type=int, default=50, help="series per batch")
     parser.add_argument("--fine-grid", type=int, default=1501, help="grid points of the fine grid")

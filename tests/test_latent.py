@@ -22,10 +22,35 @@ TIGHT = ["solver.rtol=1e-7", "solver.atol=1e-8"]
 
 
 def _data(**kwargs: object) -> PeriodicDataModule:
-    dm = PeriodicDataModule(n_train=12, n_val=4, n_test=4, grid_size=51, n_observed=12,
-                            n_future=6, batch_size=6, **kwargs)
+    dm = PeriodicDataModule(
+        n_train=12,
+        n_val=4,
+        n_test=4,
+        grid_size=51,
+        n_observed=12,
+        n_future=6,
+        batch_size=6,
+        **kwargs,
+    )
     dm.setup()
     return dm
+
+
+def test_training_order_is_seeded() -> None:
+    """Each training loader shuffles the series by the data seed, whatever torch's global RNG;
+    evaluation keeps the split's order in batches of `batch_size`."""
+
+    def order(dm: PeriodicDataModule) -> list[int]:
+        torch.manual_seed(len(seen))  # the global RNG differs on every call
+        return torch.cat([b.index for b in dm.train_dataloader()]).tolist()
+
+    seen: list[list[int]] = []
+    dm = _data(seed=3)
+    seen += [order(dm), order(dm), order(_data(seed=4))]
+    assert seen[0] == seen[1] != seen[2]
+    assert sorted(seen[0]) == list(range(12))
+    val = [b.index.tolist() for b in dm.val_dataloader()]
+    assert val == [[0, 1, 2, 3]] and dm.val_dataloader().batch_size == 6
 
 
 def _model(make_cfg, experiment: str, *overrides: str) -> LatentODE | RecurrentForecaster:
@@ -54,7 +79,8 @@ def test_fast_dev_run(make_cfg, tmp_path: Path, overrides: list[str]) -> None:
         assert math.isfinite(metrics["test/iwae"]) and math.isfinite(metrics["test/elbo"])
         assert metrics["train/nfe_forward"] > 0
         assert {p.name for p in (tmp_path / "run" / "plots").glob("*.png")} == {
-            "posterior_samples.png", "extrapolation.png"
+            "posterior_samples.png",
+            "extrapolation.png",
         }
     if "model.encoder=rnn" in overrides:
         assert metrics["train/nfe_backward"] > 0  # the adjoint solve ran
@@ -142,8 +168,11 @@ def test_ode_rnn_with_zero_gaps_equals_its_gru_cell() -> None:
 
 @pytest.mark.parametrize("encoder", ["odernn", "rnn"])
 def test_batched_series_match_series_alone(make_cfg, encoder: str) -> None:
-    tight_encoder = ["model.encoder_solver.method=dopri5", "model.encoder_solver.rtol=1e-7",
-                     "model.encoder_solver.atol=1e-8"]
+    tight_encoder = [
+        "model.encoder_solver.method=dopri5",
+        "model.encoder_solver.rtol=1e-7",
+        "model.encoder_solver.atol=1e-8",
+    ]
     model = _model(make_cfg, "latent_ode", f"model.encoder={encoder}", *TIGHT, *tight_encoder)
     batch = _data().splits["test"].__getitems__([0, 1, 2])
     alone = [batch.select([i]) for i in range(3)]
@@ -204,8 +233,11 @@ def test_report_pairs_seeds_and_states_computed_verdicts(tmp_path: Path) -> None
 
     budget = tmp_path / "cpu"
     # The latent ODE extrapolates clearly better than the RNN, within noise of the ODE-RNN.
-    extrap = {"latent_ode": [0.10, 0.12, 0.11], "rnn_baseline": [0.30, 0.33, 0.31],
-              "ode_rnn": [0.05, 0.20, 0.12]}
+    extrap = {
+        "latent_ode": [0.10, 0.12, 0.11],
+        "rnn_baseline": [0.30, 0.33, 0.31],
+        "ode_rnn": [0.05, 0.20, 0.12],
+    }
     num = 0
     for model, values in extrap.items():
         for seed, value in enumerate(values):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import torch
 from torch.utils.data import DataLoader, Dataset
 
 from odelab.errors import ConfigError
@@ -40,7 +41,9 @@ class SplitLoaders:
 
     The data module sets `splits` (split name -> Dataset), `batch_size` (training),
     `eval_batch_size` and `loader_kwargs` (from `loader_options`); `collate_fn` may be
-    set too. Training batches are shuffled, evaluation batches are not.
+    set too. Training batches are shuffled, evaluation batches are not; a data module that
+    sets `shuffle_generator` shuffles with it (a seeded order), otherwise torch's global
+    generator decides.
     """
 
     splits: dict[str, Dataset]
@@ -48,6 +51,7 @@ class SplitLoaders:
     eval_batch_size: int
     loader_kwargs: dict[str, Any]
     collate_fn: Any = None
+    shuffle_generator: torch.Generator | None = None
 
     def init_loaders(
         self,
@@ -73,6 +77,7 @@ class SplitLoaders:
             self.splits[split],
             batch_size=batch,
             shuffle=shuffle,
+            generator=self.shuffle_generator if shuffle else None,
             collate_fn=self.collate_fn,
             **self.loader_kwargs,
         )

@@ -24,9 +24,9 @@ from dataclasses import dataclass, replace
 import lightning as L
 import torch
 from torch import Tensor
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 
-from odelab.data.loading import loader_options
+from odelab.data.loading import SplitLoaders
 from odelab.errors import ConfigError
 
 
@@ -59,16 +59,26 @@ class IrregularBatch:
         """The given series alone, on the union of their own times."""
         rows = torch.as_tensor(rows, dtype=torch.long, device=self.values.device)
         sub = replace(
-            self, values=self.values[rows], truth=self.truth[rows], context=self.context[rows],
-            interp=self.interp[rows], extrap=self.extrap[rows], query=self.query[rows],
+            self,
+            values=self.values[rows],
+            truth=self.truth[rows],
+            context=self.context[rows],
+            interp=self.interp[rows],
+            extrap=self.extrap[rows],
+            query=self.query[rows],
             index=self.index[rows],
         )
         keep = (sub.target | sub.query).any(0)
         keep[0] = True
         cols = keep.nonzero().squeeze(1)
         return replace(
-            sub, times=sub.times[cols], values=sub.values[:, cols], truth=sub.truth[:, cols],
-            context=sub.context[:, cols], interp=sub.interp[:, cols], extrap=sub.extrap[:, cols],
+            sub,
+            times=sub.times[cols],
+            values=sub.values[:, cols],
+            truth=sub.truth[:, cols],
+            context=sub.context[:, cols],
+            interp=sub.interp[:, cols],
+            extrap=sub.extrap[:, cols],
             query=sub.query[:, cols],
         )
 
@@ -83,8 +93,15 @@ class IrregularSeries(Dataset):
         context, interp, extrap: (N, G) bool masks of each series' points.
     """
 
-    def __init__(self, t: Tensor, values: Tensor, truth: Tensor, context: Tensor, interp: Tensor,
-                 extrap: Tensor):
+    def __init__(
+        self,
+        t: Tensor,
+        values: Tensor,
+        truth: Tensor,
+        context: Tensor,
+        interp: Tensor,
+        extrap: Tensor,
+    ):
         self.t, self.values, self.truth = t, values, truth
         self.context, self.interp, self.extrap = context, interp, extrap
 
@@ -124,8 +141,13 @@ def _already_batched(batch: IrregularBatch) -> IrregularBatch:
 
 
 def draw_masks(
-    n: int, t: Tensor, t_observed: float, n_observed: int, interp_fraction: float,
-    n_future: int | None, gen: torch.Generator,
+    n: int,
+    t: Tensor,
+    t_observed: float,
+    n_observed: int,
+    interp_fraction: float,
+    n_future: int | None,
+    gen: torch.Generator,
 ) -> tuple[Tensor, Tensor, Tensor]:
     """Per series: `n_observed` random grid points of the observation window (a fraction of
     them held out from the encoder) and `n_future` random points of the future window."""
@@ -143,7 +165,7 @@ def draw_masks(
     return context, interp, extrap
 
 
-class IrregularSeriesDataModule(L.LightningDataModule):
+class IrregularSeriesDataModule(SplitLoaders, L.LightningDataModule):
     """Train/val/test splits of irregularly observed series; subclasses make the dense values.
 
     Args:
@@ -151,11 +173,13 @@ class IrregularSeriesDataModule(L.LightningDataModule):
         n_observed: grid points each series observes inside the window.
         interp_fraction: share of those held out from the encoder and scored as interpolation.
         n_future: random future-window points scored per series (None: all of them).
-        batch_size: series per batch.
+        batch_size: series per batch (training and evaluation).
         seed: seeds the training series and their observation times.
         eval_seed: seeds the validation and test series: a fixed test set for every run.
         num_workers, pin_memory, persistent_workers: DataLoader options.
     """
+
+    splits: dict[str, IrregularSeries]
 
     def __init__(
         self,
@@ -183,9 +207,10 @@ class IrregularSeriesDataModule(L.LightningDataModule):
             raise ConfigError(f"data.batch_size must be >= 1, got {batch_size}")
         self.t_observed, self.n_observed = float(t_observed), n_observed
         self.interp_fraction, self.n_future = interp_fraction, n_future
-        self.batch_size, self.seed, self.eval_seed = batch_size, seed, eval_seed
-        self.loader_options = loader_options(num_workers, pin_memory, persistent_workers)
-        self.splits: dict[str, IrregularSeries] = {}
+        self.seed, self.eval_seed = seed, eval_seed
+        self.init_loaders(batch_size, batch_size, num_workers, pin_memory, persistent_workers)
+        # A dataset's `__getitems__` already builds the union batch.
+        self.collate_fn = _already_batched
 
     # Subclasses: the grid and, per split, (noisy values, noise-free values) of shape (N, G, D).
     def grid(self) -> Tensor:
@@ -218,8 +243,13 @@ class IrregularSeriesDataModule(L.LightningDataModule):
             gen = torch.Generator().manual_seed(seed)
             values, truth = self.dense_split(split, gen)
             masks = draw_masks(
-                values.shape[0], t, self.t_observed, self.n_observed, self.interp_fraction,
-                self.n_future, gen,
+                values.shape[0],
+                t,
+                self.t_observed,
+                self.n_observed,
+                self.interp_fraction,
+                self.n_future,
+                gen,
             )
             self.splits[split] = IrregularSeries(t, values, truth, *masks)
 
@@ -227,21 +257,11 @@ class IrregularSeriesDataModule(L.LightningDataModule):
     def dim(self) -> int:
         return self.splits["train"].values.shape[-1] if self.splits else 1
 
-    def _loader(self, split: str, shuffle: bool) -> DataLoader:
-        gen = torch.Generator().manual_seed(self.seed) if shuffle else None
-        return DataLoader(
-            self.splits[split], batch_size=self.batch_size, shuffle=shuffle, generator=gen,
-            collate_fn=_already_batched, **self.loader_options,
-        )
-
-    def train_dataloader(self) -> DataLoader:
-        return self._loader("train", shuffle=True)
-
-    def val_dataloader(self) -> DataLoader:
-        return self._loader("val", shuffle=False)
-
-    def test_dataloader(self) -> DataLoader:
-        return self._loader("test", shuffle=False)
+    @property
+    def shuffle_generator(self) -> torch.Generator:
+        # A fresh generator per training loader: every loader made for the same seed
+        # shuffles the series in the same order.
+        return torch.Generator().manual_seed(self.seed)
 
 
 def _interval(key: str, value: Sequence[float]) -> tuple[float, float]:
@@ -339,16 +359,23 @@ class SunspotsDataModule(IrregularSeriesDataModule):
         Other arguments: see `IrregularSeriesDataModule`.
     """
 
-    def __init__(self, window_years: int = 40, future_years: int = 10, stride: int = 1,
-                 n_observed: int = 20, **kwargs: object):
+    def __init__(
+        self,
+        window_years: int = 40,
+        future_years: int = 10,
+        stride: int = 1,
+        n_observed: int = 20,
+        **kwargs: object,
+    ):
         if not 0 < future_years < window_years:
             raise ConfigError(
                 f"data.future_years must be in (0, window_years={window_years}), got {future_years}"
             )
         if stride < 1:
             raise ConfigError(f"data.stride must be >= 1, got {stride}")
-        super().__init__(t_observed=(window_years - future_years - 1) / 10.0, n_observed=n_observed,
-                         **kwargs)
+        super().__init__(
+            t_observed=(window_years - future_years - 1) / 10.0, n_observed=n_observed, **kwargs
+        )
         self.window_years, self.future_years, self.stride = window_years, future_years, stride
         self._record: tuple[Tensor, Tensor] | None = None
 

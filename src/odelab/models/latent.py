@@ -70,14 +70,19 @@ class ObservationRNN(nn.Module):
             from odelab.models.fields import MLPField
 
             field = MLPField(hidden, field_hidden, depth=1, activation="tanh", init_std=0.1)
-            self.block = ODEBlock(field, solver, sensitivity, return_trajectory=False,
-                                  name=f"{name}.field")
+            self.block = ODEBlock(
+                field, solver, sensitivity, return_trajectory=False, name=f"{name}.field"
+            )
 
     def _step(self, x: Tensor, observed: Tensor, gap: Tensor, h: Tensor) -> Tensor:
         return self.cell(torch.cat([x * observed[:, None], observed[:, None], gap[:, None]], -1), h)
 
     def forward(
-        self, times: Tensor, values: Tensor, observe: Tensor, active: Tensor | None = None,
+        self,
+        times: Tensor,
+        values: Tensor,
+        observe: Tensor,
+        active: Tensor | None = None,
         reverse: bool = False,
     ) -> tuple[Tensor, Tensor]:
         """Walk the times; return the states before each column's update and the final state.

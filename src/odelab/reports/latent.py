@@ -12,19 +12,20 @@ from __future__ import annotations
 import statistics
 from pathlib import Path
 
-import matplotlib
+from omegaconf import OmegaConf
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
-
+from odelab.plotting import plt
 from odelab.reports.base import (
     JobResult,
     Jobs,
     Reproduction,
+    by_seed,
+    conf_budgets,
     copy_plots,
     device_label,
     fmt_mean_std,
     markdown_table,
+    paired,
     run_config,
     runs_section,
 )
@@ -35,47 +36,45 @@ MODELS = {
     "rnn_baseline": "RNN with time gaps",
     "ode_rnn": "ODE-RNN",
 }
-DATASETS = {"periodic": "noisy periodic series (toy)", "sunspots": "yearly sunspots 1700-2008"}
-SEEDS = "0,1,2"
-COMMON = ["logger=csv", "trainer.enable_progress_bar=false", "trainer.enable_model_summary=false"]
-EXPERIMENTS = "experiment=" + ",".join(MODELS)
-
-BUDGETS = {
-    # Checks the pipeline in a few minutes: 1 epoch of each dataset. (Keys of one data
-    # config cannot be swept here: Hydra first composes the sweep with the default
-    # experiment, whose data lack them.)
-    "quick": [
-        [EXPERIMENTS, f"seed={SEEDS}", "trainer.max_epochs=1",
-         "trainer.check_val_every_n_epoch=1", *COMMON],
-        [EXPERIMENTS, f"seed={SEEDS}", "data=sunspots", "trainer.max_epochs=1",
-         "trainer.check_val_every_n_epoch=1", *COMMON],
-    ],
-    # Sized for about 25 minutes on two shared CPU cores (see the report's setup section).
-    "cpu": [
-        [EXPERIMENTS, f"seed={SEEDS}", *COMMON],
-        [EXPERIMENTS, f"seed={SEEDS}", "data=sunspots", "trainer.max_epochs=50", *COMMON],
-    ],
-}
-BENCHMARKS = {
-    "quick": [["experiments/bench_latent.py", "--out", "{bench}/bench_latent.json", "--steps", "20",
-               "--repeats", "1", "--fine-grid", "301"]],
-    "cpu": [["experiments/bench_latent.py", "--out", "{bench}/bench_latent.json", "--steps", "150",
-             "--repeats", "2"]],
-}
+DATASETS = {"periodic": "noisy periodic series (toy)", "sunspots": "yearly sunspot record"}
+# The sweeps and benchmark of each budget: conf/reproduce/latent.yaml.
+BUDGETS, BENCHMARKS = conf_budgets("latent")
 
 
 def _dataset(job: JobResult) -> str:
     return job.overrides.get("data", "periodic")
 
 
+def _seed(job: JobResult) -> str:
+    """The seed a job ran with: its override, else its config's."""
+    cfg = run_config(job)
+    return job.overrides.get("seed") or str(cfg.seed if cfg is not None else 0)
+
+
 def _by_model(jobs: list[JobResult], dataset: str) -> dict[str, list[JobResult]]:
-    """Finished jobs of one dataset per model, sorted by seed (so that pairs share a seed)."""
+    """Finished jobs of one dataset per model, sorted by seed (tables and figures in seed order;
+    comparisons pair by seed with `by_seed` / `paired`)."""
     out: dict[str, list[JobResult]] = {}
     for model in MODELS:
-        runs = [j for j in jobs if j.ok and _dataset(j) == dataset
-                and j.overrides.get("experiment") == model]
-        out[model] = sorted(runs, key=lambda j: int(j.overrides.get("seed", "0")))
+        runs = [
+            j
+            for j in jobs
+            if j.ok and _dataset(j) == dataset and j.overrides.get("experiment") == model
+        ]
+        out[model] = sorted(runs, key=lambda j: int(_seed(j)))
     return out
+
+
+def _pairs(
+    ours: list[JobResult], other: list[JobResult], key: str
+) -> tuple[list[float], list[float]]:
+    """`key` of both groups on the seeds both finished, in one seed order."""
+    return paired(by_seed(ours, key), by_seed(other, key))
+
+
+def _short(target: str) -> str:
+    """`torch.optim.Adam` -> `Adam`."""
+    return target.rsplit(".", 1)[-1]
 
 
 def _values(runs: list[JobResult], key: str) -> list[float | None]:
@@ -90,17 +89,24 @@ def _setup(job: JobResult) -> str:
     # The test row is logged at the final global step: the number of training steps.
     steps = max((int(row["step"]) for row in job.run.history if "step" in row), default=0)
     if "grid_size" in data:
-        series = (f"{data.n_train} training, {data.n_val} validation, {data.n_test} test series "
-                  f"on a grid of {data.grid_size} times over [0, {data.t_end}]; "
-                  f"{data.n_observed} observed points in [0, {data.t_observed}] "
-                  f"({data.interp_fraction:.0%} of them held out), {data.n_future} future "
-                  f"points, noise std {data.noise_std}")
+        series = (
+            f"{data.n_train} training, {data.n_val} validation, {data.n_test} test series "
+            f"on a grid of {data.grid_size} times over [0, {data.t_end}]; "
+            f"{data.n_observed} observed points in [0, {data.t_observed}] "
+            f"({data.interp_fraction:.0%} of them held out), {data.n_future} future "
+            f"points, noise std {data.noise_std}"
+        )
     else:
-        series = (f"{data.window_years}-year windows (last {data.future_years} years "
-                  f"extrapolated), {data.n_observed} observed years per window "
-                  f"({data.interp_fraction:.0%} held out)")
-    return (f"{series}; batches of {data.batch_size}; {trainer.max_epochs} epochs "
-            f"({steps} training steps); Adam lr {model.optimizer.lr} with cosine decay")
+        series = (
+            f"{data.window_years}-year windows (last {data.future_years} years "
+            f"extrapolated), {data.n_observed} observed years per window "
+            f"({data.interp_fraction:.0%} held out)"
+        )
+    return (
+        f"{series}; batches of {data.batch_size}; {trainer.max_epochs} epochs "
+        f"({steps} training steps); {_short(model.optimizer._target_)} lr "
+        f"{model.optimizer.lr} with {_short(model.scheduler._target_)}"
+    )
 
 
 def _latent_recipe(job: JobResult) -> str:
@@ -108,11 +114,13 @@ def _latent_recipe(job: JobResult) -> str:
     if cfg is None:
         return "n/a"
     m, s = cfg.model, cfg.solver
-    return (f"latent dim {m.latent_dim}, encoder {m.encoder} with {m.rnn_hidden} hidden units "
-            f"({m.encoder_solver.method} between observation times), latent field MLP "
-            f"{m.field_depth}x{m.field_hidden}, decoder {s.method} rtol={s.rtol} atol={s.atol}, "
-            f"{cfg.sensitivity.method} gradients, observation std {m.obs_std}, KL warm-up over "
-            f"{m.kl_warmup_steps} steps, IWAE with K={m.iwae_samples}")
+    return (
+        f"latent dim {m.latent_dim}, encoder {m.encoder} with {m.rnn_hidden} hidden units "
+        f"({m.encoder_solver.method} between observation times), latent field MLP "
+        f"{m.field_depth}x{m.field_hidden}, decoder {s.method} rtol={s.rtol} atol={s.atol}, "
+        f"{cfg.sensitivity.method} gradients, observation std {m.obs_std}, KL warm-up over "
+        f"{m.kl_warmup_steps} steps, IWAE with K={m.iwae_samples}"
+    )
 
 
 def _last_epoch(job: JobResult, key: str) -> float | None:
@@ -121,42 +129,69 @@ def _last_epoch(job: JobResult, key: str) -> float | None:
 
 
 def _results_table(groups: dict[str, list[JobResult]]) -> list[str]:
-    header = ["model", "n", "interp MSE", "extrap MSE", "val extrap MSE", "test ELBO", "test IWAE",
-              "NFE fwd / step", "NFE bwd / step", "s / step", "s / run"]
+    header = [
+        "model",
+        "n",
+        "interp MSE",
+        "extrap MSE",
+        "val extrap MSE",
+        "test ELBO",
+        "test IWAE",
+        "NFE fwd / step",
+        "NFE bwd / step",
+        "s / step",
+        "s / run",
+    ]
     rows = []
     for model, runs in groups.items():
         if not runs:
             continue
-        rows.append([
-            MODELS[model], len(runs),
-            fmt_mean_std(_values(runs, "test/interp_mse")),
-            fmt_mean_std(_values(runs, "test/extrap_mse")),
-            fmt_mean_std(_values(runs, "val/extrap_mse")),
-            fmt_mean_std(_values(runs, "test/elbo"), spec=".1f") if model == "latent_ode" else "-",
-            fmt_mean_std(_values(runs, "test/iwae"), spec=".1f") if model == "latent_ode" else "-",
-            fmt_mean_std([_last_epoch(j, "train/nfe_forward_epoch") for j in runs], spec=".0f")
-            if model != "rnn_baseline" else "-",
-            fmt_mean_std([_last_epoch(j, "train/nfe_backward_epoch") for j in runs], spec=".0f")
-            if model != "rnn_baseline" else "-",
-            fmt_mean_std([_last_epoch(j, "train/step_time_epoch") for j in runs], spec=".3f"),
-            fmt_mean_std([j.seconds for j in runs], spec=".0f"),
-        ])
+        rows.append(
+            [
+                MODELS[model],
+                len(runs),
+                fmt_mean_std(_values(runs, "test/interp_mse")),
+                fmt_mean_std(_values(runs, "test/extrap_mse")),
+                fmt_mean_std(_values(runs, "val/extrap_mse")),
+                fmt_mean_std(_values(runs, "test/elbo"), spec=".1f")
+                if model == "latent_ode"
+                else "-",
+                fmt_mean_std(_values(runs, "test/iwae"), spec=".1f")
+                if model == "latent_ode"
+                else "-",
+                fmt_mean_std([_last_epoch(j, "train/nfe_forward_epoch") for j in runs], spec=".0f")
+                if model != "rnn_baseline"
+                else "-",
+                fmt_mean_std([_last_epoch(j, "train/nfe_backward_epoch") for j in runs], spec=".0f")
+                if model != "rnn_baseline"
+                else "-",
+                fmt_mean_std([_last_epoch(j, "train/step_time_epoch") for j in runs], spec=".3f"),
+                fmt_mean_std([j.seconds for j in runs], spec=".0f"),
+            ]
+        )
     return [markdown_table(header, rows), ""]
 
 
 def _comparisons(groups: dict[str, list[JobResult]]) -> list[str]:
     ours = groups["latent_ode"]
     rows, sentences = [], []
-    for key, metric in (("test/extrap_mse", "extrapolation MSE"),
-                        ("test/interp_mse", "interpolation MSE")):
+    for key, metric in (
+        ("test/extrap_mse", "extrapolation MSE"),
+        ("test/interp_mse", "interpolation MSE"),
+    ):
         for base in ("rnn_baseline", "ode_rnn"):
-            other = groups[base]
-            seeds = [j.overrides.get("seed") for j in ours]
-            if not ours or seeds != [j.overrides.get("seed") for j in other]:
+            a, b = _pairs(ours, groups[base], key)
+            if not a:
                 continue
-            c = compare(_values(ours, key), _values(other, key), a_name="the latent ODE",
-                        b_name=f"the {MODELS[base]}", metric=metric, higher_is_better=False,
-                        paired=True)
+            c = compare(
+                a,
+                b,
+                a_name="the latent ODE",
+                b_name=f"the {MODELS[base]}",
+                metric=metric,
+                higher_is_better=False,
+                paired=True,
+            )
             rows.append([metric, f"latent ODE - {MODELS[base]}", *c.cells()])
             verdict = c.verdict
             sentences.append(f"- {verdict[0].upper()}{verdict[1:]}")
@@ -171,18 +206,26 @@ def _against_paper(groups: dict[str, list[JobResult]]) -> list[str]:
     ours = groups["latent_ode"]
     lines = []
     for base in ("rnn_baseline", "ode_rnn"):
-        other = groups[base]
-        if not ours or len(other) != len(ours):
+        a, b = _pairs(ours, groups[base], "test/extrap_mse")
+        if not a:
             continue
-        c = compare(_values(ours, "test/extrap_mse"), _values(other, "test/extrap_mse"),
-                    a_name="latent ODE", b_name=MODELS[base], metric="extrapolation MSE",
-                    higher_is_better=False, paired=True)
+        c = compare(
+            a,
+            b,
+            a_name="latent ODE",
+            b_name=MODELS[base],
+            metric="extrapolation MSE",
+            higher_is_better=False,
+            paired=True,
+        )
         status = {
             "better": "agrees with the paper",
             "worse": "disagrees with the paper",
         }.get(c.outcome, "is within noise here, so it neither confirms nor contradicts the paper")
-        lines.append(f"- Extrapolation, latent ODE vs {MODELS[base]}: the result {status} (there "
-                     "the latent ODE extrapolates better than the recurrent baselines).")
+        lines.append(
+            f"- Extrapolation, latent ODE vs {MODELS[base]}: the result {status} (there "
+            "the latent ODE extrapolates better than the recurrent baselines)."
+        )
     # Was the latent ODE still improving? Its last two validation scores per seed.
     last, before = [], []
     for job in ours:
@@ -191,12 +234,20 @@ def _against_paper(groups: dict[str, list[JobResult]]) -> list[str]:
             last.append(values[-1])
             before.append(values[-2])
     if last:
-        c = compare(last, before, a_name="the last validation", b_name="the one before",
-                    metric="latent ODE validation extrapolation MSE", higher_is_better=False,
-                    paired=True)
+        c = compare(
+            last,
+            before,
+            a_name="the last validation",
+            b_name="the one before",
+            metric="latent ODE validation extrapolation MSE",
+            higher_is_better=False,
+            paired=True,
+        )
         verdict = c.verdict[0].upper() + c.verdict[1:]
-        lines.append(f"- Convergence: {verdict} A lower value at the end means training was "
-                     "still improving when the budget ran out.")
+        lines.append(
+            f"- Convergence: {verdict} A lower value at the end means training was "
+            "still improving when the budget ran out."
+        )
     return lines
 
 
@@ -208,25 +259,46 @@ def _bench_section(bench: dict, report_dir: Path) -> list[str]:
     rows = []
     for row in record["union_vs_alone"]:
         un, al = row["union_nfe"], row["alone_nfe"]
-        rows.append([
-            row["grid_size"], row["sensitivity"], row["batch_size"], row["union_times"],
-            f"{row['own_times_mean']:.1f}", f"{row['union_seconds']:.3f}",
-            f"{row['alone_seconds']:.3f}", f"{row['alone_seconds'] / row['union_seconds']:.1f}x",
-            f"{un['encoder_forward']} / {al['encoder_forward']}",
-            f"{un['decoder_forward']} / {al['decoder_forward']}",
-            f"{un['decoder_backward']} / {al['decoder_backward']}",
-        ])
-    lines += [markdown_table(
-        ["grid points", "gradients", "series", "union times", "own times (mean)",
-         "s / step (union)", "s / step (each alone)", "alone / union",
-         "encoder NFE union / alone", "decoder fwd NFE union / alone",
-         "decoder bwd NFE union / alone"], rows), ""]
+        rows.append(
+            [
+                row["grid_size"],
+                row["sensitivity"],
+                row["batch_size"],
+                row["union_times"],
+                f"{row['own_times_mean']:.1f}",
+                f"{row['union_seconds']:.3f}",
+                f"{row['alone_seconds']:.3f}",
+                f"{row['alone_seconds'] / row['union_seconds']:.1f}x",
+                f"{un['encoder_forward']} / {al['encoder_forward']}",
+                f"{un['decoder_forward']} / {al['decoder_forward']}",
+                f"{un['decoder_backward']} / {al['decoder_backward']}",
+            ]
+        )
+    lines += [
+        markdown_table(
+            [
+                "grid points",
+                "gradients",
+                "series",
+                "union times",
+                "own times (mean)",
+                "s / step (union)",
+                "s / step (each alone)",
+                "alone / union",
+                "encoder NFE union / alone",
+                "decoder fwd NFE union / alone",
+                "decoder bwd NFE union / alone",
+            ],
+            rows,
+        ),
+        "",
+    ]
     lines += [
         "One training step (loss and backward) of the latent ODE on one batch, solved as one",
         "batch on the union of the series' times or as one solve per series (median of "
         f"{record['union_vs_alone'][0]['repeats']} repeats; the benchmark took "
         f"{record['seconds'] / 60:.1f} minutes in all). The encoder walks every union time",
-        "(one Euler step per gap), so its NFE grows with the number of union times. The",
+        "(one solver step per gap), so its NFE grows with the number of union times. The",
         "decoder's forward solve chooses its steps by its error estimate and returns extra",
         "output times by interpolation, so its forward NFE follows the dynamics rather than",
         "the number of output times; torchdiffeq's adjoint restarts its backward solve at",
@@ -262,12 +334,42 @@ def _bench_section(bench: dict, report_dir: Path) -> list[str]:
     return lines
 
 
+def _distinct(jobs: list[JobResult], key: str) -> str:
+    """The values config key `key` (dotted) took over the jobs' configs, in order, joined."""
+    seen: list[str] = []
+    for job in jobs:
+        cfg = run_config(job)
+        value = OmegaConf.select(cfg, key) if cfg is not None else None
+        if value is not None and str(value) not in seen:
+            seen.append(str(value))
+    return " / ".join(seen) or "n/a"
+
+
+def _solvers(job: JobResult | None) -> tuple[str, str]:
+    """How the latent ODE's encoder steps between union times, and its decoder's solver."""
+    cfg = run_config(job) if job is not None else None
+    if cfg is None:
+        return "n/a", "n/a"
+    enc, dec = cfg.model.encoder_solver, cfg.solver
+    encoder = (
+        f"one {enc.method} step per gap between union times"
+        if enc.step_size is None
+        else f"{enc.method} steps of {enc.step_size} between union times"
+    )
+    adaptive = "adaptive " if dec.get("rtol") is not None else ""
+    return encoder, f"{adaptive}{dec.method}"
+
+
 def build_report(jobs: Jobs, budget: str, report_dir: Path) -> str:
     done = [j for j in jobs if j.ok]
     failed = [j for j in jobs if not j.ok]
     periodic, sunspots = _by_model(done, "periodic"), _by_model(done, "sunspots")
     first = periodic["latent_ode"][0] if periodic["latent_ode"] else None
     total = sum(j.seconds or 0.0 for j in done)
+    longest = max((j.seconds or 0.0 for j in done), default=0.0)
+    seeds = ", ".join(sorted({_seed(j) for j in done}, key=int))
+    direction = {"minimize": "lower is better", "maximize": "higher is better"}
+    encoder, decoder = _solvers(first)
     lines = [
         "# Latent ODEs for irregularly sampled time series: reproduction report",
         "",
@@ -277,19 +379,19 @@ def build_report(jobs: Jobs, budget: str, report_dir: Path) -> str:
         "interpolation (held-out points inside the observation window) and extrapolation",
         "(the future window) MSE against the noise-free values.",
         "",
-        f"- Budget: `{budget}`; seeds {SEEDS} per model and dataset; {len(done)} runs finished,"
-        f" {len(failed)} failed. Training and testing took {total / 60:.1f} minutes of wall",
-        "  time in all (sum of the job records, one run after the other on 1 torch thread,",
-        "  process start-up not counted); the benchmark's time is given in its section. The",
-        "  `cpu` budget was sized from pilot step times for about 25 minutes on two CPU cores;",
-        "  the sum above is what it took on a machine whose cores other jobs shared.",
+        f"- Budget: `{budget}`; seeds {seeds}; {len(done)} runs finished, {len(failed)} failed.",
+        f"  Training and testing took {total / 60:.1f} minutes of wall time in all (sum of the",
+        "  job records' seconds, process start-up not counted), each run with",
+        f"  `model.torch_threads={_distinct(done, 'model.torch_threads')}`, on a machine whose",
+        "  cores other jobs shared; the benchmark's time is given in its section.",
         f"- Device: {device_label(done)}.",
         f"- Periodic data: {_setup(first) if first else 'n/a'}.",
         f"- Latent ODE: {_latent_recipe(first) if first else 'n/a'}.",
-        "- Hyperparameters were fixed from single-seed pilot runs judged on validation metrics"
-        " only (`val/extrap_mse`, the experiments' `optimized_metric`; e.g. batches of 25"
-        " periodic series and 16 sunspot windows were kept over 50); the pilots are not part"
-        " of these records. Test metrics are read once, here.",
+        "- Hyperparameters were chosen in pilot runs, which are not part of these records, on"
+        f" the validation metric only (`{_distinct(done, 'optimized_metric')}`, the experiments'"
+        " `optimized_metric`, "
+        f"{direction.get(_distinct(done, 'optimized_direction'), 'direction n/a')}). Test"
+        " metrics are read once, here.",
         "",
     ]
     for name, groups in (("periodic", periodic), ("sunspots", sunspots)):
@@ -297,35 +399,47 @@ def build_report(jobs: Jobs, budget: str, report_dir: Path) -> str:
             continue
         lines += [f"## {DATASETS[name]}", ""]
         if name == "sunspots" and groups["latent_ode"]:
-            lines += [f"Setup: {_setup(groups['latent_ode'][0])}. Source: the NGDC yearly record "
-                      "as shipped offline by statsmodels (`statsmodels.datasets.sunspots`); the "
-                      "values are square-rooted and standardised, so MSE is in standardised "
-                      "units.", ""]
-        lines += ["Test metrics (and the validation metric that selection used), mean ± std",
-                  "over seeds; ELBO and IWAE in nats per series; NFE (all solves of the model,",
-                  "encoder and decoder) and seconds per training step from the last epoch:", ""]
+            lines += [
+                f"Setup: {_setup(groups['latent_ode'][0])}. Source: the NGDC yearly record "
+                "as shipped offline by statsmodels (`statsmodels.datasets.sunspots`); the "
+                "values are square-rooted and standardised, so MSE is in standardised "
+                "units.",
+                "",
+            ]
+        lines += [
+            "Test metrics (and the validation metric that selection used), mean ± std",
+            "over seeds; ELBO and IWAE in nats per series; NFE (all solves of the model,",
+            "encoder and decoder) and seconds per training step from the last epoch:",
+            "",
+        ]
         lines += _results_table(groups)
-        lines += ["Latent ODE minus baseline, paired over seeds (negative: the latent ODE is",
-                  "better):", ""]
+        lines += [
+            "Latent ODE minus baseline, paired over seeds (negative: the latent ODE is",
+            "better):",
+            "",
+        ]
         lines += _comparisons(groups)
-        lines += [f"### Figures ({DATASETS[name]}, seed {SEEDS[0]}, first test series)", ""]
+        lines += [f"### Figures ({DATASETS[name]}, first test series)", ""]
         for model, runs in groups.items():
             if not runs:
                 continue
+            lines += [f"{MODELS[model]}, seed {_seed(runs[0])}:", ""]
             for png in copy_plots(runs[0], report_dir, prefix=f"{name}_{model}_"):
                 lines.append(f"![{png.stem}]({report_dir.name}/{png.name})")
-        lines.append("")
+            lines.append("")
     lines += _bench_section(getattr(jobs, "bench", {}), report_dir)
     lines += [
         "## What differs from Rubanova et al. 2019",
         "",
-        "- Data size and training: a few hundred short series and minutes of CPU training per",
-        "  model instead of thousands of series and hours; the absolute MSE values are not",
+        f"- Data size and training: {_distinct(periodic['latent_ode'], 'data.n_train')} short",
+        f"  periodic training series and at most {longest / 60:.1f} minutes of wall time per run",
+        "  (training and testing, on CPU) instead of thousands of series and hours; the",
+        "  absolute MSE values are not",
         "  comparable with the paper's tables (its own generator, noise level and number of",
         "  points), only the ordering of the models is.",
         "- Observation times: random subsets of a common grid, as in the paper's toy data; the",
-        "  encoder's ODE-RNN takes one Euler step per gap between union times (the decoder is",
-        "  adaptive dopri5).",
+        f"  encoder's ODE-RNN takes {encoder}",
+        f"  (the decoder is {decoder}).",
         "- Baselines: the RNN with time gaps and the ODE-RNN are trained deterministically on",
         "  the MSE, predicting each point from the state just before it and solving (or",
         "  stepping) on without observations in the future window; the paper also has",
@@ -345,8 +459,7 @@ def build_report(jobs: Jobs, budget: str, report_dir: Path) -> str:
         "",
     ]
     labelled = [
-        (f"{_dataset(j)} {j.overrides.get('experiment')} seed {j.overrides.get('seed', '0')}",
-         j.output_dir)
+        (f"{_dataset(j)} {j.overrides.get('experiment')} seed {_seed(j)}", j.output_dir)
         for j in done
     ]
     lines += runs_section(labelled, failed)

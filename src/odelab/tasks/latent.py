@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import math
 
-import matplotlib.pyplot as plt
 import torch
 from matplotlib.figure import Figure
 from torch import Tensor, nn
@@ -33,6 +32,7 @@ from odelab.errors import ConfigError
 from odelab.models.fields import MLPField
 from odelab.models.latent import ObservationRNN, gaussian_kl, gaussian_log_density
 from odelab.ode import ODEBlock, Sensitivity, Solver
+from odelab.plotting import plt
 from odelab.tasks.base import OdelabTask
 
 ENCODERS = {"odernn": "ode", "rnn": "gaps"}
@@ -92,8 +92,13 @@ class IrregularSeriesTask(OdelabTask):
         rows = list(range(min(self.plot_series, len(split))))
         batch = _to(split.dense(rows), self.device)
         pred, samples = self.predict(batch)
-        return series_figures(batch, pred.cpu(), None if samples is None else samples.cpu(),
-                              data.t_observed, type(self).__name__)
+        return series_figures(
+            batch,
+            pred.cpu(),
+            None if samples is None else samples.cpu(),
+            data.t_observed,
+            type(self).__name__,
+        )
 
 
 def _to(batch: IrregularBatch, device: torch.device) -> IrregularBatch:
@@ -147,14 +152,21 @@ class LatentODE(IrregularSeriesTask):
         if kl_warmup_steps < 0:
             raise ConfigError(f"model.kl_warmup_steps must be >= 0, got {kl_warmup_steps}")
         self.encoder = ObservationRNN(
-            input_dim, rnn_hidden, ENCODERS[encoder], encoder_field_hidden, encoder_solver,
-            sensitivity, name="model.encoder",
+            input_dim,
+            rnn_hidden,
+            ENCODERS[encoder],
+            encoder_field_hidden,
+            encoder_solver,
+            sensitivity,
+            name="model.encoder",
         )
         self.to_posterior = nn.Linear(rnn_hidden, 2 * latent_dim)
-        field = MLPField(latent_dim, field_hidden, depth=field_depth, activation="tanh",
-                         init_std=0.1)
-        self.decoder = ODEBlock(field, solver, sensitivity, return_trajectory=True,
-                                name="model.field")
+        field = MLPField(
+            latent_dim, field_hidden, depth=field_depth, activation="tanh", init_std=0.1
+        )
+        self.decoder = ODEBlock(
+            field, solver, sensitivity, return_trajectory=True, name="model.field"
+        )
         self.readout = nn.Linear(latent_dim, input_dim)
         self.latent_dim, self.obs_std = latent_dim, obs_std
         self.kl_warmup_steps, self.iwae_samples = kl_warmup_steps, iwae_samples
@@ -195,8 +207,11 @@ class LatentODE(IrregularSeriesTask):
         pred = self.decode(z0, batch.times)  # (K, B, T, D)
         log_lik = self.log_likelihood(pred, batch)  # (K, B)
         kl = gaussian_kl(mean, std, torch.zeros_like(mean), torch.ones_like(std))
-        log_w = (log_lik + gaussian_log_density(z0, 0.0, 1.0).sum(-1)
-                 - gaussian_log_density(z0, mean, std).sum(-1))
+        log_w = (
+            log_lik
+            + gaussian_log_density(z0, 0.0, 1.0).sum(-1)
+            - gaussian_log_density(z0, mean, std).sum(-1)
+        )
         iwae = torch.logsumexp(log_w, dim=0) - math.log(k)
         return {"log_lik": log_lik.mean(0), "kl": kl, "iwae": iwae, "samples": pred}
 
@@ -257,8 +272,9 @@ class RecurrentForecaster(IrregularSeriesTask):
         **optim: object,
     ):
         super().__init__(**optim)
-        self.rnn = ObservationRNN(input_dim, hidden, evolve, field_hidden, solver, sensitivity,
-                                  name="model.rnn")
+        self.rnn = ObservationRNN(
+            input_dim, hidden, evolve, field_hidden, solver, sensitivity, name="model.rnn"
+        )
         self.readout = nn.Sequential(
             nn.Linear(hidden, hidden), nn.Tanh(), nn.Linear(hidden, input_dim)
         )
@@ -279,7 +295,11 @@ class RecurrentForecaster(IrregularSeriesTask):
 
 
 def series_figures(
-    batch: IrregularBatch, pred: Tensor, samples: Tensor | None, t_observed: float, model: str,
+    batch: IrregularBatch,
+    pred: Tensor,
+    samples: Tensor | None,
+    t_observed: float,
+    model: str,
 ) -> dict[str, Figure]:
     """Observed, held-out and future points of a few test series with the model's predictions.
 
@@ -304,8 +324,15 @@ def series_figures(
                 (batch.extrap, ("tab:red", "s", 3), "future (extrapolation)"),
             ):
                 m = mask[i].numpy()
-                ax.plot(t[m], batch.values[i, m, 0], ls="none", color=color, marker=marker,
-                        ms=size, label=label)
+                ax.plot(
+                    t[m],
+                    batch.values[i, m, 0],
+                    ls="none",
+                    color=color,
+                    marker=marker,
+                    ms=size,
+                    label=label,
+                )
             ax.axvline(t_observed, color="k", lw=0.8, ls=":")
         axes[0, 0].legend(loc="upper left", fontsize=7, ncol=3)
         axes[-1, 0].set_xlabel("t (dotted: end of the observation window)")
@@ -314,6 +341,7 @@ def series_figures(
         return fig
 
     if samples is None:
+
         def line(ax: plt.Axes, i: int) -> None:
             ax.plot(t, pred[i, :, 0], color="tab:green", lw=1.5, label="prediction")
 
@@ -321,8 +349,14 @@ def series_figures(
 
     def sample_lines(ax: plt.Axes, i: int) -> None:
         for k in range(samples.shape[0]):
-            ax.plot(t, samples[k, i, :, 0], color="tab:purple", lw=0.6, alpha=0.4,
-                    label="posterior samples" if k == 0 else None)
+            ax.plot(
+                t,
+                samples[k, i, :, 0],
+                color="tab:purple",
+                lw=0.6,
+                alpha=0.4,
+                label="posterior samples" if k == 0 else None,
+            )
 
     def band(ax: plt.Axes, i: int) -> None:
         lo, hi = torch.quantile(samples[:, i, :, 0], torch.tensor([0.05, 0.95]), dim=0)
