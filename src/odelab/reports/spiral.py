@@ -170,7 +170,7 @@ def build_report(jobs: Jobs, budget: str, report_dir: Path) -> str:
         "Chen et al. 2018 (Neural ODEs), torchdiffeq `examples/ode_demo.py`: learn the field of",
         "dy/dt = y^3 A from 1000 observations of one trajectory on [0, 25].",
         f"Written by `make reproduce-spiral budget={budget}` from the records in "
-        f"`{relative_path(report_dir)}/records/`.",
+        f"`experiments/reports/spiral_{budget}/records/`.",
         "",
         f"- Budget: `{budget}`; seeds: {seeds} ({len(failed)} failed).",
         f"- Iterations per run: {_iterations(done[0]) if done else 'n/a'}; the reference recipe "
