@@ -17,7 +17,6 @@ from odelab.reports.base import (
     fmt_mean_std,
     markdown_table,
     paired,
-    relative_path,
     run_config,
     runs_section,
 )
@@ -245,7 +244,7 @@ def compile_section(record: dict[str, Any]) -> list[str]:
         eager = variants.get("eager", {})
         for name, result in variants.items():
             if "error" in result:
-                rows.append([case, name, "failed", result["error"], "", ""])
+                rows.append([case, name, f"failed: {result['error']}", "", "", ""])
                 if name == "compiled":
                     wins.append(False)
                 continue
@@ -269,7 +268,9 @@ def compile_section(record: dict[str, Any]) -> list[str]:
         "One training step (solve, loss, backward; the ODE-Net also its SGD step) with the "
         "field eager and compiled by `torch.compile` (inductor, CPU), and the ODE-Net step "
         "written as the torchdiffeq example writes it (`odeint_adjoint` on the same field). "
-        "The first call holds the compilation; per-step times are medians after warm-up.",
+        "The first call holds the compilation (shortened by inductor's on-disk cache where "
+        "the same graph was compiled before on this machine); per-step times are medians "
+        "after warm-up, one run each under the machine's load.",
         "",
         markdown_table(["step", "variant", "first call (s)", "ms CPU / step", "ms wall / step",
                         "CPU vs eager"], rows),
@@ -339,7 +340,7 @@ def build_report(jobs: Jobs, budget: str, report_dir: Path) -> str:
         "overhead, compiled fields, per-sample step control (torchode, as in Lienen & "
         "Günnemann 2022) and the adjoint seminorm (Kidger et al. 2021).",
         f"Written by `make reproduce-speed budget={budget}` from the records in "
-        f"`{relative_path(report_dir)}/records/`.",
+        f"`experiments/reports/speed_{budget}/records/`.",
         "",
         f"- Budget: `{budget}`; sweep runs: {len(done)} ({len(failed)} failed).",
         f"- Device of the sweeps: {device_label(done) if done else 'n/a'}; benchmark: "
