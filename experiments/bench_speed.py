@@ -14,9 +14,9 @@ Parts (each a key of the JSON record written with --out):
    spiral MLP, the CNF and the ODE-Net, and the ODE-Net step against the plain
    torchdiffeq step of the same network: compile seconds and seconds per step.
 4. `per_sample`: Van der Pol oscillators with per-sample stiffness mu in [0.1, 10] solved
-   jointly (torchdiffeq: one step size for the batch) and per sample (torchode), and
-   irregular per-sample output grids as the latent ODE sees them (torchdiffeq solves on
-   the union of all grids). Steps, evaluations and seconds per solve.
+   jointly (torchdiffeq: one step size for the batch) and per sample (torchode), and the
+   latent ODE's irregular series (`data=periodic`): torchdiffeq solves on the union of the
+   batch's times, torchode on each series' own. Steps, evaluations and seconds per solve.
 
 Usage:
     python experiments/bench_speed.py --out DIR            # cpu budget, ~10 minutes loaded
@@ -26,6 +26,7 @@ Usage:
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import math
 import os
@@ -310,50 +311,56 @@ def van_der_pol(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def irregular_grids(args: argparse.Namespace) -> dict[str, Any]:
-    """A latent-ODE-sized field on per-sample irregular grids: torchdiffeq needs the union
-    of all grids (every sample stops at every time of every other sample); torchode solves
-    each sample on its own."""
+    """The latent ODE's irregular series (`data=periodic`, one training batch): each series
+    has its own observation times. torchdiffeq solves the batch on the union of their times
+    (as `odelab.tasks.latent` does) and reads each series at its own; torchode solves each
+    series on its own times. Same field (a latent-ODE-sized MLP), same initial states."""
+    from odelab.data.periodic import PeriodicDataModule
+
     torch.manual_seed(0)
-    batch, points, dim = args.grid_batch, args.grid_points, 4
-    field = nn.Sequential(nn.Linear(dim, 32), nn.Tanh(), nn.Linear(32, dim))
+    data = PeriodicDataModule(seed=0, batch_size=args.grid_batch)
+    data.setup("fit")
+    batch = next(iter(data.train_dataloader()))
+    target = batch.target  # (B, T) bool: every point a series has
+    counts = target.sum(1)
+    if not bool((counts == counts[0]).all()):
+        return {"skipped": "series of one batch have different numbers of points"}
+    n, points, dim = len(batch), int(counts[0]), 6  # latent_dim of conf/model/latent_ode.yaml
+    columns = target.nonzero()[:, 1].reshape(n, points)  # each series' own columns
+    own_times = batch.times[columns]  # (B, points)
 
     class Field(nn.Module):
         def __init__(self) -> None:
             super().__init__()
-            self.net = field
+            self.net = nn.Sequential(nn.Linear(dim, 32), nn.Tanh(), nn.Linear(32, dim))
 
         def forward(self, t: Tensor, y: Tensor) -> Tensor:
             return self.net(y)
 
-    # As the latent ODE's irregular sampling: each series keeps a random subset of a
-    # fine grid of 100 points on [0, 5], always starting at 0.
-    fine = torch.linspace(0.0, 5.0, 100)
-    grids = torch.stack([
-        torch.cat([fine[:1], fine[1:][torch.randperm(99)[: points - 1].sort().values]])
-        for _ in range(batch)
-    ])
-    y0 = torch.randn(batch, dim)
-    union = torch.unique(grids)
-    out: dict[str, Any] = {"batch": batch, "points_per_sample": points, "union_points": len(union),
-                           "rtol": 1e-5, "atol": 1e-5, "repeats": args.solve_repeats}
-    block = ODEBlock(Field(), Solver("dopri5", rtol=1e-5, atol=1e-5), t=union,
+    field = Field()
+    y0 = torch.randn(n, dim)
+    out: dict[str, Any] = {"batch": n, "points_per_sample": points,
+                           "union_points": int(batch.times.numel()),
+                           "t_end": float(batch.times[-1]), "rtol": 1e-5, "atol": 1e-5,
+                           "repeats": args.solve_repeats, "source": "data=periodic"}
+    block = ODEBlock(field, Solver("dopri5", rtol=1e-5, atol=1e-5), t=batch.times,
                      return_trajectory=True)
-    index = torch.searchsorted(union, grids)  # (batch, points)
 
     def joint() -> Tensor:
         block.reset_nfe()
         with torch.no_grad():
-            traj = block(y0)  # (union, batch, dim)
-        return traj[index.T, torch.arange(batch)]  # (points, batch, dim)
+            traj = block(y0)  # (union, B, dim)
+        return traj[columns.T, torch.arange(n)]  # (points, B, dim)
 
-    per_field = Field()
-    count = ODEBlock(per_field, Solver("dopri5", rtol=1e-5, atol=1e-5, backend="torchode")).func
+    count = ODEBlock(copy.deepcopy(field),
+                     Solver("dopri5", rtol=1e-5, atol=1e-5, backend="torchode")).func
+    start = batch.times[:1]
 
     def per_sample() -> tuple[Tensor, Any]:
         count.reset()
         with torch.no_grad(), count.forward_pass(Solver("dopri5", backend="torchode")):
-            return torchode_solve(count, y0, grids, "dopri5", 1e-5, 1e-5, None, 10_000,
-                                  "dopri5", "field")
+            return torchode_solve(count, y0, own_times, "dopri5", 1e-5, 1e-5, None, 10_000,
+                                  "dopri5", "field", t_start=start)
 
     a, wall_a, cpu_a = _solve_timed(joint, args.solve_repeats)
     (b, stats), wall_b, cpu_b = _solve_timed(per_sample, args.solve_repeats)
@@ -400,8 +407,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--odenet-batch", type=int, default=32)
     parser.add_argument("--odenet-channels", type=int, default=64)
     parser.add_argument("--vdp-batch", type=int, default=32)
-    parser.add_argument("--grid-batch", type=int, default=32)
-    parser.add_argument("--grid-points", type=int, default=20)
+    parser.add_argument("--grid-batch", type=int, default=25, help="latent ODE batch size")
     parser.add_argument("--solve-repeats", type=int, default=5)
     parser.add_argument("--skip", action="append", default=[],
                         choices=["host_reads", "overhead", "compile", "per_sample"])
@@ -409,7 +415,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if args.quick:
         args.read_steps, args.overhead_steps, args.warmup, args.repeats = 2, 40, 10, 3
         args.compile_repeats, args.odenet_repeats, args.odenet_channels = 3, 1, 16
-        args.vdp_batch, args.grid_batch, args.solve_repeats = 8, 8, 2
+        args.vdp_batch, args.solve_repeats = 8, 2
     return args
 
 

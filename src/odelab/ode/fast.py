@@ -103,10 +103,12 @@ def torchode_solve(
     max_num_steps: int,
     describe: str,
     name: str,
+    t_start: Tensor | None = None,
 ) -> tuple[State, TorchodeStats]:
     """Integrate with torchode: each sample gets its own step size (and, for 2-D `times` of
-    shape (batch, T), its own output grid). Returns the trajectory time-first, like
-    torchdiffeq, and the per-sample statistics.
+    shape (batch, T), its own output grid, starting at `t_start` when given, else at its
+    first time). Returns the trajectory time-first, like torchdiffeq, and the per-sample
+    statistics.
 
     Solver failures (status codes) are checked once, after the solve, in one host read.
     Gradients flow by direct back-propagation through torchode's steps.
@@ -128,8 +130,9 @@ def torchode_solve(
         controller = to.IntegralController(atol=atol, rtol=rtol, term=term)
     batch = packer.batch
     t_eval = times if times.ndim == 2 else times.expand(batch, -1)
+    start = t_eval[:, 0] if t_start is None else t_start.expand(batch)
     problem = to.InitialValueProblem(
-        y0=packer.pack(y0), t_start=t_eval[:, 0], t_end=t_eval[:, -1], t_eval=t_eval
+        y0=packer.pack(y0), t_start=start, t_end=t_eval[:, -1], t_eval=t_eval
     )
     dt0 = None
     if method == "euler":
