@@ -27,7 +27,7 @@ from omegaconf import OmegaConf, open_dict
 from omegaconf.errors import OmegaConfBaseException
 
 from conftest import compose_config
-from odelab.errors import OdelabError
+from odelab.errors import OdelabError, SolverError
 from odelab.train import run
 from odelab.validate import validate
 
@@ -348,6 +348,10 @@ def attempt(case: Case, out: Path, run_batch: bool) -> tuple[str, str]:
         else:
             validate(cfg)
             OmegaConf.to_container(cfg, resolve=True)
+    except SolverError as err:
+        # A valid config whose training diverged (a field that blows up in a short run) stops
+        # with its one-line solver message: it ran, and failed cleanly.
+        return ("diverged" if case.valid else "config"), str(err)
     except OdelabError as err:
         return "config", str(err)
     except Exception:  # noqa: BLE001 - the test reports any other failure with its traceback
@@ -357,7 +361,7 @@ def attempt(case: Case, out: Path, run_batch: bool) -> tuple[str, str]:
 
 def check_cases(cases: list[Case], tmp_path: Path, batch_every: int) -> None:
     failures = []
-    valid_seen = 0
+    valid_seen = diverged = 0
     for i, case in enumerate(cases):
         run_batch = False
         if case.valid:
@@ -365,9 +369,10 @@ def check_cases(cases: list[Case], tmp_path: Path, batch_every: int) -> None:
             valid_seen += 1
         outcome, message = attempt(case, tmp_path / f"case{i}", run_batch)
         where = f"case {i} ({' '.join(case.overrides)})"
+        diverged += outcome == "diverged"
         if outcome == "crash":
             failures.append(f"{where}: crashed\n{message}")
-        elif case.valid and outcome != "ok":
+        elif case.valid and outcome not in ("ok", "diverged"):
             failures.append(f"{where}: valid but refused: {message}")
         elif not case.valid and outcome == "ok":
             failures.append(f"{where}: invalid but accepted")
@@ -385,7 +390,8 @@ def check_cases(cases: list[Case], tmp_path: Path, batch_every: int) -> None:
     ran = (n_valid + batch_every - 1) // batch_every
     print(
         f"config fuzz: {len(cases)} cases tried ({n_valid} valid, {len(cases) - n_valid} "
-        f"invalid; {ran} ran one batch); {len(failures)} failures"
+        f"invalid; {ran} ran one batch, {diverged} of them stopped by a diverging solve); "
+        f"{len(failures)} failures"
     )
     assert not failures, "\n\n".join(failures[:25])
 

@@ -84,7 +84,14 @@ TASKS = {
 
 
 def command(*args: str) -> list[str]:
-    return [sys.executable, str(ROOT / "run.py"), *QUIET, *args]
+    flags = [a for a in args if a.startswith("-")]  # -m before the overrides
+    return [
+        sys.executable,
+        str(ROOT / "run.py"),
+        *flags,
+        *QUIET,
+        *(a for a in args if a not in flags),
+    ]
 
 
 def run_to_end(*args: str) -> subprocess.CompletedProcess:
@@ -140,13 +147,12 @@ def assert_same_run(resumed: Path, straight: Path) -> None:
 def straight_runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """Uninterrupted runs, made once per task on first use."""
     base = tmp_path_factory.mktemp("straight")
-    made: dict[str, Path] = {}
 
     class Lazy(dict):
         def __missing__(self, task: str) -> Path:
             run_dir = base / task
             run_to_end(*TASKS[task], f"hydra.run.dir={run_dir}")
-            made[task] = run_dir
+            self[task] = run_dir
             return run_dir
 
     return Lazy()
