@@ -47,8 +47,6 @@ def _first_nonfinite_time(state: State, times: Tensor) -> float | None:
     return float(times[index[0, 0]]) if len(index) else None
 
 
-
-
 @dataclass
 class NFECount:
     """Evaluation counters, kept outside `nn.Module` attributes: a module's
@@ -67,9 +65,9 @@ class NFECount:
     def reached(self, in_forward: bool) -> str:
         """`t` reached and evaluations used by the solve in progress, for error messages."""
         used = self.forward - self.solve_start if in_forward else self.backward - self.backward_mark
-        t = "?" if self.last_t is None else f"{float(self.last_t):.6g}"
+        # Per-sample solves (torchode) pass one time per sample: name the first sample's.
+        t = "?" if self.last_t is None else f"{float(self.last_t.reshape(-1)[0]):.6g}"
         return f"reached t={t} after {used} function evaluations (NFE)"
-
 
 
 class CountedField(nn.Module):
