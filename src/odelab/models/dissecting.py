@@ -34,9 +34,9 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from odelab.errors import ConfigError
+from odelab.errors import ConfigError, check_sizes
 from odelab.models.fields import ACTIVATIONS
-from odelab.models.image_blocks import Normalize, check_sizes, downsampling_stem
+from odelab.models.image_blocks import Normalize, downsampling_stem
 from odelab.models.odenet import ConvODEField, TimeConcatConv2d
 from odelab.ode import ODEBlock, Sensitivity, Solver, odesolve
 
@@ -145,7 +145,7 @@ class MLPVectorField(nn.Module):
         out_dim: int | None = None,
     ):
         super().__init__()
-        check_sizes(dim=dim, hidden=hidden, depth=depth)
+        check_sizes("model.net.field", dim=dim, hidden=hidden, depth=depth)
         if activation not in ACTIVATIONS:
             raise ConfigError(
                 f"model.net.field.activation={activation!r}; choose one of {sorted(ACTIVATIONS)}"
@@ -508,7 +508,9 @@ class ConditionedField(nn.Module):
         activation: str = "tanh",
     ):
         super().__init__()
-        check_sizes(dim=dim, n_conditions=n_conditions, hidden=hidden, depth=depth)
+        check_sizes(
+            "model.flow.field", dim=dim, n_conditions=n_conditions, hidden=hidden, depth=depth
+        )
         if activation not in ACTIVATIONS:
             raise ConfigError(
                 f"model.flow.field.activation={activation!r}; choose one of {sorted(ACTIVATIONS)}"
