@@ -8,6 +8,7 @@ from functools import partial
 import pytest
 import torch
 from torch import Tensor, nn
+from torch.utils.data import DataLoader
 
 from odelab.data.annuli import sample_annuli
 from odelab.errors import ConfigError
@@ -43,13 +44,33 @@ SMALL = [
 ]
 
 
+# A fixed-grid solver makes every solve's cost known in closed form: RK4 evaluates the field
+# 4 times per step, and [0, 1] in steps of 0.25 is 4 steps (adaptive depth also solves on
+# [0, 1], the horizon scaling the field).
+FIXED_GRID = ["solver=rk4", "solver.step_size=0.25"]
+RK4_NFE = 4 * 4
+
+
 @pytest.mark.parametrize("variant", VARIANTS)
 def test_every_variant_runs(make_cfg, variant: str) -> None:
+    eval_batch = 32
     metrics = run(
-        make_cfg(*SMALL, f"model/variant={variant}", "data.eval_batch_size=32", subdir=variant)
+        make_cfg(
+            *SMALL,
+            *FIXED_GRID,
+            f"model/variant={variant}",
+            f"data.eval_batch_size={eval_batch}",
+            subdir=variant,
+        )
     )
-    assert 0.0 <= metrics["test/acc"] <= 1.0
-    assert metrics["test/nfe_forward"] > 0
+    # Every variant is one solve per batch (the augmentations, controls, horizon and integral
+    # ride in the state), so each stage's NFE is exactly the solver's stages x steps.
+    for key in ("train/nfe_forward", "val/nfe_forward", "test/nfe_forward"):
+        assert metrics[key] == RK4_NFE, (variant, key, metrics[key])
+    assert metrics["train/nfe_backward"] == 0  # direct gradients: no backward solve
+    # Accuracy over one evaluation batch is a count of correct points out of that batch.
+    correct = metrics["test/acc"] * eval_batch
+    assert correct == pytest.approx(round(correct), abs=1e-4)
     assert not any(math.isnan(v) for v in metrics.values())
 
 
@@ -62,9 +83,17 @@ def test_each_variant_changes_the_vanilla_config(make_cfg) -> None:
 
 def test_variant_runs_in_higher_dimension_with_the_adjoint(make_cfg) -> None:
     metrics = run(
-        make_cfg(*SMALL, "model/variant=anode_integral", "data.dim=5", "sensitivity=adjoint")
+        make_cfg(
+            *SMALL,
+            *FIXED_GRID,
+            "model/variant=anode_integral",
+            "data.dim=5",
+            "sensitivity=adjoint",
+        )
     )
-    assert metrics["train/nfe_backward"] > 0
+    # The adjoint integrates the augmented system back over the same fixed grid.
+    assert metrics["train/nfe_forward"] == RK4_NFE
+    assert metrics["train/nfe_backward"] == RK4_NFE
 
 
 def test_image_augmentations_run(make_cfg) -> None:
@@ -78,9 +107,13 @@ def test_image_augmentations_run(make_cfg) -> None:
             "trainer.fast_dev_run=true",
             "data.batch_size=8",
             "data.eval_batch_size=8",
+            *FIXED_GRID,
             subdir=augment,
         )
-        assert run(cfg)["test/nfe_forward"] > 0
+        metrics = run(cfg)
+        # One ODE block: stages x steps forward, and as many for the adjoint's backward solve.
+        assert metrics["test/nfe_forward"] == RK4_NFE, augment
+        assert metrics["train/nfe_backward"] == RK4_NFE, augment
 
 
 def _field(weights: str, terms: int) -> MLPVectorField:
@@ -200,11 +233,34 @@ def test_adaptive_depth_gives_inputs_their_own_horizon_and_learns_it() -> None:
         loss.backward()
         depth_grads = [p.grad for p in net.depth_net.parameters()]
         assert all(g is not None and g.abs().sum() > 0 for g in depth_grads), method
-    # A longer horizon moves the state further: the solve really runs to T(x).
-    net.zero_grad()
+
+
+class ConstantField(nn.Module):
+    """dz/dt = c whatever the state: z(T) = z(0) + T c in closed form."""
+
+    def __init__(self, dim: int, control_dim: int = 0, t_end: float = 1.0):
+        super().__init__()
+        self.c = torch.arange(1.0, dim + 1.0, dtype=torch.float64)
+
+    def forward(self, t: Tensor, z: Tensor, control: Tensor | None = None) -> Tensor:
+        return self.c.expand_as(z)
+
+
+def test_adaptive_depth_solves_each_input_to_its_own_horizon() -> None:
+    torch.manual_seed(0)
+    net = DissectedNODE(
+        ConstantField, Solver("dopri5", rtol=1e-9, atol=1e-9), in_dim=2, adaptive_depth=True
+    ).double()
+    x = sample_annuli(16, 2, seed=1)[0].double()
+    c = net.field.c
     with torch.no_grad():
-        net.depth_net[-1].bias.add_(3.0)
-        assert bool((net.horizon(x) > horizons).all())
+        before, horizon = net.solve(x)[0], net.horizon(x)
+        # The final state sits at x + T(x) c: the solve on [0, 1] really runs to T(x).
+        assert torch.allclose(before, x + horizon * c, atol=1e-7)
+        net.depth_net[-1].bias.add_(3.0)  # a larger learned horizon for every input ...
+        after = net.solve(x)[0]
+    # ... moves every final state further along c.
+    assert bool((((after - x) @ c) > ((before - x) @ c) + 1e-3).all())
 
 
 def test_second_order_field_integrates_a_harmonic_oscillator() -> None:
@@ -235,6 +291,29 @@ def test_annuli_are_seeded_and_in_their_regions() -> None:
     assert bool((radius[y == 0] <= 0.5 + 1e-6).all())
     assert bool(((radius[y == 1] >= 1.0 - 1e-6) & (radius[y == 1] <= 1.5 + 1e-6)).all())
     assert int(y.sum()) == 200
+
+
+def test_annuli_training_seed_never_draws_the_evaluation_sets() -> None:
+    from odelab.data.annuli import AnnuliDataModule
+
+    # With seed == test_seed and n_train == n_test the training set once equalled the test set.
+    data = AnnuliDataModule(n_train=64, n_val=64, n_test=64, batch_size=16, seed=7, test_seed=7)
+    data.setup()
+    train, test = data.splits["train"].tensors[0], data.splits["test"].tensors[0]
+    assert train.shape == test.shape and not torch.equal(train, test)
+    # One epoch is a permutation of the training set, in an order fixed by the seed alone:
+    # that of a plain DataLoader shuffled by a generator of the seed (the committed records').
+    epoch = torch.cat([batch[0] for batch in data.train_dataloader()])
+    assert not torch.equal(epoch, train)
+    assert torch.equal(epoch[epoch[:, 0].argsort()], train[train[:, 0].argsort()])
+    plain = DataLoader(
+        data.splits["train"],
+        batch_size=16,
+        shuffle=True,
+        generator=torch.Generator().manual_seed(7),
+    )
+    assert torch.equal(epoch, torch.cat([batch[0] for batch in plain]))
+    assert torch.equal(torch.cat([batch[0] for batch in data.train_dataloader()]), epoch)
 
 
 def test_data_controlled_cnf_runs_and_its_condition_changes_the_flow(make_cfg) -> None:

@@ -10,9 +10,16 @@ from __future__ import annotations
 import lightning as L
 import torch
 from torch import Tensor
-from torch.utils.data import DataLoader, TensorDataset
+from torch.utils.data import TensorDataset
 
+from odelab.data.loading import SplitLoaders
 from odelab.errors import ConfigError
+
+# Validation and test points come from generators seeded in [EVAL_STREAM, 2 * EVAL_STREAM),
+# training points from [0, EVAL_STREAM): no training seed can reproduce an evaluation set
+# (before this split, `seed=2020` drew exactly the test set of `test_seed=2020`). The CPU
+# generator keeps only a seed's low 32 bits, so both halves lie below 2**32.
+EVAL_STREAM = 1 << 31
 
 
 def sample_annuli(
@@ -37,21 +44,29 @@ def sample_annuli(
     return points.to(torch.get_default_dtype()), labels
 
 
-class AnnuliDataModule(L.LightningDataModule):
+class AnnuliDataModule(SplitLoaders, L.LightningDataModule):
     """A seeded training set and fixed validation and test sets of concentric annuli.
+
+    The committed `dissecting_cpu` records were run before the evaluation stream existed:
+    their validation and test sets were drawn from `test_seed + 1` and `test_seed`
+    directly (2020 and 2021, disjoint from their training seeds 0, 1, 2); their training
+    sets and order are the ones drawn here for the same seed.
 
     Args:
         dim: dimension of the points.
         n_train: training points (drawn from `seed`).
-        n_val: validation points (drawn from `test_seed + 1`).
-        n_test: test points (drawn from `test_seed`, the same for every run).
+        n_val: validation points (drawn from `EVAL_STREAM + test_seed + 1`).
+        n_test: test points (drawn from `EVAL_STREAM + test_seed`, the same for every run).
         batch_size: training points per step.
         eval_batch_size: points per evaluation batch.
         r_inner: radius of the inner ball (class 0).
         r_shell_low: inner radius of the shell (class 1).
         r_shell_high: outer radius of the shell.
-        seed: seeds the training set and its order.
-        test_seed: seeds the validation and test sets.
+        seed: seeds the training set and its order, in [0, EVAL_STREAM).
+        test_seed: seeds the validation and test sets, in [0, EVAL_STREAM - 1).
+        num_workers: DataLoader worker processes.
+        pin_memory: page-locked batches (for GPU copies).
+        persistent_workers: keep workers alive between epochs (needs num_workers > 0).
     """
 
     def __init__(
@@ -67,15 +82,17 @@ class AnnuliDataModule(L.LightningDataModule):
         r_shell_high: float = 1.5,
         seed: int = 0,
         test_seed: int = 2020,
+        num_workers: int = 0,
+        pin_memory: bool = False,
+        persistent_workers: bool = False,
     ):
         super().__init__()
+        self.init_loaders(batch_size, eval_batch_size, num_workers, pin_memory, persistent_workers)
         for key, value in {
             "dim": dim,
             "n_train": n_train,
             "n_val": n_val,
             "n_test": n_test,
-            "batch_size": batch_size,
-            "eval_batch_size": eval_batch_size,
         }.items():
             if value < 1:
                 raise ConfigError(f"data.{key} must be >= 1, got {value}")
@@ -84,11 +101,13 @@ class AnnuliDataModule(L.LightningDataModule):
                 f"data radii must satisfy 0 < r_inner < r_shell_low < r_shell_high, got "
                 f"{r_inner}, {r_shell_low}, {r_shell_high}"
             )
+        if not 0 <= seed < EVAL_STREAM:
+            raise ConfigError(f"seed={seed} must be in [0, 2**31) for the annuli data")
+        if not 0 <= test_seed < EVAL_STREAM - 1:
+            raise ConfigError(f"data.test_seed={test_seed} must be in [0, 2**31 - 1)")
         self.dim, self.n_train, self.n_val, self.n_test = dim, n_train, n_val, n_test
-        self.batch_size, self.eval_batch_size = batch_size, eval_batch_size
         self.radii = (r_inner, (r_shell_low, r_shell_high))
         self.seed, self.test_seed = seed, test_seed
-        self.splits: dict[str, TensorDataset] = {}
 
     def _draw(self, n: int, seed: int) -> TensorDataset:
         return TensorDataset(*sample_annuli(n, self.dim, seed, *self.radii))
@@ -98,8 +117,8 @@ class AnnuliDataModule(L.LightningDataModule):
             return
         self.splits = {
             "train": self._draw(self.n_train, self.seed),
-            "val": self._draw(self.n_val, self.test_seed + 1),
-            "test": self._draw(self.n_test, self.test_seed),
+            "val": self._draw(self.n_val, EVAL_STREAM + self.test_seed + 1),
+            "test": self._draw(self.n_test, EVAL_STREAM + self.test_seed),
         }
 
     @property
@@ -107,14 +126,8 @@ class AnnuliDataModule(L.LightningDataModule):
         self.setup()
         return self.splits["test"].tensors  # type: ignore[return-value]
 
-    def train_dataloader(self) -> DataLoader:
-        gen = torch.Generator().manual_seed(self.seed)
-        return DataLoader(
-            self.splits["train"], batch_size=self.batch_size, shuffle=True, generator=gen
-        )
-
-    def val_dataloader(self) -> DataLoader:
-        return DataLoader(self.splits["val"], batch_size=self.eval_batch_size)
-
-    def test_dataloader(self) -> DataLoader:
-        return DataLoader(self.splits["test"], batch_size=self.eval_batch_size)
+    @property
+    def shuffle_generator(self) -> torch.Generator:
+        # A fresh generator per training loader: every loader made for the same seed
+        # shuffles the points in the same order.
+        return torch.Generator().manual_seed(self.seed)

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import lightning as L
 import torch
-from torch.utils.data import DataLoader, TensorDataset
+from torch.utils.data import TensorDataset
 
+from odelab.data.loading import SplitLoaders
 from odelab.data.toy2d import SAMPLERS, sample
 from odelab.errors import ConfigError
 
@@ -17,7 +18,7 @@ def labelled(names: list[str], n_each: int, seed: int) -> TensorDataset:
     return TensorDataset(torch.cat(points), torch.cat(labels))
 
 
-class ConditionalToy2DDataModule(L.LightningDataModule):
+class ConditionalToy2DDataModule(SplitLoaders, L.LightningDataModule):
     """(point, target index) pairs from several toy 2D targets; fixed validation and test sets.
 
     Args:
@@ -29,6 +30,9 @@ class ConditionalToy2DDataModule(L.LightningDataModule):
         eval_batch_size: points per evaluation batch.
         seed: seeds the training set and its order.
         test_seed: seeds the validation and test sets.
+        num_workers: DataLoader worker processes.
+        pin_memory: page-locked batches (for GPU copies).
+        persistent_workers: keep workers alive between epochs (needs num_workers > 0).
     """
 
     def __init__(
@@ -41,8 +45,12 @@ class ConditionalToy2DDataModule(L.LightningDataModule):
         eval_batch_size: int = 2000,
         seed: int = 0,
         test_seed: int = 2024,
+        num_workers: int = 0,
+        pin_memory: bool = False,
+        persistent_workers: bool = False,
     ):
         super().__init__()
+        self.init_loaders(batch_size, eval_batch_size, num_workers, pin_memory, persistent_workers)
         self.names = list(names or ["8gaussians", "2spirals"])
         unknown = [n for n in self.names if n not in SAMPLERS]
         if unknown or len(self.names) < 2:
@@ -53,16 +61,12 @@ class ConditionalToy2DDataModule(L.LightningDataModule):
             ("n_train", n_train),
             ("n_val", n_val),
             ("n_test", n_test),
-            ("batch_size", batch_size),
-            ("eval_batch_size", eval_batch_size),
         ):
             if value < 1:
                 raise ConfigError(f"data.{key} must be >= 1, got {value}")
         self.name = " | ".join(self.names)
         self.sizes = {"train": n_train, "val": n_val, "test": n_test}
-        self.batch_size, self.eval_batch_size = batch_size, eval_batch_size
         self.seed, self.test_seed = seed, test_seed
-        self.splits: dict[str, TensorDataset] = {}
 
     def setup(self, stage: str | None = None) -> None:
         if not self.splits:
@@ -74,14 +78,8 @@ class ConditionalToy2DDataModule(L.LightningDataModule):
         self.setup()
         return self.splits["test"]
 
-    def train_dataloader(self) -> DataLoader:
-        gen = torch.Generator().manual_seed(self.seed)
-        return DataLoader(
-            self.splits["train"], batch_size=self.batch_size, shuffle=True, generator=gen
-        )
-
-    def val_dataloader(self) -> DataLoader:
-        return DataLoader(self.splits["val"], batch_size=self.eval_batch_size)
-
-    def test_dataloader(self) -> DataLoader:
-        return DataLoader(self.splits["test"], batch_size=self.eval_batch_size)
+    @property
+    def shuffle_generator(self) -> torch.Generator:
+        # A fresh generator per training loader: every loader made for the same seed
+        # shuffles the points in the same order.
+        return torch.Generator().manual_seed(self.seed)

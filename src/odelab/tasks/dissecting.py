@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from matplotlib.figure import Figure
 from torch import Tensor, nn
 
+from odelab.plotting import plt
 from odelab.tasks.classification import ImageClassifier
 from odelab.tasks.density import DensityEstimation
 
@@ -82,7 +82,7 @@ class DissectingClassifier(ImageClassifier):
         x, y = datamodule.test_set
         return x[: self.n_plot_points], y[: self.n_plot_points]
 
-    def figures(self) -> dict[str, Figure]:
+    def figures(self) -> dict[str, plt.Figure]:
         points = self._test_points()
         if points is None or not hasattr(self.net, "trajectory"):
             return {}
@@ -104,10 +104,10 @@ class DissectingClassifier(ImageClassifier):
         }
 
 
-def _flow_figure(path: Tensor, labels: Tensor) -> Figure:
+def _flow_figure(path: Tensor, labels: Tensor) -> plt.Figure:
     """The first two state components at evenly spaced depths, coloured by class."""
     n = path.shape[0]
-    fig = Figure(figsize=(2.6 * n, 2.8))
+    fig = plt.figure(figsize=(2.6 * n, 2.8))
     colours = np.where(labels.numpy() == 0, "tab:blue", "tab:orange")
     for i in range(n):
         ax = fig.add_subplot(1, n, i + 1)
@@ -120,8 +120,8 @@ def _flow_figure(path: Tensor, labels: Tensor) -> Figure:
     return fig
 
 
-def _boundary_figure(axis: Tensor, prob: Tensor, x: Tensor, labels: Tensor) -> Figure:
-    fig = Figure(figsize=(4.0, 3.6))
+def _boundary_figure(axis: Tensor, prob: Tensor, x: Tensor, labels: Tensor) -> plt.Figure:
+    fig = plt.figure(figsize=(4.0, 3.6))
     ax = fig.add_subplot(1, 1, 1)
     mesh = ax.pcolormesh(axis, axis, prob, cmap="RdBu_r", vmin=0, vmax=1, shading="auto")
     ax.contour(axis, axis, prob, levels=[0.5], colors="k", linewidths=1)
@@ -161,14 +161,14 @@ class ConditionalDensityEstimation(DensityEstimation):
     def on_test_epoch_end(self) -> None:
         return None  # no closed-form conditional density on a grid
 
-    def figures(self) -> dict[str, Figure]:
+    def figures(self) -> dict[str, plt.Figure]:
         datamodule = self._datamodule()
         if datamodule is None:
             return {}
         points, labels = datamodule.test_set.tensors
         n = min(self.n_plot_samples, int((labels == 0).sum()))
         names = datamodule.names
-        fig = Figure(figsize=(3.2 * len(names), 6.2))
+        fig = plt.figure(figsize=(3.2 * len(names), 6.2))
         base = torch.randn(n, 2, generator=torch.Generator().manual_seed(0)).to(self.device)
         was_training = self.training
         self.eval()
