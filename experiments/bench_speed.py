@@ -80,8 +80,11 @@ class HostReadCounter(L.Callback):
             for _ in range(n):
                 self.total.add(lib)
         self._context = None
-        HostReadCounter.last = {"steps": self.steps, "total": self.total.total,
-                                "by_library": dict(self.total.by_library)}
+        HostReadCounter.last = {
+            "steps": self.steps,
+            "total": self.total.total,
+            "by_library": dict(self.total.by_library),
+        }
 
 
 READ_CASES: dict[str, list[str]] = {
@@ -94,8 +97,12 @@ READ_CASES: dict[str, list[str]] = {
 }
 # Small sizes: the number of reads does not depend on them, the time does.
 SHRINK = {
-    "mnist": ["data.train_subset=256", "data.batch_size=16", "model.net.channels=16",
-              "~callbacks.peak_memory"],
+    "mnist": [
+        "data.train_subset=256",
+        "data.batch_size=16",
+        "model.net.channels=16",
+        "~callbacks.peak_memory",
+    ],
     "cnf": ["data.batch_size=64", "data.batches_per_epoch=20"],
 }
 
@@ -105,16 +112,31 @@ def host_reads(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     print(f"\n== 1. host reads per training step (steps {first}..{first + steps - 1})")
     out: dict[str, Any] = {"steps": steps, "cases": {}}
     for i, (name, overrides) in enumerate(READ_CASES.items()):
-        shrink = SHRINK["mnist"] if "mnist" in overrides[0] else (
-            SHRINK["cnf"] if "cnf" in overrides[0] else [])
+        shrink = (
+            SHRINK["mnist"]
+            if "mnist" in overrides[0]
+            else (SHRINK["cnf"] if "cnf" in overrides[0] else [])
+        )
         cfg = compose(
-            ["trainer=cpu", *overrides, *shrink, "seed=0", f"trainer.max_steps={first + steps}",
-             "trainer.limit_val_batches=0", "test=false", "+trainer.enable_checkpointing=false",
-             "~callbacks.model_checkpoint", "~callbacks.save_figures",
-             "~callbacks.on_exception_checkpoint",
-             "+callbacks.host_reads._target_=__main__.HostReadCounter",
-             f"+callbacks.host_reads.first={first}", f"+callbacks.host_reads.steps={steps}"],
-            workdir / f"reads_{i}", logger="none", log_dir=workdir / "logs",
+            [
+                "trainer=cpu",
+                *overrides,
+                *shrink,
+                "seed=0",
+                f"trainer.max_steps={first + steps}",
+                "trainer.limit_val_batches=0",
+                "test=false",
+                "+trainer.enable_checkpointing=false",
+                "~callbacks.model_checkpoint",
+                "~callbacks.save_figures",
+                "~callbacks.on_exception_checkpoint",
+                "+callbacks.host_reads._target_=__main__.HostReadCounter",
+                f"+callbacks.host_reads.first={first}",
+                f"+callbacks.host_reads.steps={steps}",
+            ],
+            workdir / f"reads_{i}",
+            logger="none",
+            log_dir=workdir / "logs",
         )
         HostReadCounter.last = {}
         run_quietly(cfg)
@@ -144,8 +166,13 @@ def _time_steps(step: Callable[[], None], warmup: int, repeats: int) -> dict[str
         step()
         wall.append(time.perf_counter() - w)
         cpu.append(time.process_time() - c)
-    return {"first_call_s": first, "wall_s": wall, "cpu_s": cpu,
-            "median_wall_s": statistics.median(wall), "median_cpu_s": statistics.median(cpu)}
+    return {
+        "first_call_s": first,
+        "wall_s": wall,
+        "cpu_s": cpu,
+        "median_wall_s": statistics.median(wall),
+        "median_cpu_s": statistics.median(cpu),
+    }
 
 
 class SpiralField(nn.Module):
@@ -173,8 +200,12 @@ class PlainODE(nn.Module):
 
 def _spiral_step(compiled: bool) -> Callable[[], None]:
     torch.manual_seed(0)
-    block = ODEBlock(SpiralField(), Solver("dopri5", compile_field=compiled),
-                     t=torch.linspace(0, 0.25, 10), return_trajectory=True)
+    block = ODEBlock(
+        SpiralField(),
+        Solver("dopri5", compile_field=compiled),
+        t=torch.linspace(0, 0.25, 10),
+        return_trajectory=True,
+    )
     y0 = torch.randn(20, 2)
     target = torch.randn(10, 20, 2)
 
@@ -191,8 +222,12 @@ def _cnf_step(compiled: bool) -> Callable[[], None]:
 
     torch.manual_seed(0)
     field = ConcatMLPField(dim=2, hidden=64, depth=3, activation="tanh")
-    cnf = CNF(field, Solver("dopri5", compile_field=compiled), Sensitivity("direct"),
-              TraceEstimator("exact"))
+    cnf = CNF(
+        field,
+        Solver("dopri5", compile_field=compiled),
+        Sensitivity("direct"),
+        TraceEstimator("exact"),
+    )
     x = torch.randn(256, 2)
 
     def step() -> None:
@@ -225,11 +260,13 @@ def _odenet_step(variant: str, batch: int, channels: int) -> Callable[[], None]:
 
 def compiled(args: argparse.Namespace) -> dict[str, Any]:
     print("\n== 3. compiled fields (torch.compile) vs eager; seconds per training step")
+    odenet_case = (
+        f"ODE-Net (dopri5, adjoint, batch {args.odenet_batch}, {args.odenet_channels} channels)"
+    )
     cases: dict[str, Callable[[str], Callable[[], None]]] = {
         "spiral MLP (dopri5, batch 20, 10 times)": lambda v: _spiral_step(v == "compiled"),
         "CNF 2D (dopri5, exact trace, batch 256)": lambda v: _cnf_step(v == "compiled"),
-        f"ODE-Net (dopri5, adjoint, batch {args.odenet_batch}, {args.odenet_channels} channels)":
-            lambda v: _odenet_step(v, args.odenet_batch, args.odenet_channels),
+        odenet_case: lambda v: _odenet_step(v, args.odenet_batch, args.odenet_channels),
     }
     out: dict[str, Any] = {}
     for name, make in cases.items():
@@ -247,9 +284,12 @@ def compiled(args: argparse.Namespace) -> dict[str, Any]:
             if "error" in result:
                 print(f"  {name:<48} {variant:<18} failed: {result['error']}", flush=True)
             else:
-                print(f"  {name:<48} {variant:<18} first call {result['first_call_s']:7.1f} s   "
-                      f"{1e3 * result['median_cpu_s']:8.1f} ms cpu/step   "
-                      f"{1e3 * result['median_wall_s']:8.1f} ms wall/step", flush=True)
+                print(
+                    f"  {name:<48} {variant:<18} first call {result['first_call_s']:7.1f} s   "
+                    f"{1e3 * result['median_cpu_s']:8.1f} ms cpu/step   "
+                    f"{1e3 * result['median_wall_s']:8.1f} ms wall/step",
+                    flush=True,
+                )
     return out
 
 
@@ -283,29 +323,49 @@ def van_der_pol(args: argparse.Namespace) -> dict[str, Any]:
     mu = torch.logspace(-1, 1, batch)  # 0.1 .. 10
     y0 = torch.tensor([[2.0, 0.0]]).repeat(batch, 1)
     times = torch.linspace(0.0, t_end, 21)
-    out: dict[str, Any] = {"batch": batch, "mu": [float(mu[0]), float(mu[-1])], "t_end": t_end,
-                           "rtol": tol, "atol": tol, "repeats": args.solve_repeats}
-    joint = ODEBlock(VanDerPol(mu), Solver("dopri5", rtol=tol, atol=tol), t=times,
-                     return_trajectory=True)
-    per = ODEBlock(VanDerPol(mu), Solver("dopri5", rtol=tol, atol=tol, backend="torchode"),
-                   t=times, return_trajectory=True)
+    out: dict[str, Any] = {
+        "batch": batch,
+        "mu": [float(mu[0]), float(mu[-1])],
+        "t_end": t_end,
+        "rtol": tol,
+        "atol": tol,
+        "repeats": args.solve_repeats,
+    }
+    joint = ODEBlock(
+        VanDerPol(mu), Solver("dopri5", rtol=tol, atol=tol), t=times, return_trajectory=True
+    )
+    per = ODEBlock(
+        VanDerPol(mu),
+        Solver("dopri5", rtol=tol, atol=tol, backend="torchode"),
+        t=times,
+        return_trajectory=True,
+    )
     for name, block in (("joint (torchdiffeq)", joint), ("per-sample (torchode)", per)):
+
         def solve(block: ODEBlock = block) -> Tensor:
             block.reset_nfe()
             with torch.no_grad():
                 return block(y0)
+
         result, wall, cpu = _solve_timed(solve, args.solve_repeats)
         entry: dict[str, Any] = {"nfe": block.nfe_forward, "wall_s": wall, "cpu_s": cpu}
         if block is per:
             steps = per.last_stats.n_steps.tolist()
-            entry.update(steps_per_sample=steps, steps_mean=statistics.mean(steps),
-                         steps_max=max(steps), steps_min=min(steps))
+            entry.update(
+                steps_per_sample=steps,
+                steps_mean=statistics.mean(steps),
+                steps_max=max(steps),
+                steps_min=min(steps),
+            )
         else:
             entry["steps_all_samples"] = (block.nfe_forward - 2) / 6  # dopri5: FSAL, 6 per step
         out[name] = entry
         out[name + " solution"] = result
-    diff = float((out.pop("joint (torchdiffeq) solution")
-                  - out.pop("per-sample (torchode) solution")).abs().max())
+    diff = float(
+        (out.pop("joint (torchdiffeq) solution") - out.pop("per-sample (torchode) solution"))
+        .abs()
+        .max()
+    )
     out["max_abs_difference"] = diff
     return out
 
@@ -339,12 +399,19 @@ def irregular_grids(args: argparse.Namespace) -> dict[str, Any]:
 
     field = Field()
     y0 = torch.randn(n, dim)
-    out: dict[str, Any] = {"batch": n, "points_per_sample": points,
-                           "union_points": int(batch.times.numel()),
-                           "t_end": float(batch.times[-1]), "rtol": 1e-5, "atol": 1e-5,
-                           "repeats": args.solve_repeats, "source": "data=periodic"}
-    block = ODEBlock(field, Solver("dopri5", rtol=1e-5, atol=1e-5), t=batch.times,
-                     return_trajectory=True)
+    out: dict[str, Any] = {
+        "batch": n,
+        "points_per_sample": points,
+        "union_points": int(batch.times.numel()),
+        "t_end": float(batch.times[-1]),
+        "rtol": 1e-5,
+        "atol": 1e-5,
+        "repeats": args.solve_repeats,
+        "source": "data=periodic",
+    }
+    block = ODEBlock(
+        field, Solver("dopri5", rtol=1e-5, atol=1e-5), t=batch.times, return_trajectory=True
+    )
 
     def joint() -> Tensor:
         block.reset_nfe()
@@ -352,24 +419,43 @@ def irregular_grids(args: argparse.Namespace) -> dict[str, Any]:
             traj = block(y0)  # (union, B, dim)
         return traj[columns.T, torch.arange(n)]  # (points, B, dim)
 
-    count = ODEBlock(copy.deepcopy(field),
-                     Solver("dopri5", rtol=1e-5, atol=1e-5, backend="torchode")).func
+    count = ODEBlock(
+        copy.deepcopy(field), Solver("dopri5", rtol=1e-5, atol=1e-5, backend="torchode")
+    ).func
     start = batch.times[:1]
 
     def per_sample() -> tuple[Tensor, Any]:
         count.reset()
         with torch.no_grad(), count.forward_pass(Solver("dopri5", backend="torchode")):
-            return torchode_solve(count, y0, own_times, "dopri5", 1e-5, 1e-5, None, 10_000,
-                                  "dopri5", "field", t_start=start)
+            return torchode_solve(
+                count,
+                y0,
+                own_times,
+                "dopri5",
+                1e-5,
+                1e-5,
+                None,
+                10_000,
+                "dopri5",
+                "field",
+                t_start=start,
+            )
 
     a, wall_a, cpu_a = _solve_timed(joint, args.solve_repeats)
     (b, stats), wall_b, cpu_b = _solve_timed(per_sample, args.solve_repeats)
-    out["joint (torchdiffeq, union grid)"] = {"nfe": block.nfe_forward, "wall_s": wall_a,
-                                               "cpu_s": cpu_a}
+    out["joint (torchdiffeq, union grid)"] = {
+        "nfe": block.nfe_forward,
+        "wall_s": wall_a,
+        "cpu_s": cpu_a,
+    }
     steps = stats.n_steps.tolist()
     out["per-sample (torchode, own grids)"] = {
-        "nfe": count.nfe_forward, "wall_s": wall_b, "cpu_s": cpu_b,
-        "steps_mean": statistics.mean(steps), "steps_max": max(steps)}
+        "nfe": count.nfe_forward,
+        "wall_s": wall_b,
+        "cpu_s": cpu_b,
+        "steps_mean": statistics.mean(steps),
+        "steps_max": max(steps),
+    }
     out["max_abs_difference"] = float((a - b).abs().max())
     return out
 
@@ -379,13 +465,19 @@ def per_sample(args: argparse.Namespace) -> dict[str, Any]:
     vdp = van_der_pol(args)
     for name in ("joint (torchdiffeq)", "per-sample (torchode)"):
         e = vdp[name]
-        print(f"  Van der Pol  {name:<24} NFE {e['nfe']:5d}   "
-              f"{1e3 * statistics.median(e['cpu_s']):8.1f} ms cpu/solve", flush=True)
+        print(
+            f"  Van der Pol  {name:<24} NFE {e['nfe']:5d}   "
+            f"{1e3 * statistics.median(e['cpu_s']):8.1f} ms cpu/solve",
+            flush=True,
+        )
     grids = irregular_grids(args)
     for name in ("joint (torchdiffeq, union grid)", "per-sample (torchode, own grids)"):
         e = grids[name]
-        print(f"  irregular    {name:<34} NFE {e['nfe']:5d}   "
-              f"{1e3 * statistics.median(e['cpu_s']):8.1f} ms cpu/solve", flush=True)
+        print(
+            f"  irregular    {name:<34} NFE {e['nfe']:5d}   "
+            f"{1e3 * statistics.median(e['cpu_s']):8.1f} ms cpu/solve",
+            flush=True,
+        )
     return {"van_der_pol": vdp, "irregular_grids": grids}
 
 
@@ -393,8 +485,9 @@ def per_sample(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawTextHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawTextHelpFormatter
+    )
     parser.add_argument("--out", type=Path, default=None, help="write <out>/bench_speed.json")
     parser.add_argument("--quick", action="store_true", help="smoke run: fewer steps and repeats")
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
@@ -409,8 +502,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--vdp-batch", type=int, default=32)
     parser.add_argument("--grid-batch", type=int, default=25, help="latent ODE batch size")
     parser.add_argument("--solve-repeats", type=int, default=5)
-    parser.add_argument("--skip", action="append", default=[],
-                        choices=["host_reads", "overhead", "compile", "per_sample"])
+    parser.add_argument(
+        "--skip",
+        action="append",
+        default=[],
+        choices=["host_reads", "overhead", "compile", "per_sample"],
+    )
     args = parser.parse_args(argv)
     if args.quick:
         args.read_steps, args.overhead_steps, args.warmup, args.repeats = 2, 40, 10, 3
@@ -446,8 +543,11 @@ def main(argv: list[str] | None = None) -> None:
     print(f"\nbench_speed: {record['wall_s']:.0f} s")
     if args.out is not None:
         args.out.mkdir(parents=True, exist_ok=True)
-        text = json.dumps(record, indent=1, default=lambda o: None if isinstance(o, float)
-                          and math.isnan(o) else str(o))
+        text = json.dumps(
+            record,
+            indent=1,
+            default=lambda o: None if isinstance(o, float) and math.isnan(o) else str(o),
+        )
         (args.out / "bench_speed.json").write_text(text + "\n")
 
 

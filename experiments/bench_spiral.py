@@ -47,7 +47,9 @@ from odelab.profiling import describe_device
 
 def compose_config(overrides: list[str], output_dir: Path) -> DictConfig:
     """The spiral config on the CPU, quiet and without a logger: only the work itself is timed."""
-    return compose(["trainer=cpu", *overrides], output_dir, logger="none", log_dir=output_dir / "logs")
+    return compose(
+        ["trainer=cpu", *overrides], output_dir, logger="none", log_dir=output_dir / "logs"
+    )
 
 
 # ---------------------------------------------------------------------------
@@ -130,6 +132,7 @@ def plain_steps(cfg: DictConfig, warmup: int, steps: int) -> dict[str, Any]:
     }
     clip = cfg.trainer.gradient_clip_val
     loss_fn = nn.functional.l1_loss if cfg.model.loss == "l1" else nn.functional.mse_loss
+
     def window_length(epoch: int) -> int:  # the data config's curriculum, if any
         first, final, growth = data.batch_time, data.batch_time_final, data.batch_time_growth_epochs
         if final is None:
@@ -143,7 +146,9 @@ def plain_steps(cfg: DictConfig, warmup: int, steps: int) -> dict[str, Any]:
             offsets = torch.arange(length)
             gen = torch.Generator().manual_seed(data.seed * 100_003 + epoch)
             starts = torch.randint(
-                observed.shape[0] - length + 1, (data.batches_per_epoch, data.batch_size), generator=gen
+                observed.shape[0] - length + 1,
+                (data.batches_per_epoch, data.batch_size),
+                generator=gen,
             )
             for row in starts:
                 yield times[:length], observed[row[:, None] + offsets].transpose(0, 1)
@@ -196,7 +201,8 @@ def overhead(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
                 f"cpu {times[side]['cpu_seconds'][-1]:7.2f} ms/step",
                 flush=True,
             )
-    diff = max(float((a - b).abs().max()) for a, b in zip(weights["plain"], weights["odelab"]))
+    pairs = zip(weights["plain"], weights["odelab"], strict=True)
+    diff = max(float((a - b).abs().max()) for a, b in pairs)
     med = {side: {k: statistics.median(v) for k, v in t.items()} for side, t in times.items()}
     for side, label in (("plain", "plain torch + torchdiffeq"), ("odelab", "odelab")):
         print(
@@ -206,9 +212,17 @@ def overhead(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     print(f"  same work check: max |weight difference| after training = {diff:.1e}")
     ratio = med["odelab"]["seconds"] / med["plain"]["seconds"]
     cpu_ratio = med["odelab"]["cpu_seconds"] / med["plain"]["cpu_seconds"]
-    print(f"  OVERHEAD RATIO odelab / plain = {ratio:.3f} wall, {cpu_ratio:.3f} cpu   (target <= 1.10)")
-    return {"steps": steps, "warmup": warmup, "repeats": args.repeats, "ms_per_step": times,
-            "max_weight_difference": diff}
+    print(
+        f"  OVERHEAD RATIO odelab / plain = {ratio:.3f} wall, {cpu_ratio:.3f} cpu   (target <= "
+        "1.10)"
+    )
+    return {
+        "steps": steps,
+        "warmup": warmup,
+        "repeats": args.repeats,
+        "ms_per_step": times,
+        "max_weight_difference": diff,
+    }
 
 
 # ---------------------------------------------------------------------------
@@ -289,7 +303,9 @@ def max_time(seconds: float) -> str:
     return f"{days:02d}:{hours:02d}:{minutes:02d}:{secs:02d}"
 
 
-def odelab_recovery(seed: int, budget_s: float, workdir: Path, extra: list[str]) -> dict[str, float]:
+def odelab_recovery(
+    seed: int, budget_s: float, workdir: Path, extra: list[str]
+) -> dict[str, float]:
     """odelab's default spiral recipe through `odelab.train.run`, stopped at `budget_s`."""
     cfg = compose_config(
         [
@@ -338,7 +354,9 @@ def recovery(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawTextHelpFormatter
+    )
     parser.add_argument("--quick", action="store_true", help="smoke run: few steps, one seed")
     parser.add_argument("--seeds", type=int, default=3, help="recovery seeds per side")
     parser.add_argument("--baseline-iters", type=int, default=2000, help="reference iterations")
@@ -349,7 +367,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--skip-overhead", action="store_true")
     parser.add_argument("--skip-recovery", action="store_true")
     parser.add_argument(
-        "--out", type=Path, default=None,
+        "--out",
+        type=Path,
+        default=None,
         help="write the measurements to <out>/bench_spiral.json (reports render it)",
     )
     parser.add_argument(
@@ -370,8 +390,10 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
     print("odelab spiral benchmark")
-    print(f"  machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
-          f"torch {torch.__version__}, {args.threads} thread(s)")
+    print(
+        f"  machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
+        f"torch {torch.__version__}, {args.threads} thread(s)"
+    )
     print(f"  settings: {' '.join(sys.argv[1:]) or '(defaults)'}")
     record: dict[str, Any] = {
         "device": describe_device(torch.device("cpu")),

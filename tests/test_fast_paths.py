@@ -53,12 +53,18 @@ class PairField(nn.Module):
         return self.f(t, z), -(z**2).sum(dim=1, keepdim=True)
 
 
-def _pair(solver_a: Solver, solver_b: Solver, field: nn.Module, sensitivity: str = "direct",
-          t: tuple[float, ...] = (0.0, 0.5, 1.0)) -> tuple[ODEBlock, ODEBlock]:
+def _pair(
+    solver_a: Solver,
+    solver_b: Solver,
+    field: nn.Module,
+    sensitivity: str = "direct",
+    t: tuple[float, ...] = (0.0, 0.5, 1.0),
+) -> tuple[ODEBlock, ODEBlock]:
     """Two blocks over copies of one field (same weights), one per solver."""
     a = ODEBlock(field, solver_a, Sensitivity(sensitivity), t=t, return_trajectory=True)
-    b = ODEBlock(copy.deepcopy(field), solver_b, Sensitivity(sensitivity), t=t,
-                 return_trajectory=True)
+    b = ODEBlock(
+        copy.deepcopy(field), solver_b, Sensitivity(sensitivity), t=t, return_trajectory=True
+    )
     return a, b
 
 
@@ -89,8 +95,9 @@ def test_torchode_matches_torchdiffeq_forward_and_gradients() -> None:
 def test_torchode_steps_each_sample_on_its_own() -> None:
     mu = torch.tensor([0.1, 1.0, 5.0, 10.0])
     y0 = torch.tensor([[2.0, 0.0]]).repeat(4, 1)
-    block = ODEBlock(VanDerPol(mu), Solver("dopri5", rtol=1e-5, atol=1e-5, backend="torchode"),
-                     t=(0.0, 5.0))
+    block = ODEBlock(
+        VanDerPol(mu), Solver("dopri5", rtol=1e-5, atol=1e-5, backend="torchode"), t=(0.0, 5.0)
+    )
     joint = ODEBlock(VanDerPol(mu), Solver("dopri5", rtol=1e-5, atol=1e-5), t=(0.0, 5.0))
     out = block(y0)
     assert torch.allclose(out, joint(y0), atol=1e-3)
@@ -102,8 +109,11 @@ def test_torchode_steps_each_sample_on_its_own() -> None:
 def test_torchode_tuple_state_matches() -> None:
     torch.manual_seed(1)
     field = PairField()
-    a, b = _pair(Solver("dopri5", rtol=1e-6, atol=1e-6),
-                 Solver("dopri5", rtol=1e-6, atol=1e-6, backend="torchode"), field)
+    a, b = _pair(
+        Solver("dopri5", rtol=1e-6, atol=1e-6),
+        Solver("dopri5", rtol=1e-6, atol=1e-6, backend="torchode"),
+        field,
+    )
     y0 = (torch.randn(8, 2), torch.zeros(8, 1))
     za, la = a(y0)
     zb, lb = b(y0)
@@ -118,21 +128,35 @@ def test_torchode_per_sample_grids_match_separate_solves() -> None:
     grids = torch.tensor([[0.2, 0.5, 1.0], [0.1, 0.7, 0.9], [0.3, 0.4, 1.5]], dtype=torch.float64)
     count = ODEBlock(field, Solver("dopri5", backend="torchode")).func
     with count.forward_pass(Solver("dopri5", backend="torchode")):
-        out, stats = torchode_solve(count, y0, grids, "dopri5", 1e-8, 1e-8, None, 10_000,
-                                    "dopri5", "field", t_start=torch.zeros(1, dtype=torch.float64))
+        out, stats = torchode_solve(
+            count,
+            y0,
+            grids,
+            "dopri5",
+            1e-8,
+            1e-8,
+            None,
+            10_000,
+            "dopri5",
+            "field",
+            t_start=torch.zeros(1, dtype=torch.float64),
+        )
     assert out.shape == (3, 3, 3) and stats.n_steps.shape == (3,)
     for i in range(3):
         times = torch.cat([torch.zeros(1, dtype=torch.float64), grids[i]])
-        alone = ODEBlock(field, Solver("dopri5", rtol=1e-8, atol=1e-8), t=times,
-                         return_trajectory=True)(y0[i : i + 1])
-        assert torch.allclose(out[:, i], alone[1:, 0], atol=1e-6), (out[:, i] - alone[1:, 0])
+        alone = ODEBlock(
+            field, Solver("dopri5", rtol=1e-8, atol=1e-8), t=times, return_trajectory=True
+        )(y0[i : i + 1])
+        assert torch.allclose(out[:, i], alone[1:, 0], atol=1e-6), out[:, i] - alone[1:, 0]
 
 
 def test_torchode_failure_is_a_solver_error() -> None:
     y0 = torch.tensor([[2.0, 0.0]])
-    block = ODEBlock(VanDerPol(torch.tensor([1000.0])),
-                     Solver("dopri5", rtol=1e-8, atol=1e-8, max_num_steps=20, backend="torchode"),
-                     t=(0.0, 10.0))
+    block = ODEBlock(
+        VanDerPol(torch.tensor([1000.0])),
+        Solver("dopri5", rtol=1e-8, atol=1e-8, max_num_steps=20, backend="torchode"),
+        t=(0.0, 10.0),
+    )
     with pytest.raises(SolverError, match="REACHED_MAX_STEPS"):
         block(y0)
 
@@ -140,9 +164,11 @@ def test_torchode_failure_is_a_solver_error() -> None:
 def test_torchode_evaluation_guard_is_a_solver_error() -> None:
     """The runaway guard counts torchode's batched evaluations like torchdiffeq's (the
     field sees one time per sample)."""
-    block = ODEBlock(VanDerPol(torch.tensor([1.0, 5.0])),
-                     Solver("dopri5", rtol=1e-8, atol=1e-8, max_nfe=50, backend="torchode"),
-                     t=(0.0, 10.0))
+    block = ODEBlock(
+        VanDerPol(torch.tensor([1.0, 5.0])),
+        Solver("dopri5", rtol=1e-8, atol=1e-8, max_nfe=50, backend="torchode"),
+        t=(0.0, 10.0),
+    )
     with pytest.raises(SolverError, match="solver.max_nfe=50"):
         block(torch.tensor([[2.0, 0.0], [2.0, 0.0]]))
 
@@ -178,12 +204,14 @@ def test_fixed_grid_is_torchdiffeqs() -> None:
     ("times", "step"),
     [((0.0, 1.0), 0.1), ((0.0, 0.35, 1.0), 0.1), ((0.0, 0.5, 1.0), None), ((1.0, 0.3, 0.0), 0.2)],
 )
-def test_capture_loop_matches_torchdiffeq(method: str, times: tuple[float, ...],
-                                          step: float | None) -> None:
+def test_capture_loop_matches_torchdiffeq(
+    method: str, times: tuple[float, ...], step: float | None
+) -> None:
     torch.manual_seed(2)
     fixed = {"rtol": None, "atol": None, "step_size": step}
-    a, b = _pair(Solver(method, **fixed), Solver(method, capture=True, **fixed), MLPField(),
-                 t=times)
+    a, b = _pair(
+        Solver(method, **fixed), Solver(method, capture=True, **fixed), MLPField(), t=times
+    )
     y0 = torch.randn(8, 3)
     ya, yb = a(y0), b(y0)
     assert torch.allclose(ya, yb, atol=1e-5), (ya - yb).abs().max()
@@ -207,8 +235,9 @@ def test_host_reads_per_solve() -> None:
     one value per solve (its NaN/inf check), however many evaluations it counts."""
     torch.manual_seed(3)
     fixed = {"rtol": None, "atol": None, "step_size": 0.05}  # 20 steps
-    eager, loop = _pair(Solver("rk4", **fixed), Solver("rk4", capture=True, **fixed), MLPField(),
-                        t=(0.0, 1.0))
+    eager, loop = _pair(
+        Solver("rk4", **fixed), Solver("rk4", capture=True, **fixed), MLPField(), t=(0.0, 1.0)
+    )
     y0 = torch.randn(4, 3)
     eager(y0), loop(y0)  # first solves check the field and build the grid
     with count_host_reads() as eager_reads:
@@ -248,6 +277,7 @@ def test_compiled_field_matches_eager() -> None:
 # ---------------------------------------------------------------------------
 # CUDA graph capture (pytest -m gpu)
 
+
 @pytest.mark.parametrize("method", ["euler", "midpoint", "rk4"])
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
@@ -274,8 +304,14 @@ def test_captured_solve_matches_eager_on_cuda(
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_rknet_trains_captured_on_cuda(make_cfg) -> None:
-    cfg = make_cfg("experiment=mnist_rknet", "trainer=gpu", "trainer.fast_dev_run=true",
-                   "solver.capture=true", "data.batch_size=32", "data.eval_batch_size=32")
+    cfg = make_cfg(
+        "experiment=mnist_rknet",
+        "trainer=gpu",
+        "trainer.fast_dev_run=true",
+        "solver.capture=true",
+        "data.batch_size=32",
+        "data.eval_batch_size=32",
+    )
     metrics = run(cfg)
     assert metrics["train/nfe_forward"] > 0
     assert not any(math.isnan(v) for v in metrics.values())
@@ -290,8 +326,9 @@ def test_captured_solve_syncs_once_per_solve_on_cuda() -> None:
 
     torch.manual_seed(6)
     fixed = {"rtol": None, "atol": None, "step_size": 0.05}
-    eager, captured = _pair(Solver("rk4", **fixed), Solver("rk4", capture=True, **fixed),
-                            MLPField(), t=(0.0, 1.0))
+    eager, captured = _pair(
+        Solver("rk4", **fixed), Solver("rk4", capture=True, **fixed), MLPField(), t=(0.0, 1.0)
+    )
     eager, captured = eager.cuda(), captured.cuda()
 
     def syncs(block: ODEBlock) -> int:

@@ -38,7 +38,10 @@ def test_true_density_integrates_to_one_and_fits_samples(name: str) -> None:
 
 
 def test_datamodule_test_set_is_fixed_across_training_seeds() -> None:
-    a, b = Toy2DDataModule("moons", seed=0, n_test=100), Toy2DDataModule("moons", seed=1, n_test=100)
+    a, b = (
+        Toy2DDataModule("moons", seed=0, n_test=100),
+        Toy2DDataModule("moons", seed=1, n_test=100),
+    )
     a.setup(), b.setup()
     assert torch.equal(a.test_set, b.test_set)
     assert not torch.equal(next(iter(a.train_dataloader())), next(iter(b.train_dataloader())))

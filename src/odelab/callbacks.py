@@ -42,11 +42,17 @@ class _StepMeans:
             self.sums[key] = self.sums.get(key, 0.0) + value
         self.count += 1
 
-    def log_and_reset(self, module: L.LightningModule, suffix: str = "", reduce_fx: str = "mean") -> None:
+    def log_and_reset(
+        self, module: L.LightningModule, suffix: str = "", reduce_fx: str = "mean"
+    ) -> None:
         for key, total in self.sums.items():
             module.log(
-                f"{key}{suffix}_epoch", total / self.count, on_step=False, on_epoch=True,
-                sync_dist=True, reduce_fx=reduce_fx,
+                f"{key}{suffix}_epoch",
+                total / self.count,
+                on_step=False,
+                on_epoch=True,
+                sync_dist=True,
+                reduce_fx=reduce_fx,
             )
         self.sums, self.count = {}, 0
 
@@ -74,7 +80,8 @@ class NFEMonitor(Callback):
     def __init__(self, across_processes: str = "mean"):
         if across_processes not in ("mean", "sum"):
             raise ConfigError(
-                f"callbacks.nfe_monitor.across_processes must be 'mean' or 'sum', got {across_processes!r}"
+                "callbacks.nfe_monitor.across_processes must be 'mean' or 'sum', got "
+                f"{across_processes!r}"
             )
         self.reduce_fx = across_processes
         self.suffix = "_total" if across_processes == "sum" else ""
@@ -83,8 +90,12 @@ class NFEMonitor(Callback):
 
     def _log(self, module: L.LightningModule, key: str, value: float, on_step: bool) -> None:
         module.log(
-            key + self.suffix, value, on_step=on_step, on_epoch=not on_step,
-            sync_dist=True, reduce_fx=self.reduce_fx,
+            key + self.suffix,
+            value,
+            on_step=on_step,
+            on_epoch=not on_step,
+            sync_dist=True,
+            reduce_fx=self.reduce_fx,
         )
 
     def setup(self, trainer: L.Trainer, module: L.LightningModule, stage: str) -> None:
@@ -100,7 +111,9 @@ class NFEMonitor(Callback):
             self._log(module, f"{stage}/nfe_forward", float(forward), on_step=False)
         self._reset()
 
-    def on_train_batch_start(self, trainer: L.Trainer, module: L.LightningModule, *args: Any) -> None:
+    def on_train_batch_start(
+        self, trainer: L.Trainer, module: L.LightningModule, *args: Any
+    ) -> None:
         self._reset()
 
     def on_train_batch_end(self, trainer: L.Trainer, module: L.LightningModule, *args: Any) -> None:
@@ -119,14 +132,20 @@ class NFEMonitor(Callback):
     def on_train_epoch_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
         self._means.log_and_reset(module, self.suffix, self.reduce_fx)
 
-    def on_validation_batch_start(self, trainer: L.Trainer, module: L.LightningModule, *args: Any) -> None:
+    def on_validation_batch_start(
+        self, trainer: L.Trainer, module: L.LightningModule, *args: Any
+    ) -> None:
         self._reset()
 
-    def on_validation_batch_end(self, trainer: L.Trainer, module: L.LightningModule, *args: Any) -> None:
+    def on_validation_batch_end(
+        self, trainer: L.Trainer, module: L.LightningModule, *args: Any
+    ) -> None:
         if not trainer.sanity_checking:
             self._eval_log_and_reset(module, "val")
 
-    def on_test_batch_start(self, trainer: L.Trainer, module: L.LightningModule, *args: Any) -> None:
+    def on_test_batch_start(
+        self, trainer: L.Trainer, module: L.LightningModule, *args: Any
+    ) -> None:
         self._reset()
 
     def on_test_batch_end(self, trainer: L.Trainer, module: L.LightningModule, *args: Any) -> None:
@@ -144,7 +163,9 @@ class StepTimer(Callback):
         self._start = 0.0
         self._means = _StepMeans()
 
-    def on_train_batch_start(self, trainer: L.Trainer, module: L.LightningModule, *args: Any) -> None:
+    def on_train_batch_start(
+        self, trainer: L.Trainer, module: L.LightningModule, *args: Any
+    ) -> None:
         wait_for_device(module.device)
         self._start = time.perf_counter()
 

@@ -203,7 +203,9 @@ class PeakMemoryMonitor(Callback):
     def _active(self, trainer: L.Trainer) -> bool:
         return not self._done and trainer.global_step == self.at_step
 
-    def on_train_batch_start(self, trainer: L.Trainer, module: L.LightningModule, *args: Any) -> None:
+    def on_train_batch_start(
+        self, trainer: L.Trainer, module: L.LightningModule, *args: Any
+    ) -> None:
         if not self._active(trainer):
             return
         self._stack = contextlib.ExitStack()
@@ -231,7 +233,9 @@ class PeakMemoryMonitor(Callback):
         elif self._profiler is not None:
             peak = _allocation_peak(self._profiler)
             self._profiler = None
-        module.log("train/activations_mb", self._meter.peak_bytes / MIB, on_step=True, on_epoch=False)
+        module.log(
+            "train/activations_mb", self._meter.peak_bytes / MIB, on_step=True, on_epoch=False
+        )
         if peak is not None:
             module.log("train/peak_memory_mb", peak / MIB, on_step=True, on_epoch=False)
         self._meter = None

@@ -119,7 +119,9 @@ def _as_metric(value: Any) -> float | None:
         return None
 
 
-def record_from_return(config: DictConfig, job_return: JobReturn, seconds: float | None) -> JobRecord:
+def record_from_return(
+    config: DictConfig, job_return: JobReturn, seconds: float | None
+) -> JobRecord:
     """Build a job's record from what Hydra returned and any error `job_failed` noted."""
     record = JobRecord(
         num=int(config.hydra.job.get("num") or 0),
@@ -152,7 +154,11 @@ def load_records(sweep_dir: Path) -> list[JobRecord]:
 
 def best_record(records: list[JobRecord], direction: str = "minimize") -> JobRecord | None:
     """The completed job with the best finite metric."""
-    scored = [r for r in records if r.status == "completed" and r.metric is not None and math.isfinite(r.metric)]
+    scored = [
+        r
+        for r in records
+        if r.status == "completed" and r.metric is not None and math.isfinite(r.metric)
+    ]
     if not scored:
         return None
     pick = max if direction == "maximize" else min
@@ -208,9 +214,13 @@ def seed_table(records: list[JobRecord], metric_name: str) -> list[str]:
         return []
     finals = {r.num: _final_metrics(r) for g in groups.values() for r in g}
     test_keys = sorted({k for m in finals.values() for k in m if k.startswith("test/")})
-    lines = ["", "## Mean ± std over seeds", "",
-             f"| settings | n | {metric_name} | " + " | ".join(test_keys) + " |",
-             "|---|---:|" + "---:|" * (1 + len(test_keys))]
+    lines = [
+        "",
+        "## Mean ± std over seeds",
+        "",
+        f"| settings | n | {metric_name} | " + " | ".join(test_keys) + " |",
+        "|---|---:|" + "---:|" * (1 + len(test_keys)),
+    ]
     for key, group in groups.items():
         cells = [fmt_mean_std([r.metric for r in group])]
         cells += [fmt_mean_std([finals[r.num].get(k) for r in group]) for k in test_keys]

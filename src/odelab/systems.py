@@ -34,7 +34,9 @@ class DampedLinear(nn.Module):
 class LotkaVolterra(nn.Module):
     """Predator-prey: dx = a x - b x y, dy = d x y - g y."""
 
-    def __init__(self, alpha: float = 1.5, beta: float = 1.0, delta: float = 1.0, gamma: float = 3.0):
+    def __init__(
+        self, alpha: float = 1.5, beta: float = 1.0, delta: float = 1.0, gamma: float = 3.0
+    ):
         super().__init__()
         self.alpha, self.beta, self.delta, self.gamma = alpha, beta, delta, gamma
 

@@ -91,7 +91,9 @@ def check_selection(cfg: DictConfig) -> None:
     name = cfg.get("optimized_metric")
     direction = cfg.get("optimized_direction", "minimize")
     if direction not in ("minimize", "maximize"):
-        raise ConfigError(f"optimized_direction={direction!r} is not valid; use minimize or maximize")
+        raise ConfigError(
+            f"optimized_direction={direction!r} is not valid; use minimize or maximize"
+        )
     if name and not str(name).startswith("val/"):
         raise ConfigError(
             f"optimized_metric={name} selects on a non-validation metric; use a val/... metric "
@@ -139,8 +141,12 @@ def run(cfg: DictConfig) -> dict[str, float]:
                 # With OnExceptionCheckpoint among the callbacks, Lightning reads
                 # ckpt_path=None as "resume from last" and warns twice when a fresh
                 # run has no checkpoint yet; a fresh start is what null means here.
-                warnings.filterwarnings("ignore", message=r".*ckpt_path=None\)` was called without a model")
-                warnings.filterwarnings("ignore", message=r'.*ckpt_path="last"\) is set, but there is no last')
+                warnings.filterwarnings(
+                    "ignore", message=r".*ckpt_path=None\)` was called without a model"
+                )
+                warnings.filterwarnings(
+                    "ignore", message=r'.*ckpt_path="last"\) is set, but there is no last'
+                )
                 with stopped_cleanly(output_dir, trainer):
                     trainer.fit(
                         model, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True
@@ -189,8 +195,11 @@ def stopped_cleanly(output_dir: Path, trainer: L.Trainer) -> Iterator[None]:
         )
         raise SystemExit(128 + signal.SIGTERM) from None
     except SolverError as err:
-        kept = (f"the last good checkpoint is {last}" if last.is_file()
-                else "no epoch finished, so there is no checkpoint")
+        kept = (
+            f"the last good checkpoint is {last}"
+            if last.is_file()
+            else "no epoch finished, so there is no checkpoint"
+        )
         raise SolverError(f"{err} Stopped at step {trainer.global_step}; {kept}.") from err
 
 

@@ -274,8 +274,9 @@ class CapturedSolve:
         # A twin of the loop (same field, grid and outputs): make_graphed_callables replaces
         # the module's forward, and the uncaptured loop must stay uncaptured for other
         # shapes and for evaluation.
-        twin = FixedGridSolve(solve.func, solve.method, [solve.sign * t for t in solve.times],
-                              solve.step_size)
+        twin = FixedGridSolve(
+            solve.func, solve.method, [solve.sign * t for t in solve.times], solve.step_size
+        )
         self.solve = twin
         self.key = (tuple(sample.shape), sample.dtype, sample.device, sample.requires_grad)
         self.graphed = torch.cuda.make_graphed_callables(twin, (sample,))
@@ -308,8 +309,14 @@ def capture_blocker(y0: State, sensitivity_adjoint: bool, method: str) -> str | 
 _SCALAR_READ = torch.ops.aten._local_scalar_dense.default
 _LIBRARIES = ("odelab", "torchdiffeq", "torchode", "lightning", "torchmetrics")
 # Frames of the dispatch machinery and of this module are not where a read comes from.
-_SKIP = ("torch/utils/_python_dispatch", "torch/_tensor.py", "torch/overrides.py",
-         "torch/_dynamo/", "torch/_compile.py", __file__)
+_SKIP = (
+    "torch/utils/_python_dispatch",
+    "torch/_tensor.py",
+    "torch/overrides.py",
+    "torch/_dynamo/",
+    "torch/_compile.py",
+    __file__,
+)
 
 
 def _caller_library() -> str:
@@ -409,16 +416,26 @@ def fast_integrate(block: Any, y0: State, times: Tensor) -> State | None:
     solver, func = block.solver, block.func
     if solver.backend == "torchode":
         out, stats = torchode_solve(
-            func, y0, times, solver.method, solver.rtol, solver.atol, solver.step_size,
-            solver.max_num_steps, solver.describe(), block.name,
+            func,
+            y0,
+            times,
+            solver.method,
+            solver.rtol,
+            solver.atol,
+            solver.step_size,
+            solver.max_num_steps,
+            solver.describe(),
+            block.name,
         )
         block.__dict__["last_stats"] = stats
         return out
     # Plain dict in the instance namespace: not a submodule, so the state dict is unchanged.
     state: dict[str, Any] = block.__dict__.setdefault("_fast_state", {})
     reason = capture_blocker(y0, block.sensitivity.adjoint, solver.method)
-    uncaptured_ok = reason is not None and isinstance(y0, Tensor) and (
-        solver.method in CAPTURE_METHODS and not block.sensitivity.adjoint
+    uncaptured_ok = (
+        reason is not None
+        and isinstance(y0, Tensor)
+        and (solver.method in CAPTURE_METHODS and not block.sensitivity.adjoint)
     )
     if reason is not None and not uncaptured_ok:
         _note_once(block, state, reason + "; torchdiffeq runs this solve")

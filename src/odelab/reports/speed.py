@@ -28,8 +28,16 @@ BUDGETS, BENCHMARKS = conf_budgets("speed")
 # equal quality (within noise).
 SEMINORM_SAVING = 0.30
 OVERHEAD_TARGET = 1.05
-LIBRARIES = ("odelab", "torchdiffeq", "torchode", "lightning", "torchmetrics", "torch",
-             "torch.optim", "other")
+LIBRARIES = (
+    "odelab",
+    "torchdiffeq",
+    "torchode",
+    "lightning",
+    "torchmetrics",
+    "torch",
+    "torch.optim",
+    "other",
+)
 
 # task -> (experiment, quality metric, its label, higher is better, scale for display)
 TASKS = {
@@ -64,8 +72,9 @@ def _seed(job: JobResult) -> str:
     return job.overrides.get("seed", "0")
 
 
-def _pair(sides: dict[bool, dict[str, dict[str, Any]]], key: str
-          ) -> tuple[list[float], list[float]]:
+def _pair(
+    sides: dict[bool, dict[str, dict[str, Any]]], key: str
+) -> tuple[list[float], list[float]]:
     """(seminorm, full) values of `key` on the seeds both sides have, in one order."""
     semi = {s: v[key] for s, v in sides[True].items() if v[key] is not None}
     full = {s: v[key] for s, v in sides[False].items() if v[key] is not None}
@@ -81,9 +90,11 @@ def _budget_text(job: JobResult) -> str:
     tol = f"{cfg.solver.method} at rtol={cfg.solver.rtol}, atol={cfg.solver.atol}"
     if "train_subset" in cfg.data:
         steps = -(-cfg.data.train_subset // cfg.data.batch_size) * epochs
-        return (f"{steps} training steps per run ({cfg.data.train_subset} images, batch "
-                f"{cfg.data.batch_size}, {epochs} epoch(s)), {cfg.model.net.channels} channels "
-                f"(the paper: 64), {tol}")
+        return (
+            f"{steps} training steps per run ({cfg.data.train_subset} images, batch "
+            f"{cfg.data.batch_size}, {epochs} epoch(s)), {cfg.model.net.channels} channels "
+            f"(the paper: 64), {tol}"
+        )
     steps = cfg.data.batches_per_epoch * epochs
     return f"{steps} training steps per run (batch {cfg.data.batch_size}), {tol}"
 
@@ -99,8 +110,15 @@ def seminorm_section(jobs: Sequence[JobResult]) -> list[str]:
         f"{SEMINORM_SAVING:.0%} of backward NFE and the quality is within noise (or better).",
         "",
     ]
-    header = ["task", "norm", "n", "backward NFE / step", "forward NFE / step", "s / step",
-              "quality"]
+    header = [
+        "task",
+        "norm",
+        "n",
+        "backward NFE / step",
+        "forward NFE / step",
+        "s / step",
+        "quality",
+    ]
     rows: list[list[str]] = []
     verdicts: list[str] = []
     budget_lines: list[str] = []
@@ -115,8 +133,7 @@ def seminorm_section(jobs: Sequence[JobResult]) -> list[str]:
                 "backward": _epoch_mean(job, "train/nfe_backward_epoch"),
                 "forward": _epoch_mean(job, "train/nfe_forward_epoch"),
                 "time": _epoch_mean(job, "train/step_time_epoch"),
-                "quality": None if job.metrics.get(metric) is None
-                else scale * job.metrics[metric],
+                "quality": None if job.metrics.get(metric) is None else scale * job.metrics[metric],
             }
             sides[_seminorm(job)][_seed(job)] = values
         for semi in (False, True):
@@ -125,28 +142,52 @@ def seminorm_section(jobs: Sequence[JobResult]) -> list[str]:
             def col(key: str, side: dict[str, dict[str, float]] = side) -> list[float]:
                 return [v[key] for v in side.values() if v[key] is not None]
 
-            rows.append([task, "seminorm" if semi else "full", str(len(side)),
-                         fmt_mean_std(col("backward"), spec=".1f"),
-                         fmt_mean_std(col("forward"), spec=".1f"),
-                         fmt_mean_std(col("time"), spec=".2f"),
-                         f"{fmt_mean_std(col('quality'), spec='.3g')} ({label})"])
+            rows.append(
+                [
+                    task,
+                    "seminorm" if semi else "full",
+                    str(len(side)),
+                    fmt_mean_std(col("backward"), spec=".1f"),
+                    fmt_mean_std(col("forward"), spec=".1f"),
+                    fmt_mean_std(col("time"), spec=".2f"),
+                    f"{fmt_mean_std(col('quality'), spec='.3g')} ({label})",
+                ]
+            )
 
         nfe_semi, nfe_full = _pair(sides, "backward")
         q_semi, q_full = _pair(sides, "quality")
         t_semi, t_full = _pair(sides, "time")
-        nfe = compare(nfe_semi, nfe_full, a_name="the seminorm", b_name="the full norm",
-                      metric=f"backward NFE per step ({task})", higher_is_better=False)
-        quality = compare(q_semi, q_full, a_name="the seminorm", b_name="the full norm",
-                          metric=f"{label} ({task})", higher_is_better=higher)
-        seconds = compare(t_semi, t_full, a_name="the seminorm", b_name="the full norm",
-                          metric=f"seconds per step ({task})", higher_is_better=False)
+        nfe = compare(
+            nfe_semi,
+            nfe_full,
+            a_name="the seminorm",
+            b_name="the full norm",
+            metric=f"backward NFE per step ({task})",
+            higher_is_better=False,
+        )
+        quality = compare(
+            q_semi,
+            q_full,
+            a_name="the seminorm",
+            b_name="the full norm",
+            metric=f"{label} ({task})",
+            higher_is_better=higher,
+        )
+        seconds = compare(
+            t_semi,
+            t_full,
+            a_name="the seminorm",
+            b_name="the full norm",
+            metric=f"seconds per step ({task})",
+            higher_is_better=False,
+        )
         saving = 1 - statistics.mean(nfe_semi) / statistics.mean(nfe_full) if nfe_full else 0.0
         holds = saving >= SEMINORM_SAVING and quality.outcome in ("within noise", "better")
         decision = (
             f"**{task}: the rule holds** (saving {saving:.0%}, quality {quality.outcome}): "
             "the seminorm is the better default here."
-            if holds else
-            f"**{task}: the rule does not hold** (saving {saving:.0%} of backward NFE, "
+            if holds
+            else f"**{task}: the rule does not hold** (saving {saving:.0%} of backward NFE, "
             f"quality {quality.outcome}): the full norm stays the default."
         )
         same = bool(nfe_full) and nfe_semi == nfe_full and q_semi == q_full
@@ -157,8 +198,12 @@ def seminorm_section(jobs: Sequence[JobResult]) -> list[str]:
                 "never limited the step size in this short run (it can once training makes "
                 "the dynamics harder)."
             )
-        verdicts += ["- " + nfe.verdict, "- " + seconds.verdict, "- " + quality.verdict,
-                     "- " + decision]
+        verdicts += [
+            "- " + nfe.verdict,
+            "- " + seconds.verdict,
+            "- " + quality.verdict,
+            "- " + decision,
+        ]
     if not rows:
         return lines + ["No seminorm runs in this budget.", ""]
     return lines + [*budget_lines, "", markdown_table(header, rows), "", *verdicts, ""]
@@ -173,8 +218,11 @@ def host_reads_section(record: dict[str, Any]) -> list[str]:
     cases = record["cases"]
     used = [lib for lib in LIBRARIES if any(lib in c["by_library"] for c in cases.values())]
     rows = [
-        [name, f"{c['total'] / steps:.1f}",
-         *(f"{c['by_library'].get(lib, 0) / steps:.1f}" for lib in used)]
+        [
+            name,
+            f"{c['total'] / steps:.1f}",
+            *(f"{c['by_library'].get(lib, 0) / steps:.1f}" for lib in used),
+        ]
         for name, c in cases.items()
     ]
     return [
@@ -211,12 +259,21 @@ def overhead_section(record: dict[str, Any], load: list[float] | None) -> list[s
         per_repeat = [o / p for o, p in zip(ours, plain, strict=True)]
         ratio = _median(ours) / _median(plain)
         ratios[clock] = ratio
-        rows.append(["wall" if clock == "seconds" else "process CPU",
-                     f"{_median(plain):.2f}", f"{_median(ours):.2f}", f"**{ratio:.3f}**",
-                     f"{min(per_repeat):.3f} to {max(per_repeat):.3f}"])
+        rows.append(
+            [
+                "wall" if clock == "seconds" else "process CPU",
+                f"{_median(plain):.2f}",
+                f"{_median(ours):.2f}",
+                f"**{ratio:.3f}**",
+                f"{min(per_repeat):.3f} to {max(per_repeat):.3f}",
+            ]
+        )
     wall = ratios["seconds"]
-    load_text = (f"load average {load[0]:.1f} at the start of the benchmark on 2 cores"
-                 if load else "load not recorded")
+    load_text = (
+        f"load average {load[0]:.1f} at the start of the benchmark on 2 cores"
+        if load
+        else "load not recorded"
+    )
     return [
         "## Spiral framework overhead",
         "",
@@ -226,8 +283,16 @@ def overhead_section(record: dict[str, Any], load: list[float] | None) -> list[s
         f"{record['repeats']} repeats alternating who goes first "
         "(`experiments/bench_spiral.py`'s measurement).",
         "",
-        markdown_table(["clock", "plain ms/step (median)", "odelab ms/step (median)",
-                        "ratio of medians", "ratio per repeat (spread)"], rows),
+        markdown_table(
+            [
+                "clock",
+                "plain ms/step (median)",
+                "odelab ms/step (median)",
+                "ratio of medians",
+                "ratio per repeat (spread)",
+            ],
+            rows,
+        ),
         "",
         f"Measured under load ({load_text}; other programs shared the machine), so the spread "
         f"is wide. Wall ratio {wall:.3f}: "
@@ -248,18 +313,28 @@ def compile_section(record: dict[str, Any]) -> list[str]:
                 if name == "compiled":
                     wins.append(False)
                 continue
-            ratio = (result["median_cpu_s"] / eager["median_cpu_s"]
-                     if "median_cpu_s" in eager else float("nan"))
-            rows.append([case, name, f"{result['first_call_s']:.1f}",
-                         f"{1e3 * result['median_cpu_s']:.1f}",
-                         f"{1e3 * result['median_wall_s']:.1f}", f"{ratio:.2f}"])
+            ratio = (
+                result["median_cpu_s"] / eager["median_cpu_s"]
+                if "median_cpu_s" in eager
+                else float("nan")
+            )
+            rows.append(
+                [
+                    case,
+                    name,
+                    f"{result['first_call_s']:.1f}",
+                    f"{1e3 * result['median_cpu_s']:.1f}",
+                    f"{1e3 * result['median_wall_s']:.1f}",
+                    f"{ratio:.2f}",
+                ]
+            )
             if name == "compiled":
                 wins.append(ratio < 1.0)
     verdict = (
         "Compiled fields are faster per step in every case measured here, but the compile "
         "time must be paid back: `solver.compile_field` stays opt-in."
-        if wins and all(wins) else
-        "Compiled fields are not faster per step in every case measured here (and pay the "
+        if wins and all(wins)
+        else "Compiled fields are not faster per step in every case measured here (and pay the "
         "compile time first): `solver.compile_field` stays off by default."
     )
     return [
@@ -272,8 +347,17 @@ def compile_section(record: dict[str, Any]) -> list[str]:
         "the same graph was compiled before on this machine); per-step times are medians "
         "after warm-up, one run each under the machine's load.",
         "",
-        markdown_table(["step", "variant", "first call (s)", "ms CPU / step", "ms wall / step",
-                        "CPU vs eager"], rows),
+        markdown_table(
+            [
+                "step",
+                "variant",
+                "first call (s)",
+                "ms CPU / step",
+                "ms wall / step",
+                "CPU vs eager",
+            ],
+            rows,
+        ),
         "",
         verdict,
         "",
@@ -285,18 +369,34 @@ def per_sample_section(record: dict[str, Any]) -> list[str]:
     rows = []
     for name in ("joint (torchdiffeq)", "per-sample (torchode)"):
         e = vdp[name]
-        steps = (f"about {e['steps_all_samples']:.0f} (NFE / 6), all samples"
-                 if "steps_all_samples" in e
-                 else f"mean {e['steps_mean']:.0f}, {e['steps_min']}-{e['steps_max']}")
-        rows.append([name, steps, str(e["nfe"]), f"{1e3 * _median(e['cpu_s']):.1f}",
-                     f"{1e3 * _median(e['wall_s']):.1f}"])
+        steps = (
+            f"about {e['steps_all_samples']:.0f} (NFE / 6), all samples"
+            if "steps_all_samples" in e
+            else f"mean {e['steps_mean']:.0f}, {e['steps_min']}-{e['steps_max']}"
+        )
+        rows.append(
+            [
+                name,
+                steps,
+                str(e["nfe"]),
+                f"{1e3 * _median(e['cpu_s']):.1f}",
+                f"{1e3 * _median(e['wall_s']):.1f}",
+            ]
+        )
     grid_rows = []
     for name, e in grids.items():
         if not isinstance(e, dict):
             continue
         steps = f"mean {e['steps_mean']:.0f}, max {e['steps_max']}" if "steps_mean" in e else "-"
-        grid_rows.append([name, steps, str(e["nfe"]), f"{1e3 * _median(e['cpu_s']):.1f}",
-                          f"{1e3 * _median(e['wall_s']):.1f}"])
+        grid_rows.append(
+            [
+                name,
+                steps,
+                str(e["nfe"]),
+                f"{1e3 * _median(e['cpu_s']):.1f}",
+                f"{1e3 * _median(e['wall_s']):.1f}",
+            ]
+        )
     joint_cpu = _median(vdp["joint (torchdiffeq)"]["cpu_s"])
     per_cpu = _median(vdp["per-sample (torchode)"]["cpu_s"])
     header = ["control", "steps", "NFE (batched)", "ms CPU / solve", "ms wall / solve"]
@@ -356,7 +456,8 @@ def build_report(jobs: Jobs, budget: str, report_dir: Path) -> str:
         "- **GPU figures pending (no GPU lent)**: the CUDA paths (graph capture of fixed-grid "
         "solves, ODE-Net and RK-Net steps at batch 128 against their targets) are covered by "
         "`pytest -m gpu` tests (tests/test_fast_paths.py) and not measured here."
-        if not bench.get("cuda") else "- A CUDA device was present during the benchmark.",
+        if not bench.get("cuda")
+        else "- A CUDA device was present during the benchmark.",
         "- Differs from the papers: CPU only, a 2-core machine shared with other jobs, "
         "models and step counts shrunk to fit (stated in each section); peers' figures "
         "(torchode 2.2-4.3x faster steps with compilation, seminorm a median 40 % fewer "
@@ -374,9 +475,19 @@ def build_report(jobs: Jobs, budget: str, report_dir: Path) -> str:
         lines += compile_section(bench["compile"])
     if not bench:
         lines += ["No benchmark record in this budget.", ""]
-    lines += runs_section([(j.overrides.get("experiment", "?") + " seed " + _seed(j)
-                            + (" seminorm" if _seminorm(j) else " full"), j.output_dir)
-                           for j in done], failed)
+    lines += runs_section(
+        [
+            (
+                j.overrides.get("experiment", "?")
+                + " seed "
+                + _seed(j)
+                + (" seminorm" if _seminorm(j) else " full"),
+                j.output_dir,
+            )
+            for j in done
+        ],
+        failed,
+    )
     return "\n".join(lines).rstrip() + "\n"
 
 

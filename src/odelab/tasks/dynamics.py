@@ -51,7 +51,9 @@ class DynamicsRecovery(OdelabTask):
             )
         if loss not in LOSSES:
             raise ConfigError(f"model.loss={loss!r}; choose one of {sorted(LOSSES)}")
-        self.block = ODEBlock(field, solver, sensitivity, return_trajectory=True, name="model.field")
+        self.block = ODEBlock(
+            field, solver, sensitivity, return_trajectory=True, name="model.field"
+        )
         self.loss_fn = LOSSES[loss]
         self.learn_initial_states = learn_initial_states
         self.initial_states: nn.Parameter | None = None
@@ -88,7 +90,12 @@ class DynamicsRecovery(OdelabTask):
         if traj.t.numel() > n:
             metrics["extrap_mae"] = (pred[n:] - traj.true[n:]).abs().mean()
         # Under DDP each process scores the same trajectory; sync_dist averages them.
-        self.log_dict({f"{stage}/{k}": v for k, v in metrics.items()}, prog_bar=stage == "val", sync_dist=True, batch_size=1)
+        self.log_dict(
+            {f"{stage}/{k}": v for k, v in metrics.items()},
+            prog_bar=stage == "val",
+            sync_dist=True,
+            batch_size=1,
+        )
         self._last_eval = (traj, pred.detach())
 
     def _field_error(self, traj: Trajectory) -> Tensor:
