@@ -33,7 +33,6 @@ from torch import Tensor
 from odelab.models.odenet import ODENet
 from odelab.ode import Sensitivity, Solver
 from odelab.profiling import MIB, describe_device, training_step_memory
-from odelab.reports.mnist_table import memory_figure
 
 SOLVERS = {
     "dopri5": Solver(method="dopri5", rtol=1e-3, atol=1e-3),
@@ -168,12 +167,6 @@ def main(argv: list[str] | None = None) -> dict:
     }
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "mnist_memory.json").write_text(json.dumps(result, indent=2) + "\n")
-    memory_figure(
-        rows,
-        args.out / "mnist_memory.png",
-        f"ODE-Net training step, batch {args.batch_size}, {result['device']['name']}: "
-        "adjoint vs direct",
-    )
     for solver_name, r in summary.items():
         print(
             f"{solver_name}: adjoint max/min = {r.get('adjoint_max_over_min', float('nan')):.3f}, "

@@ -32,7 +32,6 @@ from odelab.errors import ConfigError
 from odelab.ode import ODEBlock
 from odelab.profiling import describe_device, wait_for_device
 from odelab.reports.base import relative_path
-from odelab.reports.mnist_table import tolerance_figure
 from odelab.runs import load_run
 
 TOLERANCES = [1e-1, 1e-2, 1e-3, 1e-4, 1e-5]
@@ -192,12 +191,6 @@ def main(argv: list[str] | None = None) -> dict:
     }
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "mnist_tolerance.json").write_text(json.dumps(result, indent=2) + "\n")
-    tolerance_figure(
-        rows,
-        args.out / "mnist_tolerance.png",
-        f"ODE-Net trained at tol {result['trained_tol']:g}, evaluated at each tolerance "
-        f"({len(test_labels)} test images, {result['device']['name']})",
-    )
     return result
 
 

@@ -36,6 +36,15 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "experiments" / "reports" / "soak"
 
+# The offline MNIST split cut to a few batches, for the image tasks.
+SMALL_IMAGES = [
+    "data.train_subset=128",
+    "data.batch_size=32",
+    "data.val_size=64",
+    "data.test_size=64",
+    "data.eval_batch_size=64",
+    "model.net.channels=8",
+]
 # One epoch of a few batches each: seconds per run on a CPU.
 TASKS: dict[str, list[str]] = {
     "spiral": [
@@ -56,23 +65,10 @@ TASKS: dict[str, list[str]] = {
         "model.n_plot_samples=64",
         "model.n_frames=2",
     ],
-    "mnist": [
-        "experiment=mnist_odenet",
-        "data.train_subset=128",
-        "data.batch_size=32",
-        "data.val_size=64",
-        "data.test_size=64",
-        "data.eval_batch_size=64",
-        "model.net.channels=8",
-    ],
+    "mnist": ["experiment=mnist_odenet", *SMALL_IMAGES],
     "robust": [
         "experiment=robust_odenet",
-        "data.train_subset=128",
-        "data.batch_size=32",
-        "data.val_size=64",
-        "data.test_size=64",
-        "data.eval_batch_size=64",
-        "model.net.channels=8",
+        *SMALL_IMAGES,
         "attack=fgsm",
         "attack.strengths=[0.1]",
     ],

@@ -30,6 +30,16 @@ QUIET = [
     "trainer.log_every_n_steps=1",
 ]
 
+# The offline MNIST split cut to a dozen batches, for the image tasks.
+SMALL_IMAGES = [
+    "data.train_subset=384",
+    "data.batch_size=32",
+    "data.val_size=64",
+    "data.test_size=64",
+    "data.eval_batch_size=64",
+    "model.net.channels=8",
+]
+
 TASKS = {
     "spiral": [
         "experiment=spiral",
@@ -42,12 +52,7 @@ TASKS = {
     # Shuffling and random crops draw from the global random stream.
     "mnist": [
         "experiment=mnist_odenet",
-        "data.train_subset=384",
-        "data.batch_size=32",
-        "data.val_size=64",
-        "data.test_size=64",
-        "data.eval_batch_size=64",
-        "model.net.channels=8",
+        *SMALL_IMAGES,
         "model.scheduler.milestones=[1,2]",
         "trainer.max_epochs=5",
     ],
@@ -70,12 +75,7 @@ TASKS = {
     "robust": [
         "experiment=robust_odenet",
         "recipe=gaussian",
-        "data.train_subset=384",
-        "data.batch_size=32",
-        "data.val_size=64",
-        "data.test_size=64",
-        "data.eval_batch_size=64",
-        "model.net.channels=8",
+        *SMALL_IMAGES,
         "attack=fgsm",
         "attack.strengths=[0.1]",
         "trainer.max_epochs=5",
