@@ -39,10 +39,11 @@ LIBRARIES = (
     "other",
 )
 
-# task -> (experiment, quality metric, its label, higher is better, scale for display)
+# task -> (experiment, quality metric, its label, higher is better, scale for display).
+# The default is decided on validation metrics: test metrics are for final tables only.
 TASKS = {
-    "ODE-Net MNIST": ("mnist_odenet", "test/acc", "test accuracy (%)", True, 100.0),
-    "CNF 8gaussians": ("cnf_toy", "test/nll", "test NLL (nats)", False, 1.0),
+    "ODE-Net MNIST": ("mnist_odenet", "val/acc", "validation accuracy (%)", True, 100.0),
+    "CNF 8gaussians": ("cnf_toy", "val/nll", "validation NLL (nats)", False, 1.0),
 }
 
 
