@@ -78,3 +78,17 @@ def test_every_experiment_selects_on_validation(make_cfg):
         check_selection(make_cfg("experiment=robust_cnn", "optimized_metric=test/acc"))
     with pytest.raises(ConfigError, match="optimized_direction='up'"):
         check_selection(make_cfg("experiment=robust_cnn", "optimized_direction=up"))
+
+
+def test_soak_report_rerenders_identically():
+    import importlib.util
+    import json
+
+    spec = importlib.util.spec_from_file_location("soak", repo_root() / "experiments" / "soak.py")
+    soak = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(soak)
+    folder = REPORTS / "soak"
+    data = json.loads((folder / "soak.json").read_text())
+    assert soak.render(data) == (folder / "soak.md").read_text(), (
+        "soak.md differs from its re-rendering: python experiments/soak.py --report-only"
+    )
