@@ -31,6 +31,8 @@ METRICS = {
 }
 
 BUDGETS, BENCHMARKS = conf_budgets("spiral")
+# The most odelab's training step may cost against the hand-written loop (idle machine).
+OVERHEAD_TARGET = 1.05
 
 
 def _iterations(job: JobResult) -> str:
@@ -82,9 +84,9 @@ def recovery_section(record: dict[str, Any]) -> list[str]:
         "",
         f"The reference recipe of torchdiffeq's `ode_demo` ({record['baseline_iterations']} "
         "iterations of RMSprop 1e-3 on 20 windows of 10 steps, dopri5 at its default "
-        "tolerances) written as a plain loop, and odelab's default recipe stopped at the "
-        "reference's measured wall time for the same seed; seeds alternate between the two "
-        "so both see the same load (`experiments/bench_spiral.py`).",
+        "tolerances) written as a plain loop, and odelab's default recipe with the "
+        "reference's measured wall time for the same seed as a cap; seeds alternate between "
+        "the two so both see the same load (`experiments/bench_spiral.py`).",
         "",
     ]
     rows = [
@@ -152,8 +154,8 @@ def overhead_section(record: dict[str, Any]) -> list[str]:
         "",
         f"Ratio of medians odelab / plain: **{ratio:.3f}** (per repeat {min(per_repeat):.3f} "
         f"to {max(per_repeat):.3f}, n = {len(per_repeat)}); "
-        + ("at or under" if ratio <= 1.10 else "over")
-        + " the 1.10 target.",
+        + ("at or under" if ratio <= OVERHEAD_TARGET else "over")
+        + f" the {OVERHEAD_TARGET:.2f} target (idle machine).",
         "",
     ]
 
