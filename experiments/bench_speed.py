@@ -9,7 +9,7 @@ Parts (each a key of the JSON record written with --out):
    fixed-grid loop of `solver.capture=true`, torchode). On the CPU a host read is a plain
    load; on CUDA each read of a device tensor is a device synchronisation.
 2. `overhead`: the spiral step through odelab against a hand-written loop
-   (`experiments/bench_spiral.py`'s measurement), median of the repeats with its spread.
+   (`odelab.overhead`), median of the repeats with its spread.
 3. `compile`: the vector field eager vs `solver.compile_field=true` (torch.compile) for the
    spiral MLP, the CNF and the ODE-Net, and the ODE-Net step against the plain
    torchdiffeq step of the same network: compile seconds and seconds per step.
@@ -43,13 +43,12 @@ import torch
 from torch import Tensor, nn
 from torchdiffeq import odeint_adjoint
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import bench_spiral  # noqa: E402  (the overhead measurement lives there)
-from bench_spiral import StepWindowTimer  # noqa: E402,F401  (`__main__.StepWindowTimer` in configs)
-from odelab.harness import compose, run_quietly  # noqa: E402
-from odelab.ode import ODEBlock, Sensitivity, Solver  # noqa: E402
-from odelab.ode.fast import SyncCount, count_host_reads, torchode_solve  # noqa: E402
-from odelab.profiling import describe_device  # noqa: E402
+from odelab.harness import compose, run_quietly
+from odelab.ode import ODEBlock, Sensitivity, Solver
+from odelab.ode.fast import SyncCount, count_host_reads, torchode_solve
+from odelab.overhead import overhead
+from odelab.profiling import describe_device
+from odelab.systems import VanDerPol
 
 # ---------------------------------------------------------------------------
 # 1. Host reads per training step
@@ -297,16 +296,6 @@ def compiled(args: argparse.Namespace) -> dict[str, Any]:
 # 4. Per-sample step control
 
 
-class VanDerPol(nn.Module):
-    def __init__(self, mu: Tensor):
-        super().__init__()
-        self.register_buffer("mu", mu)
-
-    def forward(self, t: Tensor, y: Tensor) -> Tensor:
-        x, v = y[:, 0], y[:, 1]
-        return torch.stack([v, self.mu * (1 - x**2) * v - x], dim=1)
-
-
 def _solve_timed(solve: Callable[[], Any], repeats: int) -> tuple[Any, list[float], list[float]]:
     result = solve()
     wall, cpu = [], []
@@ -533,8 +522,8 @@ def main(argv: list[str] | None = None) -> None:
         if "host_reads" not in args.skip:
             record["host_reads"] = host_reads(args, workdir)
         if "overhead" not in args.skip:
-            print("\n== 2. spiral overhead (bench_spiral.py's measurement)")
-            record["overhead"] = bench_spiral.overhead(args, workdir)
+            print("\n== 2. spiral overhead (odelab.overhead)")
+            record["overhead"] = overhead(args, workdir)
         if "per_sample" not in args.skip:
             record["per_sample"] = per_sample(args)
         if "compile" not in args.skip:

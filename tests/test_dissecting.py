@@ -20,21 +20,9 @@ from odelab.models.dissecting import (
     basis_values,
 )
 from odelab.ode import ODEBlock, Sensitivity, Solver
+from odelab.reports.dissecting import VARIANTS
 from odelab.train import run
 
-VARIANTS = [
-    "vanilla",
-    "anode",
-    "input_layer",
-    "higher_order",
-    "galnode_fourier",
-    "galnode_polynomial",
-    "galnode_chebyshev",
-    "stacked",
-    "data_control",
-    "adaptive_depth",
-    "anode_integral",
-]
 SMALL = [
     "experiment=annuli",
     "trainer.fast_dev_run=true",

@@ -15,6 +15,7 @@ from torch import Tensor, nn
 from odelab.errors import ConfigError, SolverError
 from odelab.ode import ODEBlock, Sensitivity, Solver
 from odelab.ode.fast import FixedGridSolve, count_host_reads, fixed_grid, torchode_solve
+from odelab.systems import VanDerPol
 from odelab.train import run
 
 
@@ -27,18 +28,6 @@ class MLPField(nn.Module):
 
     def forward(self, t: Tensor, y: Tensor) -> Tensor:
         return self.net(y) * (1.0 + 0.5 * torch.sin(t))
-
-
-class VanDerPol(nn.Module):
-    """Batch of oscillators, each with its own stiffness mu (one per row)."""
-
-    def __init__(self, mu: Tensor):
-        super().__init__()
-        self.register_buffer("mu", mu)
-
-    def forward(self, t: Tensor, y: Tensor) -> Tensor:
-        x, v = y[:, 0], y[:, 1]
-        return torch.stack([v, self.mu * (1 - x**2) * v - x], dim=1)
 
 
 class PairField(nn.Module):

@@ -48,11 +48,14 @@ class LotkaVolterra(nn.Module):
 
 
 class VanDerPol(nn.Module):
-    """dx = y, dy = mu (1 - x^2) y - x: a limit cycle."""
+    """dx = y, dy = mu (1 - x^2) y - x: a limit cycle.
 
-    def __init__(self, mu: float = 1.0):
+    `mu` is one stiffness, or a tensor of one per row of a batch of oscillators.
+    """
+
+    def __init__(self, mu: float | Tensor = 1.0):
         super().__init__()
-        self.mu = mu
+        self.register_buffer("mu", torch.as_tensor(mu, dtype=torch.get_default_dtype()))
 
     def forward(self, t: Tensor, y: Tensor) -> Tensor:
         x, v = y[..., 0], y[..., 1]
