@@ -71,9 +71,9 @@ def set_tolerance(model: torch.nn.Module, tol: float) -> list[ODEBlock]:
 def evaluate(model, blocks, images, labels, batch_size: int) -> dict[str, float]:
     """Test error, mean forward NFE per batch and the fastest batch's seconds.
 
-        The fastest batch, not the mean: on a shared machine other jobs only ever add time.
-        CPU seconds (process time, all threads)
-    are reported beside wall seconds: they depend far less on other jobs.
+    The fastest batch, not the mean: on a shared machine other jobs only ever add time.
+    CPU seconds (process time, all threads) are reported beside wall seconds: they depend
+    far less on other jobs.
     """
     device = next(model.parameters()).device
     errors, nfe, batches = 0, 0, 0
