@@ -208,8 +208,30 @@ def _comparisons(jobs: Jobs) -> list[str]:
             c = compare(
                 a, b, a_name="ODE-Net", b_name=other, metric="test error", higher_is_better=False
             )
-            lines.append(f"- {c.verdict}")
+            caveat = _unsettled({m: [j.run for j in by_model[m]] for m in ("ODE-Net", other)})
+            lines.append(f"- {c.verdict}{caveat}")
     return [*lines, ""]
+
+
+def _unsettled(groups: dict[str, list[Run]]) -> str:
+    """A caveat when a compared model did not reach a validation plateau (else '').
+
+    A comparison with one model still improving is confounded by training length, so
+    the verdict says so instead of standing alone.
+    """
+    improving, unknown = [], []
+    for model, runs in groups.items():
+        states = [plateau(*r.epoch_series("val/error")) for r in runs]
+        if any(s is None for s in states):
+            unknown.append(model)
+        elif not all(flat for _, flat in states):
+            improving.append(model)
+    parts = []
+    if improving:
+        parts.append(f"{' and '.join(improving)} still improving at the end of training")
+    if unknown:
+        parts.append(f"no validation plateau shown for {' and '.join(unknown)}")
+    return f" Not settled: {'; '.join(parts)}." if parts else ""
 
 
 def _quarter_means(values: list[float]) -> str:
