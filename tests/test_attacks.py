@@ -12,11 +12,16 @@ from odelab.attacks import (
     FGSM,
     PGD,
     GaussianNoise,
+    Square,
     accuracy,
     attack_sweep,
+    attacked_accuracy,
     honesty_checks,
     merge_sweeps,
+    never_rises,
+    pgd_curve,
     with_solver,
+    worst_case,
 )
 from odelab.errors import ConfigError
 from odelab.models.fields import MLPField
@@ -72,14 +77,11 @@ def fgsm_loop(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float) ->
 def pgd_loop(
     model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, alpha: float, steps: int
 ) -> torch.Tensor:
-    """PGD without random start, stopping an example at its first misclassified iterate."""
+    """PGD without random start, per example: the final iterate after `steps` steps."""
     out = []
     for xi, yi in zip(x, y.tolist(), strict=False):
         cur = xi.clone()
-        for step in range(steps + 1):
-            with torch.no_grad():
-                if model(cur[None]).argmax().item() != yi or step == steps:
-                    break
+        for _ in range(steps):
             cur = cur + alpha * torch.sign(input_grad_one(model, cur, yi))
             cur = torch.where(cur > xi + eps, xi + eps, cur)
             cur = torch.where(cur < xi - eps, xi - eps, cur)
@@ -104,7 +106,15 @@ def test_pgd_matches_plain_loop() -> None:
 
 
 @pytest.mark.parametrize(
-    "attack", [FGSM(0.3), PGD(0.3, steps=3, restarts=2), PGD(0.05, steps=2), FGSM(1.0)]
+    "attack",
+    [
+        FGSM(0.3),
+        PGD(0.3, steps=3, restarts=2),
+        PGD(0.05, steps=2),
+        PGD(0.2, steps=3, select="best_loss"),
+        FGSM(1.0),
+        Square(0.2, queries=20),
+    ],
 )
 def test_attacks_stay_in_pixel_range_and_eps_ball(attack) -> None:
     model, (x, y) = tiny_odenet(), batch()
@@ -129,6 +139,8 @@ def test_attack_sweep_names_rows_and_rejects_unknown_kind() -> None:
     assert attack_sweep("none") == {}
     with pytest.raises(ConfigError, match="attack.kind"):
         attack_sweep("cw", [1.0])
+    with pytest.raises(ConfigError, match="attack.select"):
+        PGD(0.1, select="any")
 
 
 def test_study_attack_config_merges_noise_fgsm_and_pgd(make_cfg) -> None:
@@ -203,3 +215,101 @@ def test_honesty_checks_catch_gradient_masking(trained_model) -> None:
     x, y = bar_images(40, seed=1)
     checks = {c.name: c for c in honesty_checks(MaskedGradients(trained_model), x, y, steps=4)}
     assert not checks["near zero at eps=0.5"].passed
+
+
+class BandModel(nn.Module):
+    """Two classes over the mean shift s of an image from 0.5: class 1 only for s near 0.1.
+
+    Its loss gradient always points towards s = 0.1, so PGD with step 0.1 from s = 0
+    lands in the band after one step and leaves it after the second: the final iterate
+    of the longer attack is classified correctly again.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        s = x.flatten(1).mean(1) - 0.5
+        return torch.stack([0.5 - s, 1 - 200 * (s - 0.1) ** 2], dim=1)
+
+
+def test_pgd_judges_the_final_iterate_so_more_steps_can_raise_accuracy() -> None:
+    x, y = torch.full((4, 1, SIDE, SIDE), 0.5), torch.zeros(4, dtype=torch.long)
+    model = BandModel()
+    assert accuracy(model, x, y) == 1.0
+    one = PGD(0.3, step_size=0.1, steps=1, random_start=False)
+    two = PGD(0.3, step_size=0.1, steps=2, random_start=False)
+    assert accuracy(model, one(model, x, y), y) == 0.0
+    assert accuracy(model, two(model, x, y), y) == 1.0  # left the band: not broken
+    # The best-loss iterate of the two-step run is the one inside the band.
+    best = PGD(0.3, step_size=0.1, steps=2, random_start=False, select="best_loss")
+    assert accuracy(model, best(model, x, y), y) == 0.0
+    curve = pgd_curve(model, x, y, 0.3, 0.1, steps=(1, 2), restarts=(1,))
+    # With random starts too, the two-step attack leaves most examples in the right class.
+    assert curve[1]["acc"] > curve[0]["acc"] and not never_rises(curve)
+
+
+def test_pgd_restarts_and_configurations_draw_fresh_seeded_starts() -> None:
+    model, (x, y) = BandModel(), batch(6)
+    starts: list[torch.Tensor] = []
+
+    class Recorder(nn.Module):
+        def forward(self, z: torch.Tensor) -> torch.Tensor:
+            starts.append(z.detach().clone())
+            return model(z) * 0 + torch.tensor([10.0, 0.0], dtype=z.dtype)  # never fooled
+
+    y = torch.zeros(6, dtype=torch.long)
+    PGD(0.1, steps=1, restarts=2)(Recorder(), x, y)
+    first, second = starts[0], starts[2]  # restart 1 and 2 (each: one gradient + final pass)
+    assert not torch.equal(first, second)
+    starts.clear()
+    PGD(0.1, steps=1, restarts=2)(Recorder(), x, y)
+    assert torch.equal(starts[0], first)  # seeded: the same configuration repeats exactly
+    starts.clear()
+    PGD(0.1, steps=2, restarts=1)(Recorder(), x, y)
+    assert not torch.equal(starts[0], first)  # another configuration, other starts
+
+
+def test_square_attack_breaks_what_masked_gradients_hide(trained_model) -> None:
+    x, y = bar_images(40, seed=1)
+    masked = MaskedGradients(trained_model)
+    pgd = attacked_accuracy(masked, PGD(0.5, steps=4), x, y)
+    square = attacked_accuracy(masked, Square(0.5, queries=100), x, y)
+    assert pgd >= 0.5 and square <= pgd - 0.3, (pgd, square)
+
+
+def test_worst_case_is_the_minimum_over_sources(trained_model) -> None:
+    x, y = bar_images(40, seed=1)
+    sources = {"itself": trained_model, "masked": MaskedGradients(trained_model)}
+    result = worst_case(trained_model, sources, FGSM(0.3), x, y)
+    assert result["min"] == min(result["itself"], result["masked"])
+    assert result["itself"] < result["masked"]  # masked gradients make a weak source
+
+
+@pytest.mark.slow
+def test_fgsm_and_pgd_agree_with_adversarial_robustness_toolbox(trained_model) -> None:
+    """An independent implementation (ART, a dev dependency): the same FGSM accuracy, and
+    our PGD at least as strong as ART's with the same steps, step size and restarts."""
+    art = pytest.importorskip("art")
+    from art.attacks.evasion import FastGradientMethod, ProjectedGradientDescent
+    from art.estimators.classification import PyTorchClassifier
+
+    x, y = bar_images(100, seed=1)
+    classifier = PyTorchClassifier(
+        trained_model,
+        loss=nn.CrossEntropyLoss(),
+        input_shape=(1, SIDE, SIDE),
+        nb_classes=10,
+        clip_values=(0.0, 1.0),
+        device_type="cpu",
+    )
+    assert art.__version__ == "1.20.1"
+    for eps in (0.1, 0.2, 0.3):
+        theirs = FastGradientMethod(classifier, eps=eps).generate(x.numpy(), y=y.numpy())
+        assert accuracy(trained_model, FGSM(eps)(trained_model, x, y), y) == accuracy(
+            trained_model, torch.from_numpy(theirs), y
+        )
+        art_pgd = ProjectedGradientDescent(
+            classifier, eps=eps, eps_step=eps / 4, max_iter=10, num_random_init=1, verbose=False
+        ).generate(x.numpy(), y=y.numpy())
+        ours = PGD(eps, step_size=eps / 4, steps=10)(trained_model, x, y)
+        assert accuracy(trained_model, ours, y) <= accuracy(
+            trained_model, torch.from_numpy(art_pgd), y
+        )

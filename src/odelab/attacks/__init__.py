@@ -1,13 +1,23 @@
-"""Input perturbations for robustness evaluation and training: noise, FGSM, PGD.
+"""Input perturbations for robustness evaluation and training: noise, FGSM, PGD, Square.
 
 Every attack is a callable `attack(model, x, y) -> x_perturbed` on pixels in [0, 1];
 gradient attacks differentiate through the whole model, ODE solver included.
 """
 
 from odelab.attacks.base import Attack, attack_sweep, clip_to_ball, merge_sweeps
-from odelab.attacks.evaluate import Check, accuracy, attacked_accuracy, honesty_checks, with_solver
+from odelab.attacks.evaluate import (
+    Check,
+    accuracy,
+    attacked_accuracy,
+    honesty_checks,
+    never_rises,
+    pgd_curve,
+    with_solver,
+    worst_case,
+)
 from odelab.attacks.gradient import FGSM, PGD
 from odelab.attacks.noise import GaussianNoise
+from odelab.attacks.square import Square
 
 __all__ = [
     "FGSM",
@@ -15,11 +25,15 @@ __all__ = [
     "Attack",
     "Check",
     "GaussianNoise",
+    "Square",
     "accuracy",
     "attack_sweep",
     "attacked_accuracy",
     "clip_to_ball",
     "honesty_checks",
     "merge_sweeps",
+    "never_rises",
+    "pgd_curve",
     "with_solver",
+    "worst_case",
 ]

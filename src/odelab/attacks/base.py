@@ -52,14 +52,15 @@ def attack_sweep(kind: str, strengths: Sequence[float] = (), **params: Any) -> d
 
     Args:
         kind: "none", "gaussian" (strength = sigma on the 0-255 scale), "fgsm" or
-            "pgd" (strength = epsilon on the [0, 1] scale).
+            "pgd" or "square" (strength = epsilon on the [0, 1] scale).
         strengths: the sweep; each strength becomes one evaluation row.
         params: further arguments of the attack class (PGD steps, step size, ...).
     """
     from odelab.attacks.gradient import FGSM, PGD
     from odelab.attacks.noise import GaussianNoise
+    from odelab.attacks.square import Square
 
-    classes = {"gaussian": GaussianNoise, "fgsm": FGSM, "pgd": PGD}
+    classes = {"gaussian": GaussianNoise, "fgsm": FGSM, "pgd": PGD, "square": Square}
     if kind == "none":
         return {}
     if kind not in classes:
