@@ -326,6 +326,7 @@ BY_NAME: dict[str, dict[str, Check]] = {
         "n_frames": integer(2),
         "init_std": positive(),
         "t_end": positive(),
+        "learn_t_end": boolean(),
         "horizon": positive(),
         "kinetic_weight": number(0),
         "jacobian_weight": number(0),

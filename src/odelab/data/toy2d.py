@@ -1,7 +1,7 @@
 """Toy 2D densities (the FFJORD targets): seeded samplers and known densities.
 
 Each sampler draws `n` points from its target with the given generator, so a
-seed fixes the data. Three targets also have a closed-form density
+seed fixes the data. Four targets also have a closed-form density
 (`true_log_density`), used to score learned densities on a grid.
 """
 
@@ -67,10 +67,14 @@ def pinwheel(n: int, gen: torch.Generator) -> Tensor:
     return 2.0 * rotated
 
 
+# circles: two circles of equal weight with isotropic Gaussian noise, then scaled.
+CIRCLE_RADII, CIRCLE_STD, CIRCLE_SCALE = (1.0, 0.5), 0.08, 3.0
+
+
 def circles(n: int, gen: torch.Generator) -> Tensor:
-    radius = torch.where(_rand(n, gen) < 0.5, 1.0, 0.5)
-    points = _polar(radius, 2 * math.pi * _rand(n, gen)) + 0.08 * _randn(n, gen, 2)
-    return 3.0 * points
+    radius = torch.where(_rand(n, gen) < 0.5, CIRCLE_RADII[0], CIRCLE_RADII[1])
+    points = _polar(radius, 2 * math.pi * _rand(n, gen)) + CIRCLE_STD * _randn(n, gen, 2)
+    return CIRCLE_SCALE * points
 
 
 def moons(n: int, gen: torch.Generator) -> Tensor:
@@ -142,6 +146,23 @@ def rings_log_density(x: Tensor) -> Tensor:
     return log_p_radius - torch.log(2 * math.pi * r[:, 0])
 
 
+def circles_log_density(x: Tensor) -> Tensor:
+    # A circle of radius R blurred by N(0, s^2 I) has density
+    # exp(-(r^2 + R^2) / 2s^2) I0(r R / s^2) / (2 pi s^2) (the angle integrated out);
+    # i0e(u) = exp(-u) I0(u) keeps it finite far out. Then the scaling x = 3 y.
+    y = x / CIRCLE_SCALE
+    r = y.norm(dim=1, keepdim=True)
+    radii = torch.tensor(CIRCLE_RADII, dtype=x.dtype)
+    var = CIRCLE_STD**2
+    log_ring = (
+        -((r - radii) ** 2) / (2 * var)
+        + torch.log(torch.special.i0e(r * radii / var))
+        - math.log(2 * math.pi * var)
+    )
+    log_y = torch.logsumexp(log_ring, dim=1) - math.log(len(CIRCLE_RADII))
+    return log_y - 2 * math.log(CIRCLE_SCALE)
+
+
 def checkerboard_log_density(x: Tensor) -> Tensor:
     cell = torch.floor((x + 4.0) / BOARD_CELL)
     inside = ((cell >= 0) & (cell <= 3)).all(dim=1)
@@ -154,6 +175,7 @@ TRUE_LOG_DENSITIES: dict[str, Callable[[Tensor], Tensor]] = {
     "8gaussians": eight_gaussians_log_density,
     "rings": rings_log_density,
     "checkerboard": checkerboard_log_density,
+    "circles": circles_log_density,
 }
 
 

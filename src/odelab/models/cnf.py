@@ -23,6 +23,8 @@ from odelab.errors import ConfigError
 from odelab.ode import ODEBlock, Sensitivity, Solver, odesolve
 
 REGULARIZERS = ("kinetic", "jacobian")
+# The smallest end time a learned one can reach.
+MIN_T_END = 1e-3
 
 
 # --- trace estimators ---------------------------------------------------------
@@ -171,7 +173,13 @@ class CNF(nn.Module):
         sensitivity: direct or adjoint gradients (`sensitivity.seminorm` for the
             adjoint seminorm).
         trace: the trace estimator used in training.
-        t_end: integration time.
+        t_end: integration time (the initial value when it is learned).
+        learn_t_end: make the end time a parameter (FFJORD's `train_T`). It is kept
+            positive as softplus(raw) and reaches the solver as the last output time,
+            so its gradient is the one of the solve's end point.
+        eval_solver: the solver of every solve in evaluation mode (validation, test,
+            density grids, sampling); None uses `solver` throughout. A recipe can train
+            on a cheap fixed grid and still be scored at a tight tolerance.
     """
 
     supported_regularizers = REGULARIZERS
@@ -183,20 +191,58 @@ class CNF(nn.Module):
         sensitivity: Sensitivity | None = None,
         trace: TraceEstimator | None = None,
         t_end: float = 1.0,
+        learn_t_end: bool = False,
+        eval_solver: Solver | None = None,
     ):
         super().__init__()
         if not t_end > 0:
             raise ConfigError(f"model.flow.t_end must be > 0, got {t_end}")
-        solver = solver or Solver()
-        if solver.adaptive and "norm" not in solver.options:
-            solver = dataclasses.replace(
-                solver, options={**solver.options, "norm": state_and_logp_norm}
-            )
         self.dynamics = CNFDynamics(field, trace or TraceEstimator())
         self.block = ODEBlock(
-            self.dynamics, solver, sensitivity, t=(0.0, t_end), name="model.flow.field"
+            self.dynamics,
+            _with_norm(solver or Solver()),
+            sensitivity,
+            t=(0.0, t_end),
+            name="model.flow.field",
         )
-        self.t_end = t_end
+        # Both blocks wrap the same dynamics (the same parameters); each counts its own NFE.
+        self.eval_block = (
+            None
+            if eval_solver is None
+            else ODEBlock(
+                self.dynamics, _with_norm(eval_solver), t=(0.0, t_end), name="model.flow.field"
+            )
+        )
+        # t_end = MIN_T_END + softplus(raw): positive with a gradient everywhere, and a floor
+        # that survives softplus underflowing to 0 (an empty time span has no solve).
+        if learn_t_end and not t_end > MIN_T_END:
+            raise ConfigError(f"model.flow.t_end must be > {MIN_T_END} to learn it, got {t_end}")
+        start = t_end - MIN_T_END if learn_t_end else t_end
+        raw = torch.tensor(start + math.log(-math.expm1(-start)))
+        if learn_t_end:
+            self.raw_t_end = nn.Parameter(raw)
+        else:
+            self.register_buffer("raw_t_end", raw)
+        self.learn_t_end = learn_t_end
+
+    @property
+    def active_block(self) -> ODEBlock:
+        """The block of the current mode: `eval_block` (when set) outside training."""
+        if self.eval_block is not None and not self.training:
+            return self.eval_block
+        return self.block
+
+    @property
+    def t_end(self) -> Tensor:
+        """The end time of the flow, a positive scalar (a function of a parameter if learned)."""
+        end = nn.functional.softplus(self.raw_t_end)
+        return end + MIN_T_END if self.learn_t_end else end
+
+    def times(self, like: Tensor, reverse: bool = False) -> Tensor:
+        """(0, t_end), or (t_end, 0) when `reverse`: the output times handed to the block."""
+        end = self.t_end.to(like)
+        ends = (end, torch.zeros_like(end)) if reverse else (torch.zeros_like(end), end)
+        return torch.stack(ends)
 
     def log_prob(
         self, x: Tensor, estimator: str | None = None, regularizers: Sequence[str] = ()
@@ -210,7 +256,7 @@ class CNF(nn.Module):
         self.dynamics.begin_solve(x, estimator, regularizers)
         zeros = x.new_zeros(x.shape[0])
         state = (x, zeros) + tuple(zeros.clone() for _ in regularizers)
-        z, trace_integral, *integrals = self.block(state)
+        z, trace_integral, *integrals = self.active_block(state, t=self.times(x))
         return FlowOutput(
             log_prob=standard_normal_log_prob(z) + trace_integral,
             base=z,
@@ -219,13 +265,22 @@ class CNF(nn.Module):
 
     def to_base(self, x: Tensor) -> Tensor:
         """Data -> base, the state alone."""
-        return self.block(x)
+        return self.active_block(x, t=self.times(x))
 
     def sample(self, z: Tensor) -> Tensor:
         """Base -> data: solve the state alone backward in time."""
-        return self.block(z, t=torch.tensor([self.t_end, 0.0]))
+        return self.active_block(z, t=self.times(z, reverse=True))
 
     def trajectory(self, z: Tensor, n_frames: int) -> Tensor:
         """The flow from base (frame 0) to data (last frame), shape (n_frames, N, D)."""
-        times = torch.linspace(self.t_end, 0.0, n_frames, dtype=z.dtype)
-        return odesolve(self.dynamics, z, times, self.block.solver, name="model.flow.field")
+        end = float(self.t_end.detach())
+        times = torch.linspace(end, 0.0, n_frames, dtype=z.dtype, device=z.device)
+        solver = self.active_block.solver
+        return odesolve(self.dynamics, z, times, solver, name="model.flow.field")
+
+
+def _with_norm(solver: Solver) -> Solver:
+    """An adaptive solver controls the error of z and log p only (`state_and_logp_norm`)."""
+    if solver.adaptive and "norm" not in solver.options:
+        return dataclasses.replace(solver, options={**solver.options, "norm": state_and_logp_norm})
+    return solver

@@ -46,6 +46,50 @@ class ConcatMLPField(nn.Module):
         return h
 
 
+class ConcatSquashLinear(nn.Module):
+    """A linear layer modulated by time: (W h + b) * sigmoid(a(t)) + c(t).
+
+    The gate a(t) and the shift c(t) are affine in t (the shift without its own
+    bias, which `W h + b` already has), so every unit can scale and move with time.
+    """
+
+    def __init__(self, w_in: int, w_out: int):
+        super().__init__()
+        self.layer = nn.Linear(w_in, w_out)
+        self.gate = nn.Linear(1, w_out)
+        self.shift = nn.Linear(1, w_out, bias=False)
+
+    def forward(self, t: Tensor, h: Tensor) -> Tensor:
+        time = t.to(h).reshape(1, 1)
+        return self.layer(h) * torch.sigmoid(self.gate(time)) + self.shift(time)
+
+
+class ConcatSquashField(nn.Module):
+    """FFJORD's toy field: a stack of `ConcatSquashLinear` layers (64-64-64 tanh there).
+
+    Args:
+        dim: state dimension.
+        hidden: width of each hidden layer.
+        depth: number of hidden layers.
+        activation: one of `odelab.models.fields.ACTIVATIONS`.
+    """
+
+    def __init__(self, dim: int = 2, hidden: int = 64, depth: int = 3, activation: str = "tanh"):
+        super().__init__()
+        check_sizes("model.flow.field", dim=dim, hidden=hidden, depth=depth)
+        widths = [dim] + [hidden] * depth + [dim]
+        self.layers = nn.ModuleList(ConcatSquashLinear(a, b) for a, b in pairwise(widths))
+        self.act = _activation(activation)
+
+    def forward(self, t: Tensor, z: Tensor) -> Tensor:
+        h = z
+        for i, layer in enumerate(self.layers):
+            h = layer(t, h)
+            if i < len(self.layers) - 1:
+                h = self.act(h)
+        return h
+
+
 class HyperField(nn.Module):
     """The seed paper's CNF field with M units whose weights are functions of time.
 

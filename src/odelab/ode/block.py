@@ -211,7 +211,9 @@ class ODEBlock(nn.Module):
         if last is not None and last[0] is t and last[1].device == like.device:
             return last[1]
         times = _as_times(t, "t", like=like)
-        if isinstance(t, Tensor):
+        # Times that require grad (a learned end time) are new each step; caching them
+        # would keep the previous step's graph alive.
+        if isinstance(t, Tensor) and not t.requires_grad:
             self._last_times = (t, times)
         return times
 
