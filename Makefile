@@ -8,7 +8,7 @@ ARGS ?=
 # Budget of `make reproduce-<name>`: quick (minutes, checks the pipeline) or paper.
 budget ?= quick
 
-.PHONY: install data run test test-slow test-all test-gpu lint bench robustness sync clean
+.PHONY: install data run test test-slow test-all test-gpu lint bench sync clean
 
 install: $(STAMP) data
 
@@ -52,10 +52,6 @@ lint: install
 
 bench: install
 	$(BIN)/python experiments/bench_spiral.py $(ARGS)
-
-# CNN vs ODENet vs TisODE under noise, FGSM and PGD -> experiments/reports/robustness.md
-robustness: install
-	nice $(BIN)/python experiments/robustness.py $(ARGS)
 
 # Upload runs that W&B logged offline (needs `wandb login` and the network);
 # runs already uploaded are skipped. `make sync ARGS=--dry-run` only lists them.

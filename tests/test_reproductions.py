@@ -47,22 +47,85 @@ def test_robust_report_averages_seeds_beside_the_paper(tmp_path: Path) -> None:
             write_job(budget / "0", num, {"experiment": experiment, "seed": str(seed)}, metrics)
             num += 1
     write_job(budget / "0", num, {"experiment": "tisode", "seed": "0"}, None)  # a failed job
+    (budget / "bench").mkdir()
+    (budget / "bench" / "checks_mnist_clean_robust_odenet_seed0.json").write_text(
+        json.dumps(MASKING_RECORD)
+    )
 
     report = REPRODUCTIONS["robust"].build(load_sweeps(budget), "quick", tmp_path / "out")
     header = table_row(report, "model")
+    assert header == ["model", "clean", "FGSM .3", "PGD .2"]  # the columns the runs logged
     cnn = dict(zip(header, table_row(report, "**CNN (ours, n=2)**"), strict=False))
     assert cnn["clean"] == "85.0 ± 7.1"
     assert cnn["FGSM .3"] == "42.5 ± 3.5"
     assert cnn["PGD .2"] == "21.2 ± 1.8"
-    assert cnn["s=50"] == "n/a"  # not measured by these runs
-    paper = dict(zip(header, table_row(report, "ODENet (paper)"), strict=False))
+    paper = dict(zip(header, table_row(report, "ODENet (study)"), strict=False))
     assert paper["FGSM .3"] == "42.1" and paper["PGD .2"] == "–"
     assert "4 runs finished, 1 failed" in report
-    # ODENet - CNN per seed: 5 points clean, 2.5 under FGSM .3; paired over the two seeds.
-    assert table_row(report, "clean") == ["clean", "5.0", "[5.0, 5.0]", "2", "better"]
-    assert table_row(report, "FGSM .3")[1:] == ["2.5", "[2.5, 2.5]", "2", "better"]
-    assert (tmp_path / "out" / "clean_accuracy.png").is_file()
-    assert "TisODE, clean" not in report.split("## Runs")[1].split("failed")[0]
+    # ODENet - CNN per seed: 5 points clean, 2.5 under FGSM .3; paired over the two seeds;
+    # the study has ODENet 18.1 points above the CNN under FGSM .3.
+    assert table_row(report, "clean")[:5] == ["clean", "5.0", "[5.0, 5.0]", "2", "yes"]
+    assert table_row(report, "FGSM .3")[1:] == ["2.5", "[2.5, 2.5]", "2", "yes", "+18.1", "yes"]
+    assert "more robust than CNN under 2 of 2 perturbations" in report
+    assert (tmp_path / "out" / "mnist_clean_accuracy.png").is_file()
+    assert "TisODE, MNIST, clean" not in report.split("## Runs")[1].split("failed")[0]
+    # Masking checks: the minimum over attack sources, Square's verdict, the curve check.
+    solver = table_row(report.split("### ODE nets deployed")[1], "MNIST")
+    assert solver[5:] == ["97.0", "40.0", "35.0", "30.0", "20.0", "**20.0**", "transfer from CNN",
+                          "45.0"]  # fmt: skip
+    floor = table_row(report.split("## Clean accuracy")[1], "MNIST")
+    assert floor[-3:] == ["80.00", "98", "**no**"]  # the CNN's lower seed misses 98 %
+    assert "beats both gradient attacks on: ODENet (mnist, clean, seed 0)" in report
+    assert "| **no** |" in report.split("### PGD against steps")[1].split("###")[0]
+
+
+MASKING_RECORD = {
+    "model": "ODENet",
+    "experiment": "robust_odenet",
+    "data": "mnist",
+    "recipe": "clean",
+    "seed": "0",
+    "images": 200,
+    "clean": 0.98,
+    "grid": {
+        "eps": [0.0, 0.1, 0.2],
+        "fgsm": [0.98, 0.5, 0.6],
+        "pgd": [0.98, 0.4, 0.1],
+        "pgd_monotone": True,
+        "eps0_is_clean": True,
+    },
+    "large_eps": {"eps": 0.5, "pgd": 0.0, "near_zero": True},
+    "curve": {
+        "eps": 0.1,
+        "step_size": 0.0125,
+        "images": 100,
+        "points": [
+            {"steps": 10, "restarts": 1, "acc": 0.42},
+            {"steps": 20, "restarts": 1, "acc": 0.44},
+        ],
+        "never_rises": False,
+    },
+    "square": {
+        "eps": 0.1,
+        "images": 200,
+        "queries": 1000,
+        "acc": 0.3,
+        "pgd_acc": 0.4,
+        "fgsm_acc": 0.5,
+        "beats_gradient": True,
+    },
+    "solvers": {
+        "deployed": "dopri5 (rtol=0.001, atol=0.001)",
+        "surrogate_step": 0.1,
+        "eps": 0.1,
+        "attack": "PGD eps 0.1, 20 steps",
+        "images": 200,
+        "clean_deployed": 0.97,
+        "accuracy": {"dopri5": 0.4, "rk4": 0.35, "euler": 0.3, "transfer from CNN": 0.2},
+        "min": 0.2,
+        "fgsm_min": 0.45,
+    },
+}
 
 
 def test_cnf_report_pairs_rnode_with_its_unregularized_run(tmp_path: Path) -> None:
