@@ -17,11 +17,26 @@ share the machine's load:
    training step (last epoch, forward + backward), NFE per test solve of the
    trained models, and the unregularized / regularized NFE ratios.
 
+3. Recipes (`--part recipes`): time to reach the FFJORD recipe's likelihood.
+   On each target (8gaussians, 2spirals) `experiment=cnf_ffjord` and
+   `experiment=cnf_fast` train at the same time in two processes (one torch
+   thread each), so both see the machine's load. From each run's records:
+   validation NLL after every epoch (dopri5 1e-5, exact trace, both recipes)
+   against the cumulative training-step time. The threshold is the reference's
+   final validation NLL + `--margin` (0.05 nats); each recipe's time to reach it
+   is the training time at its first epoch at or below it; the speedup is the
+   reference's time over the fast recipe's (and, as a second number, the
+   reference's whole training time over the fast recipe's time to the
+   threshold). Final test NLLs (10,000 points) of both are recorded beside it.
+   Finished runs are reused (`resume=true`), so an interrupted benchmark
+   continues where it stopped.
+
 Usage:
-    python experiments/bench_cnf.py                     # both parts
+    python experiments/bench_cnf.py                     # parts 1 and 2
     python experiments/bench_cnf.py --part trace        # only part 1 (~minutes)
     python experiments/bench_cnf.py --part regularizers --out logs/bench_cnf
     python experiments/bench_cnf.py --part regularizers --weight 0.1 --tol 1e-3
+    python experiments/bench_cnf.py --part recipes --out logs/bench_cnf  # hours on 2 CPU cores
 """
 
 from __future__ import annotations
@@ -36,13 +51,16 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import torch
+from omegaconf import OmegaConf
 
 from odelab.harness import launch
 from odelab.models.cnf import CNF, TraceEstimator
 from odelab.models.time_fields import ConcatMLPField
 from odelab.ode import Solver
 from odelab.profiling import wait_for_device
+from odelab.reports.base import relative_path
 from odelab.reports.cnf import nfe_per_step
+from odelab.runs import load_run
 
 DIMENSIONS = (2, 8, 32, 128)
 TARGETS = ("8gaussians", "2spirals")
@@ -155,11 +173,115 @@ def regularizers(
     return rows
 
 
+RECIPES = {"ffjord": "experiment=cnf_ffjord", "fast": "experiment=cnf_fast"}
+
+
+def train_recipe(target: str, recipe: str, run_dir: str, extra: list[str]) -> dict[str, object]:
+    """One recipe on one target (in its own process, one thread); its curve from the records."""
+    torch.set_num_threads(1)
+    overrides = [RECIPES[recipe], f"data.name={target}", "resume=true", *extra]
+    launched = launch(overrides, Path(run_dir))
+    return recipe_curve(Path(run_dir), launched.metrics, launched.seconds)
+
+
+def recipe_curve(run_dir: Path, metrics: dict[str, float], seconds: float) -> dict[str, object]:
+    """Validation NLL after each epoch against the cumulative training-step time."""
+    run = load_run(run_dir)
+    batches = int(OmegaConf.select(run.config, "data.batches_per_epoch"))
+    _, step_times = run.series("train/step_time_epoch")
+    _, val_nll = run.series("val/nll")
+    _, nfe = run.series("train/nfe_forward_epoch")
+    elapsed, curve = 0.0, []
+    for epoch, (step_time, nll) in enumerate(zip(step_times, val_nll, strict=False)):
+        elapsed += step_time * batches
+        curve.append({"epoch": epoch + 1, "train_seconds": elapsed, "val_nll": nll})
+    return {
+        "run": relative_path(run_dir),
+        "steps": len(curve) * batches,
+        "curve": curve,
+        "test_nll": metrics["test/nll"],
+        "test_nfe": metrics.get("test/nfe_forward"),
+        "nfe_per_step": nfe_per_step(metrics),
+        "nfe_per_step_mean": statistics.fmean(nfe) if nfe else None,
+        "train_seconds": elapsed,
+        "wall_seconds": seconds,
+    }
+
+
+def time_to(curve: list[dict[str, float]], threshold: float) -> float | None:
+    """Training seconds at the first epoch whose validation NLL is at or below `threshold`."""
+    return next((c["train_seconds"] for c in curve if c["val_nll"] <= threshold), None)
+
+
+def compare_recipes(ffjord: dict, fast: dict, margin: float) -> dict[str, object]:
+    threshold = ffjord["curve"][-1]["val_nll"] + margin
+    t_ref, t_fast = time_to(ffjord["curve"], threshold), time_to(fast["curve"], threshold)
+    return {
+        "threshold_val_nll": threshold,
+        "ffjord_seconds_to_threshold": t_ref,
+        "fast_seconds_to_threshold": t_fast,
+        "speedup": t_ref / t_fast if t_ref and t_fast else None,
+        "speedup_vs_full_reference": ffjord["train_seconds"] / t_fast if t_fast else None,
+        "test_nll_gap": fast["test_nll"] - ffjord["test_nll"],
+    }
+
+
+def recipes(
+    out: Path, targets: list[str], margin: float, ffjord_extra: list[str], fast_extra: list[str]
+) -> list[dict[str, object]]:
+    print(f"\n(3) time to the FFJORD recipe's final NLL + {margin} nats, both recipes side by side")
+    rows = []
+    for target in targets:
+        # Both recipes of a target at once: they share the machine's load.
+        with ProcessPoolExecutor(
+            max_workers=2, mp_context=multiprocessing.get_context("spawn")
+        ) as pool:
+            futures = {
+                recipe: pool.submit(
+                    train_recipe,
+                    target,
+                    recipe,
+                    str(out / f"{target}_{recipe}"),
+                    ffjord_extra if recipe == "ffjord" else fast_extra,
+                )
+                for recipe in RECIPES
+            }
+            result = {recipe: future.result() for recipe, future in futures.items()}
+        row = {
+            "target": target,
+            **result,
+            **compare_recipes(result["ffjord"], result["fast"], margin),
+        }
+        rows.append(row)
+        speedup = row["speedup"]
+        print(
+            f"{target:>11}: threshold {row['threshold_val_nll']:.3f}; FFJORD "
+            f"{row['ffjord_seconds_to_threshold'] or float('nan'):.0f} s, fast "
+            f"{row['fast_seconds_to_threshold'] or float('nan'):.0f} s, speedup "
+            f"{speedup if speedup is not None else float('nan'):.2f}; test NLL "
+            f"{result['ffjord']['test_nll']:.3f} vs {result['fast']['test_nll']:.3f}",
+            flush=True,
+        )
+    return rows
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--part", choices=("all", "trace", "regularizers"), default="all")
+    parser.add_argument(
+        "--part", choices=("all", "trace", "regularizers", "recipes"), default="all"
+    )
+    parser.add_argument("--targets", nargs="+", default=list(TARGETS), help="part 3 targets")
+    parser.add_argument(
+        "--margin", type=float, default=0.05, help="part 3: nats above the reference's NLL"
+    )
+    parser.add_argument(
+        "--ffjord", nargs="*", default=[], help="part 3: extra overrides of the reference runs"
+    )
+    parser.add_argument(
+        "--fast", nargs="*", default=[], help="part 3: extra overrides of the fast-recipe runs"
+    )
     parser.add_argument("--out", type=Path, default=Path("logs/bench_cnf"))
     parser.add_argument("--batch", type=int, default=128, help="batch of the trace timing")
     parser.add_argument("--repeats", type=int, default=3, help="timed steps per trace setting")
@@ -188,6 +310,9 @@ def main(argv: list[str] | None = None) -> None:
         report["regularizers"] = regularizers(
             args.out, args.weight, args.tol, args.overrides, args.jobs
         )
+    if args.part == "recipes":
+        report["recipes"] = recipes(args.out, args.targets, args.margin, args.ffjord, args.fast)
+        report["margin"] = args.margin
     args.out.mkdir(parents=True, exist_ok=True)
     path = args.out / f"bench_cnf_{args.part}.json"
     path.write_text(json.dumps(report, indent=2) + "\n")

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 import torch
-from scipy import integrate
+from scipy import integrate, stats
 from torch import Tensor, nn
 
 from odelab.data.toy2d import SAMPLERS, TRUE_LOG_DENSITIES, sample
@@ -168,3 +168,115 @@ def test_closed_form_density_integrates_to_one_by_quadrature(name: str) -> None:
     density = TRUE_LOG_DENSITIES[name](points).exp().numpy().reshape(xs.shape)
     mass = integrate.simpson(integrate.simpson(density, x=axis, axis=1), x=axis)
     assert mass == pytest.approx(1.0, abs=2e-3)
+
+
+# --- the report of the cpu budgets, from fabricated records (no training) ---------------------
+
+
+def _write_job(sweep, num: int, overrides: dict[str, str], metrics: dict, config: dict) -> None:
+    import json
+
+    import yaml
+
+    job = sweep / str(num)
+    (job / ".hydra").mkdir(parents=True)
+    (job / ".hydra" / "overrides.yaml").write_text(
+        yaml.safe_dump([f"{k}={v}" for k, v in overrides.items()])
+    )
+    (job / ".hydra" / "config.yaml").write_text(yaml.safe_dump(config))
+    (job / "metrics.json").write_text(json.dumps(metrics))
+
+
+def _row(report: str, first: str, second: str | None = None) -> list[str]:
+    for line in report.splitlines():
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        if line.startswith("|") and cells[0] == first and (second is None or cells[1] == second):
+            return cells
+    raise AssertionError(f"no row {first!r} in:\n{report}")
+
+
+def test_cpu_report_tables_fronts_and_benchmark_come_from_the_records(tmp_path) -> None:
+    import json
+
+    from odelab.reports import REPRODUCTIONS, load_sweeps
+
+    budget = tmp_path / "cpu"
+    config = {
+        "trace": {"estimator": "exact"},
+        "model": {"flow": {"learn_t_end": False}},
+        "solver": {"method": "rk4", "step_size": 0.25},
+    }
+    hutch = {**config, "trace": {"estimator": "hutchinson"}}
+    num = 0
+    for seed, (exact_nll, hutch_nll) in enumerate(((2.90, 2.95), (2.92, 3.01))):
+        for cfg, nll in ((config, exact_nll), (hutch, hutch_nll)):
+            trace = cfg["trace"]["estimator"]
+            _write_job(
+                budget / "0",
+                num,
+                {
+                    "experiment": "cnf_fast",
+                    "data.name": "8gaussians",
+                    "trace": trace,
+                    "seed": str(seed),
+                },
+                {"test/nll": nll, "test/nfe_forward": 80.0, "train/nfe_forward_epoch": 16.0},
+                cfg,
+            )
+            num += 1
+    # RNODE: lambda = 0 at NLL 2.90 and 100 test NFE; 0.1 matches (2.93) with 40 NFE; 0.3
+    # is cheaper (20 NFE) but 0.2 nats worse, so the read-off must pick 0.1.
+    num = 0
+    for weight, nll, nfe in ((0, 2.90, 100.0), (0.1, 2.93, 40.0), (0.3, 3.10, 20.0)):
+        for seed, jitter in enumerate((0.0, 0.01)):
+            _write_job(
+                budget / "1",
+                num,
+                {
+                    "experiment": "cnf_fast",
+                    "data.name": "2spirals",
+                    "model.kinetic_weight": str(weight),
+                    "seed": str(seed),
+                },
+                {"test/nll": nll + jitter, "test/nfe_forward": nfe + 10 * seed},
+                config,
+            )
+            num += 1
+    curve = [{"epoch": 1, "train_seconds": 10.0, "val_nll": 3.5}]
+    bench = {
+        "margin": 0.05,
+        "recipes": [
+            {
+                "target": "8gaussians",
+                "ffjord": {"curve": curve, "test_nll": 2.88, "steps": 10000, "nfe_per_step": 90},
+                "fast": {"curve": curve, "test_nll": 2.90, "steps": 2000, "nfe_per_step": 16},
+                "threshold_val_nll": 2.95,
+                "ffjord_seconds_to_threshold": 3000.0,
+                "fast_seconds_to_threshold": 600.0,
+                "speedup": 5.0,
+                "speedup_vs_full_reference": 9.0,
+                "test_nll_gap": 0.02,
+            }
+        ],
+    }
+    (budget / "bench").mkdir()
+    (budget / "bench" / "bench_cnf_recipes.json").write_text(json.dumps(bench))
+
+    report = REPRODUCTIONS["cnf"].build(load_sweeps(budget), "cpu", tmp_path / "out")
+    row = _row(report, "8gaussians")
+    # Paired over seeds: differences 0.05 and 0.09, a t-interval with one degree of freedom.
+    ci = stats.ttest_1samp([0.05, 0.09], 0.0).confidence_interval(0.95)
+    interval = f"+0.070 [{ci.low:.3f}, {ci.high:.3f}] (within noise)"
+    assert row[1:4] == ["2.910 ± 0.014", "2.980 ± 0.042", interval]
+    assert row[-1] == "2 / 2"
+    assert "Hutchinson training and exact-trace training are within noise" in report
+    fixed = _row(report, "2spirals", "fixed")
+    assert fixed[2:6] == ["0", "2.905 ± 0.007", "105 ± 7", "n/a"]
+    assert "lambda = 0.1 matches the NLL with 45 test NFE against 105, an NFE ratio of 2.33" in (
+        report
+    )
+    bench_row = _row(report, "8gaussians", "2.950")
+    assert bench_row[2:6] == ["3000", "600", "5.00", "9.00"]
+    assert bench_row[-1] == "yes"
+    for figure in ("targets_density.png", "rnode_front.png", "recipes_curves.png"):
+        assert (tmp_path / "out" / figure).is_file()

@@ -15,6 +15,7 @@ from omegaconf import OmegaConf
 
 from odelab.reports.base import (
     JobResult,
+    Jobs,
     Reproduction,
     by_seed,
     conf_budgets,
@@ -27,6 +28,7 @@ from odelab.reports.base import (
     run_config,
     runs_section,
 )
+from odelab.reports.cnf_cpu import build_cpu_report, nfe_per_step, study
 from odelab.reports.stats import compare
 
 BUDGETS, BENCHMARKS = conf_budgets("cnf")
@@ -52,18 +54,15 @@ def _label(job: JobResult) -> str:
     return "cnf_1e-5" if experiment == "cnf_toy_rnode" else "cnf"
 
 
-def nfe_per_step(metrics: dict[str, float]) -> float:
-    """Forward plus backward evaluations per training step, averaged over the last epoch."""
-    forward = metrics.get("train/nfe_forward_epoch", float("nan"))
-    return forward + metrics.get("train/nfe_backward_epoch", 0.0)
-
-
 def _nfe_per_step(job: JobResult) -> float:
     return nfe_per_step(job.metrics)
 
 
-def build_report(jobs: list[JobResult], budget: str, report_dir: Path) -> str:
-    """CNF vs planar table, RNODE NFE table (mean ± std over seeds) and the density plots."""
+def build_report(jobs: Jobs, budget: str, report_dir: Path) -> str:
+    """CNF vs planar table, RNODE NFE table (mean ± std over seeds) and the density plots;
+    budgets with the FFJORD-standard studies (`odelab.reports.cnf_cpu`) get that report."""
+    if "bench_cnf_recipes" in getattr(jobs, "bench", {}) or any(study(j) != "other" for j in jobs):
+        return build_cpu_report(jobs, budget, report_dir)
     done = [j for j in jobs if j.ok]
     failed = [j for j in jobs if not j.ok]
     groups: dict[tuple[str, str], list[JobResult]] = defaultdict(list)

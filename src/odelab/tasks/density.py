@@ -77,6 +77,8 @@ class DensityEstimation(OdelabTask):
         self.log(f"{stage}/nll", nll, prog_bar=True, batch_size=x.shape[0])
         if stage == "train":
             self.log("train/loss", loss, batch_size=x.shape[0])
+            if getattr(self.flow, "learn_t_end", False):
+                self.log("train/t_end", self.flow.t_end.detach(), batch_size=x.shape[0])
         return loss
 
     def training_step(self, x: Tensor, batch_idx: int) -> Tensor:
