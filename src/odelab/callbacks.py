@@ -31,30 +31,29 @@ def writes_logs_now(trainer: L.Trainer) -> bool:
 
 
 class _StepMeans:
-    """Per-epoch running sums of per-step values, kept as Python floats (no tensors, no logging)."""
+    """Per-epoch running sums of per-step values, kept as Python floats in a fixed list (no
+    tensors, no logging, and nothing created per step)."""
 
-    def __init__(self) -> None:
-        self.sums: dict[str, float] = {}
+    def __init__(self, keys: tuple[str, ...]) -> None:
+        self.keys = keys
+        self.sums = [0.0] * len(keys)
         self.count = 0
-
-    def add(self, values: dict[str, float]) -> None:
-        for key, value in values.items():
-            self.sums[key] = self.sums.get(key, 0.0) + value
-        self.count += 1
 
     def log_and_reset(
         self, module: L.LightningModule, suffix: str = "", reduce_fx: str = "mean"
     ) -> None:
-        for key, total in self.sums.items():
-            module.log(
-                f"{key}{suffix}_epoch",
-                total / self.count,
-                on_step=False,
-                on_epoch=True,
-                sync_dist=True,
-                reduce_fx=reduce_fx,
-            )
-        self.sums, self.count = {}, 0
+        if self.count:
+            for key, total in zip(self.keys, self.sums, strict=True):
+                module.log(
+                    f"{key}{suffix}_epoch",
+                    total / self.count,
+                    on_step=False,
+                    on_epoch=True,
+                    sync_dist=True,
+                    reduce_fx=reduce_fx,
+                )
+        self.sums[:] = [0.0] * len(self.keys)
+        self.count = 0
 
 
 class NFEMonitor(Callback):
@@ -86,7 +85,7 @@ class NFEMonitor(Callback):
         self.reduce_fx = across_processes
         self.suffix = "_total" if across_processes == "sum" else ""
         self._blocks: list[ODEBlock] = []
-        self._means = _StepMeans()
+        self._means = _StepMeans(("train/nfe_forward", "train/nfe_backward"))
 
     def _log(self, module: L.LightningModule, key: str, value: float, on_step: bool) -> None:
         module.log(
@@ -117,17 +116,23 @@ class NFEMonitor(Callback):
         self._reset()
 
     def on_train_batch_end(self, trainer: L.Trainer, module: L.LightningModule, *args: Any) -> None:
-        if not self._blocks:
+        blocks = self._blocks
+        if not blocks:
             return
-        values = {
-            "train/nfe_forward": float(sum(b.nfe_forward for b in self._blocks)),
-            "train/nfe_backward": float(sum(b.nfe_backward for b in self._blocks)),
-        }
-        self._means.add(values)
+        # Plain host integers summed in place: no dict, tensor or log call on most steps.
+        forward = backward = 0
+        for b in blocks:
+            count = b.func.count
+            forward += count.forward
+            backward += count.backward
+            b.reset_nfe()
+        means = self._means
+        means.sums[0] += forward
+        means.sums[1] += backward
+        means.count += 1
         if writes_logs_now(trainer):
-            for key, value in values.items():
-                self._log(module, key, value, on_step=True)
-        self._reset()
+            self._log(module, "train/nfe_forward", float(forward), on_step=True)
+            self._log(module, "train/nfe_backward", float(backward), on_step=True)
 
     def on_train_epoch_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
         self._means.log_and_reset(module, self.suffix, self.reduce_fx)
@@ -161,7 +166,7 @@ class StepTimer(Callback):
 
     def __init__(self) -> None:
         self._start = 0.0
-        self._means = _StepMeans()
+        self._means = _StepMeans(("train/step_time",))
 
     def on_train_batch_start(
         self, trainer: L.Trainer, module: L.LightningModule, *args: Any
@@ -172,7 +177,9 @@ class StepTimer(Callback):
     def on_train_batch_end(self, trainer: L.Trainer, module: L.LightningModule, *args: Any) -> None:
         wait_for_device(module.device)  # time the kernels, not their launch
         seconds = time.perf_counter() - self._start
-        self._means.add({"train/step_time": seconds})
+        means = self._means
+        means.sums[0] += seconds
+        means.count += 1
         if writes_logs_now(trainer):
             module.log("train/step_time", seconds, on_step=True, on_epoch=False, sync_dist=True)
 

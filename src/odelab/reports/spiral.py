@@ -157,6 +157,29 @@ def overhead_section(record: dict[str, Any]) -> list[str]:
         + ("at or under" if ratio <= OVERHEAD_TARGET else "over")
         + f" the {OVERHEAD_TARGET:.2f} target (idle machine).",
         "",
+        *_floor_lines(ms),
+    ]
+
+
+def _floor_lines(ms: dict[str, Any]) -> list[str]:
+    """The floor, where the record has it: the same step in a bare LightningModule."""
+    if "lightning" not in ms:
+        return []
+    plain, floor = ms["plain"]["seconds"], ms["lightning"]["seconds"]
+    per_repeat = [f / p for f, p in zip(floor, plain, strict=True)]
+    ratio = statistics.median(floor) / statistics.median(plain)
+    share = statistics.median(ms["odelab"]["seconds"]) / statistics.median(floor)
+    return [
+        "Floor: the same step in a bare LightningModule (no odelab code, no logging) takes "
+        f"**{ratio:.3f}** times the hand-written loop's (per repeat {min(per_repeat):.3f} to "
+        f"{max(per_repeat):.3f}); odelab on top of it {share:.3f}. "
+        + (
+            f"Lightning alone is over the {OVERHEAD_TARGET:.2f} target, so no LightningModule "
+            "meets it on this step."
+            if ratio > OVERHEAD_TARGET
+            else f"Lightning alone is within the {OVERHEAD_TARGET:.2f} target."
+        ),
+        "",
     ]
 
 
