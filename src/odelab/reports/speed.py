@@ -646,7 +646,8 @@ def build_report(jobs: Jobs, budget: str, report_dir: Path) -> str:
         "thread(s).",
         "- **GPU figures pending (no GPU lent)**: the CUDA paths (graph capture of fixed-grid "
         "solves, ODE-Net and RK-Net steps at batch 128 against their targets) are covered by "
-        "`pytest -m gpu` tests (tests/test_fast_paths.py) and not measured here."
+        "`pytest -m gpu` tests (tests/test_fast_paths.py, tests/test_speed_bench.py) and not "
+        "measured here; `make reproduce-speed budget=gpu` measures them on a CUDA machine."
         if not bench.get("cuda")
         else "- A CUDA device was present during the benchmark.",
         "- Differs from the papers: CPU only, a 2-core machine shared with other jobs, "
