@@ -657,8 +657,12 @@ def gpu_variant(
         for i in range(0, len(y_held), 500):
             logits = net(x_held[i : i + 500])
             correct += int((logits.argmax(1) == y_held[i : i + 500]).sum())
+    fast_state = net.middle.__dict__.get("_fast_state", {})
     return {
         "seed": seed,
+        # Whether CUDA graphs were captured (solver.capture) or capture fell back.
+        "graphs": len(fast_state.get("graphs", {})),
+        "capture_failed": bool(fast_state.get("capture_failed")),
         "ms_per_step": [1e3 * b for b in blocks],
         "median_ms": 1e3 * statistics.median(blocks) if blocks else None,
         "nfe_forward": nfe_forward / max(counted, 1),

@@ -431,13 +431,16 @@ def gpu_section(record: dict[str, Any]) -> list[str]:
             if not done:
                 rows.append([model, name, "0", f"failed: {'; '.join(errors)}", "", "", "", "", ""])
                 continue
+            fell_back = sum(bool(r.get("capture_failed")) for r in done)
+            if fell_back:  # the loop ran uncaptured: say so beside its time
+                errors.append(f"capture failed in {fell_back}, ran uncaptured")
             ups = _speedups(eager, done)
             up_text = f"{_median(ups):.2f}x ({min(ups):.2f} to {max(ups):.2f})" if ups else "n/a"
             accs = [100 * r["accuracy"] for r in done]
             rows.append(
                 [
                     model,
-                    name + (f" ({len(errors)} failed)" if errors else ""),
+                    name + (f" ({'; '.join(errors)})" if errors else ""),
                     str(len(done)),
                     fmt_mean_std([r["median_ms"] for r in done], spec=".2f"),
                     up_text,
