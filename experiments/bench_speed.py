@@ -537,7 +537,7 @@ GPU_MODELS: dict[str, tuple[dict[str, Any], str, float, dict[str, dict[str, Any]
 
 
 def gpu_data(
-    root: Path | None, device: torch.device, held_out: int
+    roots: list[Path], device: torch.device, held_out: int
 ) -> tuple[Tensor, Tensor, Tensor, Tensor, str]:
     """(train images, train labels, held-out images, held-out labels, description) on
     `device`: the offline MNIST split (`data=mnist_t10k`: train 7000, validation 1000) when
@@ -545,14 +545,14 @@ def gpu_data(
     from odelab.data.images import ImageDataModule
     from odelab.errors import DataMissingError
 
-    if root is not None:
+    for root in roots:
         data = ImageDataModule(
             root=str(root), offline_test_split=True, val_size=1000, test_size=2000, seed=0
         )
         try:
             data.setup("fit")
         except DataMissingError:
-            pass
+            continue
         else:
             (xt, yt), (xv, yv) = data.splits["train"].tensors, data.splits["val"].tensors
             xv, yv = xv[:held_out], yv[:held_out]
@@ -682,7 +682,7 @@ def gpu_steps(args: argparse.Namespace) -> dict[str, Any]:
         f"\n== 5. training steps on {device}: batch {args.gpu_batch}, {args.gpu_channels} "
         f"channels, {args.gpu_steps} steps per variant and seed"
     )
-    data = gpu_data(args.mnist_root, device, args.gpu_held_out)
+    data = gpu_data(mnist_roots(args), device, args.gpu_held_out)
     print(f"  data: {data[4]}")
     models: dict[str, Any] = {}
     for model, (settings, sensitivity, target, variants) in GPU_MODELS.items():
@@ -776,11 +776,21 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         args.compile_repeats, args.odenet_repeats, args.odenet_channels = 3, 1, 16
         args.vdp_batch, args.solve_repeats = 8, 2
         args.gpu_steps, args.gpu_warmup, args.gpu_seeds = 30, 10, [0]
-    if args.mnist_root is None:
-        from odelab.hydra_setup import repo_root
-
-        args.mnist_root = repo_root().parent / "shared" / "data" / "mnist"
     return args
+
+
+def mnist_roots(args: argparse.Namespace) -> list[Path]:
+    """Where part 5 looks for the offline MNIST files: `--mnist-root`, else the
+    `data=mnist_t10k` config's folder (../shared/data/mnist) and copies inside the checkout
+    (shared/data/mnist, data/mnist), which is what travels to a lent GPU machine."""
+    if args.mnist_root is not None:
+        return [args.mnist_root]
+    from odelab.hydra_setup import repo_root
+
+    root = repo_root()
+    return [root.parent / "shared" / "data" / "mnist", root / "shared" / "data" / "mnist"] + [
+        root / "data" / "mnist"
+    ]
 
 
 def runs_gpu_part(args: argparse.Namespace) -> bool:

@@ -111,6 +111,17 @@ def test_gpu_part_runs_on_the_cpu_and_renders(
     assert "RK-Net (rk4, direct): the fastest path, captured," in text
 
 
+def test_gpu_part_trains_on_the_offline_mnist_split_where_present(bench: ModuleType) -> None:
+    roots = bench.mnist_roots(bench.parse_args([]))
+    x, y, x_held, y_held, text = bench.gpu_data(roots, torch.device("cpu"), 10)
+    if text.startswith("random"):
+        pytest.skip(f"no offline MNIST files under {roots}")
+    assert text.startswith("MNIST offline split") and "7000 training images" in text
+    assert x.shape == (7000, 1, 28, 28) and x_held.shape == (10, 1, 28, 28)
+    assert 0.0 <= float(x.min()) and float(x.max()) <= 1.0
+    assert set(y.tolist()) == set(range(10)) and y_held.shape == (10,)
+
+
 def test_gpu_part_is_skipped_without_cuda_unless_a_device_is_named(bench: ModuleType) -> None:
     assert bench.runs_gpu_part(bench.parse_args([])) == torch.cuda.is_available()
     assert not bench.runs_gpu_part(bench.parse_args(["--gpu-device", "cpu", "--skip", "gpu"]))
