@@ -63,14 +63,20 @@ LARGE_EPS = {"mnist": 0.5, "fashion_mnist": 0.3}
 NEAR_ZERO = 0.05
 
 
+RECIPES = {"GaussianNoise": "gaussian", "FGSM": "fgsm", "PGD": "pgd"}
+
+
 def identify(run: Run) -> dict[str, str]:
-    """Model, data set, recipe and seed of a run, from its config."""
+    """Model, data set, recipe and seed of a run, from its config (the recipe from the
+    `recipe=` override, else from the training perturbation's class)."""
     cfg = run.config
+    perturbation = cfg.recipe.get("perturbation") if "recipe" in cfg else None
+    derived = RECIPES.get(str(perturbation._target_).rsplit(".")[-1]) if perturbation else None
     return {
         "model": MODELS.get(str(cfg.task_name), str(cfg.task_name)),
         "experiment": str(cfg.task_name),
         "data": str(cfg.data.dataset),
-        "recipe": run.override_map.get("recipe", "clean"),
+        "recipe": run.override_map.get("recipe", derived or "clean"),
         "seed": str(cfg.seed),
     }
 
@@ -223,9 +229,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     seeds = set(args.seeds.split(","))
     torch.manual_seed(0)
-    runs = [
-        load_run(p.parent.parent) for p in sorted(args.runs.glob("*/*/.hydra/config.yaml"))
-    ]
+    runs = [load_run(p.parent) for p in sorted(args.runs.glob("*/*/metrics.json"))]
     runs = [r for r in runs if r.ok and r.config is not None and r.config.task_name in MODELS]
     by_key = {tuple(identify(r).values()): r for r in runs}
     args.out.mkdir(parents=True, exist_ok=True)

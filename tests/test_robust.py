@@ -121,3 +121,49 @@ def test_channel_mismatch_names_the_key(make_cfg, tmp_path: Path) -> None:
     )
     with pytest.raises(ConfigError, match="model.net.in_channels=3"):
         run(cfg)
+
+
+@pytest.mark.slow
+def test_masking_checks_write_records_the_report_reads(make_cfg, tmp_path: Path) -> None:
+    """experiments/robust_checks.py on two tiny trained nets: every check is a number, the
+    quoted robust accuracy is the minimum over the attack sources, eps 0 is clean."""
+    import importlib.util
+    import json
+
+    from odelab.hydra_setup import repo_root
+
+    tiny = [
+        "model.net.channels=4",
+        "data.batch_size=32",
+        "trainer.max_epochs=1",
+        "trainer.limit_train_batches=3",
+        "trainer.limit_val_batches=1",
+        "trainer.limit_test_batches=1",
+        "data.seed=0",
+    ]
+    for num, experiment in enumerate(("robust_cnn", "robust_odenet")):
+        run(make_cfg(f"experiment={experiment}", *tiny, subdir=f"runs/0/{num}"))
+    path = repo_root() / "experiments" / "robust_checks.py"
+    spec = importlib.util.spec_from_file_location("robust_checks", path)
+    checks = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(checks)
+    out = tmp_path / "bench"
+    args = ["--runs", str(tmp_path / "runs"), "--out", str(out), "--images", "12"]
+    args += ["--curve-images", "6", "--curve-steps", "1", "2", "--curve-restarts", "1", "2"]
+    assert checks.main([*args, "--square-images", "6", "--queries", "3"]) == 0
+    odenet = json.loads((out / "checks_mnist_clean_robust_odenet_seed0.json").read_text())
+    cnn = json.loads((out / "checks_mnist_clean_robust_cnn_seed0.json").read_text())
+    assert "solvers" in odenet and "solvers" not in cnn
+    solvers = odenet["solvers"]
+    assert set(solvers["accuracy"]) == {"dopri5", "rk4", "euler", "transfer from CNN"}
+    assert solvers["min"] == min(solvers["accuracy"].values())
+    assert odenet["grid"]["eps0_is_clean"] is True and odenet["images"] == 12
+    pgd = odenet["grid"]["pgd"]
+    assert odenet["grid"]["pgd_monotone"] == all(b <= a for a, b in zip(pgd, pgd[1:], strict=False))
+    assert [(p["steps"], p["restarts"]) for p in odenet["curve"]["points"]] == [
+        (1, 1),
+        (2, 1),
+        (1, 2),
+        (2, 2),
+    ]
+    assert odenet["curve"]["eps"] in odenet["grid"]["eps"][1:]

@@ -154,7 +154,7 @@ def build_report(jobs: Jobs, budget: str, report_dir: Path) -> str:
             lines += _recipe_section(groups, data, recipe, report_dir)
         if data == "mnist" and any(m == "TisODE" for d, _, m in groups if d == data):
             lines += _tisode_section(groups, data, recipes)
-    lines += _masking_section(checks)
+    lines += _masking_section(checks, report_dir)
     lines += _differences(done, checks)
     labels = [(_run_label(j), j.output_dir) for j in done]
     return "\n".join(lines + runs_section(labels, failed))
@@ -383,7 +383,7 @@ def _tisode_section(groups: Groups, data: str, recipes: list[str]) -> list[str]:
     return lines
 
 
-def _masking_section(checks: dict[str, dict[str, Any]]) -> list[str]:
+def _masking_section(checks: dict[str, dict[str, Any]], report_dir: Path) -> list[str]:
     lines = ["## Gradient-masking checks", ""]
     if not checks:
         return [
@@ -396,8 +396,46 @@ def _masking_section(checks: dict[str, dict[str, Any]]) -> list[str]:
     lines += _solver_table(records)
     lines += _square_table(records)
     lines += _curve_table(records)
+    figure = report_dir / "pgd_curve.png"
+    if _curve_figure(records, figure):
+        lines += [f"![PGD against steps and restarts]({report_dir.name}/{figure.name})", ""]
     lines += _grid_table(records)
     return lines
+
+
+def _curve_figure(records: list[dict[str, Any]], path: Path) -> bool:
+    """PGD accuracy against steps, one panel per data set and recipe, a line per model,
+    seed and restart count (solid: 1 restart, dashed: more)."""
+    from odelab.plotting import plt
+
+    panels: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
+    for r in records:
+        panels[r["data"], r["recipe"]].append(r)
+    if not panels:
+        return False
+    fig, axes = plt.subplots(1, len(panels), figsize=(3.8 * len(panels), 3.4), squeeze=False)
+    models = list(MODELS.values())
+    for ax, ((data, recipe), recs) in zip(axes[0], panels.items(), strict=True):
+        for r in recs:
+            color = f"C{models.index(r['model'])}" if r["model"] in models else "k"
+            restarts = sorted({p["restarts"] for p in r["curve"]["points"]})
+            for k in restarts:
+                pts = sorted((p["steps"], 100 * p["acc"]) for p in r["curve"]["points"]
+                             if p["restarts"] == k)  # fmt: skip
+                ax.plot(*zip(*pts, strict=True), marker="o", color=color,
+                        linestyle="-" if k == 1 else "--",
+                        label=f"{r['model']} s{r['seed']}, {k} restart(s)")  # fmt: skip
+        ax.set_xscale("log")
+        ax.set_title(f"{DATA_NAMES.get(data, data)}, {recipe}, eps {recs[0]['curve']['eps']:g}")
+        ax.set_xlabel("PGD steps")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=6)
+    axes[0][0].set_ylabel("accuracy (%)")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return True
 
 
 def _record_order(r: dict[str, Any]) -> tuple:
@@ -446,11 +484,11 @@ def _solver_table(records: list[dict[str, Any]]) -> list[str]:
         "",
         f"Each ODE net, trained with its fixed-step solver, is deployed with {first['deployed']}",
         "and attacked by PGD crafted through the deployed solver itself, through fixed-step",
-        f"surrogates of the same weights (step {first['surrogate_step']:g}), and by transfer",
-        f"from the CNN of the same data, recipe and seed ({first['attack']};",
+        "rk4 and Euler surrogates of the same weights (at the training step), and by transfer",
+        f"from the CNN of the same data, recipe and seed ({first['attack']}; eps per row;",
         f"{first['images']} images). The robust accuracy to quote is the minimum over",
-        "these sources; a source far below the dopri5 row means the adaptive solver's",
-        "gradients were masking.",
+        "these sources; a source far below the dopri5 column means the adaptive solver's",
+        "gradients were masking. FGSM from the same sources gives the last column.",
         "",
         markdown_table(
             ["data", "recipe", "model", "seed", "eps", "clean (dopri5)",
