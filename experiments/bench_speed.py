@@ -8,8 +8,9 @@ Parts (each a key of the JSON record written with --out):
    training steps on the default path (torchdiffeq) and on the fast paths (the sync-free
    fixed-grid loop of `solver.capture=true`, torchode). On the CPU a host read is a plain
    load; on CUDA each read of a device tensor is a device synchronisation.
-2. `overhead`: the spiral step through odelab against a hand-written loop
-   (`odelab.overhead`), median of the repeats with its spread.
+2. `overhead`: the spiral step through odelab against a hand-written loop and against the
+   same step in a bare LightningModule (the floor), `odelab.overhead`: medians of the
+   interleaved repeats with their spread.
 3. `compile`: the vector field eager vs `solver.compile_field=true` (torch.compile) for the
    spiral MLP, the CNF and the ODE-Net, and the ODE-Net step against the plain
    torchdiffeq step of the same network: compile seconds and seconds per step.
@@ -17,10 +18,16 @@ Parts (each a key of the JSON record written with --out):
    jointly (torchdiffeq: one step size for the batch) and per sample (torchode), and the
    latent ODE's irregular series (`data=periodic`): torchdiffeq solves on the union of the
    batch's times, torchode on each series' own. Steps, evaluations and seconds per solve.
+5. `gpu` (on CUDA, or on the device `--gpu-device` names): ODE-Net (dopri5, adjoint) and
+   RK-Net (rk4, direct) training steps at batch 128, eager vs compiled field, captured
+   (RK-Net) and both, vs the plain torchdiffeq step of the same network; NFE per step and
+   the held-out accuracy after a short training run (offline MNIST split), per seed.
 
 Usage:
     python experiments/bench_speed.py --out DIR            # cpu budget, ~10 minutes loaded
     python experiments/bench_speed.py --out DIR --quick    # smoke run, ~3 minutes
+    python experiments/bench_speed.py --out DIR --skip host_reads --skip overhead \
+        --skip per_sample --skip compile --gpu-steps 150      # GPU part only (budget=gpu)
 """
 
 from __future__ import annotations
