@@ -119,9 +119,12 @@ class CNFDynamics(nn.Module):
         z = state[0]
         grad_wanted = torch.is_grad_enabled()
         # The trace needs df/dz even in evaluation (no_grad) and at the first
-        # call, where z is the data and does not require grad yet.
+        # call, where z is the data and does not require grad yet. Without grad mode
+        # z is detached even when it requires grad: the adjoint's backward evaluates
+        # the field at saved outputs (for the gradient of the output times) under
+        # no_grad, where z is a view made without a graph.
         with torch.enable_grad():
-            if not z.requires_grad:
+            if not (grad_wanted and z.requires_grad):
                 z = z.detach().requires_grad_(True)
             f = self.field(t, z)
             v_jac = None

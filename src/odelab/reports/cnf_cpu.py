@@ -1,6 +1,6 @@
 """The CNF studies at the FFJORD standard (budgets `cpu*` of `make reproduce-cnf`).
 
-Four studies, each recognised from a run's overrides, any subset of them per budget:
+Five studies, each recognised from a run's overrides, any subset of them per budget:
 
 - targets: `experiment=cnf_fast` on the eight FFJORD targets, exact vs Hutchinson
   trace in training (always scored with the exact trace and dopri5 1e-5);
@@ -8,6 +8,7 @@ Four studies, each recognised from a run's overrides, any subset of them per bud
   hyper-network CNF with M units (`model/flow/field=hyper`), at the fast recipe's budget;
 - RNODE: `experiment=cnf_fast` over the regularizer weight (`model.kinetic_weight`, the
   Jacobian weight following it) with the end time fixed or learned;
+- seminorm: `experiment=cnf_ffjord` with the adjoint, `sensitivity.seminorm` off and on;
 - recipes: the benchmark of `experiments/bench_cnf.py --part recipes` (its JSON).
 
 Everything below is read from the run records and the benchmark JSON.
@@ -52,11 +53,13 @@ def nfe_per_step(metrics: dict[str, float]) -> float:
 
 
 def study(job: JobResult) -> str:
-    """targets, capacity, rnode or other, from the overrides the job ran with."""
+    """targets, capacity, rnode, seminorm or other, from the overrides the job ran with."""
     o = job.overrides
     experiment = o.get("experiment")
     if experiment == "planar_flow" and "model.flow.layers" in o:
         return "capacity"
+    if experiment == "cnf_ffjord" and "sensitivity.seminorm" in o:
+        return "seminorm"
     if experiment == "cnf_fast":
         if o.get("model/flow/field") == "hyper":
             return "capacity"
@@ -151,7 +154,8 @@ def targets_section(jobs: list[JobResult], report_dir: Path) -> list[str]:
     lines = [
         "## The eight FFJORD targets with the fast recipe",
         "",
-        f"Recipe: {_recipe_text(jobs[0])}. Test NLL in nats on 10,000 test points, always with "
+        f"Recipe: {_recipe_text(jobs[0])}. Test NLL in nats on "
+        f"{_select(run_config(jobs[0]), 'data.n_test')} test points, always with "
         "the exact trace and dopri5 at rtol = atol = 1e-5, whatever the training trace. "
         "NFE/step: forward evaluations per training step (last epoch); test NFE: evaluations of "
         "one dopri5 1e-5 test solve; time: wall seconds per run.",
@@ -216,7 +220,7 @@ def targets_section(jobs: list[JobResult], report_dir: Path) -> list[str]:
     if tiles:
         path = _tile(
             tiles,
-            2,
+            4,
             report_dir / "targets_density.png",
             "True density (or data histogram) and learned density, exact-trace training",
         )
@@ -438,6 +442,54 @@ def _rnode_figure(
     return path
 
 
+# --- the adjoint seminorm ---------------------------------------------------------------------
+
+
+def seminorm_section(jobs: list[JobResult]) -> list[str]:
+    groups: dict[tuple[str, bool], list[JobResult]] = defaultdict(list)
+    for job in jobs:
+        on = job.overrides["sensitivity.seminorm"].lower() == "true"
+        groups[_target(job), on].append(job)
+    targets = _ordered({t for t, _ in groups})
+    lines = [
+        "## Adjoint seminorm: backward NFE at equal likelihood",
+        "",
+        f"`experiment=cnf_ffjord` with the adjoint, {_steps_text(jobs[0])}, the seminorm "
+        "(Kidger et al. 2021) off and on; backward NFE per training step over the last epoch.",
+        "",
+    ]
+    rows, verdicts = [], []
+    for target in targets:
+        off, on = groups.get((target, False), []), groups.get((target, True), [])
+        rows.append(
+            [
+                target,
+                fmt_mean_std(_values(off, _metric("train/nfe_backward_epoch")), spec=".0f"),
+                fmt_mean_std(_values(on, _metric("train/nfe_backward_epoch")), spec=".0f"),
+                fmt_mean_std(_values(off, _metric("test/nll")), spec=".3f"),
+                fmt_mean_std(_values(on, _metric("test/nll")), spec=".3f"),
+                f"{len(off)} / {len(on)}",
+            ]
+        )
+        if off and on:
+            for key, metric in (
+                ("train/nfe_backward_epoch", "backward NFE per step"),
+                ("test/nll", "test NLL"),
+            ):
+                a, b = paired(by_seed(on, key), by_seed(off, key))
+                c = compare(
+                    a,
+                    b,
+                    a_name="the seminorm",
+                    b_name="the full norm",
+                    metric=f"{metric} on {target}",
+                    higher_is_better=False,
+                )
+                verdicts.append(f"- {c.verdict}")
+    header = ["target", "bwd NFE full", "bwd NFE seminorm", "NLL full", "NLL seminorm", "n"]
+    return [*lines, markdown_table(header, rows), "", *verdicts, ""]
+
+
 # --- the recipes benchmark -------------------------------------------------------------------
 
 
@@ -500,7 +552,9 @@ def recipes_section(bench: dict, report_dir: Path) -> list[str]:
 
 
 def _seconds(value: float | None) -> str:
-    return "not reached" if value is None else f"{value:.0f}"
+    if value is None:
+        return "not reached"
+    return f"{value:.0f}" if value >= 100 else f"{value:.3g}"
 
 
 def _ratio(value: float | None) -> str:
@@ -516,6 +570,7 @@ def _recipes_figure(rows: list[dict], path: Path) -> Path:
                 [max(c["train_seconds"], 1e-3) for c in curve],
                 [c["val_nll"] for c in curve],
                 style,
+                marker=".",
                 label=recipe,
             )
         ax.axhline(row["threshold_val_nll"], color="k", lw=0.7, ls=":", label="threshold")
@@ -558,6 +613,8 @@ def build_cpu_report(jobs: Jobs, budget: str, report_dir: Path) -> str:
         lines += capacity_section(by_study["capacity"], report_dir)
     if by_study.get("rnode"):
         lines += rnode_section(by_study["rnode"], report_dir)
+    if by_study.get("seminorm"):
+        lines += seminorm_section(by_study["seminorm"])
     if "bench_cnf_recipes" in jobs.bench:
         lines += recipes_section(jobs.bench["bench_cnf_recipes"], report_dir)
     lines += [
@@ -587,6 +644,7 @@ def _describe(job: JobResult) -> str:
         "model.flow.field.units",
         "model.kinetic_weight",
         "model.flow.learn_t_end",
+        "sensitivity.seminorm",
     )
     parts = [f"{k}={job.overrides[k]}" for k in keys if k in job.overrides]
     return job.overrides.get("experiment", "?") + (" " + " ".join(parts) if parts else "")
