@@ -684,6 +684,12 @@ def gpu_variant(
 def gpu_steps(args: argparse.Namespace) -> dict[str, Any]:
     """ODE-Net and RK-Net training steps on `args.gpu_device`, every variant side by side,
     seeds outermost (each seed's variants run back to back under the same conditions)."""
+    import torch._dynamo.config
+
+    # Every compiled variant shares ConvODEField.forward's compiled code; training and
+    # evaluation shapes and grad modes add entries. Keep them all compiled (the default
+    # limit of 8 would quietly fall back to eager in the later seeds).
+    torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 64)
     device = torch.device(args.gpu_device)
     print(
         f"\n== 5. training steps on {device}: batch {args.gpu_batch}, {args.gpu_channels} "
