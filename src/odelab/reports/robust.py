@@ -424,9 +424,14 @@ def _curve_figure(records: list[dict[str, Any]], path: Path) -> bool:
                              if p["restarts"] == k)  # fmt: skip
                 ax.plot(*zip(*pts, strict=True), marker="o", color=color,
                         linestyle="-" if k == 1 else "--",
-                        label=f"{r['model']} s{r['seed']}, {k} restart(s)")  # fmt: skip
+                        label=f"{r['model']} s{r['seed']} eps {r['curve']['eps']:g}, "
+                        f"{k} restart(s)")  # fmt: skip
+        steps = sorted({p["steps"] for r in recs for p in r["curve"]["points"]})
         ax.set_xscale("log")
-        ax.set_title(f"{DATA_NAMES.get(data, data)}, {recipe}, eps {recs[0]['curve']['eps']:g}")
+        ax.set_xticks(steps, [str(k) for k in steps])
+        ax.minorticks_off()
+        ax.set_ylim(0, 100)
+        ax.set_title(f"{DATA_NAMES.get(data, data)}, {recipe}")
         ax.set_xlabel("PGD steps")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=6)
