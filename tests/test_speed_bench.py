@@ -75,13 +75,21 @@ def _check_record(record: dict[str, Any], seeds: list[int]) -> None:
     for name in ("eager", "captured", "plain torchdiffeq"):
         for r in rknet[name]:
             assert (r["nfe_forward"], r["nfe_backward"]) == (16, 0), name
+    exact = record["device"]["type"] == "cpu"
     for eager, plain in zip(odenet["eager"], odenet["plain torchdiffeq"], strict=True):
         # Same weights, batches and solver: odelab's block and torchdiffeq's own loop take
-        # the same steps, forward and adjoint, and train to the same network.
-        assert eager["nfe_forward"] == plain["nfe_forward"] > 0
-        assert eager["nfe_backward"] == plain["nfe_backward"] > 0
-        assert eager["accuracy"] == plain["accuracy"]
-        assert eager["final_loss"] == pytest.approx(plain["final_loss"], rel=1e-4)
+        # the same steps, forward and adjoint, and train to the same network. (cuDNN's
+        # convolution gradients are not bitwise reproducible: on CUDA an adaptive solve may
+        # take one dopri5 step, 6 evaluations, more or fewer.)
+        nfe = 0 if exact else 6
+        assert eager["nfe_forward"] > 0 and eager["nfe_backward"] > 0
+        assert abs(eager["nfe_forward"] - plain["nfe_forward"]) <= nfe
+        assert abs(eager["nfe_backward"] - plain["nfe_backward"]) <= nfe
+        if exact:
+            assert eager["accuracy"] == plain["accuracy"]
+        assert eager["final_loss"] == pytest.approx(
+            plain["final_loss"], rel=1e-4 if exact else 1e-2
+        )
     for eager, captured in zip(rknet["eager"], rknet["captured"], strict=True):
         assert captured["final_loss"] == pytest.approx(eager["final_loss"], rel=1e-3)
         # CUDA graphs on CUDA (one per input shape that trained); none elsewhere.
