@@ -205,8 +205,18 @@ def _floor_section(groups: Groups) -> list[str]:
         "(training and the attacked test), from each sweep's job record.",
         "",
         markdown_table(
-            ["data", "recipe", "model", "parameters", "epochs", "minutes per run",
-             "clean test acc (mean ± std)", "lowest", "floor", "met"],  # fmt: skip
+            [
+                "data",
+                "recipe",
+                "model",
+                "parameters",
+                "epochs",
+                "minutes per run",
+                "clean test acc (mean ± std)",
+                "lowest",
+                "floor",
+                "met",
+            ],  # fmt: skip
             rows,
         ),
         "",
@@ -229,9 +239,7 @@ def _recipe_section(groups: Groups, data: str, recipe: str, report_dir: Path) ->
     rows = []
     for model in models:
         if paper.get(model):
-            rows.append(
-                [f"{model} (study)", "–", *(_paper_cell(paper[model], c) for c in columns)]
-            )
+            rows.append([f"{model} (study)", "–", *(_paper_cell(paper[model], c) for c in columns)])
         runs = groups[data, recipe, model]
         cells = [fmt_mean_std(_acc(runs, f"test/acc/{c}"), spec=".1f") for c in columns]
         rows.append(
@@ -284,13 +292,20 @@ def _comparison(
                     higher_is_better=True)  # fmt: skip
         answer = {"better": "yes", "worse": "no"}.get(c.outcome, c.outcome)
         study = None
-        if column is not None and column in paper.get(a_name, {}) and column in paper.get(
-            b_name, {}
+        if (
+            column is not None
+            and column in paper.get(a_name, {})
+            and column in paper.get(b_name, {})
         ):
             study = paper[a_name][column] - paper[b_name][column]
         rows.append(
-            [label, *c.cells(".1f")[:3], answer, "–" if study is None else f"{study:+.1f}",
-             _agreement(c.outcome, study)]  # fmt: skip
+            [
+                label,
+                *c.cells(".1f")[:3],
+                answer,
+                "–" if study is None else f"{study:+.1f}",
+                _agreement(c.outcome, study),
+            ]  # fmt: skip
         )
         if column is not None:
             verdicts.append(c.verdict)
@@ -354,8 +369,7 @@ def _tisode_section(groups: Groups, data: str, recipes: list[str]) -> list[str]:
     """The study's third table as printed beside ours (TisODE against ODENet and CNN)."""
     wanted = ["gaussian_100", "fgsm_0.3", "fgsm_0.5", "pgd_0.3"]
     lines = [
-        f"## {DATA_NAMES.get(data, data)}: TisODE against ODENet and CNN (the study's third "
-        "table)",
+        f"## {DATA_NAMES.get(data, data)}: TisODE against ODENet and CNN (the study's third table)",
         "",
         "The study's numbers as printed in seed 002, whose column labels look shifted (so",
         "they are shown, not compared); ours per training recipe, with TisODE - CNN paired",
@@ -496,9 +510,18 @@ def _solver_table(records: list[dict[str, Any]]) -> list[str]:
         "gradients were masking. FGSM from the same sources gives the last column.",
         "",
         markdown_table(
-            ["data", "recipe", "model", "seed", "eps", "clean (dopri5)",
-             *(f"PGD via {k}" for k in sources), "PGD min", "strongest source",
-             "FGSM min over sources"],  # fmt: skip
+            [
+                "data",
+                "recipe",
+                "model",
+                "seed",
+                "eps",
+                "clean (dopri5)",
+                *(f"PGD via {k}" for k in sources),
+                "PGD min",
+                "strongest source",
+                "FGSM min over sources",
+            ],  # fmt: skip
             rows,
         ),
         "",
@@ -537,8 +560,19 @@ def _square_table(records: list[dict[str, Any]]) -> list[str]:
         "the same images as PGD-20 and FGSM.",
         "",
         markdown_table(
-            ["data", "recipe", "model", "seed", "eps", "images", "queries", "Square", "PGD-20",
-             "FGSM", "Square lower than both"],  # fmt: skip
+            [
+                "data",
+                "recipe",
+                "model",
+                "seed",
+                "eps",
+                "images",
+                "queries",
+                "Square",
+                "PGD-20",
+                "FGSM",
+                "Square lower than both",
+            ],  # fmt: skip
             rows,
         ),
         "",
@@ -574,8 +608,17 @@ def _curve_table(records: list[dict[str, Any]]) -> list[str]:
         "more accurate.",
         "",
         markdown_table(
-            ["data", "recipe", "model", "seed", "eps", "step", "images",
-             *(f"{s} x {r}" for s, r in configs), "never rises"],  # fmt: skip
+            [
+                "data",
+                "recipe",
+                "model",
+                "seed",
+                "eps",
+                "step",
+                "images",
+                *(f"{s} x {r}" for s, r in configs),
+                "never rises",
+            ],  # fmt: skip
             rows,
         ),
         "",
@@ -606,16 +649,31 @@ def _grid_table(records: list[dict[str, Any]]) -> list[str]:
             rows.append([*who, "FGSM", *map(_pct, g["fgsm"]), "", "–" if eps0 is None
                          else _yes(eps0), ""])  # fmt: skip
             rows.append(
-                [*who, "PGD", *map(_pct, g["pgd"]), _yes(g["pgd_monotone"]), "",
-                 f"{_pct(large['pgd'])} at {large['eps']:g}: {_yes(large['near_zero'])}"
-                 if large else "–"]  # fmt: skip
+                [
+                    *who,
+                    "PGD",
+                    *map(_pct, g["pgd"]),
+                    _yes(g["pgd_monotone"]),
+                    "",
+                    f"{_pct(large['pgd'])} at {large['eps']:g}: {_yes(large['near_zero'])}"
+                    if large
+                    else "–",
+                ]  # fmt: skip
             )
         lines += [
             f"{DATA_NAMES.get(data, data)}, {recs[0]['images']} images:",
             "",
             markdown_table(
-                ["recipe", "model", "seed", "attack", *(f"{e:g}" for e in grid), "PGD falls",
-                 "eps 0 = clean", "PGD near zero at a large eps"],  # fmt: skip
+                [
+                    "recipe",
+                    "model",
+                    "seed",
+                    "attack",
+                    *(f"{e:g}" for e in grid),
+                    "PGD falls",
+                    "eps 0 = clean",
+                    "PGD near zero at a large eps",
+                ],  # fmt: skip
                 rows,
             ),
             "",
