@@ -279,7 +279,7 @@ def _differences(runs: list[Run], budget: str, memory_here: bool = False) -> lis
         where = (
             "on one GPU"
             if any(r.device.get("type") == "cuda" for r in runs)
-            else f"on the CPU cores ({_threads(runs)} torch thread(s) each)"
+            else f"on the CPU cores, {_threads(runs)} torch thread(s) each"
         )
         notes.append(
             f"- Several runs trained at the same time {where} (joblib launcher), so the "

@@ -337,9 +337,9 @@ def tolerance_section(tol: dict, image: str | None) -> list[str]:
         lines += [
             "",
             (
-                "The test error is the same at every tolerance: this network is not trained "
-                "far enough for the solver's accuracy to change its predictions; NFE and "
-                "time are the informative columns here."
+                f"The test error is the same at every tolerance on these {tol['test_images']} "
+                "images: over this range the solver's accuracy does not change the network's "
+                "predictions; NFE and time are the informative columns here."
             ),
         ]
     if image:
