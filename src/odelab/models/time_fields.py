@@ -19,31 +19,15 @@ def _activation(name: str) -> nn.Module:
     return ACTIVATIONS[name]()
 
 
-class ConcatMLPField(nn.Module):
-    """An MLP that sees the time at every layer: each layer acts on [h, t].
+class ConcatLinear(nn.Module):
+    """A linear layer that sees the time as one more input: W [h, t] + b."""
 
-    Args:
-        dim: state dimension.
-        hidden: width of each hidden layer.
-        depth: number of hidden layers.
-        activation: one of `odelab.models.fields.ACTIVATIONS`.
-    """
-
-    def __init__(self, dim: int = 2, hidden: int = 64, depth: int = 3, activation: str = "tanh"):
+    def __init__(self, w_in: int, w_out: int):
         super().__init__()
-        check_sizes("model.flow.field", dim=dim, hidden=hidden, depth=depth)
-        widths = [dim] + [hidden] * depth + [dim]
-        self.layers = nn.ModuleList(nn.Linear(w_in + 1, w_out) for w_in, w_out in pairwise(widths))
-        self.act = _activation(activation)
+        self.layer = nn.Linear(w_in + 1, w_out)
 
-    def forward(self, t: Tensor, z: Tensor) -> Tensor:
-        time = t.to(z).expand(z.shape[0], 1)
-        h = z
-        for i, layer in enumerate(self.layers):
-            h = layer(torch.cat([h, time], dim=1))
-            if i < len(self.layers) - 1:
-                h = self.act(h)
-        return h
+    def forward(self, t: Tensor, h: Tensor) -> Tensor:
+        return self.layer(torch.cat([h, t.to(h).expand(h.shape[0], 1)], dim=1))
 
 
 class ConcatSquashLinear(nn.Module):
@@ -64,8 +48,9 @@ class ConcatSquashLinear(nn.Module):
         return self.layer(h) * torch.sigmoid(self.gate(time)) + self.shift(time)
 
 
-class ConcatSquashField(nn.Module):
-    """FFJORD's toy field: a stack of `ConcatSquashLinear` layers (64-64-64 tanh there).
+class TimeLayerField(nn.Module):
+    """A stack of time-aware layers (`layer_type(w_in, w_out)`, called as layer(t, h))
+    with an activation between them: dim -> hidden x depth -> dim.
 
     Args:
         dim: state dimension.
@@ -74,11 +59,13 @@ class ConcatSquashField(nn.Module):
         activation: one of `odelab.models.fields.ACTIVATIONS`.
     """
 
+    layer_type: type[nn.Module] = ConcatLinear
+
     def __init__(self, dim: int = 2, hidden: int = 64, depth: int = 3, activation: str = "tanh"):
         super().__init__()
         check_sizes("model.flow.field", dim=dim, hidden=hidden, depth=depth)
         widths = [dim] + [hidden] * depth + [dim]
-        self.layers = nn.ModuleList(ConcatSquashLinear(a, b) for a, b in pairwise(widths))
+        self.layers = nn.ModuleList(self.layer_type(a, b) for a, b in pairwise(widths))
         self.act = _activation(activation)
 
     def forward(self, t: Tensor, z: Tensor) -> Tensor:
@@ -88,6 +75,18 @@ class ConcatSquashField(nn.Module):
             if i < len(self.layers) - 1:
                 h = self.act(h)
         return h
+
+
+class ConcatMLPField(TimeLayerField):
+    """An MLP that sees the time at every layer: each layer acts on [h, t]."""
+
+    layer_type = ConcatLinear
+
+
+class ConcatSquashField(TimeLayerField):
+    """FFJORD's toy field: `ConcatSquashLinear` layers (64-64-64 tanh there)."""
+
+    layer_type = ConcatSquashLinear
 
 
 class HyperField(nn.Module):
