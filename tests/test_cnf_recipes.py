@@ -270,6 +270,27 @@ def test_cpu_report_tables_fronts_and_benchmark_come_from_the_records(tmp_path) 
                 config,
             )
             num += 1
+    # Selection: the lambda = 0.1 setting has the lowest test NLL but not the lowest
+    # validation NLL, so the selection must pick lambda = 0.03 (validation only).
+    for num, (weight, val, test) in enumerate(((0.03, 2.70, 2.80), (0.1, 2.75, 2.60))):
+        _write_job(
+            budget / "3",
+            num,
+            {
+                "experiment": "cnf_fast",
+                "data.name": "2spirals",
+                "solver.step_size": "0.25",
+                "model.kinetic_weight": str(weight),
+                "seed": "0",
+            },
+            {"val/nll": val, "test/nll": test, "val/nfe_forward": 80.0},
+            {
+                **config,
+                "model": {"flow": {"learn_t_end": False}, "kinetic_weight": weight},
+                "trainer": {"max_epochs": 40},
+                "data": {"batches_per_epoch": 100},
+            },
+        )
     curve = [{"epoch": 1, "train_seconds": 10.0, "val_nll": 3.5}]
     bench = {
         "margin": 0.05,
@@ -310,6 +331,10 @@ def test_cpu_report_tables_fronts_and_benchmark_come_from_the_records(tmp_path) 
         "the seminorm has a lower (better) backward NFE per step on 8gaussians than the full "
         f"norm (difference -102, 95% CI [{ci.low:.3g}, {ci.high:.3g}], n = 2 paired)."
     ) in report
+    selection = report.split("## Choosing the fast recipe")[1].split("\n## ")[0]
+    assert _row(selection, "2spirals", "0.25")[2:5] == ["0.03", "4000", "2.700"]
+    assert "2.600" not in selection and "2.800" not in selection  # test NLL is not shown
+    assert "Selected (lowest validation NLL): rk4 step 0.25, lambda 0.03, 4000 steps" in selection
     bench_row = _row(report, "8gaussians", "2.950")
     assert bench_row[2:6] == ["3000", "600", "5.00", "9.00"]
     assert bench_row[-1] == "yes"
