@@ -270,23 +270,32 @@ def test_cpu_report_tables_fronts_and_benchmark_come_from_the_records(tmp_path) 
                 config,
             )
             num += 1
-    # Selection: the lambda = 0.1 setting has the lowest test NLL but not the lowest
-    # validation NLL, so the selection must pick lambda = 0.03 (validation only).
-    for num, (weight, val, test) in enumerate(((0.03, 2.70, 2.80), (0.1, 2.75, 2.60))):
+    # Selection: lambda = 0.1 has the lowest test NLL (never read); step 0.125 the lowest
+    # validation NLL at twice the training evaluations; lambda = 0.03 at step 0.25 is within
+    # 0.05 nats of it at half the cost, so the rule picks it. lambda = 0.3 is as cheap but
+    # 0.1 nats worse.
+    settings = (
+        (0.25, 0.03, 2.70, 2.80),
+        (0.25, 0.1, 2.745, 2.60),
+        (0.25, 0.3, 2.79, 2.90),
+        (0.125, 0.03, 2.69, 2.85),
+    )
+    for num, (step, weight, val, test) in enumerate(settings):
         _write_job(
             budget / "3",
             num,
             {
                 "experiment": "cnf_fast",
                 "data.name": "2spirals",
-                "solver.step_size": "0.25",
+                "solver.step_size": str(step),
                 "model.kinetic_weight": str(weight),
                 "seed": "0",
             },
             {"val/nll": val, "test/nll": test, "val/nfe_forward": 80.0},
             {
                 **config,
-                "model": {"flow": {"learn_t_end": False}, "kinetic_weight": weight},
+                "solver": {"method": "rk4", "step_size": step},
+                "model": {"flow": {"learn_t_end": False, "t_end": 1.0}, "kinetic_weight": weight},
                 "trainer": {"max_epochs": 40},
                 "data": {"batches_per_epoch": 100},
             },
@@ -332,9 +341,10 @@ def test_cpu_report_tables_fronts_and_benchmark_come_from_the_records(tmp_path) 
         f"norm (difference -102, 95% CI [{ci.low:.3g}, {ci.high:.3g}], n = 2 paired)."
     ) in report
     selection = report.split("## Choosing the fast recipe")[1].split("\n## ")[0]
-    assert _row(selection, "2spirals", "0.25")[2:5] == ["0.03", "4000", "2.700"]
+    assert _row(selection, "2spirals", "0.125")[2:6] == ["0.03", "4000", "128k", "2.690"]
+    assert _row(selection, "2spirals", "0.25")[2:6] == ["0.03", "4000", "64k", "2.700"]
     assert "2.600" not in selection and "2.800" not in selection  # test NLL is not shown
-    assert "Selected (lowest validation NLL): rk4 step 0.25, lambda 0.03, 4000 steps" in selection
+    assert "Lowest validation NLL: 2.690. Selected: rk4 step 0.25, lambda 0.03, 4000" in selection
     bench_row = _row(report, "8gaussians", "2.950")
     assert bench_row[2:6] == ["3000", "600", "5.00", "9.00"]
     assert bench_row[-1] == "yes"
