@@ -691,8 +691,8 @@ def build_cpu_report(jobs: Jobs, budget: str, report_dir: Path) -> str:
         "",
         "- FFJORD and RNODE show the toy densities as figures; neither prints an NLL table for "
         "them, so the numbers here have no published counterpart to disagree with.",
-        "- Seeds: 2 per setting (sized for 2 CPU cores); intervals over 2 seeds are wide, and a "
-        "comparison without an interval says so.",
+        f"- Seeds: {_seed_counts(done)} per setting (sized for 2 CPU cores); intervals over 2 "
+        "seeds are wide, and a comparison without an interval says so.",
         "- The fast recipe trains on a fixed rk4 grid; the RNODE papers report NFE of adaptive "
         "training solves on MNIST and CIFAR-10. Here the NFE axis is the adaptive test solve "
         "(dopri5 1e-5) of each trained flow.",
@@ -706,8 +706,20 @@ def build_cpu_report(jobs: Jobs, budget: str, report_dir: Path) -> str:
     return "\n".join(lines + runs_section(labels, failed))
 
 
+def _seed_counts(jobs: list[JobResult]) -> str:
+    """How many seeds each setting ran ("2", or "1-2" when they differ)."""
+    settings: dict[tuple, set[str]] = defaultdict(set)
+    for job in jobs:
+        setting = tuple(sorted((k, v) for k, v in job.overrides.items() if k != "seed"))
+        settings[setting].add(_seed(job))
+    counts = sorted({len(seeds) for seeds in settings.values()}) or [0]
+    return str(counts[0]) if len(counts) == 1 else f"{counts[0]}-{counts[-1]}"
+
+
 def _describe(job: JobResult) -> str:
     keys = (
+        "solver.step_size",
+        "trainer.max_epochs",
         "trace",
         "model.flow.layers",
         "model.flow.field.units",
