@@ -237,18 +237,23 @@ def test_cpu_report_tables_fronts_and_benchmark_come_from_the_records(tmp_path) 
     # RNODE: lambda = 0 at NLL 2.90 and 100 test NFE; 0.1 matches (2.93) with 40 NFE; 0.3
     # is cheaper (20 NFE) but 0.2 nats worse, so the read-off must pick 0.1.
     num = 0
+    # Training NFE per step 120 / 60 / 30 (+ 4 on seed 1): a training-step ratio of 2.00.
     for weight, nll, nfe in ((0, 2.90, 100.0), (0.1, 2.93, 40.0), (0.3, 3.10, 20.0)):
         for seed, jitter in enumerate((0.0, 0.01)):
             _write_job(
                 budget / "1",
                 num,
                 {
-                    "experiment": "cnf_fast",
+                    "experiment": "cnf_rnode",
                     "data.name": "2spirals",
                     "model.kinetic_weight": str(weight),
                     "seed": str(seed),
                 },
-                {"test/nll": nll + jitter, "test/nfe_forward": nfe + 10 * seed},
+                {
+                    "test/nll": nll + jitter,
+                    "test/nfe_forward": nfe + 10 * seed,
+                    "train/nfe_forward_epoch": 1.2 * nfe + 4 * seed,
+                },
                 config,
             )
             num += 1
@@ -329,10 +334,15 @@ def test_cpu_report_tables_fronts_and_benchmark_come_from_the_records(tmp_path) 
     assert row[-1] == "2 / 2"
     assert "Hutchinson training and exact-trace training are within noise" in report
     fixed = _row(report, "2spirals", "fixed")
-    assert fixed[2:6] == ["0", "2.905 ± 0.007", "105 ± 7", "n/a"]
-    assert "lambda = 0.1 matches the NLL with 45 test NFE against 105, an NFE ratio of 2.33" in (
-        report
-    )
+    assert fixed[2:6] == ["0", "2.905 ± 0.007", "105 ± 7", "122 ± 3"]
+    assert (
+        "test NFE (dopri5 1e-5): lambda = 0.1 matches the NLL with 45 against 105, an NFE "
+        "ratio of 2.33"
+    ) in report
+    assert (
+        "NFE per training step: lambda = 0.1 matches the NLL with 50 against 122, an NFE "
+        "ratio of 2.44"
+    ) in report
     seminorm = _row(report.split("## Adjoint seminorm")[1], "8gaussians")
     assert seminorm[1:3] == ["305 ± 7", "202 ± 4"]
     ci = stats.ttest_1samp([-100.0, -105.0], 0.0).confidence_interval(0.95)
