@@ -21,6 +21,7 @@ from omegaconf import DictConfig
 
 from odelab.harness import QUIET
 from odelab.hydra_setup import CONFIG_DIR, repo_root
+from odelab.reports.stats import Comparison, compare
 from odelab.runs import Run, load_run
 from odelab.tables import fmt_mean_std, markdown_table, mean_std
 
@@ -160,6 +161,24 @@ def paired(a: dict[str, float], b: dict[str, float]) -> tuple[list[float], list[
     """The values of `a` and `b` on the seeds both have, in one order (for paired comparisons)."""
     seeds = sorted(set(a) & set(b), key=lambda s: (len(s), s))
     return [a[s] for s in seeds], [b[s] for s in seeds]
+
+
+def compare_jobs(
+    a_jobs: Sequence[JobResult],
+    b_jobs: Sequence[JobResult],
+    key: str,
+    *,
+    a_name: str,
+    b_name: str,
+    metric: str,
+    higher_is_better: bool,
+    scale: float = 1.0,
+) -> Comparison:
+    """`metrics[key] * scale` of two groups of runs compared paired over the seeds both have."""
+    a, b = paired(by_seed(a_jobs, key, scale), by_seed(b_jobs, key, scale))
+    return compare(
+        a, b, a_name=a_name, b_name=b_name, metric=metric, higher_is_better=higher_is_better
+    )
 
 
 def run_config(job: JobResult) -> DictConfig | None:

@@ -31,16 +31,14 @@ from odelab.plotting import plt
 from odelab.reports.base import (
     JobResult,
     Jobs,
-    by_seed,
+    compare_jobs,
     device_label,
     fmt_mean_std,
     markdown_table,
     mean_std,
-    paired,
     run_config,
     runs_section,
 )
-from odelab.reports.stats import compare
 
 TARGET_ORDER = tuple(SAMPLERS)
 # NLL within this many nats counts as matched (the tolerance for "same likelihood").
@@ -238,10 +236,10 @@ def targets_section(jobs: list[JobResult], report_dir: Path) -> list[str]:
             cells.append(f"{fmt_mean_std(_values(side, _metric('test/nll')), spec='.3f')}")
         outcome = "n/a"
         if exact and hutch:
-            a, b = paired(by_seed(hutch, "test/nll"), by_seed(exact, "test/nll"))
-            c = compare(
-                a,
-                b,
+            c = compare_jobs(
+                hutch,
+                exact,
+                "test/nll",
                 a_name="Hutchinson training",
                 b_name="exact-trace training",
                 metric=f"test NLL on {target}",
@@ -341,10 +339,10 @@ def capacity_section(jobs: list[JobResult], report_dir: Path) -> list[str]:
             groups.get((target, ("planar", 64)), []),
         )
         if cnf and planar:
-            a, b = paired(by_seed(cnf, "test/nll"), by_seed(planar, "test/nll"))
-            c = compare(
-                a,
-                b,
+            c = compare_jobs(
+                cnf,
+                planar,
+                "test/nll",
                 a_name="CNF M=64",
                 b_name="planar K=64",
                 metric=f"test NLL on {target}",
@@ -465,19 +463,19 @@ def _matched_ratio(settings: dict[float, list[JobResult]], target: str, key: str
             f"with a measured {label}; no ratio at matched NLL."
         )
     nfe, weight = min(matched)
-    a, b = paired(by_seed(settings[weight], key), by_seed(base, key))
-    nfe_cmp = compare(
-        a,
-        b,
+    nfe_cmp = compare_jobs(
+        settings[weight],
+        base,
+        key,
         a_name=f"lambda = {weight:g}",
         b_name="lambda = 0",
         metric=f"{label} on {target}",
         higher_is_better=False,
     )
-    a, b = paired(by_seed(settings[weight], "test/nll"), by_seed(base, "test/nll"))
-    nll_cmp = compare(
-        a,
-        b,
+    nll_cmp = compare_jobs(
+        settings[weight],
+        base,
+        "test/nll",
         a_name=f"lambda = {weight:g}",
         b_name="lambda = 0",
         metric=f"test NLL on {target}",
@@ -565,10 +563,10 @@ def seminorm_section(jobs: list[JobResult]) -> list[str]:
                 ("train/nfe_backward_epoch", "backward NFE per step"),
                 ("test/nll", "test NLL"),
             ):
-                a, b = paired(by_seed(on, key), by_seed(off, key))
-                c = compare(
-                    a,
-                    b,
+                c = compare_jobs(
+                    on,
+                    off,
+                    key,
                     a_name="the seminorm",
                     b_name="the full norm",
                     metric=f"{metric} on {target}",

@@ -20,17 +20,15 @@ from odelab.reports.base import (
     JobResult,
     Jobs,
     Reproduction,
-    by_seed,
+    compare_jobs,
     conf_budgets,
     device_label,
     fmt_mean_std,
     markdown_table,
     mean_std,
-    paired,
     run_config,
     runs_section,
 )
-from odelab.reports.stats import compare
 
 MODELS = {"robust_cnn": "CNN", "robust_odenet": "ODENet", "tisode": "TisODE"}
 # The clean test accuracy each model must reach before its robustness means anything.
@@ -284,12 +282,13 @@ def _comparison(
     rows, verdicts = [], []
     for column in [None, *columns]:
         key = "test/acc" if column is None else f"test/acc/{column}"
-        a, b = paired(by_seed(a_jobs, key, 100), by_seed(b_jobs, key, 100))
-        if not a:
-            continue
         label = "clean" if column is None else _label(column)
-        c = compare(a, b, a_name=a_name, b_name=b_name, metric=f"accuracy ({label})",
-                    higher_is_better=True)  # fmt: skip
+        c = compare_jobs(
+            a_jobs, b_jobs, key, a_name=a_name, b_name=b_name, metric=f"accuracy ({label})",
+            higher_is_better=True, scale=100,
+        )  # fmt: skip
+        if not c.n:
+            continue
         answer = {"better": "yes", "worse": "no"}.get(c.outcome, c.outcome)
         study = None
         if (
