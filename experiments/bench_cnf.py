@@ -195,8 +195,10 @@ def recipe_curve(run_dir: Path, metrics: dict[str, float], seconds: float) -> di
     for epoch, (step_time, nll) in enumerate(zip(step_times, val_nll, strict=False)):
         elapsed += step_time * batches
         curve.append({"epoch": epoch + 1, "train_seconds": elapsed, "val_nll": nll})
+    device = run_dir / "device.json"
     return {
         "run": relative_path(run_dir),
+        "device": json.loads(device.read_text()) if device.is_file() else None,
         "steps": len(curve) * batches,
         "curve": curve,
         "test_nll": metrics["test/nll"],

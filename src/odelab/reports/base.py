@@ -186,20 +186,26 @@ def run_config(job: JobResult) -> DictConfig | None:
     return job.run.config
 
 
-def device_label(jobs: Sequence[JobResult]) -> str:
-    """The hardware the jobs ran on, from the `device.json` each run writes."""
-    seen = []
-    for job in jobs:
-        path = job.output_dir / "device.json"
-        if path.is_file():
-            info = json.loads(path.read_text())
-            threads = (
-                f", {info['torch_threads']} torch thread(s)" if info.get("type") == "cpu" else ""
-            )
-            kind, name = info.get("type", "?").upper(), info.get("name", "?")
-            label = f"{kind} ({name}{threads}), torch {info.get('torch', '?')}"
-            if label not in seen:
-                seen.append(label)
+def device_text(info: dict[str, Any]) -> str:
+    """One line for a `device.json` record: kind, name, CPU threads, torch version."""
+    threads = f", {info['torch_threads']} torch thread(s)" if info.get("type") == "cpu" else ""
+    kind, name = info.get("type", "?").upper(), info.get("name", "?")
+    return f"{kind} ({name}{threads}), torch {info.get('torch', '?')}"
+
+
+def device_label(jobs: Sequence[JobResult], extra: Sequence[dict[str, Any]] = ()) -> str:
+    """The hardware the jobs ran on, from the `device.json` each run writes (and the device
+    records of benchmarks, `extra`)."""
+    seen: list[str] = []
+    infos = [
+        json.loads(path.read_text())
+        for path in (job.output_dir / "device.json" for job in jobs)
+        if path.is_file()
+    ]
+    for info in [*infos, *extra]:
+        label = device_text(info)
+        if label not in seen:
+            seen.append(label)
     return "; ".join(seen) or "unknown (no device.json in the run folders)"
 
 
