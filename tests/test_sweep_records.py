@@ -223,3 +223,33 @@ def test_local_ddp_refused_inside_a_multirun(make_cfg, monkeypatch: pytest.Monke
     with pytest.raises(ConfigError, match="hydra/launcher=slurm"):
         check_multirun_strategy(make_cfg("trainer=ddp_cpu"))
     check_multirun_strategy(make_cfg("trainer=cpu", subdir="single"))  # one process: fine
+
+
+@pytest.mark.parametrize("resume", [False, True])
+def test_resumed_job_keeps_the_time_of_earlier_invocations(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, resume: bool
+) -> None:
+    # A job resumed with resume=true (or skipped because it had finished) adds its time to
+    # the record's; a plain rerun in the same folder starts the count again.
+    from hydra.core.utils import JobReturn, JobStatus
+    from omegaconf import OmegaConf
+
+    from odelab import sweeps
+
+    cfg = OmegaConf.create(
+        {
+            "resume": resume,
+            "optimized_metric": "val/nll",
+            "hydra": {"job": {"num": 3}, "runtime": {"output_dir": str(tmp_path)}},
+        }
+    )
+    done = JobReturn(overrides=["seed=0"], cfg=cfg, status=JobStatus.COMPLETED)
+    done.return_value = 1.0
+    clock = iter([100.0, 160.0, 500.0, 502.5])
+    monkeypatch.setattr(sweeps.time, "perf_counter", lambda: next(clock))
+    callback = sweeps.SweepSummary()
+    for _ in range(2):
+        callback.on_job_start(cfg)
+        callback.on_job_end(cfg, done)
+    seconds = JobRecord.load(tmp_path / "job.json").seconds
+    assert seconds == (62.5 if resume else 2.5)

@@ -13,6 +13,7 @@ jobs in other processes or on other machines.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
@@ -257,8 +258,14 @@ class SweepSummary(Callback):
         if not is_rank_zero():
             return
         seconds = None if self._started is None else time.perf_counter() - self._started
+        output_dir = Path(str(config.hydra.runtime.output_dir))
+        earlier = output_dir / JOB_RECORD
+        if config.get("resume") and seconds is not None and earlier.is_file():
+            # A resumed (or, when finished, skipped) job adds this invocation's time to the
+            # time its record already holds, so the wall time stays the whole run's.
+            with contextlib.suppress(ValueError, TypeError):
+                seconds += JobRecord.load(earlier).seconds or 0.0
         record = record_from_return(config, job_return, seconds)
-        output_dir = Path(record.output_dir)
         output_dir.mkdir(parents=True, exist_ok=True)
         record.save(output_dir / JOB_RECORD)
 
