@@ -467,7 +467,7 @@ def _matched_ratio(settings: dict[float, list[JobResult]], target: str, key: str
         and _values(runs, _metric(key))
         and mean_std(_values(runs, _metric("test/nll")))[0] <= base_nll + MATCH_NATS
     ]
-    if not matched or not base_nfe == base_nfe:
+    if not matched or math.isnan(base_nfe):
         return (
             f"no lambda > 0 reaches lambda = 0's NLL ({base_nll:.3f}) within {MATCH_NATS} nats "
             f"with a measured {label}; no ratio at matched NLL."
