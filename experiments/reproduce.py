@@ -3,6 +3,7 @@
     python experiments/reproduce.py spiral --budget quick   # or: make reproduce-spiral budget=quick
     python experiments/reproduce.py spiral --budget quick --report-only   # re-render from records
     python experiments/reproduce.py spiral --budget paper --resume        # skip finished sweeps
+    python experiments/reproduce.py cnf --budget cpu --from-parts   # reuse the cpu_* budgets' runs
 
 Runs go to logs/reproduce/<name>/<budget>/; their records (configs, metrics,
 histories, device, plots, benchmark JSON; no checkpoints) are copied to
@@ -17,7 +18,14 @@ import argparse
 import sys
 
 from odelab.reports import REPRODUCTIONS
-from odelab.reports.pipeline import records_dir, run_budget, runs_dir, save_records, write_report
+from odelab.reports.pipeline import (
+    adopt_parts,
+    records_dir,
+    run_budget,
+    runs_dir,
+    save_records,
+    write_report,
+)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -32,6 +40,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="do not run; render from the committed records (or from finished runs in logs/)",
     )
     parser.add_argument("--resume", action="store_true", help="keep finished sweeps, run the rest")
+    parser.add_argument(
+        "--from-parts",
+        action="store_true",
+        help="first move in the finished sweeps (and benchmark folders) of the other budgets "
+        "that run the same overrides, then run the rest (implies --resume)",
+    )
     argv = sys.argv[1:] if argv is None else list(argv)
     # Everything after `--` goes to run.py untouched (argparse would refuse it once
     # the positional name has been read).
@@ -51,8 +65,12 @@ def main(argv: list[str] | None = None) -> int:
         )
         return 2
     runs, records = runs_dir(args.name, args.budget), records_dir(args.name, args.budget)
+    if args.from_parts and not args.report_only:
+        for line in adopt_parts(repro, args.budget):
+            print("reused:", line, flush=True)
     if not args.report_only:
-        seconds = run_budget(repro, args.budget, args.overrides, resume=args.resume)
+        resume = args.resume or args.from_parts
+        seconds = run_budget(repro, args.budget, args.overrides, resume=resume)
         print(f"sweeps and benchmarks took {seconds:.0f} s", flush=True)
     if runs.is_dir() and not (args.report_only and records.is_dir()):
         print(f"records: {save_records(runs, records)} files -> {records}", flush=True)

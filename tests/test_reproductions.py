@@ -181,3 +181,42 @@ def test_reproduce_passes_everything_after_double_dash_to_run_py() -> None:
         ["hydra/launcher=joblib", "seed=3"],
     )
     assert reproduce.parse_args(["spiral"]).overrides == []
+
+
+def test_a_budget_made_of_other_budgets_adopts_their_finished_runs(tmp_path: Path) -> None:
+    """`--from-parts`: each sweep of `ab` takes the finished folder of the budget that ran
+    the same overrides; unfinished ones and other sweeps stay; benchmark folders move only
+    from a budget whose commands `ab` also runs."""
+    from odelab.reports.base import Reproduction
+    from odelab.reports.pipeline import adopt_parts
+
+    s1, s2, s3 = ["experiment=a"], ["experiment=b"], ["experiment=c"]
+    bench = ["experiments/bench.py", "--out", "{bench}"]
+    repro = Reproduction(
+        name="toy",
+        title="toy",
+        budgets={"a": [s1], "b": [s3, s2], "c": [s3], "ab": [s1, s2, s3]},
+        build=lambda jobs, budget, report_dir: "",
+        benchmarks={"a": [], "b": [bench], "c": [["other.py"]], "ab": [bench]},
+    )
+    root = tmp_path / "logs"
+    for budget, sweep, finished in (("a", 0, True), ("b", 1, True), ("c", 0, False)):
+        folder = root / "toy" / budget / str(sweep)
+        (folder / "0").mkdir(parents=True)
+        (folder / "0" / "marker").write_text(f"{budget}/{sweep}")
+        if finished:
+            (folder / "summary.json").write_text("{}")
+    for budget in ("b", "c"):
+        (root / "toy" / budget / "bench").mkdir()
+        (root / "toy" / budget / "bench" / f"{budget}.json").write_text("{}")
+
+    moved = adopt_parts(repro, "ab", root)
+
+    ab = root / "toy" / "ab"
+    assert (ab / "0" / "0" / "marker").read_text() == "a/0"
+    assert (ab / "1" / "0" / "marker").read_text() == "b/1"
+    assert not (ab / "2").exists()  # budget c's sweep has no summary: not finished
+    assert (root / "toy" / "c" / "0" / "0" / "marker").is_file()
+    assert (ab / "bench" / "b.json").is_file() and not (ab / "bench" / "c.json").exists()
+    assert len(moved) == 3
+    assert adopt_parts(repro, "ab", root) == []  # nothing left to take

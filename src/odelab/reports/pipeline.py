@@ -29,8 +29,8 @@ from odelab.runs import RECORD_FILES, RECORD_GLOBS
 MAX_RECORD_BYTES = 2_000_000
 
 
-def runs_dir(name: str, budget: str) -> Path:
-    return repo_root() / "logs" / "reproduce" / name / budget
+def runs_dir(name: str, budget: str, root: Path | None = None) -> Path:
+    return (root or repo_root() / "logs" / "reproduce") / name / budget
 
 
 def report_path(name: str, budget: str) -> Path:
@@ -79,6 +79,53 @@ def run_budget(repro: Reproduction, budget: str, extra: list[str], resume: bool 
         print("running:", " ".join(argv), flush=True)
         subprocess.run(argv, check=True, cwd=repo_root())
     return time.perf_counter() - start
+
+
+def adopt_parts(repro: Reproduction, budget: str, root: Path | None = None) -> list[str]:
+    """Move finished runs of the reproduction's other budgets into `budget`'s folder.
+
+    A budget made of other budgets' sweeps (e.g. `cpu`, whose sweeps are those of the
+    `cpu_*` budgets) then needs no retraining: each of its sweeps that has not finished
+    takes the finished sweep folder (one with `summary.json`) of another budget with the
+    same overrides, and its benchmarks take the benchmark folder of another budget that
+    runs the same commands (whose own runs are reused, and whose records are kept, when
+    they run again). Returns one line per folder moved.
+    """
+    target = runs_dir(repro.name, budget, root)
+    moved = []
+    for i, sweep in enumerate(repro.budgets[budget]):
+        if (target / str(i) / "summary.json").is_file():
+            continue
+        for part, sweeps in repro.budgets.items():
+            source = next(
+                (
+                    runs_dir(repro.name, part, root) / str(j)
+                    for j, other in enumerate(sweeps)
+                    if part != budget
+                    and other == sweep
+                    and (runs_dir(repro.name, part, root) / str(j) / "summary.json").is_file()
+                ),
+                None,
+            )
+            if source is not None:
+                if (target / str(i)).exists():
+                    shutil.rmtree(target / str(i))  # an unfinished attempt of the same sweep
+                target.mkdir(parents=True, exist_ok=True)
+                shutil.move(source, target / str(i))
+                moved.append(f"sweep {i} <- {source}")
+                break
+    commands = repro.benchmarks.get(budget, [])
+    for part, others in repro.benchmarks.items():
+        source = runs_dir(repro.name, part, root) / "bench"
+        if part == budget or not others or not source.is_dir():
+            continue
+        if all(command in commands for command in others):
+            for entry in sorted(source.iterdir()):
+                if not (target / "bench" / entry.name).exists():
+                    (target / "bench").mkdir(parents=True, exist_ok=True)
+                    shutil.move(entry, target / "bench" / entry.name)
+                    moved.append(f"bench/{entry.name} <- {source}")
+    return moved
 
 
 def save_records(source: Path, target: Path) -> int:
