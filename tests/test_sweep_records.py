@@ -253,3 +253,16 @@ def test_resumed_job_keeps_the_time_of_earlier_invocations(
         callback.on_job_end(cfg, done)
     seconds = JobRecord.load(tmp_path / "job.json").seconds
     assert seconds == (62.5 if resume else 2.5)
+
+
+@pytest.mark.parametrize("key", ["train/loss_step", "train/loss"])
+def test_run_counts_training_steps_from_either_loss_key(tmp_path: Path, key: str) -> None:
+    """Tasks log the step loss as `train/loss_step` (beside an epoch mean) or `train/loss`
+    (step only, the CNF tasks); both give the steps reached (last logged step + 1)."""
+    from odelab.runs import load_run
+
+    (tmp_path / "csv").mkdir()
+    rows = ["epoch,step,val/nll," + key]
+    rows += [f"0,{step},,{1.0 / (step + 1)}" for step in (49, 99)] + ["0,99,2.5,"]
+    (tmp_path / "csv" / "metrics.csv").write_text("\n".join(rows) + "\n")
+    assert load_run(tmp_path).train_steps == 100

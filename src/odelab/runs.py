@@ -102,8 +102,13 @@ class Run:
 
     @property
     def train_steps(self) -> int:
-        steps, _ = self.series("train/loss_step")
-        return max(steps) + 1 if steps else 0
+        """Optimizer steps reached (from the step-level training loss, logged as
+        `train/loss_step` beside an epoch mean or as `train/loss` alone)."""
+        for key in ("train/loss_step", "train/loss"):
+            steps, _ = self.series(key)
+            if steps:
+                return max(steps) + 1
+        return 0
 
 
 def _json(path: Path) -> dict[str, Any]:
