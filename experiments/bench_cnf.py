@@ -30,6 +30,15 @@ share the machine's load:
    threshold). Final test NLLs (10,000 points) of both are recorded beside it.
    Finished runs are reused (`resume=true`), so an interrupted benchmark
    continues where it stopped.
+4. Seminorm on the same weights (`--part seminorm --runs DIR`): every
+   finished CNF run under DIR (sweep folders, or a benchmark's run folders)
+   that trained with an adaptive solver computes the training loss's gradient
+   by the adjoint (at its solver's tolerances) on `--batches` test batches of
+   its training batch size twice: the adjoint's error norm full, then the
+   seminorm (Kidger et al. 2021). Same weights and batches, so the same
+   forward solve and NLL: only the backward solve's step control differs.
+   Records the backward NFE of both and the relative L2 distance between the
+   two gradients (exactly 0 when the seminorm accepted the same steps).
 
 Usage:
     python experiments/bench_cnf.py                     # parts 1 and 2
@@ -37,11 +46,13 @@ Usage:
     python experiments/bench_cnf.py --part regularizers --out logs/bench_cnf
     python experiments/bench_cnf.py --part regularizers --weight 0.1 --tol 1e-3
     python experiments/bench_cnf.py --part recipes --out logs/bench_cnf  # hours on 2 CPU cores
+    python experiments/bench_cnf.py --part seminorm --runs logs/reproduce/cnf/cpu_seminorm
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import multiprocessing
 import platform
@@ -51,13 +62,14 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import torch
+from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 from odelab.harness import launch
 from odelab.models.cnf import CNF, TraceEstimator
 from odelab.models.time_fields import ConcatMLPField
 from odelab.ode import Solver
-from odelab.profiling import wait_for_device
+from odelab.profiling import describe_device, wait_for_device
 from odelab.reports.base import relative_path
 from odelab.reports.cnf import nfe_per_step
 from odelab.runs import load_run
@@ -267,13 +279,91 @@ def recipes(
     return rows
 
 
+def seminorm_gradients(task: torch.nn.Module, x: torch.Tensor) -> dict[str, object]:
+    """Backward NFE of one training gradient with the full adjoint norm, then the seminorm."""
+    flow, result = task.flow.train(), {}
+    base = flow.block.sensitivity
+    adjoint = dataclasses.replace(base, method="adjoint")
+    gradients = {}
+    for name, seminorm in (("full", False), ("seminorm", True)):
+        flow.block.sensitivity = dataclasses.replace(adjoint, seminorm=seminorm)
+        flow.zero_grad(set_to_none=True)
+        flow.block.reset_nfe()
+        out = flow.log_prob(x, regularizers=task.active_regularizers)
+        nll = -out.log_prob.mean()
+        loss = nll + sum(task.weights[k] * v.mean() for k, v in out.regularizers.items())
+        loss.backward()
+        result[f"nfe_forward_{name}"] = flow.block.nfe_forward
+        result[f"nfe_backward_{name}"] = flow.block.nfe_backward
+        result[f"nll_{name}"] = float(nll.detach())
+        gradients[name] = torch.cat(
+            [p.grad.flatten() for p in flow.parameters() if p.grad is not None]
+        )
+    flow.block.sensitivity = base
+    full = gradients["full"]
+    result["grad_rel_diff"] = float((gradients["seminorm"] - full).norm() / full.norm())
+    return result
+
+
+def seminorm(runs: Path, batches: int) -> list[dict[str, object]]:
+    """Part 4: the seminorm's backward NFE against the full norm's on trained weights."""
+    print(f"\n(4) seminorm vs full adjoint norm on the same weights, {batches} test batches")
+    rows = []
+    for config in sorted(runs.glob("*/*/config.yaml")):
+        run = load_run(config.parent)
+        checkpoint = run.path / "checkpoints" / "last.ckpt"
+        method = OmegaConf.select(run.config, "solver.method")
+        if (
+            OmegaConf.select(run.config, "model.flow") is None
+            or not Solver(method=method).adaptive
+            or not (run.ok and checkpoint.is_file())
+        ):
+            continue
+        torch.manual_seed(0)
+        task = instantiate(run.config.model)
+        state = torch.load(checkpoint, map_location="cpu", weights_only=True)
+        task.load_state_dict(state["state_dict"])
+        data = instantiate(run.config.data)
+        data.setup("test")
+        size = int(run.config.data.batch_size)
+        per_batch = [
+            seminorm_gradients(task, data.test_set[i * size : (i + 1) * size])
+            for i in range(batches)
+        ]
+        row = {
+            "run": relative_path(run.path),
+            "target": str(run.config.data.name),
+            "seed": int(run.config.seed),
+            "experiment": run.override_map.get("experiment", run.path.name),
+            "trained_sensitivity": str(run.config.sensitivity.method),
+            "trained_with_seminorm": bool(OmegaConf.select(run.config, "sensitivity.seminorm")),
+            "kinetic_weight": float(OmegaConf.select(run.config, "model.kinetic_weight") or 0.0),
+            "train_steps": run.train_steps,
+            "batch_size": size,
+            "batches": per_batch,
+        }
+        for key in per_batch[0]:
+            row[key] = statistics.fmean(b[key] for b in per_batch)
+        rows.append(row)
+        print(
+            f"{row['target']:>11} seed {row['seed']} ({row['experiment']}, "
+            f"{row['train_steps']} steps): backward NFE "
+            f"full {row['nfe_backward_full']:.1f}, seminorm {row['nfe_backward_seminorm']:.1f}; "
+            f"gradient distance {row['grad_rel_diff']:.2e}",
+            flush=True,
+        )
+    return rows
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument(
-        "--part", choices=("all", "trace", "regularizers", "recipes"), default="all"
+        "--part", choices=("all", "trace", "regularizers", "recipes", "seminorm"), default="all"
     )
+    parser.add_argument("--runs", type=Path, help="part 4: the folder of the adjoint runs")
+    parser.add_argument("--batches", type=int, default=10, help="part 4: test batches per run")
     parser.add_argument("--targets", nargs="+", default=list(TARGETS), help="part 3 targets")
     parser.add_argument(
         "--margin", type=float, default=0.05, help="part 3: nats above the reference's NLL"
@@ -315,6 +405,11 @@ def main(argv: list[str] | None = None) -> None:
     if args.part == "recipes":
         report["recipes"] = recipes(args.out, args.targets, args.margin, args.ffjord, args.fast)
         report["margin"] = args.margin
+    if args.part == "seminorm":
+        if args.runs is None or not args.runs.is_dir():
+            parser.error("--part seminorm needs --runs, a folder of finished adjoint runs")
+        report["seminorm"] = seminorm(args.runs, args.batches)
+        report["seminorm_device"] = describe_device(torch.device("cpu"))
     args.out.mkdir(parents=True, exist_ok=True)
     path = args.out / f"bench_cnf_{args.part}.json"
     path.write_text(json.dumps(report, indent=2) + "\n")

@@ -324,6 +324,32 @@ def test_cpu_report_tables_fronts_and_benchmark_come_from_the_records(tmp_path) 
     }
     (budget / "bench").mkdir()
     (budget / "bench" / "bench_cnf_recipes.json").write_text(json.dumps(bench))
+    # Seminorm on the same weights: 8gaussians saves 20 and 21 backward evaluations (the
+    # gradients differ a little); on 2spirals both norms take the same steps.
+    same_weights = [
+        {
+            "target": target,
+            "experiment": "cnf_ffjord",
+            "train_steps": 1000,
+            "kinetic_weight": 0.0,
+            "trained_sensitivity": "adjoint",
+            "trained_with_seminorm": False,
+            "batch_size": 100,
+            "batches": [{}] * 10,
+            "nfe_backward_full": full,
+            "nfe_backward_seminorm": semi,
+            "grad_rel_diff": diff,
+        }
+        for target, full, semi, diff in (
+            ("8gaussians", 60.0, 40.0, 1e-4),
+            ("8gaussians", 64.0, 43.0, 2e-4),
+            ("2spirals", 21.0, 21.0, 0.0),
+            ("2spirals", 21.0, 21.0, 0.0),
+        )
+    ]
+    (budget / "bench" / "bench_cnf_seminorm.json").write_text(
+        json.dumps({"seminorm": same_weights})
+    )
 
     report = REPRODUCTIONS["cnf"].build(load_sweeps(budget), "cpu", tmp_path / "out")
     row = _row(report, "8gaussians")
@@ -350,6 +376,23 @@ def test_cpu_report_tables_fronts_and_benchmark_come_from_the_records(tmp_path) 
         "the seminorm has a lower (better) backward NFE per step on 8gaussians than the full "
         f"norm (difference -102, 95% CI [{ci.low:.3g}, {ci.high:.3g}], n = 2 paired)."
     ) in report
+    weights = report.split("### The same weights, both norms")[1].split("\n## ")[0]
+    label = "cnf_ffjord, 1,000 steps, trained with the adjoint"
+    assert _row(weights, "8gaussians")[1:8] == [
+        label, "2", "62.0 ± 2.8", "41.5 ± 2.1", "33.1 %", "0 / 2", "0.0002",
+    ]  # fmt: skip
+    assert _row(weights, "2spirals")[5:7] == ["0.0 %", "2 / 2"]
+    ci = stats.ttest_1samp([-20.0, -21.0], 0.0).confidence_interval(0.95)
+    assert (
+        "the seminorm has a lower (better) backward NFE on the same weights on 8gaussians than "
+        f"the full norm (difference -20.5, 95% CI [{ci.low:.3g}, {ci.high:.3g}], n = 2 paired)."
+        " Identical gradients in 0 of 2 runs."
+    ) in weights
+    assert (
+        "the seminorm and the full norm are within noise on backward NFE on the same weights on "
+        "2spirals (difference 0, 95% CI [0, 0], n = 2 paired). Identical gradients in 2 of 2 "
+        "runs (in those, the parameters' adjoint never decided a backward step)."
+    ) in weights
     selection = report.split("## Choosing the fast recipe")[1].split("\n## ")[0]
     assert _row(selection, "2spirals", "0.125")[2:6] == ["0.03", "4000", "128k", "2.690"]
     assert _row(selection, "2spirals", "0.25")[2:6] == ["0.03", "4000", "64k", "2.700"]
