@@ -245,7 +245,21 @@ def recipes(
 ) -> list[dict[str, object]]:
     print(f"\n(3) time to the FFJORD recipe's final NLL + {margin} nats, both recipes side by side")
     rows = []
+    # A finished run is not trained again (resume=true), so its wall time is the one the
+    # earlier invocation recorded, not this invocation's.
+    earlier_file = out / "bench_cnf_recipes.json"
+    earlier = (
+        json.loads(earlier_file.read_text()).get("recipes", []) if earlier_file.is_file() else []
+    )
+    earlier_wall = {
+        (row["target"], recipe): row[recipe].get("wall_seconds")
+        for row in earlier
+        for recipe in RECIPES
+    }
     for target in targets:
+        finished = {
+            recipe: (out / f"{target}_{recipe}" / "metrics.json").is_file() for recipe in RECIPES
+        }
         # Both recipes of a target at once: they share the machine's load.
         with ProcessPoolExecutor(
             max_workers=2, mp_context=multiprocessing.get_context("spawn")
@@ -261,6 +275,9 @@ def recipes(
                 for recipe in RECIPES
             }
             result = {recipe: future.result() for recipe, future in futures.items()}
+        for recipe in RECIPES:
+            if finished[recipe] and earlier_wall.get((target, recipe)) is not None:
+                result[recipe]["wall_seconds"] = earlier_wall[target, recipe]
         row = {
             "target": target,
             **result,
