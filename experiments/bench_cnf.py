@@ -331,7 +331,7 @@ def seminorm(runs: Path, batches: int) -> list[dict[str, object]]:
         checkpoint = run.path / "checkpoints" / "last.ckpt"
         method = OmegaConf.select(run.config, "solver.method")
         if (
-            OmegaConf.select(run.config, "model.flow") is None
+            OmegaConf.select(run.config, "model.flow._target_") != "odelab.models.cnf.CNF"
             or not Solver(method=method).adaptive
             or not (run.ok and checkpoint.is_file())
         ):
