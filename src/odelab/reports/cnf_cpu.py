@@ -798,13 +798,21 @@ def build_cpu_report(jobs: Jobs, budget: str, report_dir: Path) -> str:
     by_study: dict[str, list[JobResult]] = defaultdict(list)
     for job in done:
         by_study[study(job)].append(job)
+    benches = [
+        text
+        for key, text in (
+            ("bench_cnf_recipes", "the recipes benchmark"),
+            ("bench_cnf_seminorm", "the seminorm benchmark"),
+        )
+        if key in jobs.bench
+    ]
     lines = [
         "# Continuous normalizing flows at the FFJORD standard (reproduction report)",
         "",
         f"Written by `make reproduce-cnf budget={budget}` from the records listed at the end.",
         "",
         f"- Budget: `{budget}`; {len(done)} runs finished, {len(failed)} failed"
-        + (", plus the recipes benchmark." if "bench_cnf_recipes" in jobs.bench else "."),
+        + (f", plus {' and '.join(benches)}." if benches else "."),
         f"- Device: {device_label(done, _bench_devices(jobs.bench))}.",
         "",
     ]
