@@ -306,9 +306,7 @@ def seminorm_gradients(task: torch.nn.Module, x: torch.Tensor) -> dict[str, obje
         flow.block.sensitivity = dataclasses.replace(adjoint, seminorm=seminorm)
         flow.zero_grad(set_to_none=True)
         flow.block.reset_nfe()
-        out = flow.log_prob(x, regularizers=task.active_regularizers)
-        nll = -out.log_prob.mean()
-        loss = nll + sum(task.weights[k] * v.mean() for k, v in out.regularizers.items())
+        loss, nll, _ = task.training_loss(x)
         loss.backward()
         result[f"nfe_forward_{name}"] = flow.block.nfe_forward
         result[f"nfe_backward_{name}"] = flow.block.nfe_backward
@@ -337,9 +335,7 @@ def seminorm(runs: Path, batches: int) -> list[dict[str, object]]:
         ):
             continue
         torch.manual_seed(0)
-        task = instantiate(run.config.model)
-        state = torch.load(checkpoint, map_location="cpu", weights_only=True)
-        task.load_state_dict(state["state_dict"])
+        task = run.trained_task()
         data = instantiate(run.config.data)
         data.setup("test")
         size = int(run.config.data.batch_size)
@@ -379,7 +375,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--part", choices=("all", "trace", "regularizers", "recipes", "seminorm"), default="all"
     )
-    parser.add_argument("--runs", type=Path, help="part 4: the folder of the adjoint runs")
+    parser.add_argument(
+        "--runs", type=Path, help="part 4: a folder of finished runs (dopri5-trained CNFs are used)"
+    )
     parser.add_argument("--batches", type=int, default=10, help="part 4: test batches per run")
     parser.add_argument("--targets", nargs="+", default=list(TARGETS), help="part 3 targets")
     parser.add_argument(
@@ -424,7 +422,7 @@ def main(argv: list[str] | None = None) -> None:
         report["margin"] = args.margin
     if args.part == "seminorm":
         if args.runs is None or not args.runs.is_dir():
-            parser.error("--part seminorm needs --runs, a folder of finished adjoint runs")
+            parser.error("--part seminorm needs --runs, a folder of finished CNF runs")
         report["seminorm"] = seminorm(args.runs, args.batches)
         report["seminorm_device"] = describe_device(torch.device("cpu"))
     args.out.mkdir(parents=True, exist_ok=True)

@@ -87,11 +87,7 @@ def record_name(ident: dict[str, str]) -> str:
 
 def load_net(run: Run, device: str = "cpu") -> torch.nn.Module:
     """The trained net of a run (the task's `net`), in eval mode on `device`."""
-    task = instantiate(run.config.model)
-    checkpoint = run.path / "checkpoints" / "last.ckpt"
-    state = torch.load(checkpoint, map_location="cpu", weights_only=True)
-    task.load_state_dict(state["state_dict"])
-    return task.net.eval().to(device)
+    return run.trained_task().net.eval().to(device)
 
 
 def test_images(run: Run, n: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -100,6 +100,19 @@ class Run:
         epochs = {int(row["epoch"]) for row in self.history if "train/loss_epoch" in row}
         return len(epochs)
 
+    def trained_task(self) -> Any:
+        """The run's task (`config.model`) with the weights of `checkpoints/last.ckpt`, on CPU."""
+        import torch
+        from hydra.utils import instantiate
+
+        checkpoint = self.path / "checkpoints" / "last.ckpt"
+        if self.config is None or not checkpoint.is_file():
+            raise ConfigError(f"{self.path} has no config or no checkpoints/last.ckpt to load")
+        task = instantiate(self.config.model)
+        state = torch.load(checkpoint, map_location="cpu", weights_only=True)
+        task.load_state_dict(state["state_dict"])
+        return task
+
     @property
     def train_steps(self) -> int:
         """Optimizer steps reached (from the step-level training loss, logged as

@@ -96,24 +96,24 @@ def adopt_parts(repro: Reproduction, budget: str, root: Path | None = None) -> l
     for i, sweep in enumerate(repro.budgets[budget]):
         if (target / str(i) / "summary.json").is_file():
             continue
-        for part, sweeps in repro.budgets.items():
-            source = next(
-                (
-                    runs_dir(repro.name, part, root) / str(j)
-                    for j, other in enumerate(sweeps)
-                    if part != budget
-                    and other == sweep
-                    and (runs_dir(repro.name, part, root) / str(j) / "summary.json").is_file()
-                ),
-                None,
-            )
-            if source is not None:
-                if (target / str(i)).exists():
-                    shutil.rmtree(target / str(i))  # an unfinished attempt of the same sweep
-                target.mkdir(parents=True, exist_ok=True)
-                shutil.move(source, target / str(i))
-                moved.append(f"sweep {i} <- {source}")
-                break
+        source = next(
+            (
+                folder
+                for part, sweeps in repro.budgets.items()
+                if part != budget
+                for j, other in enumerate(sweeps)
+                if other == sweep
+                for folder in [runs_dir(repro.name, part, root) / str(j)]
+                if (folder / "summary.json").is_file()
+            ),
+            None,
+        )
+        if source is not None:
+            if (target / str(i)).exists():
+                shutil.rmtree(target / str(i))  # an unfinished attempt of the same sweep
+            target.mkdir(parents=True, exist_ok=True)
+            shutil.move(source, target / str(i))
+            moved.append(f"sweep {i} <- {source}")
     commands = repro.benchmarks.get(budget, [])
     for part, others in repro.benchmarks.items():
         source = runs_dir(repro.name, part, root) / "bench"

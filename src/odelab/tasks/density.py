@@ -63,16 +63,24 @@ class DensityEstimation(OdelabTask):
     def active_regularizers(self) -> tuple[str, ...]:
         return tuple(name for name, weight in self.weights.items() if weight > 0)
 
+    def training_loss(self, x: Tensor) -> tuple[Tensor, Tensor, dict[str, Tensor]]:
+        """(loss, NLL, mean of each regularizer) of a training batch: the training
+        estimator and the active regularizers, weighted."""
+        out = self.flow.log_prob(x, regularizers=self.active_regularizers)
+        nll = -out.log_prob.mean()
+        terms = {name: integral.mean() for name, integral in out.regularizers.items()}
+        loss = nll
+        for name, value in terms.items():
+            loss = loss + self.weights[name] * value
+        return loss, nll, terms
+
     def _shared_step(self, x: Tensor, stage: str) -> Tensor:
         if stage == "train":
-            out = self.flow.log_prob(x, regularizers=self.active_regularizers)
+            loss, nll, terms = self.training_loss(x)
         else:
-            out = self.flow.log_prob(x, estimator="exact")
-        nll = -out.log_prob.mean()
-        loss = nll
-        for name, integral in out.regularizers.items():
-            value = integral.mean()
-            loss = loss + self.weights[name] * value
+            nll = -self.flow.log_prob(x, estimator="exact").log_prob.mean()
+            loss, terms = nll, {}
+        for name, value in terms.items():
             self.log(f"{stage}/{name}", value, batch_size=x.shape[0])
         self.log(f"{stage}/nll", nll, prog_bar=True, batch_size=x.shape[0])
         if stage == "train":
