@@ -59,3 +59,21 @@ def test_paired_accuracy_over_examples():
     c = proportion_diff(a, b, a_name="A", b_name="B")
     assert c.mean_diff == pytest.approx(0.2)
     assert c.outcome == "better"
+
+
+def test_plateau_states_from_the_validation_curve():
+    from odelab.reports.mnist_table import plateau_state, resolvable
+
+    # Exact sign test at its most favourable: p = 2 * 0.5**d, below 0.05 from d = 6 on.
+    assert [resolvable(d) for d in range(8)] == [False] * 6 + [True] * 2
+    epochs = list(range(8))
+    assert plateau_state(epochs[:3], [0.5, 0.2, 0.1])[0] == "unknown"
+    # The last quarter (2 epochs) no better than before: a plateau.
+    assert plateau_state(epochs, [0.5, 0.2, 0.05, 0.02, 0.02, 0.02, 0.021, 0.02])[0] == "plateau"
+    # 0.020 -> 0.017 is 15 % relative: improving without a size, within noise on 1000
+    # images (3 fewer errors), improving on 10,000 (30 fewer errors).
+    curve = [0.5, 0.2, 0.05, 0.02, 0.02, 0.02, 0.018, 0.017]
+    assert plateau_state(epochs, curve)[0] == "improving"
+    assert plateau_state(epochs, curve, 1000)[0] == "unresolved"
+    assert "3 fewer errors of 1000" in plateau_state(epochs, curve, 1000)[1]
+    assert plateau_state(epochs, curve, 10_000)[0] == "improving"

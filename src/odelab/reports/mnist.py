@@ -23,16 +23,16 @@ from odelab.reports.base import (
 from odelab.reports.mnist_table import (
     ORDER,
     PAPER,
-    PLATEAU_TOLERANCE,
     memory_figure,
     memory_section,
     model_label,
     nfe_figure,
-    plateau,
+    plateau_state,
     summarize,
     tolerance_figure,
     tolerance_section,
-    validation_figure,
+    validation_images,
+    validation_section,
 )
 from odelab.reports.stats import compare
 from odelab.runs import Run
@@ -107,7 +107,11 @@ def build_report(jobs: Jobs, budget: str, report_dir: Path) -> str:
         "",
     ]
     lines += _comparisons(jobs)
-    lines += _validation(by_model, models, report_dir)
+    curves = {
+        m: [(*r.epoch_series("val/error"), validation_images(r)) for r in by_model[m]]
+        for m in models
+    }
+    lines += validation_section(curves, report_dir / "validation.png")
     odenet = by_model.get("ODE-Net")
     if odenet:
         report_dir.mkdir(parents=True, exist_ok=True)
@@ -161,37 +165,6 @@ def build_report(jobs: Jobs, budget: str, report_dir: Path) -> str:
     return "\n".join(lines + runs_section(labels, failed))
 
 
-def _validation(by_model: dict[str, list[Run]], models: list[str], report_dir: Path) -> list[str]:
-    """The validation curves and, per model and seed, whether the last quarter still improved."""
-    curves = {m: [r.epoch_series("val/error") for r in by_model[m]] for m in models}
-    report_dir.mkdir(parents=True, exist_ok=True)
-    figure = report_dir / "validation.png"
-    if not validation_figure(curves, figure):
-        return ["Validation was off in this budget: no plateau can be shown.", ""]
-    lines = ["## Validation error over training", ""]
-    for model, runs in curves.items():
-        states = []
-        for epochs, values in runs:
-            found = plateau(epochs, values)
-            if found is None:
-                states.append("too few epochs to tell")
-            else:
-                gain, flat = found
-                states.append(
-                    f"{'plateau' if flat else 'still improving'} (last quarter {100 * gain:.1f} %)"
-                )
-        lines.append(f"- {model}: " + "; ".join(states) + ".")
-    lines += [
-        "",
-        f"A run counts as plateaued when its best validation error in the last quarter of its "
-        f"epochs is at most {100 * PLATEAU_TOLERANCE:.0f} % (relative) below its best before.",
-        "",
-        f"![validation error]({report_dir.name}/{figure.name})",
-        "",
-    ]
-    return lines
-
-
 def _comparisons(jobs: Jobs) -> list[str]:
     """ODE-Net against each other row on test error, paired over seeds, with computed verdicts."""
     by_model: dict[str, list[JobResult]] = defaultdict(list)
@@ -221,10 +194,12 @@ def _unsettled(groups: dict[str, list[Run]]) -> str:
     """
     improving, unknown = [], []
     for model, runs in groups.items():
-        states = [plateau(*r.epoch_series("val/error")) for r in runs]
-        if any(s is None for s in states):
+        states = [
+            plateau_state(*r.epoch_series("val/error"), validation_images(r))[0] for r in runs
+        ]
+        if "unknown" in states:
             unknown.append(model)
-        elif not all(flat for _, flat in states):
+        elif "improving" in states:
             improving.append(model)
     parts = []
     if improving:

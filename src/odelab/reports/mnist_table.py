@@ -145,6 +145,48 @@ def plateau(epochs: list[int], values: list[float]) -> tuple[float, bool] | None
     return gain, gain <= PLATEAU_TOLERANCE
 
 
+def resolvable(fewer_errors: int) -> bool:
+    """Whether `fewer_errors` fewer misclassified validation images could be significant at
+    5 % under any pairing: the exact sign test (McNemar) at its most favourable, every
+    changed image a fix (`fewer_errors` of `fewer_errors` discordant pairs)."""
+    from scipy.stats import binomtest
+
+    return fewer_errors > 0 and binomtest(fewer_errors, fewer_errors).pvalue < 0.05
+
+
+def plateau_state(
+    epochs: list[int], values: list[float], images: int | None = None
+) -> tuple[str, str]:
+    """('plateau' | 'improving' | 'unresolved' | 'unknown', the words for the report).
+
+    'unresolved': the last quarter gained more than the relative tolerance, but by fewer
+    validation images (of `images`) than could be significant (so neither a plateau nor an
+    improvement is shown).
+    """
+    found = plateau(epochs, values)
+    if found is None:
+        return "unknown", "too few epochs to tell"
+    gain, flat = found
+    if flat:
+        return "plateau", f"plateau (last quarter {100 * gain:.1f} %)"
+    cut = len(values) - max(1, len(values) // 4)
+    before, last = min(values[:cut]), min(values[cut:])
+    if images:
+        fewer = round(images * (before - last))
+        if not resolvable(fewer):
+            return "unresolved", (
+                f"within noise (last quarter {100 * gain:.1f} %: {fewer} fewer errors of "
+                f"{images} validation images)"
+            )
+    return "improving", f"still improving (last quarter {100 * gain:.1f} %)"
+
+
+def validation_images(run: Run) -> int | None:
+    """How many images a run validated on (`data.val_size`), where its config says."""
+    size = run.config.get("data", {}).get("val_size") if run.config is not None else None
+    return int(size) if size else None
+
+
 def validation_figure(curves: dict[str, list[tuple[list[int], list[float]]]], path: Path) -> bool:
     """Validation error (%) against epoch, one line per model and seed."""
     if not any(epochs for runs in curves.values() for epochs, _ in runs):
@@ -171,6 +213,37 @@ def validation_figure(curves: dict[str, list[tuple[list[int], list[float]]]], pa
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return True
+
+
+def validation_section(
+    curves: dict[str, list[tuple[list[int], list[float], int | None]]],
+    figure: Path,
+    heading: str = "## Validation error over training",
+) -> list[str]:
+    """Validation curves (one figure) and, per model and seed, whether the last quarter of
+    epochs still improved; `curves` holds per model (epochs, validation error, validation
+    images) per run. The figure is written to `figure`, linked relative to the report."""
+    figure.parent.mkdir(parents=True, exist_ok=True)
+    if not validation_figure(
+        {m: [(e, v) for e, v, _ in runs] for m, runs in curves.items()}, figure
+    ):
+        return ["Validation was off in this budget: no plateau can be shown.", ""]
+    lines = [heading, ""]
+    for model, runs in curves.items():
+        states = [plateau_state(epochs, values, images)[1] for epochs, values, images in runs]
+        lines.append(f"- {model}: " + "; ".join(states) + ".")
+    lines += [
+        "",
+        f"A run counts as plateaued when its best validation error in the last quarter of its "
+        f"epochs is at most {100 * PLATEAU_TOLERANCE:.0f} % (relative) below its best before; "
+        "a larger gain is within noise when so few validation images changed that even with "
+        "every change a fix the exact sign test could not reach p < 0.05 "
+        f"({next(d for d in range(1, 64) if resolvable(d)) - 1} or fewer).",
+        "",
+        f"![validation error]({figure.parent.name}/{figure.name})",
+        "",
+    ]
+    return lines
 
 
 def memory_section(memory: dict, image: str | None) -> list[str]:

@@ -29,6 +29,7 @@ from odelab.reports.base import (
     run_config,
     runs_section,
 )
+from odelab.reports.mnist_table import validation_images, validation_section
 
 MODELS = {"robust_cnn": "CNN", "robust_odenet": "ODENet", "tisode": "TisODE"}
 # The clean test accuracy each model must reach before its robustness means anything.
@@ -258,6 +259,16 @@ def _recipe_section(groups: Groups, data: str, recipe: str, report_dir: Path) ->
     figure = report_dir / f"{data}_{recipe}_accuracy.png"
     if _accuracy_figure(groups, data, recipe, columns, paper, figure):
         lines += [f"![accuracy under attack]({report_dir.name}/{figure.name})", ""]
+    curves = {
+        m: [
+            (*j.run.epoch_series("val/error"), validation_images(j.run))
+            for j in groups[data, recipe, m]
+        ]
+        for m in models
+    }
+    lines += validation_section(
+        curves, report_dir / f"{data}_{recipe}_validation.png", "### Validation error over training"
+    )
     return lines
 
 
