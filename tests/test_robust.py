@@ -141,7 +141,7 @@ def test_masking_checks_write_records_the_report_reads(make_cfg, tmp_path: Path)
         "trainer.limit_test_batches=1",
         "data.seed=0",
     ]
-    for num, experiment in enumerate(("robust_cnn", "robust_odenet")):
+    for num, experiment in enumerate(("robust_cnn", "robust_odenet", "tisode")):
         run(make_cfg(f"experiment={experiment}", *tiny, subdir=f"runs/0/{num}"))
     path = repo_root() / "experiments" / "robust_checks.py"
     spec = importlib.util.spec_from_file_location("robust_checks", path)
@@ -154,9 +154,25 @@ def test_masking_checks_write_records_the_report_reads(make_cfg, tmp_path: Path)
     odenet = json.loads((out / "checks_mnist_clean_robust_odenet_seed0.json").read_text())
     cnn = json.loads((out / "checks_mnist_clean_robust_cnn_seed0.json").read_text())
     assert "solvers" in odenet and "solvers" not in cnn
+    tisode = json.loads((out / "checks_mnist_clean_tisode_seed0.json").read_text())
+    assert odenet["complete"] and cnn["complete"] and tisode["complete"]
     solvers = odenet["solvers"]
     assert set(solvers["accuracy"]) == {"dopri5", "rk4", "euler", "transfer from CNN"}
     assert solvers["min"] == min(solvers["accuracy"].values())
+    assert solvers["worst"] == min(
+        *solvers["accuracy"].values(), *solvers["fgsm_accuracy"].values()
+    )
+    assert set(tisode["solvers"]["accuracy"]) == set(solvers["accuracy"])
+    # An interrupted record (stages after the grid lost) resumes to the same numbers: each
+    # stage seeds its own random starts.
+    path = out / "checks_mnist_clean_robust_odenet_seed0.json"
+    partial = {k: v for k, v in odenet.items() if k not in ("curve", "square", "solvers")}
+    path.write_text(json.dumps({**partial, "complete": False}))
+    assert checks.main([*args, "--square-images", "6", "--queries", "3"]) == 0
+    assert json.loads(path.read_text()) == odenet
+    # Other settings redo the records (here two models at a time).
+    assert checks.main([*args, "--square-images", "4", "--queries", "3", "--jobs", "2"]) == 0
+    assert json.loads(path.read_text())["square"]["images"] == 4
     assert odenet["grid"]["eps0_is_clean"] is True and odenet["images"] == 12
     pgd = odenet["grid"]["pgd"]
     assert odenet["grid"]["pgd_monotone"] == all(b <= a for a, b in zip(pgd, pgd[1:], strict=False))

@@ -62,7 +62,8 @@ def test_paired_accuracy_over_examples():
 
 
 def test_plateau_states_from_the_validation_curve():
-    from odelab.reports.mnist_table import plateau_state, resolvable
+    from odelab.reports.mnist_table import plateau_state
+    from odelab.reports.stats import resolvable
 
     # Exact sign test at its most favourable: p = 2 * 0.5**d, below 0.05 from d = 6 on.
     assert [resolvable(d) for d in range(8)] == [False] * 6 + [True] * 2

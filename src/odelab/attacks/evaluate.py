@@ -49,8 +49,17 @@ def attacked_accuracy(
 
 
 def with_solver(model: nn.Module, solver: Solver) -> nn.Module:
-    """A copy of `model` whose ODE blocks integrate with `solver` (same weights)."""
-    twin = copy.deepcopy(model)
+    """A copy of `model` whose ODE blocks integrate with `solver` (same weights).
+
+    Tensors a module cached from its last forward pass with a graph attached (TisODE's
+    steady-state penalty) are activations, not state: the copy starts without them.
+    """
+    memo: dict[int, object] = {}
+    for module in model.modules():
+        for value in vars(module).values():
+            if isinstance(value, Tensor) and value.grad_fn is not None:
+                memo[id(value)] = None
+    twin = copy.deepcopy(model, memo)
     for module in twin.modules():
         if isinstance(module, ODEBlock):
             module.solver = solver

@@ -10,6 +10,7 @@ import math
 from pathlib import Path
 
 from odelab.ode.config import ADAPTIVE_METHODS
+from odelab.reports.stats import resolvable
 from odelab.runs import Run, median
 
 ORDER = ["1-layer MLP", "ResNet", "RK-Net", "ODE-Net"]
@@ -143,15 +144,6 @@ def plateau(epochs: list[int], values: list[float]) -> tuple[float, bool] | None
     before, last = min(values[:cut]), min(values[cut:])
     gain = (before - last) / before if before > 0 else 0.0
     return gain, gain <= PLATEAU_TOLERANCE
-
-
-def resolvable(fewer_errors: int) -> bool:
-    """Whether `fewer_errors` fewer misclassified validation images could be significant at
-    5 % under any pairing: the exact sign test (McNemar) at its most favourable, every
-    changed image a fix (`fewer_errors` of `fewer_errors` discordant pairs)."""
-    from scipy.stats import binomtest
-
-    return fewer_errors > 0 and binomtest(fewer_errors, fewer_errors).pvalue < 0.05
 
 
 def plateau_state(

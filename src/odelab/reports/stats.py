@@ -155,3 +155,10 @@ def proportion_diff(
         higher_is_better=True,
         paired=True,
     )
+
+
+def resolvable(fewer_errors: int) -> bool:
+    """Whether `fewer_errors` fewer misclassified images (of the same images) could be
+    significant at 5 % under any pairing: the exact sign test (McNemar) at its most
+    favourable, every changed image a fix (`fewer_errors` of `fewer_errors` discordant)."""
+    return fewer_errors > 0 and stats.binomtest(fewer_errors, fewer_errors).pvalue < 0.05
