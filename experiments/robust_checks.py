@@ -62,11 +62,12 @@ MODELS = {"robust_cnn": "CNN", "robust_odenet": "ODENet", "tisode": "TisODE"}
 GRIDS = {
     "mnist": [0.0, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3],
     "fashion_mnist": [0.0, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1],
+    "svhn": [0.0, 1 / 255, 2 / 255, 3 / 255, 5 / 255, 8 / 255, 12 / 255],
 }
 GRID_STEPS = 20  # PGD steps on the grid (step size 2.5 * eps / steps)
 # A radius at which PGD must break (almost) every model: a far larger accuracy means the
 # attack, not the model, failed.
-LARGE_EPS = {"mnist": 0.5, "fashion_mnist": 0.3}
+LARGE_EPS = {"mnist": 0.5, "fashion_mnist": 0.3, "svhn": 0.1}
 NEAR_ZERO = 0.05
 
 
@@ -101,7 +102,8 @@ def test_images(run: Run, n: int) -> tuple[torch.Tensor, torch.Tensor]:
     data = instantiate(run.config.data)
     data.setup("test")
     images, labels = data.splits["test"].tensors
-    return images[:n].unsqueeze(1).float() / 255.0, labels[:n]
+    # The data module's own conversion: [0, 1] floats in the models' layout.
+    return data.on_after_batch_transfer((images[:n], labels[:n]), 0)
 
 
 def check_eps(grid: list[float], pgd: list[float], clean: float) -> float:

@@ -58,6 +58,8 @@ class SVHNDataModule(SplitLoaders, L.LightningDataModule):
         num_workers, pin_memory, persistent_workers: DataLoader settings.
         seed: seeds the train/val split.
         augment: accepted for a common interface with the MNIST data; must be false.
+        dataset: the data set's name as reports and checks read it (`data.dataset`, as
+            for the MNIST data); must be "svhn".
     """
 
     num_classes = 10
@@ -77,8 +79,11 @@ class SVHNDataModule(SplitLoaders, L.LightningDataModule):
         persistent_workers: bool = False,
         seed: int = 0,
         augment: bool = False,
+        dataset: str = "svhn",
     ):
         super().__init__()
+        if dataset != "svhn":
+            raise ConfigError(f"data.dataset={dataset!r} with the SVHN data; set data.dataset=svhn")
         if augment:
             raise ConfigError("data.augment=true is not supported for SVHN; set data.augment=false")
         if val_size < 0:
