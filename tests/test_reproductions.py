@@ -60,12 +60,22 @@ def test_robust_report_averages_seeds_beside_the_paper(tmp_path: Path) -> None:
     assert cnn["FGSM .3"] == "42.5 ± 3.5"
     assert cnn["PGD .2"] == "21.2 ± 1.8"
     paper = dict(zip(header, table_row(report, "ODENet (study)"), strict=False))
-    assert paper["FGSM .3"] == "42.1" and paper["PGD .2"] == "–"
+    assert paper["FGSM .3"] == "42.1 ± 2.4" and paper["PGD .2"] == "–"  # the study's spread
     assert "4 runs finished, 1 failed" in report
     # ODENet - CNN per seed: 5 points clean, 2.5 under FGSM .3; paired over the two seeds;
     # the study has ODENet 18.1 points above the CNN under FGSM .3.
     assert table_row(report, "clean")[:5] == ["clean", "5.0", "[5.0, 5.0]", "2", "yes"]
-    assert table_row(report, "FGSM .3")[1:] == ["2.5", "[2.5, 2.5]", "2", "yes", "+18.1", "yes"]
+    # Same direction as the study, but its +18.1 lies outside our interval.
+    assert table_row(report, "FGSM .3")[1:] == [
+        "2.5",
+        "[2.5, 2.5]",
+        "2",
+        "yes",
+        "+18.1",
+        "yes",
+        "**no**",
+    ]
+    assert "the study's difference lies inside our 95 % interval under 0 of 1" in report
     assert "more robust than CNN under 2 of 2 perturbations" in report
     assert (tmp_path / "out" / "mnist_clean_accuracy.png").is_file()
     assert "TisODE, MNIST, clean" not in report.split("## Runs")[1].split("failed")[0]
@@ -223,3 +233,11 @@ def test_a_budget_made_of_other_budgets_adopts_their_finished_runs(tmp_path: Pat
     assert (ab / "bench" / "b.json").is_file() and not (ab / "bench" / "c.json").exists()
     assert len(moved) == 3
     assert adopt_parts(repro, "ab", root) == []  # nothing left to take
+
+
+def test_robust_cells_print_no_negative_zero() -> None:
+    from odelab.reports.robust import _no_negative_zero
+
+    assert _no_negative_zero("[-0.0, 3.2]") == "[0.0, 3.2]"
+    assert _no_negative_zero("-0.0") == "0.0"
+    assert _no_negative_zero("[-10.0, -0.01]") == "[-10.0, -0.01]"

@@ -76,5 +76,5 @@ def test_plateau_states_from_the_validation_curve():
     curve = [0.5, 0.2, 0.05, 0.02, 0.02, 0.02, 0.018, 0.017]
     assert plateau_state(epochs, curve)[0] == "improving"
     assert plateau_state(epochs, curve, 1000)[0] == "unresolved"
-    assert "3 fewer errors of 1000" in plateau_state(epochs, curve, 1000)[1]
+    assert "by 3 errors of 1000" in plateau_state(epochs, curve, 1000)[1]
     assert plateau_state(epochs, curve, 10_000)[0] == "improving"

@@ -167,8 +167,8 @@ def plateau_state(
         fewer = round(images * (before - last))
         if not resolvable(fewer):
             return "unresolved", (
-                f"within noise (last quarter {100 * gain:.1f} %: {fewer} fewer errors of "
-                f"{images} validation images)"
+                f"improving by {fewer} errors of {images} validation images, not significant "
+                f"(last quarter {100 * gain:.1f} %)"
             )
     return "improving", f"still improving (last quarter {100 * gain:.1f} %)"
 
@@ -228,8 +228,8 @@ def validation_section(
         "",
         f"A run counts as plateaued when its best validation error in the last quarter of its "
         f"epochs is at most {100 * PLATEAU_TOLERANCE:.0f} % (relative) below its best before; "
-        "a larger gain is within noise when so few validation images changed that even with "
-        "every change a fix the exact sign test could not reach p < 0.05 "
+        "a larger gain is not significant when so few validation images changed that even "
+        "with every change a fix the exact sign test could not reach p < 0.05 "
         f"({next(d for d in range(1, 64) if resolvable(d)) - 1} or fewer).",
         "",
         f"![validation error]({figure.parent.name}/{figure.name})",
