@@ -483,7 +483,7 @@ def _tisode_section(groups: Groups, data: str, recipes: list[str]) -> list[str]:
         "",
     ]
     if "pgd" not in recipes:
-        lines[-1:-1] = ["No adversarially trained runs in this budget.", ""]
+        lines[-1:-1] = ["", "No adversarially trained runs in this budget."]
     rows = [
         [f"{m} (study, as printed)", "–", *(f"{v:.1f}" for v in PAPER_TISODE[m])]
         for m in MODELS.values()
