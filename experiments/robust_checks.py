@@ -20,14 +20,17 @@ one JSON record per run into `--out`:
     python experiments/robust_checks.py --runs logs/reproduce/robust/cpu --out <bench dir> --jobs 2
 
 A record is written after each stage (`complete: false` until the last), atomically, with
-the settings that made it; a rerun keeps the finished stages of a record made with the same
-settings and run folders and redoes the rest, so an interrupted budget resumes where it
-stopped. `--jobs` checks that many models at once, one torch thread each.
+the settings that made it and the SHA-256 of the checkpoints checked; a rerun keeps the
+finished stages of a record made with the same settings and weights and redoes the rest,
+so an interrupted budget resumes where it stopped, and a chunk's models can be checked
+before `reproduce.py --from-parts` moves them into the full budget's folder. `--jobs`
+checks that many models at once, one torch thread each.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import sys
@@ -117,11 +120,21 @@ SETTINGS = ("images", "curve_images", "curve_steps", "curve_restarts", "square_i
 SETTINGS += ("queries", "batch_size", "deploy_backend")
 
 
+def weights(run: Run) -> str:
+    """SHA-256 of the run's final checkpoint: a record belongs to these weights wherever
+    the run folder lies (`reproduce.py --from-parts` moves finished sweeps)."""
+    digest = hashlib.sha256()
+    with open(run.path / "checkpoints" / "last.ckpt", "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
 def settings(run: Run, cnn: Run | None, args: argparse.Namespace) -> dict[str, object]:
     return {
         **{key: getattr(args, key) for key in SETTINGS},
-        "run": relative_path(run.path),
-        "cnn": relative_path(cnn.path) if cnn is not None else None,
+        "weights": weights(run),
+        "cnn_weights": weights(cnn) if cnn is not None else None,
     }
 
 
@@ -152,6 +165,9 @@ def checks(
             record = {}
     stages = [s for s in STAGES if s != "solvers" or ident["model"] != "CNN"]
     if record.get("complete"):
+        if record.get("run") != relative_path(run.path):  # the same weights, moved
+            record["run"] = relative_path(run.path)
+            write_atomic(out, record)
         return record
     net = load_net(run, args.device)
     x, y = test_images(run, args.images)

@@ -173,6 +173,22 @@ def test_masking_checks_write_records_the_report_reads(make_cfg, tmp_path: Path)
     # Other settings redo the records (here two models at a time).
     assert checks.main([*args, "--square-images", "4", "--queries", "3", "--jobs", "2"]) == 0
     assert json.loads(path.read_text())["square"]["images"] == 4
+    # Records belong to the weights, not the folder: moved runs (as `--from-parts` moves a
+    # chunk's sweeps) keep their finished records, with the new path; nothing is reloaded.
+    before = json.loads(path.read_text())
+    (tmp_path / "moved").mkdir()
+    (tmp_path / "runs").rename(tmp_path / "moved" / "runs")
+    moved = ["--runs", str(tmp_path / "moved" / "runs"), *args[2:]]
+
+    def reload(*_: object, **__: object) -> None:
+        raise AssertionError("a finished record was recomputed")
+
+    checks.load_net, load_net = reload, checks.load_net
+    assert checks.main([*moved, "--square-images", "4", "--queries", "3"]) == 0
+    after = json.loads(path.read_text())
+    assert after["run"] != before["run"] and after["run"].endswith("moved/runs/0/1")
+    assert {**after, "run": before["run"]} == before
+    checks.load_net = load_net
     assert odenet["grid"]["eps0_is_clean"] is True and odenet["images"] == 12
     pgd = odenet["grid"]["pgd"]
     assert odenet["grid"]["pgd_monotone"] == all(b <= a for a, b in zip(pgd, pgd[1:], strict=False))
