@@ -232,3 +232,59 @@ def test_svhn_budget_runs_the_study_columns_on_svhn_files(make_cfg, tmp_path: Pa
         "PGD .2",
         "s=15",
     ]
+
+
+def test_scaled_attacks_shrink_the_ball_and_continue_the_random_stream() -> None:
+    """`Attack.scaled` (a recipe's warm-up): PGD at half strength keeps its steps with half
+    the radius and step, stays in the smaller ball, and successive copies draw new starts."""
+    from odelab.attacks import PGD, GaussianNoise
+
+    torch.manual_seed(0)
+    net = CNN(channels=4)
+    x, y = torch.rand(6, 1, 28, 28), torch.randint(0, 10, (6,))
+    pgd = PGD(eps=0.3, step_size=0.05, steps=3)
+    half = pgd.scaled(0.5)
+    assert (half.strength, half.step_size, half.steps) == (0.15, 0.025, 3)
+    assert (pgd.strength, pgd.step_size) == (0.3, 0.05)
+    first, second = half(net, x, y), pgd.scaled(0.5)(net, x, y)
+    assert (first - x).abs().max() <= 0.15 + 1e-6
+    assert (first - second).abs().max() > 1e-3  # fresh random starts, not a replay
+    assert torch.equal(pgd.scaled(0.0)(net, x, y), x)
+    noise = GaussianNoise(100, seed=0)
+    a, b = noise.scaled(0.5)(net, x, y), noise.scaled(0.5)(net, x, y)
+    assert not torch.equal(a, b)
+    twin = GaussianNoise(100, seed=0)
+    twin.generator()
+    expected = (x + torch.randn(x.shape, generator=twin.generator()) * 50 / 255).clamp(0, 1)
+    assert torch.allclose(a, expected, atol=1e-6)
+    with pytest.raises(ConfigError, match="factor"):
+        pgd.scaled(-1.0)
+
+
+def test_recipe_warmup_ramps_the_training_attack_per_step(make_cfg) -> None:
+    """recipe.warmup_epochs=2 with 3 batches per epoch: the strength after epoch e is
+    eps * min(1, 3 (e + 1) / 6), logged per epoch."""
+    from odelab.runs import load_run
+
+    cfg = make_cfg(
+        "experiment=robust_cnn",
+        "recipe=pgd",
+        "recipe.warmup_epochs=2",
+        "recipe.perturbation.steps=1",
+        "model.net.channels=4",
+        "data.batch_size=16",
+        "trainer.max_epochs=3",
+        "trainer.limit_train_batches=3",
+        "trainer.limit_val_batches=1",
+        "trainer.limit_test_batches=1",
+        "attack=none",
+        "logger=csv",
+    )
+    run(cfg)
+    epochs, strength = load_run(Path(cfg.paths.output_dir)).epoch_series(
+        "train/perturbation_strength"
+    )
+    assert epochs == [0, 1, 2]
+    assert strength == pytest.approx([0.15, 0.3, 0.3])
+    with pytest.raises(ConfigError, match="recipe.warmup_epochs"):
+        run(make_cfg("experiment=robust_cnn", "recipe=pgd", "recipe.warmup_epochs=-1"))

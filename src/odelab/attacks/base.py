@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Sequence
 from typing import Any
 
@@ -36,6 +37,15 @@ class Attack:
 
     def perturb(self, model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
         raise NotImplementedError
+
+    def scaled(self, factor: float) -> Attack:
+        """This attack at `factor` times its strength (a training recipe's warm-up); the
+        copy shares this attack's random stream, so successive copies draw fresh noise."""
+        if factor < 0:
+            raise ConfigError(f"an attack's strength factor must be >= 0, got {factor}")
+        twin = copy.copy(self)
+        twin.strength = self.strength * factor
+        return twin
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.name})"

@@ -104,6 +104,14 @@ class PGD(Attack):
             self._generator = torch.Generator().manual_seed(zlib.crc32(key.encode()))
         return self._generator
 
+    def scaled(self, factor: float) -> PGD:
+        """PGD at `factor` times the radius and the step size, the same number of steps."""
+        self.generator()  # created here, so the copy continues this stream of starts
+        twin = super().scaled(factor)
+        assert isinstance(twin, PGD)
+        twin.step_size = self.step_size * factor
+        return twin
+
     def perturb(self, model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
         result = x.clone()
         broken = torch.zeros(len(x), dtype=torch.bool, device=x.device)

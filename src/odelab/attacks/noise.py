@@ -24,11 +24,22 @@ class GaussianNoise(Attack):
         self.seed = seed
         self._generator: torch.Generator | None = None
 
+    def generator(self) -> torch.Generator | None:
+        """The private generator (None with `seed=None`), created on first use."""
+        if self.seed is not None and self._generator is None:
+            self._generator = torch.Generator().manual_seed(self.seed)
+        return self._generator
+
+    def scaled(self, factor: float) -> GaussianNoise:
+        self.generator()  # created here, so the copy continues this stream of noise
+        twin = super().scaled(factor)
+        assert isinstance(twin, GaussianNoise)
+        return twin
+
     def perturb(self, model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
-        if self.seed is None:
+        generator = self.generator()
+        if generator is None:
             noise = torch.randn_like(x)
         else:
-            if self._generator is None:
-                self._generator = torch.Generator().manual_seed(self.seed)
-            noise = torch.randn(x.shape, generator=self._generator).to(x)
+            noise = torch.randn(x.shape, generator=generator).to(x)
         return (x + noise * (self.strength / 255.0)).clamp(0.0, 1.0)

@@ -17,7 +17,10 @@ class RobustClassifier(ImageClassifier):
     batch is replaced by its perturbed copy (Gaussian-noise augmentation, or FGSM/PGD
     adversarial examples made against the current weights). If the net has a
     `regularization()` term (TisODE's steady-state penalty), `regularization_weight`
-    times it is added to the training loss and logged as `train/regularization`.
+    times it is added to the training loss and logged as `train/regularization`. With
+    `warmup_epochs`, the perturbation's strength (PGD: radius and step size) rises
+    linearly from zero over that many epochs, step by step, then stays at its value;
+    each epoch logs the strength it ended at as `train/perturbation_strength`.
 
     Testing: besides the clean `test/acc`, every attack in `attacks` logs
     `test/acc/<attack name>` (e.g. `test/acc/fgsm_0.3`), one row per attack and strength.
@@ -26,6 +29,7 @@ class RobustClassifier(ImageClassifier):
         net: maps images in [0, 1] to logits.
         training_perturbation: attack or noise applied to training inputs; None = clean.
         perturbed_fraction: share of each training batch that is perturbed (0..1).
+        warmup_epochs: epochs over which the perturbation's strength ramps up (0: none).
         regularization_weight: weight of the net's regularization term.
         attacks: evaluation attacks keyed by name (`attack=` config group).
         num_classes, label_smoothing, optimizer, scheduler, scheduler_interval:
@@ -39,6 +43,7 @@ class RobustClassifier(ImageClassifier):
         label_smoothing: float = 0.0,
         training_perturbation: Attack | None = None,
         perturbed_fraction: float = 0.0,
+        warmup_epochs: float = 0.0,
         regularization_weight: float = 0.0,
         attacks: dict[str, Attack] | None = None,
         **optim: object,
@@ -50,7 +55,10 @@ class RobustClassifier(ImageClassifier):
             raise ConfigError(
                 f"model.regularization_weight must be >= 0, got {regularization_weight}"
             )
+        if warmup_epochs < 0:
+            raise ConfigError(f"recipe.warmup_epochs must be >= 0, got {warmup_epochs}")
         self.training_perturbation = training_perturbation
+        self.warmup_epochs = warmup_epochs
         self.perturbed_fraction = perturbed_fraction if training_perturbation is not None else 0.0
         self.regularization_weight = regularization_weight
         self.attacks = dict(attacks or {})
@@ -73,12 +81,32 @@ class RobustClassifier(ImageClassifier):
                 f"{expected[0]} values)"
             )
 
+    def strength_factor(self, step: int, steps_per_epoch: int) -> float:
+        """The share of the perturbation's strength used at training step `step` (from 0):
+        (step + 1) / (warmup_epochs * steps_per_epoch), at most 1."""
+        if self.warmup_epochs <= 0:
+            return 1.0
+        return min(1.0, (step + 1) / (self.warmup_epochs * max(steps_per_epoch, 1)))
+
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
         x, y = batch
         n = round(self.perturbed_fraction * len(x))
         if n > 0:
+            assert self.training_perturbation is not None
+            perturbation = self.training_perturbation
+            if self.warmup_epochs > 0:
+                steps = self.trainer.num_training_batches
+                factor = self.strength_factor(self.global_step, int(steps))
+                perturbation = perturbation.scaled(factor)
+                self.log(
+                    "train/perturbation_strength",
+                    perturbation.strength,
+                    on_step=False,
+                    on_epoch=True,
+                    reduce_fx="max",
+                )
             x = x.clone()
-            x[:n] = self.training_perturbation(self.net, x[:n], y[:n])
+            x[:n] = perturbation(self.net, x[:n], y[:n])
         return self._shared_step((x, y), "train")
 
     def _shared_step(self, batch: tuple[Tensor, Tensor], stage: str) -> Tensor:
