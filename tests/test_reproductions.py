@@ -241,3 +241,25 @@ def test_robust_cells_print_no_negative_zero() -> None:
     assert _no_negative_zero("[-0.0, 3.2]") == "[0.0, 3.2]"
     assert _no_negative_zero("-0.0") == "0.0"
     assert _no_negative_zero("[-10.0, -0.01]") == "[-10.0, -0.01]"
+
+
+def test_robust_setting_names_the_training_recipe() -> None:
+    """The report's setting line says how each run was trained, from its config."""
+    from omegaconf import OmegaConf
+
+    from odelab.reports.robust import _recipe_text
+
+    def cfg(recipe: object) -> object:
+        return OmegaConf.create({"recipe": recipe})
+
+    assert _recipe_text(cfg(None)) == "clean training"
+    assert _recipe_text(cfg({"perturbation": None, "fraction": 0.0})) == "clean training"
+    noise = {"_target_": "odelab.attacks.GaussianNoise", "sigma": 100}
+    assert _recipe_text(cfg({"perturbation": noise, "fraction": 0.5})) == (
+        "half of every training batch replaced by Gaussian noise (sigma 100)"
+    )
+    pgd = {"_target_": "odelab.attacks.PGD", "eps": 0.3, "steps": 6, "step_size": None}
+    assert _recipe_text(cfg({"perturbation": pgd, "fraction": 0.25, "warmup_epochs": 3})) == (
+        "25 % of every training batch replaced by PGD examples (eps 0.3, 6 steps of 0.125), "
+        "its strength ramped up from zero over 3 epochs"
+    )

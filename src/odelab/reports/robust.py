@@ -207,8 +207,17 @@ def build_report(jobs: Jobs, budget: str, report_dir: Path) -> str:
         f"- Device: {device_label(done)}.",
     ]
     for data in sorted({d for d, _, _ in groups}):
-        cfg = run_config(next(j for (d, _, _), js in groups.items() if d == data for j in js))
-        lines.append(f"- {DATA_NAMES.get(data, data)}: {_setting(cfg)}.")
+        # One line per distinct setting of the data set's runs, naming the models that
+        # share it (recipes and epochs may differ between models of one budget).
+        by_setting: dict[str, list[str]] = {}
+        for (d, _, model), jobs in sorted(groups.items(), key=_group_order):
+            for text in (_setting(run_config(j)) for j in jobs if d == data):
+                models = by_setting.setdefault(text, [])
+                models += [] if model in models else [model]
+        name = DATA_NAMES.get(data, data)
+        for text, models in by_setting.items():
+            who = "" if len(by_setting) == 1 else f", {', '.join(models)}"
+            lines.append(f"- {name}{who}: {text}.")
     lines += ["", *_floor_section(groups)]
     for data in sorted({d for d, _, _ in groups}):
         recipes = sorted({r for d, r, _ in groups if d == data}, key=_recipe_order)
@@ -941,11 +950,35 @@ def _setting(cfg) -> str:
     )
     decay = cfg.model.optimizer.get("weight_decay")
     return (
-        f"{source}, {train}, {cfg.trainer.max_epochs} epochs, batch {cfg.data.batch_size}, "
+        f"{source}, {train}, {_recipe_text(cfg)}, {cfg.trainer.max_epochs} epochs, "
+        f"batch {cfg.data.batch_size}, "
         f"Adam lr {cfg.model.optimizer.lr}{schedule}"
         + (f", weight decay {decay:g}" if decay else "")
         + f", {cfg.model.net.channels} channels, {_attacked(cfg)} attacked test images{pgd_text}"
     )
+
+
+def _recipe_text(cfg) -> str:
+    """The training recipe of a run config in words."""
+    recipe = cfg.get("recipe")
+    perturbation = recipe.get("perturbation") if recipe else None
+    if not perturbation:
+        return "clean training"
+    kind = str(perturbation.get("_target_", "")).rsplit(".", 1)[-1]
+    if kind == "GaussianNoise":
+        what = f"Gaussian noise (sigma {perturbation.sigma:g})"
+    elif kind == "PGD":
+        steps = perturbation.get("steps", 20)
+        step = perturbation.get("step_size") or 2.5 * perturbation.eps / steps
+        what = f"PGD examples (eps {perturbation.eps:g}, {steps} steps of {step:g})"
+    elif kind == "FGSM":
+        what = f"FGSM examples (eps {perturbation.eps:g})"
+    else:
+        what = kind
+    share = "half" if recipe.fraction == 0.5 else f"{100 * recipe.fraction:g} %"
+    warmup = recipe.get("warmup_epochs") or 0
+    ramp = f", its strength ramped up from zero over {warmup:g} epochs" if warmup else ""
+    return f"{share} of every training batch replaced by {what}{ramp}"
 
 
 def _solve(jobs: Sequence[JobResult]) -> str:
