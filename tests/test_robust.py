@@ -124,7 +124,9 @@ def test_channel_mismatch_names_the_key(make_cfg, tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-def test_masking_checks_write_records_the_report_reads(make_cfg, tmp_path: Path) -> None:
+def test_masking_checks_write_records_the_report_reads(
+    make_cfg, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     """experiments/robust_checks.py on two tiny trained nets: every check is a number, the
     quoted robust accuracy is the minimum over the attack sources, eps 0 is clean."""
     import importlib.util
@@ -189,6 +191,12 @@ def test_masking_checks_write_records_the_report_reads(make_cfg, tmp_path: Path)
     assert after["run"] != before["run"] and after["run"].endswith("moved/runs/0/1")
     assert {**after, "run": before["run"]} == before
     checks.load_net = load_net
+    # A finished run without its final checkpoint: one line naming it, exit status 2.
+    (tmp_path / "moved" / "runs" / "0" / "2" / "checkpoints" / "last.ckpt").unlink()
+    capsys.readouterr()
+    assert checks.main([*moved, "--square-images", "4", "--queries", "3"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and err.startswith("error:") and "0/2/checkpoints/last.ckpt" in err
     assert odenet["grid"]["eps0_is_clean"] is True and odenet["images"] == 12
     pgd = odenet["grid"]["pgd"]
     assert odenet["grid"]["pgd_monotone"] == all(b <= a for a, b in zip(pgd, pgd[1:], strict=False))

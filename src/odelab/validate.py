@@ -217,6 +217,7 @@ EXACT = {
     "trace.estimator": choice("exact", "hutchinson"),
     "trace.noise": choice("gaussian", "rademacher"),
     "recipe.fraction": fraction(),
+    "recipe.warmup_epochs": number(0),
     "recipe.perturbation.eps": number(0),
     "recipe.perturbation.sigma": number(0),
     "recipe.perturbation.step_size": positive(nullable=True),

@@ -210,13 +210,13 @@ def build_report(jobs: Jobs, budget: str, report_dir: Path) -> str:
         # One line per distinct setting of the data set's runs, naming the models that
         # share it (recipes and epochs may differ between models of one budget).
         by_setting: dict[str, list[str]] = {}
-        for (d, _, model), jobs in sorted(groups.items(), key=_group_order):
-            for text in (_setting(run_config(j)) for j in jobs if d == data):
+        for (d, _, model), group_jobs in sorted(groups.items(), key=_group_order):
+            for text in (_setting(run_config(j)) for j in group_jobs if d == data):
                 models = by_setting.setdefault(text, [])
                 models += [] if model in models else [model]
         name = DATA_NAMES.get(data, data)
         for text, models in by_setting.items():
-            who = "" if len(by_setting) == 1 else f", {', '.join(models)}"
+            who = "" if len(by_setting) == 1 else f" ({', '.join(models)})"
             lines.append(f"- {name}{who}: {text}.")
     lines += ["", *_floor_section(groups)]
     for data in sorted({d for d, _, _ in groups}):
@@ -823,10 +823,15 @@ def _grid_table(records: list[dict[str, Any]]) -> list[str]:
 def _differences(done: list[JobResult], checks: dict[str, dict[str, Any]]) -> list[str]:
     lines = ["## What differs from the study", ""]
     settings = sorted({_setting(run_config(j)) for j in done})
+    here = (
+        settings[0]
+        if len(settings) == 1
+        else "the settings listed at the top, per data set and model"
+    )
     lines += [
         "- The study trains 100 epochs on full MNIST (60,000 images), Adam lr 1e-3, weight",
         "  decay 5e-4, Euler step 0.1 (TisODE 0.05, steady-state weight 0.01), models of",
-        "  about 140k parameters; here: " + "; ".join(settings) + ".",
+        f"  about 140k parameters; here: {here}.",
         "- The study's PGD has no stated step count or restarts; ours is stated per run above.",
         "- The study reports MNIST, SVHN and ImgNet10; SVHN runs with",
         "  `make reproduce-robust budget=svhn` where its files are present (they are absent",

@@ -96,7 +96,10 @@ class RobustClassifier(ImageClassifier):
             perturbation = self.training_perturbation
             if self.warmup_epochs > 0:
                 steps = self.trainer.num_training_batches
-                factor = self.strength_factor(self.global_step, int(steps))
+                # Counted in batches (not optimizer steps, which gradient accumulation
+                # makes fewer), so the ramp spans `warmup_epochs` epochs whatever the setup.
+                step = self.current_epoch * int(steps) + batch_idx
+                factor = self.strength_factor(step, int(steps))
                 perturbation = perturbation.scaled(factor)
                 self.log(
                     "train/perturbation_strength",
