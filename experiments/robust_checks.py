@@ -51,7 +51,7 @@ from odelab.attacks import (
     pgd_curve,
     with_solver,
 )
-from odelab.errors import ConfigError, SolverError
+from odelab.errors import SolverError
 from odelab.ode import Solver
 from odelab.profiling import describe_device
 from odelab.reports.base import relative_path
@@ -123,13 +123,8 @@ SETTINGS += ("queries", "batch_size", "deploy_backend")
 def weights(run: Run) -> str:
     """SHA-256 of the run's final checkpoint: a record belongs to these weights wherever
     the run folder lies (`reproduce.py --from-parts` moves finished sweeps)."""
-    path = run.path / "checkpoints" / "last.ckpt"
-    if not path.is_file():
-        raise ConfigError(
-            f"{path} is missing: the run's final checkpoint; rerun it with resume=true"
-        )
     digest = hashlib.sha256()
-    with open(path, "rb") as f:
+    with open(run.checkpoint, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
@@ -401,10 +396,7 @@ def main(argv: list[str] | None = None) -> int:
             )
         todo.append((run, cnn if cnn is not run else None))
     missing = [
-        r.path / "checkpoints" / "last.ckpt"
-        for pair in todo
-        for r in pair
-        if r is not None and not (r.path / "checkpoints" / "last.ckpt").is_file()
+        r.checkpoint for pair in todo for r in pair if r is not None and not r.checkpoint.is_file()
     ]
     if missing:
         print(

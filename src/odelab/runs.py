@@ -100,12 +100,17 @@ class Run:
         epochs = {int(row["epoch"]) for row in self.history if "train/loss_epoch" in row}
         return len(epochs)
 
+    @property
+    def checkpoint(self) -> Path:
+        """The run's final checkpoint (`checkpoints/last.ckpt`; it may be absent)."""
+        return self.path / "checkpoints" / "last.ckpt"
+
     def trained_task(self) -> Any:
         """The run's task (`config.model`) with the weights of `checkpoints/last.ckpt`, on CPU."""
         import torch
         from hydra.utils import instantiate
 
-        checkpoint = self.path / "checkpoints" / "last.ckpt"
+        checkpoint = self.checkpoint
         if self.config is None or not checkpoint.is_file():
             raise ConfigError(f"{self.path} has no config or no checkpoints/last.ckpt to load")
         task = instantiate(self.config.model)

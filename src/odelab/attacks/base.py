@@ -38,11 +38,16 @@ class Attack:
     def perturb(self, model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
         raise NotImplementedError
 
+    def generator(self) -> torch.Generator | None:
+        """The attack's private random stream, created on first use (None: none)."""
+        return None
+
     def scaled(self, factor: float) -> Attack:
         """This attack at `factor` times its strength (a training recipe's warm-up); the
         copy shares this attack's random stream, so successive copies draw fresh noise."""
         if factor < 0:
             raise ConfigError(f"an attack's strength factor must be >= 0, got {factor}")
+        self.generator()  # created before copying, so the copy continues the stream
         twin = copy.copy(self)
         twin.strength = self.strength * factor
         return twin

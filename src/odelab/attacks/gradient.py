@@ -106,7 +106,6 @@ class PGD(Attack):
 
     def scaled(self, factor: float) -> PGD:
         """PGD at `factor` times the radius and the step size, the same number of steps."""
-        self.generator()  # created here, so the copy continues this stream of starts
         twin = super().scaled(factor)
         assert isinstance(twin, PGD)
         twin.step_size = self.step_size * factor

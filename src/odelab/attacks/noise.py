@@ -30,12 +30,6 @@ class GaussianNoise(Attack):
             self._generator = torch.Generator().manual_seed(self.seed)
         return self._generator
 
-    def scaled(self, factor: float) -> GaussianNoise:
-        self.generator()  # created here, so the copy continues this stream of noise
-        twin = super().scaled(factor)
-        assert isinstance(twin, GaussianNoise)
-        return twin
-
     def perturb(self, model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
         generator = self.generator()
         if generator is None:

@@ -95,11 +95,10 @@ class RobustClassifier(ImageClassifier):
             assert self.training_perturbation is not None
             perturbation = self.training_perturbation
             if self.warmup_epochs > 0:
-                steps = self.trainer.num_training_batches
+                steps = int(self.trainer.num_training_batches)
                 # Counted in batches (not optimizer steps, which gradient accumulation
                 # makes fewer), so the ramp spans `warmup_epochs` epochs whatever the setup.
-                step = self.current_epoch * int(steps) + batch_idx
-                factor = self.strength_factor(step, int(steps))
+                factor = self.strength_factor(self.current_epoch * steps + batch_idx, steps)
                 perturbation = perturbation.scaled(factor)
                 self.log(
                     "train/perturbation_strength",
