@@ -18,6 +18,7 @@ from odelab.attacks import (
     attack_sweep,
     attacked_accuracy,
     honesty_checks,
+    largest_rise,
     merge_sweeps,
     never_rises,
     pgd_curve,
@@ -335,3 +336,17 @@ def test_fgsm_and_pgd_agree_with_adversarial_robustness_toolbox(trained_model) -
             assert np.mean(ours_acc) <= np.mean(art_acc) + 0.01, (eps, ours_acc, art_acc)
     finally:
         np.random.set_state(state)
+
+
+def test_largest_rise_compares_only_stronger_configurations() -> None:
+    curve = [
+        {"steps": 10, "restarts": 1, "acc": 0.40},
+        {"steps": 20, "restarts": 1, "acc": 0.38},
+        {"steps": 10, "restarts": 5, "acc": 0.45},  # not stronger than 20 x 1: not compared
+        {"steps": 20, "restarts": 5, "acc": 0.41},
+    ]
+    # Rises: 10x5 over 10x1 by 0.05, 20x5 over 20x1 by 0.03 and over 10x1 by 0.01.
+    assert abs(largest_rise(curve) - 0.05) < 1e-12 and not never_rises(curve)
+    assert never_rises(curve, tolerance=0.05 + 1e-9)
+    assert largest_rise([p for p in curve if p["acc"] != 0.45]) == pytest.approx(0.03)
+    assert largest_rise(curve[:2]) == 0.0 and never_rises(curve[:2])

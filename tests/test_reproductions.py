@@ -87,7 +87,10 @@ def test_robust_report_averages_seeds_beside_the_paper(tmp_path: Path) -> None:
     floor = table_row(report.split("## Clean accuracy")[1], "MNIST")
     assert floor[-3:] == ["80.00", "98", "**no**"]  # the CNN's lower seed misses 98 %
     assert "beats both gradient attacks on: ODENet (mnist, clean, seed 0)" in report
-    assert "| **no** |" in report.split("### PGD against steps")[1].split("###")[0]
+    curve = report.split("### PGD against steps")[1].split("###")[0]
+    assert table_row(curve, "MNIST")[-2:] == ["**no**", "2"]  # 42 -> 44 % of 100 images
+    assert "on 1 of 1 models (images): ODENet (mnist, clean, seed 0) by 2 of 100" in curve
+    assert "None of these rises could be significant" in curve
 
 
 MASKING_RECORD = {
@@ -262,4 +265,27 @@ def test_robust_setting_names_the_training_recipe() -> None:
     assert _recipe_text(cfg({"perturbation": pgd, "fraction": 0.25, "warmup_epochs": 3})) == (
         "25 % of every training batch replaced by PGD examples (eps 0.3, 6 steps of 0.125), "
         "its strength ramped up from zero over 3 epochs"
+    )
+
+
+def test_robust_curve_verdict_flags_a_rise_only_when_it_could_be_significant() -> None:
+    """A stronger PGD measuring higher by 6 images of 100 can be significant under the
+    exact sign test (2 * 0.5**6 < 0.05); by 5 it cannot (2 * 0.5**5 > 0.05)."""
+    import copy
+
+    from odelab.reports.robust import _curve_table
+
+    def record(rise: int) -> dict:
+        r = copy.deepcopy(MASKING_RECORD)
+        r["curve"]["points"][1]["acc"] = 0.42 + rise / 100
+        return r
+
+    assert "None of these rises could be significant" in "\n".join(_curve_table([record(5)]))
+    text = "\n".join(_curve_table([record(6)]))
+    assert "a sign of masked gradients: ODENet (mnist, clean, seed 0)." in text
+    assert table_row(text, "MNIST")[-1] == "6"
+    flat = copy.deepcopy(MASKING_RECORD)
+    flat["curve"]["points"][1]["acc"] = 0.40
+    assert "No stronger configuration measures higher on any of the 1 models" in "\n".join(
+        _curve_table([flat])
     )

@@ -160,11 +160,20 @@ def pgd_curve(
 def never_rises(curve: Sequence[dict[str, float]], tolerance: float = 0.0) -> bool:
     """True when no configuration with at least the steps and restarts of another is more
     accurate than it by more than `tolerance`."""
-    return all(
-        b["acc"] <= a["acc"] + tolerance
-        for a in curve
-        for b in curve
-        if b["steps"] >= a["steps"] and b["restarts"] >= a["restarts"]
+    return largest_rise(curve) <= tolerance
+
+
+def largest_rise(curve: Sequence[dict[str, float]]) -> float:
+    """The most by which a configuration with at least the steps and restarts of another is
+    more accurate than it (0 when the curve never rises)."""
+    return max(
+        (
+            b["acc"] - a["acc"]
+            for a in curve
+            for b in curve
+            if b["steps"] >= a["steps"] and b["restarts"] >= a["restarts"]
+        ),
+        default=0.0,
     )
 
 

@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from odelab.attacks.evaluate import largest_rise
 from odelab.reports.base import (
     JobResult,
     Jobs,
@@ -31,6 +32,7 @@ from odelab.reports.base import (
     runs_section,
 )
 from odelab.reports.mnist_table import validation_images, validation_section
+from odelab.reports.stats import resolvable
 
 MODELS = {"robust_cnn": "CNN", "robust_odenet": "ODENet", "tisode": "TisODE"}
 # The clean test accuracy each model must reach before its robustness means anything.
@@ -723,10 +725,11 @@ def _square_table(records: list[dict[str, Any]]) -> list[str]:
 def _curve_table(records: list[dict[str, Any]]) -> list[str]:
     points = [(p["steps"], p["restarts"]) for r in records for p in r["curve"]["points"]]
     configs = sorted(set(points), key=lambda sr: (sr[1], sr[0]))
-    rows = []
+    rows, rises, significant = [], [], []
     for r in records:
         c = r["curve"]
         acc = {(p["steps"], p["restarts"]): p["acc"] for p in c["points"]}
+        rise = round(c["images"] * largest_rise(c["points"]))
         rows.append(
             [
                 *_who(r),
@@ -735,7 +738,27 @@ def _curve_table(records: list[dict[str, Any]]) -> list[str]:
                 str(c["images"]),
                 *(_pct(acc[k]) if k in acc else "–" for k in configs),
                 _yes(c["never_rises"]),
+                str(rise),
             ]
+        )
+        who = f"{r['model']} ({r['data']}, {r['recipe']}, seed {r['seed']})"
+        if rise > 0:
+            rises.append(f"{who} by {rise} of {c['images']}")
+        if resolvable(rise):
+            significant.append(who)
+    if not rises:
+        verdict = f"No stronger configuration measures higher on any of the {len(records)} models."
+    else:
+        verdict = (
+            f"A stronger configuration measures higher on {len(rises)} of {len(records)} "
+            f"models (images): {'; '.join(rises)}. "
+            + (
+                "Rises large enough to be significant under any pairing (exact sign test, "
+                "5 %), a sign of masked gradients: " + ", ".join(significant) + "."
+                if significant
+                else "None of these rises could be significant under any pairing (exact sign "
+                "test, 5 %): they are within what fresh random starts give."
+            )
         )
     return [
         "### PGD against steps and restarts",
@@ -757,9 +780,12 @@ def _curve_table(records: list[dict[str, Any]]) -> list[str]:
                 "images",
                 *(f"{s} x {r}" for s, r in configs),
                 "never rises",
+                "largest rise (images)",
             ],  # fmt: skip
             rows,
         ),
+        "",
+        verdict,
         "",
     ]
 
