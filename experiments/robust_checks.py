@@ -15,7 +15,9 @@ one JSON record per run into `--out`:
 - `solvers` (ODE nets): the net deployed with dopri5 (per image, via torchode), attacked by
   PGD and FGSM through dopri5, through fixed-step rk4 and Euler surrogates of the same
   weights, and by transfer from the CNN of the same data, recipe and seed; `worst` (the
-  minimum over both attacks and every source) is the robust accuracy to quote.
+  minimum over both attacks and every source) is the robust accuracy to quote;
+- `independent`: our FGSM and PGD beside the Adversarial Robustness Toolbox's on the Square
+  images (`fgsm_same`; PGD without a random start makes the same images; `pgd_as_strong`).
 
     python experiments/robust_checks.py --runs logs/reproduce/robust/cpu --out <bench dir> --jobs 2
 
@@ -114,7 +116,7 @@ def check_eps(grid: list[float], pgd: list[float], clean: float) -> float:
     return min(points)[1]
 
 
-STAGES = ("grid", "curve", "square", "solvers")
+STAGES = ("grid", "curve", "square", "solvers", "independent")
 # What a record's finished stages depend on: a rerun with other values redoes them.
 SETTINGS = ("images", "curve_images", "curve_steps", "curve_restarts", "square_images")
 SETTINGS += ("queries", "batch_size", "deploy_backend")
@@ -164,7 +166,7 @@ def checks(
         if record.get("settings") != wanted:
             record = {}
     stages = [s for s in STAGES if s != "solvers" or ident["model"] != "CNN"]
-    if record.get("complete"):
+    if record.get("complete") and all(stage in record for stage in stages):
         if record.get("run") != relative_path(run.path):  # the same weights, moved
             record["run"] = relative_path(run.path)
             write_atomic(out, record)
@@ -193,6 +195,8 @@ def checks(
             record["curve"] = curve_stage(net, x, y, record, args)
         elif stage == "square":
             record["square"] = square_stage(net, x, y, record, args)
+        elif stage == "independent":
+            record["independent"] = independent_stage(net, x, y, record, args)
         else:
             cnn_net = load_net(cnn, args.device) if cnn is not None else None
             n_sq = min(args.square_images, len(y))
@@ -200,7 +204,7 @@ def checks(
             record["solvers"] = solver_checks(
                 net, cnn_net, x[:n_sq], y[:n_sq], eps, args.batch_size, args.deploy_backend
             )
-        record["complete"] = stage == stages[-1]
+        record["complete"] = all(done in record for done in stages)
         write_atomic(out, record)
         log(stage)
     return record
@@ -276,6 +280,106 @@ def square_stage(
     square["beats_by_images"] = gap
     square["beats_gradient"] = resolvable(gap)
     return square
+
+
+def independent_stage(
+    net: torch.nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    record: dict[str, object],
+    args: argparse.Namespace,
+) -> dict[str, object]:
+    """Our FGSM and PGD beside the Adversarial Robustness Toolbox's (ART, a maintained
+    implementation and a dev dependency) on the Square images at the check epsilon.
+
+    FGSM is deterministic: the same accuracy (`fgsm_same`). PGD without a random start must
+    make the same images (`pgd_no_start_max_diff`, `pgd_no_start_pixels_differ`); with one
+    random start each, ours must be at least as strong (`pgd_as_strong`), or above ART's
+    accuracy by too few images to be significant under any pairing (the starts differ).
+    """
+    try:
+        import art
+        from art.attacks.evasion import FastGradientMethod, ProjectedGradientDescent
+        from art.estimators.classification import PyTorchClassifier
+    except ImportError:
+        return {
+            "missing": "adversarial-robustness-toolbox is not installed: pip install -e '.[dev]'"
+        }
+    import numpy as np
+
+    eps = float(record["curve"]["eps"])  # type: ignore[index]
+    n = min(args.square_images, len(y))
+    xs, ys, bs = x[:n], y[:n], args.batch_size
+    step = 2.5 * eps / GRID_STEPS
+    with torch.no_grad():
+        classes = int(net(xs[:1]).shape[-1])
+    classifier = PyTorchClassifier(
+        net,
+        loss=torch.nn.CrossEntropyLoss(),
+        input_shape=tuple(xs.shape[1:]),
+        nb_classes=classes,
+        clip_values=(0.0, 1.0),
+        device_type="gpu" if str(args.device).startswith("cuda") else "cpu",
+    )
+    x_np, y_np = xs.cpu().numpy(), ys.cpu().numpy()
+
+    def theirs(attack: object) -> torch.Tensor:
+        return torch.from_numpy(attack.generate(x_np, y=y_np)).to(xs.device)  # type: ignore[attr-defined]
+
+    def art_pgd(random_init: int) -> torch.Tensor:
+        return theirs(
+            ProjectedGradientDescent(
+                classifier, eps=eps, eps_step=step, max_iter=GRID_STEPS,
+                num_random_init=random_init, batch_size=bs, verbose=False,
+            )
+        )  # fmt: skip
+
+    fgsm = {
+        "ours": attacked_accuracy(net, FGSM(eps), xs, ys, batch_size=bs),
+        "art": accuracy(
+            net, theirs(FastGradientMethod(classifier, eps=eps, batch_size=bs)), ys, bs
+        ),
+    }
+    ours_fixed = torch.cat(
+        [
+            PGD(eps, step_size=step, steps=GRID_STEPS, random_start=False)(net, xb, yb)
+            for xb, yb in zip(xs.split(bs), ys.split(bs), strict=True)
+        ]
+    )
+    art_fixed = art_pgd(0)
+    state = np.random.get_state()  # ART draws its random start from numpy's global RNG
+    try:
+        np.random.seed(STAGES.index("independent"))
+        art_random = accuracy(net, art_pgd(1), ys, bs)
+    finally:
+        np.random.set_state(state)
+    pgd = {
+        "ours": attacked_accuracy(
+            net, PGD(eps, step_size=step, steps=GRID_STEPS), xs, ys, batch_size=bs
+        ),
+        "art": art_random,
+    }
+    excess = round(n * (pgd["ours"] - pgd["art"]))
+    return {
+        "implementation": f"adversarial-robustness-toolbox {art.__version__}",
+        "eps": eps,
+        "images": n,
+        "pgd_steps": GRID_STEPS,
+        "pgd_step_size": step,
+        "fgsm": fgsm,
+        "fgsm_same": round(n * fgsm["ours"]) == round(n * fgsm["art"]),
+        "pgd_no_start": {
+            "ours": accuracy(net, ours_fixed, ys, bs),
+            "art": accuracy(net, art_fixed, ys, bs),
+        },
+        "pgd_no_start_max_diff": float((ours_fixed - art_fixed).abs().max()),
+        # A gradient component near zero can take the other sign in the other code's float
+        # arithmetic: the share of pixel values that end more than 1e-5 apart.
+        "pgd_no_start_pixels_differ": float(((ours_fixed - art_fixed).abs() > 1e-5).float().mean()),
+        "pgd": pgd,
+        "pgd_excess_images": excess,
+        "pgd_as_strong": excess <= 0 or not resolvable(excess),
+    }
 
 
 def solver_checks(

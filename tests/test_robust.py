@@ -165,6 +165,18 @@ def test_masking_checks_write_records_the_report_reads(
         *solvers["accuracy"].values(), *solvers["fgsm_accuracy"].values()
     )
     assert set(tisode["solvers"]["accuracy"]) == set(solvers["accuracy"])
+    # Against ART on every model: the same FGSM, the same PGD images without a random start,
+    # and the random-start PGD judged as strong or not.
+    for record in (cnn, odenet, tisode):
+        ind = record["independent"]
+        assert ind["implementation"].startswith("adversarial-robustness-toolbox 1.20")
+        assert ind["images"] == 6 and ind["eps"] == record["curve"]["eps"]
+        assert ind["fgsm_same"] and ind["fgsm"]["ours"] == ind["fgsm"]["art"]
+        # Untrained nets have gradient components near zero whose sign can differ between
+        # the two codes' arithmetic: a few pixels may take another step, no more.
+        assert ind["pgd_no_start_pixels_differ"] <= 0.01, (record["model"], ind)
+        assert ind["pgd_no_start"]["ours"] == ind["pgd_no_start"]["art"]
+        assert ind["pgd_as_strong"] == (ind["pgd_excess_images"] <= 5)
     # An interrupted record (stages after the grid lost) resumes to the same numbers: each
     # stage seeds its own random starts.
     path = out / "checks_mnist_clean_robust_odenet_seed0.json"

@@ -167,7 +167,8 @@ def plateau_state(
         fewer = round(images * (before - last))
         if not resolvable(fewer):
             return "unresolved", (
-                f"improving by {fewer} errors of {images} validation images, not significant "
+                f"improving by {fewer} error{'' if fewer == 1 else 's'} of {images} "
+                "validation images, not significant "
                 f"(last quarter {100 * gain:.1f} %)"
             )
     return "improving", f"still improving (last quarter {100 * gain:.1f} %)"
