@@ -361,13 +361,13 @@ def _recipe_section(groups: Groups, data: str, recipe: str, report_dir: Path) ->
     figure = report_dir / f"{data}_{recipe}_accuracy.png"
     if _accuracy_figure(groups, data, recipe, columns, paper, figure):
         lines += [f"![accuracy under attack]({report_dir.name}/{figure.name})", ""]
-    curves = {
-        m: [
-            (*j.run.epoch_series("val/error"), validation_images(j.run))
-            for j in groups[data, recipe, m]
+    curves = {}
+    for m in models:
+        runs = sorted(groups[data, recipe, m], key=lambda j: str(j.overrides.get("seed", "")))
+        seeds = ", ".join(str(j.overrides.get("seed", "?")) for j in runs)
+        curves[f"{m} (seed{'s' if len(runs) > 1 else ''} {seeds})"] = [
+            (*j.run.epoch_series("val/error"), validation_images(j.run)) for j in runs
         ]
-        for m in models
-    }
     lines += validation_section(
         curves, report_dir / f"{data}_{recipe}_validation.png", "### Validation error over training"
     )
