@@ -176,7 +176,10 @@ def test_masking_checks_write_records_the_report_reads(
         # the two codes' arithmetic: a few pixels may take another step, no more.
         assert ind["pgd_no_start_pixels_differ"] <= 0.01, (record["model"], ind)
         assert ind["pgd_no_start"]["ours"] == ind["pgd_no_start"]["art"]
-        assert ind["pgd_as_strong"] == (ind["pgd_excess_images"] <= 5)
+        only = ind["pgd_disagree"]
+        assert ind["pgd_excess_images"] == only["only_ours_correct"] - only["only_art_correct"]
+        assert ind["pgd_as_strong"] == (ind["pgd_weaker_p"] >= 0.05)
+        assert round(6 * (ind["pgd"]["ours"] - ind["pgd"]["art"])) == ind["pgd_excess_images"]
     # An interrupted record (stages after the grid lost) resumes to the same numbers: each
     # stage seeds its own random starts.
     path = out / "checks_mnist_clean_robust_odenet_seed0.json"

@@ -11,6 +11,7 @@ fixed-step surrogates and the CNN.
 
 from __future__ import annotations
 
+import math
 import re
 from collections import defaultdict
 from collections.abc import Sequence
@@ -473,7 +474,9 @@ def _comparison_rows(
             and column in paper.get(b_name, {})
         ):
             study = paper[a_name][column] - paper[b_name][column]
-        inside = "–" if study is None else _yes(c.low <= study <= c.high)
+        inside = (
+            "–" if study is None or not math.isfinite(c.low) else _yes(c.low <= study <= c.high)
+        )
         rows.append(
             [
                 label,
@@ -651,15 +654,22 @@ def _masking_section(checks: dict[str, dict[str, Any]], report_dir: Path) -> lis
 
 def _independent_table(records: list[dict[str, Any]]) -> list[str]:
     """Our FGSM and PGD beside the Adversarial Robustness Toolbox's, with computed verdicts."""
-    found = [r for r in records if "independent" in r and "missing" not in r["independent"]]
-    missing = [r for r in records if "missing" in r.get("independent", {})]
+    found = [r for r in records if "missing" not in r.get("independent", {"missing": ""})]
+    left = [r for r in records if r not in found]
     lines = ["### Against an independent implementation", ""]
+    missing = sorted({r["independent"]["missing"] for r in left if "independent" in r})
+    not_compared = (
+        f"Not compared ({len(left)}: "
+        + ", ".join(f"{r['model']} ({r['data']}, {r['recipe']}, seed {r['seed']})" for r in left)
+        + ("; " + "; ".join(missing) if missing else "; records made before this stage")
+        + ")."
+    )
     if not found:
-        reason = missing[0]["independent"]["missing"] if missing else "no record has the stage"
-        return [*lines, f"Not run: {reason}.", ""]
+        return [*lines, not_compared, ""]
     rows = []
     for r in found:
         i = r["independent"]
+        p = i.get("pgd_weaker_p")
         rows.append(
             [
                 *_who(r),
@@ -671,6 +681,7 @@ def _independent_table(records: list[dict[str, Any]]) -> list[str]:
                 f"{100 * i['pgd_no_start_pixels_differ']:.2f}",
                 _pct(i["pgd"]["ours"]),
                 _pct(i["pgd"]["art"]),
+                "–" if p is None else f"{p:.2g}",
                 _yes(i["pgd_as_strong"]),
             ]
         )
@@ -678,6 +689,14 @@ def _independent_table(records: list[dict[str, Any]]) -> list[str]:
     strong = sum(r["independent"]["pgd_as_strong"] for r in found)
     identical = sum(r["independent"]["pgd_no_start_pixels_differ"] == 0 for r in found)
     worst = max(found, key=lambda r: r["independent"]["pgd_no_start_pixels_differ"])
+    share = worst["independent"]["pgd_no_start_pixels_differ"]
+    apart = (
+        f" (at most {100 * share:.2f} % of pixel values apart, {worst['model']} "
+        f"({worst['data']}, {worst['recipe']}, seed {worst['seed']}): gradient components "
+        "near zero can take the other sign in the other code's arithmetic)"
+        if share > 0
+        else ""
+    )
     first = found[0]["independent"]
     return [
         *lines,
@@ -685,8 +704,9 @@ def _independent_table(records: list[dict[str, Any]]) -> list[str]:
         f"each model's check epsilon. PGD: {first['pgd_steps']} steps of 2.5 eps /",
         f"{first['pgd_steps']}, once without a random start (the two must make the same",
         "images: the share of pixel values more than 1e-5 apart is shown) and once with one",
-        "random start each (the starts differ, so ours must leave at most as many images",
-        "correct, or more by too few to be significant under any pairing).",
+        "random start each. The starts differ, so ours counts as weaker only when it leaves",
+        "significantly more images correct: exact McNemar test (one-sided) on the images",
+        "where the two disagree, 5 %.",
         "",
         markdown_table(
             [
@@ -702,16 +722,16 @@ def _independent_table(records: list[dict[str, Any]]) -> list[str]:
                 "PGD no start: pixels apart (%)",
                 "PGD ours",
                 "PGD ART",
+                "p (ours weaker)",
                 "as strong",
             ],  # fmt: skip
             rows,
         ),
         "",
-        f"FGSM gives ART's accuracy on {same} of {len(found)} models; without a random start",
-        f"PGD makes ART's images exactly on {identical} of {len(found)} (at most "
-        f"{100 * worst['independent']['pgd_no_start_pixels_differ']:.2f} % of pixel values "
-        f"apart, {worst['model']} ({worst['data']}, {worst['recipe']}, seed {worst['seed']}));",
-        f"our random-start PGD is at least as strong as ART's on {strong} of {len(found)}.",
+        f"FGSM gives ART's accuracy on {same} of {len(found)} models; without a random start "
+        f"PGD makes ART's images exactly on {identical} of {len(found)}{apart}; our "
+        f"random-start PGD is not significantly weaker than ART's on {strong} of {len(found)}.",
+        *([not_compared] if left else []),
         "",
     ]
 
@@ -809,34 +829,44 @@ def _solver_table(records: list[dict[str, Any]]) -> list[str]:
         for r in solver
         if not r["solvers"].get("transfer_source", True)
     ]
-    masked, gaps = [], []
+    masked, gaps, unjudged = [], [], []
     for r in solver:
         s = r["solvers"]
-        own = min(v for k, v in [*s["accuracy"].items(), *s.get("fgsm_accuracy", {}).items()]
-                  if k == "dopri5")  # fmt: skip
-        others = [v for k, v in [*s["accuracy"].items(), *s.get("fgsm_accuracy", {}).items()]
-                  if k != "dopri5"]  # fmt: skip
-        if not others:
+        results = [*s["accuracy"].items(), *s.get("fgsm_accuracy", {}).items()]
+        own = [v for k, v in results if k == "dopri5"]
+        others = [v for k, v in results if k != "dopri5"]
+        who = f"{r['model']} ({r['data']}, {r['recipe']}, seed {r['seed']})"
+        if not own or not others:
+            unjudged.append(who)
             continue
-        gap = round(s["images"] * (own - min(others)))
+        gap = round(s["images"] * (min(own) - min(others)))
         gaps.append(gap)
         if resolvable(gap):
-            masked.append(f"{r['model']} ({r['data']}, {r['recipe']}, seed {r['seed']}) by {gap}")
+            masked.append(f"{who} by {gap}")
     if masked:
         verdict = (
-            "Another source leaves significantly fewer images correct than attacking through "
-            "dopri5 itself (images; exact sign test at its most favourable, 5 %), so dopri5's "
-            "own gradients understate the attack on: " + "; ".join(masked) + ". Quote the "
+            "Another source leaves fewer images correct than attacking through dopri5 itself, "
+            "by enough images that it could be significant (exact sign test at its most "
+            "favourable pairing, 5 %; per-image outcomes are not kept), so dopri5's own "
+            "gradients may understate the attack on: " + "; ".join(masked) + ". Quote the "
             "worst case for these."
         )
     elif gaps:
         verdict = (
             f"On none of the {len(gaps)} ODE nets does another source beat attacking through "
-            "dopri5 itself by enough images to be significant (at most "
-            f"{max(gaps)}): no sign that the adaptive solver masks gradients."
+            "dopri5 itself by enough images that it could be significant (by at most "
+            f"{max(0, *gaps)}): no sign that the adaptive solver masks gradients."
         )
     else:
-        verdict = "No source besides dopri5 finished, so masking cannot be judged."
+        verdict = (
+            "No record has both a dopri5 result and another source's, so masking is not judged."
+        )
+    if masked or gaps:
+        verdict += (
+            " Not judged (dopri5 or every other source failed): " + ", ".join(unjudged) + "."
+            if unjudged
+            else ""
+        )
     notes = []
     if "error_norm" in first:
         notes.append(f"dopri5's error norm: {first['error_norm']}.")
@@ -966,8 +996,9 @@ def _curve_table(records: list[dict[str, Any]]) -> list[str]:
             f"A stronger configuration measures higher on {len(rises)} of {len(records)} "
             f"models (images): {'; '.join(rises)}. "
             + (
-                "Rises large enough to be significant under any pairing (exact sign test, "
-                "5 %), a sign of masked gradients: " + ", ".join(significant) + "."
+                "Rises large enough that they could be significant (exact sign test at its "
+                "most favourable pairing, 5 %; per-image outcomes are not kept), a possible "
+                "sign of masked gradients: " + ", ".join(significant) + "."
                 if significant
                 else "None of these rises could be significant under any pairing (exact sign "
                 "test, 5 %): they are within what fresh random starts give."
