@@ -283,9 +283,9 @@ def _floor_section(groups: Groups) -> list[str]:
         "MNIST, 88 % on Fashion-MNIST; each model must reach its floor on every seed",
         "(`lowest`). Epochs are chosen on validation accuracy (the final epoch's, on the",
         "held-out validation split): a model whose lowest seed is under its floor there",
-        "trains longer. The test columns are read once, for this table. Epochs as logged;",
-        "minutes of wall time per run (training and the attacked test), from each sweep's",
-        "job record.",
+        "trains longer, and so does the model it is compared with. The test columns are",
+        "read once, for this table. Epochs as logged; minutes of wall time per run",
+        "(training and the attacked test), from each sweep's job record.",
         "",
         markdown_table(
             [
