@@ -50,7 +50,9 @@ from odelab.attacks import (
     Square,
     accuracy,
     attacked_accuracy,
+    correct,
     never_rises,
+    perturbed,
     pgd_curve,
     with_solver,
 )
@@ -290,14 +292,6 @@ def square_stage(
     return square
 
 
-def correct(net: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, bs: int) -> torch.Tensor:
-    """Per image, whether `net` classifies it as `y`."""
-    with torch.no_grad():
-        return torch.cat(
-            [net(xb).argmax(1) == yb for xb, yb in zip(x.split(bs), y.split(bs), strict=True)]
-        )
-
-
 def independent_stage(
     net: torch.nn.Module,
     x: torch.Tensor,
@@ -358,12 +352,8 @@ def independent_stage(
             net, theirs(FastGradientMethod(classifier, eps=eps, batch_size=bs)), ys, bs
         ),
     }
-    ours_fixed = torch.cat(
-        [
-            PGD(eps, step_size=step, steps=GRID_STEPS, random_start=False)(net, xb, yb)
-            for xb, yb in zip(xs.split(bs), ys.split(bs), strict=True)
-        ]
-    )
+    no_start = PGD(eps, step_size=step, steps=GRID_STEPS, random_start=False)
+    ours_fixed = perturbed(net, no_start, xs, ys, bs)
     art_fixed = art_pgd(0)
     state = np.random.get_state()  # ART draws its random start from numpy's global RNG
     try:
@@ -371,10 +361,7 @@ def independent_stage(
         art_random = art_pgd(1)
     finally:
         np.random.set_state(state)
-    ours_pgd = PGD(eps, step_size=step, steps=GRID_STEPS)
-    ours_random = torch.cat(
-        [ours_pgd(net, xb, yb) for xb, yb in zip(xs.split(bs), ys.split(bs), strict=True)]
-    )
+    ours_random = perturbed(net, PGD(eps, step_size=step, steps=GRID_STEPS), xs, ys, bs)
     ours_right = correct(net, ours_random, ys, bs)
     art_right = correct(net, art_random, ys, bs)
     pgd = {"ours": float(ours_right.float().mean()), "art": float(art_right.float().mean())}

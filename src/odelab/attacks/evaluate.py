@@ -18,11 +18,18 @@ from odelab.ode import ODEBlock, Solver
 @torch.no_grad()
 def accuracy(model: nn.Module, x: Tensor, y: Tensor, batch_size: int = 250) -> float:
     """Share of `x` that `model` classifies as `y`."""
-    correct = sum(
-        int((model(xb).argmax(1) == yb).sum())
-        for xb, yb in zip(x.split(batch_size), y.split(batch_size), strict=False)
-    )
-    return correct / len(y)
+    return int(correct(model, x, y, batch_size).sum()) / len(y)
+
+
+def correct(model: nn.Module, x: Tensor, y: Tensor, batch_size: int = 250) -> Tensor:
+    """Per image, whether `model` classifies it as `y`."""
+    with torch.no_grad():
+        return torch.cat(
+            [
+                model(xb).argmax(1) == yb
+                for xb, yb in zip(x.split(batch_size), y.split(batch_size), strict=False)
+            ]
+        )
 
 
 def attacked_accuracy(
@@ -38,14 +45,18 @@ def attacked_accuracy(
     A different `source` gives a transfer attack (e.g. examples made on the CNN) or the
     same weights integrated with another solver.
     """
-    source = model if source is None else source
-    attacked = torch.cat(
+    attacked = perturbed(model if source is None else source, attack, x, y, batch_size)
+    return accuracy(model, attacked, y, batch_size)
+
+
+def perturbed(source: nn.Module, attack: Attack, x: Tensor, y: Tensor, batch_size: int) -> Tensor:
+    """`attack`'s examples of `x` against `source`, batch after batch."""
+    return torch.cat(
         [
             attack(source, xb, yb)
             for xb, yb in zip(x.split(batch_size), y.split(batch_size), strict=True)
         ]
     )
-    return accuracy(model, attacked, y, batch_size)
 
 
 def with_solver(model: nn.Module, solver: Solver) -> nn.Module:

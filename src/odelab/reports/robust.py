@@ -660,7 +660,7 @@ def _independent_table(records: list[dict[str, Any]]) -> list[str]:
     missing = sorted({r["independent"]["missing"] for r in left if "independent" in r})
     not_compared = (
         f"Not compared ({len(left)}: "
-        + ", ".join(f"{r['model']} ({r['data']}, {r['recipe']}, seed {r['seed']})" for r in left)
+        + ", ".join(_name(r) for r in left)
         + ("; " + "; ".join(missing) if missing else "; records made before this stage")
         + ")."
     )
@@ -691,8 +691,7 @@ def _independent_table(records: list[dict[str, Any]]) -> list[str]:
     worst = max(found, key=lambda r: r["independent"]["pgd_no_start_pixels_differ"])
     share = worst["independent"]["pgd_no_start_pixels_differ"]
     apart = (
-        f" (at most {100 * share:.2f} % of pixel values apart, {worst['model']} "
-        f"({worst['data']}, {worst['recipe']}, seed {worst['seed']}): gradient components "
+        f" (at most {100 * share:.2f} % of pixel values apart, {_name(worst)}: gradient components "
         "near zero can take the other sign in the other code's arithmetic)"
         if share > 0
         else ""
@@ -710,10 +709,7 @@ def _independent_table(records: list[dict[str, Any]]) -> list[str]:
         "",
         markdown_table(
             [
-                "data",
-                "recipe",
-                "model",
-                "seed",
+                *WHO,
                 "eps",
                 "images",
                 "FGSM ours",
@@ -787,8 +783,17 @@ def _record_order(r: dict[str, Any]) -> tuple:
     )
 
 
+# The table columns `_who` fills.
+WHO = ["data", "recipe", "model", "seed"]
+
+
 def _who(r: dict[str, Any]) -> list[str]:
     return [DATA_NAMES.get(r["data"], r["data"]), r["recipe"], r["model"], str(r["seed"])]
+
+
+def _name(r: dict[str, Any]) -> str:
+    """A checked model in verdict sentences: `ODENet (mnist, clean, seed 0)`."""
+    return f"{r['model']} ({r['data']}, {r['recipe']}, seed {r['seed']})"
 
 
 def _pct(value: float) -> str:
@@ -820,22 +825,16 @@ def _solver_table(records: list[dict[str, Any]]) -> list[str]:
         )
     first = solver[0]["solvers"]
     failed = [
-        f"{r['model']} ({r['data']}, {r['recipe']}, seed {r['seed']}): {k}: {v}"
-        for r in solver
-        for k, v in r["solvers"].get("failed", {}).items()
+        f"{_name(r)}: {k}: {v}" for r in solver for k, v in r["solvers"].get("failed", {}).items()
     ]
-    no_cnn = [
-        f"{r['model']} ({r['data']}, {r['recipe']}, seed {r['seed']})"
-        for r in solver
-        if not r["solvers"].get("transfer_source", True)
-    ]
+    no_cnn = [_name(r) for r in solver if not r["solvers"].get("transfer_source", True)]
     masked, gaps, unjudged = [], [], []
     for r in solver:
         s = r["solvers"]
         results = [*s["accuracy"].items(), *s.get("fgsm_accuracy", {}).items()]
         own = [v for k, v in results if k == "dopri5"]
         others = [v for k, v in results if k != "dopri5"]
-        who = f"{r['model']} ({r['data']}, {r['recipe']}, seed {r['seed']})"
+        who = _name(r)
         if not own or not others:
             unjudged.append(who)
             continue
@@ -890,10 +889,7 @@ def _solver_table(records: list[dict[str, Any]]) -> list[str]:
         "",
         markdown_table(
             [
-                "data",
-                "recipe",
-                "model",
-                "seed",
+                *WHO,
                 "eps",
                 "clean (dopri5)",
                 *(f"PGD via {k}" for k in sources),
@@ -927,7 +923,7 @@ def _square_table(records: list[dict[str, Any]]) -> list[str]:
             ]
         )
         if s["beats_gradient"]:
-            beaten.append(f"{r['model']} ({r['data']}, {r['recipe']}, seed {r['seed']})")
+            beaten.append(_name(r))
     verdict = (
         "The gradient-free attack beats both gradient attacks on: " + ", ".join(beaten) + "."
         if beaten
@@ -945,10 +941,7 @@ def _square_table(records: list[dict[str, Any]]) -> list[str]:
         "",
         markdown_table(
             [
-                "data",
-                "recipe",
-                "model",
-                "seed",
+                *WHO,
                 "eps",
                 "images",
                 "queries",
@@ -984,7 +977,7 @@ def _curve_table(records: list[dict[str, Any]]) -> list[str]:
                 str(rise),
             ]
         )
-        who = f"{r['model']} ({r['data']}, {r['recipe']}, seed {r['seed']})"
+        who = _name(r)
         if rise > 0:
             rises.append(f"{who} by {rise} of {c['images']}")
         if resolvable(rise):
@@ -1015,10 +1008,7 @@ def _curve_table(records: list[dict[str, Any]]) -> list[str]:
         "",
         markdown_table(
             [
-                "data",
-                "recipe",
-                "model",
-                "seed",
+                *WHO,
                 "eps",
                 "step",
                 "images",
