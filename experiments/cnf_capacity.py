@@ -105,7 +105,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, default=Path("logs/cnf_capacity"))
     parser.add_argument("--figure", type=Path, default=Path("experiments/reports/cnf_capacity.png"))
     parser.add_argument(
-        "--resume", action="store_true", help="reuse runs that already wrote metrics.json"
+        "--resume",
+        action="store_true",
+        help="reuse runs that already wrote metrics.json and resume unfinished ones",
     )
     parser.add_argument("overrides", nargs="*", help="extra config overrides for every run")
     args = parser.parse_args(argv)
@@ -125,7 +127,8 @@ def main(argv: list[str] | None = None) -> None:
             if args.resume and (run_dir / "metrics.json").is_file():
                 metrics, seconds = json.loads((run_dir / "metrics.json").read_text()), math.nan
             else:
-                launched = launch(overrides + common, run_dir)
+                resume = ["resume=true"] if args.resume else []
+                launched = launch(overrides + common + resume, run_dir)
                 metrics, seconds = launched.metrics, launched.seconds
             results[target][name] = {**metrics, "minutes": seconds / 60}
             print(

@@ -39,7 +39,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         action="store_true",
         help="do not run; render from the committed records (or from finished runs in logs/)",
     )
-    parser.add_argument("--resume", action="store_true", help="keep finished sweeps, run the rest")
+    parser.add_argument(
+        "--resume", action="store_true", help="keep finished sweeps, run the rest with resume=true"
+    )
     parser.add_argument(
         "--from-parts",
         action="store_true",

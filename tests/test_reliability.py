@@ -141,6 +141,34 @@ def test_checkpoints_load_with_weights_only(make_cfg, tmp_path: Path) -> None:
     assert metrics["test/traj_mae"] >= 0
 
 
+def test_a_fresh_run_ignores_an_old_interrupt_checkpoint(make_cfg, tmp_path: Path) -> None:
+    """Lightning reads fit(ckpt_path=None) as "resume from the newest checkpoint", which
+    would pick up an interrupted run's mid-epoch on_exception.ckpt; a run with nothing to
+    resume must start afresh (and so match a run in an empty folder) and keep the file."""
+    run(make_cfg(*TINY, "trainer.max_epochs=1", subdir="old"))
+    stale = tmp_path / "again" / "checkpoints" / "on_exception.ckpt"
+    stale.parent.mkdir(parents=True)
+    stale.write_bytes((tmp_path / "old" / "checkpoints" / "last.ckpt").read_bytes())
+    two = ("trainer.max_epochs=2", "seed=3")
+    straight = run(make_cfg(*TINY, *two, subdir="straight"))
+    again = run(make_cfg(*TINY, *two, "resume=true", subdir="again"))
+    assert {k: v for k, v in again.items() if "time" not in k} == {
+        k: v for k, v in straight.items() if "time" not in k
+    }
+    kept = stale.with_name("on_exception.1.ckpt")
+    assert kept.read_bytes() == (tmp_path / "old" / "checkpoints" / "last.ckpt").read_bytes()
+    assert not stale.exists()
+
+
+def test_a_fresh_run_refuses_a_folder_with_an_earlier_run(make_cfg, tmp_path: Path) -> None:
+    run(make_cfg(*TINY, "trainer.max_epochs=1", subdir="run"))
+    last = tmp_path / "run" / "checkpoints" / "last.ckpt"
+    before = last.read_bytes()
+    with pytest.raises(ConfigError, match=r"^resume=false, .*last.ckpt; pass resume=true"):
+        run(make_cfg(*TINY, "trainer.max_epochs=2", subdir="run"))
+    assert last.read_bytes() == before
+
+
 @pytest.mark.slow
 def test_diverging_job_keeps_last_good_checkpoint(make_cfg, tmp_path: Path) -> None:
     run(make_cfg(*TINY, "trainer.max_epochs=2", subdir="run"))

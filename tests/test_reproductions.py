@@ -275,6 +275,36 @@ def test_a_budget_made_of_other_budgets_adopts_their_finished_runs(tmp_path: Pat
     assert adopt_parts(repro, "ab", root) == []  # nothing left to take
 
 
+def test_resume_keeps_finished_sweeps_and_resumes_the_rest(tmp_path: Path, monkeypatch) -> None:
+    """`--resume` skips a sweep with a summary and runs the others with resume=true (once,
+    whether or not the caller passed it); without it the old runs are removed first."""
+    from odelab.reports import pipeline
+    from odelab.reports.base import Reproduction
+
+    repro = Reproduction(
+        name="toy",
+        title="toy",
+        budgets={"b": [["experiment=a"], ["experiment=b"]]},
+        build=lambda jobs, budget, report_dir: "",
+        benchmarks={"b": []},
+    )
+    monkeypatch.setattr(pipeline, "runs_dir", lambda name, budget, root=None: tmp_path / budget)
+    commands: list[list[str]] = []
+    monkeypatch.setattr(pipeline.subprocess, "run", lambda command, **kw: commands.append(command))
+    (tmp_path / "b" / "0").mkdir(parents=True)
+    (tmp_path / "b" / "0" / "summary.json").write_text("[]")
+
+    for extra in (["seed=1"], ["resume=true"]):
+        commands.clear()
+        pipeline.run_budget(repro, "b", extra, resume=True)
+        assert len(commands) == 1 and "experiment=b" in commands[0]
+        assert [a for a in commands[0] if a.startswith("resume=")] == ["resume=true"]
+    commands.clear()
+    pipeline.run_budget(repro, "b", ["seed=1"], resume=False)
+    assert len(commands) == 2 and not any(a.startswith("resume=") for c in commands for a in c)
+    assert not (tmp_path / "b" / "0").exists()
+
+
 def test_robust_cells_print_no_negative_zero() -> None:
     from odelab.reports.robust import _no_negative_zero
 

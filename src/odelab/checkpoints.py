@@ -216,6 +216,42 @@ class InterruptCheckpoint(OnExceptionCheckpoint):
         trainer.save_checkpoint(self.ckpt_path, weights_only=False)  # the full training state
 
 
+def set_aside_interrupt_state(callbacks: list[Callback]) -> Path | None:
+    """Keep a run that starts without a checkpoint from resuming an old interrupt state.
+
+    With an `OnExceptionCheckpoint` among the callbacks, Lightning reads `fit(ckpt_path=None)`
+    as "last" and resumes from the newer of `last.ckpt` and `on_exception.ckpt`. The
+    latter holds a state in the middle of an epoch, from which Lightning cannot resume
+    exactly (the epoch's batches are drawn anew). So when a run has no checkpoint to
+    resume (a fresh run, or `resume=true` before its first epoch finished), an
+    `on_exception.ckpt` left by an interrupted run is renamed (never deleted) and the run
+    starts afresh. Returns the new name, if one was needed.
+    """
+    from odelab.sweeps import is_rank_zero
+
+    if not is_rank_zero():
+        return None  # other ranks start after rank zero has done this
+    for callback in callbacks:
+        if not isinstance(callback, OnExceptionCheckpoint):
+            continue
+        path = Path(callback.ckpt_path)
+        if not path.is_file():
+            continue
+        n = 1
+        while (kept := path.with_name(f"{path.stem}.{n}{path.suffix}")).exists():
+            n += 1
+        path.rename(kept)
+        log.warning(
+            "%s (an interrupted run's state in mid-epoch, which does not resume exactly) "
+            "kept as %s; this run starts afresh (ckpt_path=%s continues from it instead)",
+            path,
+            kept.name,
+            kept,
+        )
+        return kept
+    return None
+
+
 def load_checkpoint(path: str | Path, key: str = "ckpt_path") -> dict[str, Any]:
     """`torch.load(weights_only=True)` on the CPU; any failure is a ConfigError naming `key`."""
     path = Path(path)
@@ -324,11 +360,24 @@ def finished_metrics(cfg: DictConfig, output_dir: Path) -> dict[str, float] | No
 
 
 def resume_checkpoint(cfg: DictConfig, output_dir: Path) -> str | None:
-    """The checkpoint a run starts from: `ckpt_path`, or with `resume=true` its own last.ckpt."""
+    """The checkpoint a run starts from: `ckpt_path`, or with `resume=true` its own last.ckpt.
+
+    Without either, a folder that already holds an earlier run's `last.ckpt` is refused:
+    Lightning would resume from it unasked (it reads `fit(ckpt_path=None)` as "last"), and
+    a fresh run would overwrite its checkpoints.
+    """
     explicit = cfg.get("ckpt_path")
-    if explicit is not None or not cfg.get("resume", False) or not cfg.get("train", True):
+    if explicit is not None or not cfg.get("train", True):
         return explicit
     last = output_dir / "checkpoints" / "last.ckpt"
+    if not cfg.get("resume", False):
+        if last.is_file():
+            raise ConfigError(
+                f"resume=false, but {output_dir} already holds an earlier run's "
+                "checkpoints/last.ckpt; pass resume=true to continue that run, or choose "
+                "another output folder (hydra.run.dir / hydra.sweep.dir)"
+            )
+        return None
     if not last.is_file():
         return None
     check_checkpoint(last, cfg, key="resume=true found")

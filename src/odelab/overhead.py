@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import io
+import shutil
 import statistics
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -90,7 +91,11 @@ def overhead_config(
 
 
 def odelab_steps(cfg: DictConfig) -> dict[str, Any]:
-    """Train through `odelab.train.run` (NFEMonitor and StepTimer on, as by default)."""
+    """Train through `odelab.train.run` (NFEMonitor and StepTimer on, as by default).
+
+    Each repetition is a fresh run: the scratch folder's checkpoints from the one before
+    are removed (a run refuses a folder holding another run's `last.ckpt`)."""
+    shutil.rmtree(Path(cfg.paths.output_dir) / "checkpoints", ignore_errors=True)
     StepWindowTimer.last = {}
     run_quietly(cfg)
     return dict(StepWindowTimer.last)

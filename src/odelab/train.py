@@ -20,7 +20,12 @@ from lightning.pytorch.loggers import Logger
 from lightning.pytorch.utilities.exceptions import MisconfigurationException, SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 
-from odelab.checkpoints import check_state_dict, finished_metrics, resume_checkpoint
+from odelab.checkpoints import (
+    check_state_dict,
+    finished_metrics,
+    resume_checkpoint,
+    set_aside_interrupt_state,
+)
 from odelab.errors import ConfigError, OdelabError, SolverError
 from odelab.loggers import finish_loggers
 from odelab.validate import validate
@@ -137,6 +142,8 @@ def run(cfg: DictConfig) -> dict[str, float]:
             logger.log_hyperparams(resolved)
         metrics: dict[str, float] = {}
         if cfg.get("train", True):
+            if ckpt_path is None:
+                set_aside_interrupt_state(callbacks)
             with warnings.catch_warnings():
                 # With OnExceptionCheckpoint among the callbacks, Lightning reads
                 # ckpt_path=None as "resume from last" and warns twice when a fresh
@@ -187,12 +194,19 @@ def stopped_cleanly(output_dir: Path, trainer: L.Trainer) -> Iterator[None]:
     try:
         yield
     except SIGTERMException:
-        log.error(
-            "stopped by SIGTERM after step %d; resume exactly from the last epoch with "
-            "ckpt_path=%s (or rerun with resume=true in the same folder)",
-            trainer.global_step,
-            last,
-        )
+        if last.is_file():
+            log.error(
+                "stopped by SIGTERM after step %d; resume exactly from the last epoch with "
+                "ckpt_path=%s (or rerun with resume=true in the same folder)",
+                trainer.global_step,
+                last,
+            )
+        else:
+            log.error(
+                "stopped by SIGTERM after step %d, before the first epoch finished; a rerun "
+                "(resume=true or not) starts afresh",
+                trainer.global_step,
+            )
         raise SystemExit(128 + signal.SIGTERM) from None
     except SolverError as err:
         kept = (

@@ -45,7 +45,8 @@ def run_budget(repro: Reproduction, budget: str, extra: list[str], resume: bool 
     """Run each sweep (`run.py -m`) and benchmark of the budget; return the wall time.
 
     Without `resume` the budget's old runs are removed first, so a report describes these
-    runs and no leftovers; with it, sweeps that already wrote their summary are skipped.
+    runs and no leftovers; with it, sweeps that already wrote their summary are skipped and
+    the others run with `resume=true` (finished jobs kept, unfinished ones resumed).
     """
     root = runs_dir(repro.name, budget)
     if root.exists() and not resume:
@@ -62,6 +63,11 @@ def run_budget(repro: Reproduction, budget: str, extra: list[str], resume: bool 
             "-m",
             *overrides,
             *extra,
+            *(
+                ["resume=true"]
+                if resume and not any(a.startswith("resume=") for a in extra)
+                else []
+            ),
             f"hydra.sweep.dir={sweep_dir}",
         ]
         print("running:", " ".join(command), flush=True)
