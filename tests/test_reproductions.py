@@ -10,6 +10,8 @@ import yaml
 
 from odelab.reports import REPRODUCTIONS, load_sweeps
 
+ROOT = Path(__file__).resolve().parents[1]
+
 
 def write_job(
     sweep: Path,
@@ -303,6 +305,32 @@ def test_resume_keeps_finished_sweeps_and_resumes_the_rest(tmp_path: Path, monke
     pipeline.run_budget(repro, "b", ["seed=1"], resume=False)
     assert len(commands) == 2 and not any(a.startswith("resume=") for c in commands for a in c)
     assert not (tmp_path / "b" / "0").exists()
+
+
+def test_robust_report_names_no_study_numbers_for_fashion_mnist(tmp_path: Path) -> None:
+    """The study has no Fashion-MNIST table: its recipe's section names the study's table
+    as the setting only, and the comparison drops the study's (empty) columns."""
+    budget = tmp_path / "b"
+    # A committed MNIST run's resolved config, moved to Fashion-MNIST.
+    record = ROOT / "experiments/reports/robust_cpu_mnist_clean/records/0/3/config.yaml"
+    config = yaml.safe_load(record.read_text())
+    config["data"]["dataset"] = "fashion_mnist"
+    for num, (experiment, seed, acc) in enumerate(
+        [("robust_cnn", 0, 0.90), ("robust_cnn", 1, 0.89), ("robust_odenet", 0, 0.91),
+         ("robust_odenet", 1, 0.90)]
+    ):  # fmt: skip
+        metrics = {"test/acc": acc, "test/acc/fgsm_0.05": acc / 2}
+        write_job(budget / "0", num, {"experiment": experiment, "seed": str(seed)}, metrics, config)
+    report = REPRODUCTIONS["robust"].build(load_sweeps(budget), "b", tmp_path / "out")
+    assert (
+        "## Fashion-MNIST: clean training (the setting of the study's first table; the study "
+        "has no Fashion-MNIST numbers)" in report
+    )
+    assert table_row(report, "perturbation") == [
+        "perturbation", "ODENet - CNN (points)", "95 % CI", "n", "ODENet more robust"
+    ]  # fmt: skip
+    assert table_row(report, "FGSM .05") == ["FGSM .05", "0.5", "[0.5, 0.5]", "2", "yes"]
+    assert "The study has no Fashion-MNIST results" in report
 
 
 def test_robust_cells_print_no_negative_zero() -> None:

@@ -247,6 +247,19 @@ RECIPES = {
 }
 
 
+def _recipe_title(data: str, recipe: str) -> str:
+    """The recipe's section title; for a data set the study did not use, the study's table
+    is named as the setting only."""
+    title = RECIPES.get(recipe, recipe)
+    if data not in STUDY and "(the study's " in title:
+        head, table = title.split(" (the study's ", 1)
+        title = (
+            f"{head} (the setting of the study's {table[:-1]}; the study has no "
+            f"{DATA_NAMES.get(data, data)} numbers)"
+        )
+    return title
+
+
 def _floor_section(groups: Groups) -> list[str]:
     rows = []
     for (data, recipe, model), jobs in sorted(groups.items(), key=_group_order):
@@ -342,7 +355,7 @@ def _recipe_section(groups: Groups, data: str, recipe: str, report_dir: Path) ->
             ]
         )
     lines = [
-        f"## {DATA_NAMES.get(data, data)}: {RECIPES.get(recipe, recipe)}",
+        f"## {DATA_NAMES.get(data, data)}: {_recipe_title(data, recipe)}",
         "",
         markdown_table(["model", "clean", *map(_label, columns)], rows),
         "",
@@ -429,13 +442,15 @@ def _comparison(
         "agrees with the study's direction",
         "study's difference in our CI",
     ]
+    # Without a single number of the study's beside ours, its three columns say nothing.
+    shown = 5 if all(r[5] == "–" for r in rows) else len(header)
     return [
         f"{a_name} against {b_name}: paired t interval over training seeds (df = n - 1) on one "
         "fixed set of attacked test images; 'within noise' when the 95 % interval holds zero, "
         f"'at the floor' when both are below {AT_FLOOR:g} %; no correction across the "
         "intervals of a table.",
         "",
-        markdown_table(header, rows),
+        markdown_table(header[:shown], [r[:shown] for r in rows]),
         "",
         _summary(a_name, b_name, rows[1:] if rows[0][0] == "clean" else rows),
         "",
