@@ -56,6 +56,7 @@ import dataclasses
 import json
 import multiprocessing
 import platform
+import shutil
 import statistics
 import time
 from concurrent.futures import ProcessPoolExecutor
@@ -138,7 +139,9 @@ def train_pair(
             f"model.jacobian_weight={w}",
             *extra,
         ]
-        launched = launch(overrides, Path(out) / f"{target}_{label}")
+        run_dir = Path(out) / f"{target}_{label}"
+        shutil.rmtree(run_dir, ignore_errors=True)  # a benchmark times fresh runs
+        launched = launch(overrides, run_dir)
         metrics, seconds = launched.metrics, launched.seconds
         result.update(
             {

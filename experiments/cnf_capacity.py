@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -127,6 +128,8 @@ def main(argv: list[str] | None = None) -> None:
             if args.resume and (run_dir / "metrics.json").is_file():
                 metrics, seconds = json.loads((run_dir / "metrics.json").read_text()), math.nan
             else:
+                if not args.resume:  # a fresh measurement (as reproduce.py without --resume)
+                    shutil.rmtree(run_dir, ignore_errors=True)
                 resume = ["resume=true"] if args.resume else []
                 launched = launch(overrides + common + resume, run_dir)
                 metrics, seconds = launched.metrics, launched.seconds

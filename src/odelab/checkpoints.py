@@ -27,11 +27,11 @@ from typing import Any
 import lightning as L
 import numpy as np
 import torch
-from lightning.pytorch.callbacks import Callback, OnExceptionCheckpoint
+from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.loggers import CSVLogger
 from omegaconf import DictConfig
 
-from odelab.errors import ConfigError
+from odelab.errors import ConfigError, FolderInUse
 
 log = logging.getLogger(__name__)
 
@@ -196,13 +196,22 @@ class LastCheckpoint(Callback):
         self._save(trainer)
 
 
-class InterruptCheckpoint(OnExceptionCheckpoint):
-    """`OnExceptionCheckpoint` that refuses to save weights that hold NaN or inf.
+class InterruptCheckpoint(Callback):
+    """On a crash, Ctrl-C or SIGTERM, the full training state at that moment in
+    `<dirpath>/<filename>.ckpt`; removed once a later run in the folder finishes training.
 
-    After a diverging solve the weights may already be non-finite; saving them
-    would leave a checkpoint that cannot be resumed. The epoch checkpoints
-    (`last.ckpt`) are then the last good state.
+    Not Lightning's `OnExceptionCheckpoint`: with one of those among the callbacks,
+    Lightning reads `fit(ckpt_path=None)` as "resume from the newest checkpoint" and picks
+    up this mid-epoch state (which does not resume exactly) or an earlier run's
+    `last.ckpt` unasked. Here a run resumes only from what `resume_checkpoint` names.
+    Weights that hold NaN or inf (after a diverging solve) are not saved: they could not
+    be resumed, and the epoch checkpoints (`last.ckpt`) are the last good state.
     """
+
+    def __init__(self, dirpath: str | Path, filename: str = "on_exception") -> None:
+        if not filename:
+            raise ConfigError("callbacks.on_exception_checkpoint.filename must not be empty")
+        self.ckpt_path = str(Path(dirpath) / f"{filename}.ckpt")
 
     def on_exception(self, trainer: L.Trainer, *args: Any, **kwargs: Any) -> None:
         module = trainer.lightning_module
@@ -215,41 +224,9 @@ class InterruptCheckpoint(OnExceptionCheckpoint):
             return
         trainer.save_checkpoint(self.ckpt_path, weights_only=False)  # the full training state
 
-
-def set_aside_interrupt_state(callbacks: list[Callback]) -> Path | None:
-    """Keep a run that starts without a checkpoint from resuming an old interrupt state.
-
-    With an `OnExceptionCheckpoint` among the callbacks, Lightning reads `fit(ckpt_path=None)`
-    as "last" and resumes from the newer of `last.ckpt` and `on_exception.ckpt`. The
-    latter holds a state in the middle of an epoch, from which Lightning cannot resume
-    exactly (the epoch's batches are drawn anew). So when a run has no checkpoint to
-    resume (a fresh run, or `resume=true` before its first epoch finished), an
-    `on_exception.ckpt` left by an interrupted run is renamed (never deleted) and the run
-    starts afresh. Returns the new name, if one was needed.
-    """
-    from odelab.sweeps import is_rank_zero
-
-    if not is_rank_zero():
-        return None  # other ranks start after rank zero has done this
-    for callback in callbacks:
-        if not isinstance(callback, OnExceptionCheckpoint):
-            continue
-        path = Path(callback.ckpt_path)
-        if not path.is_file():
-            continue
-        n = 1
-        while (kept := path.with_name(f"{path.stem}.{n}{path.suffix}")).exists():
-            n += 1
-        path.rename(kept)
-        log.warning(
-            "%s (an interrupted run's state in mid-epoch, which does not resume exactly) "
-            "kept as %s; this run starts afresh (ckpt_path=%s continues from it instead)",
-            path,
-            kept.name,
-            kept,
-        )
-        return kept
-    return None
+    def teardown(self, trainer: L.Trainer, module: L.LightningModule, stage: str) -> None:
+        if stage == "fit":  # reached only when training ended without an exception
+            trainer.strategy.remove_checkpoint(self.ckpt_path)
 
 
 def load_checkpoint(path: str | Path, key: str = "ckpt_path") -> dict[str, Any]:
@@ -362,9 +339,8 @@ def finished_metrics(cfg: DictConfig, output_dir: Path) -> dict[str, float] | No
 def resume_checkpoint(cfg: DictConfig, output_dir: Path) -> str | None:
     """The checkpoint a run starts from: `ckpt_path`, or with `resume=true` its own last.ckpt.
 
-    Without either, a folder that already holds an earlier run's `last.ckpt` is refused:
-    Lightning would resume from it unasked (it reads `fit(ckpt_path=None)` as "last"), and
-    a fresh run would overwrite its checkpoints.
+    Without either, a folder that already holds an earlier run's `last.ckpt` is refused
+    (a fresh run would overwrite its checkpoints).
     """
     explicit = cfg.get("ckpt_path")
     if explicit is not None or not cfg.get("train", True):
@@ -372,7 +348,7 @@ def resume_checkpoint(cfg: DictConfig, output_dir: Path) -> str | None:
     last = output_dir / "checkpoints" / "last.ckpt"
     if not cfg.get("resume", False):
         if last.is_file():
-            raise ConfigError(
+            raise FolderInUse(
                 f"resume=false, but {output_dir} already holds an earlier run's "
                 "checkpoints/last.ckpt; pass resume=true to continue that run, or choose "
                 "another output folder (hydra.run.dir / hydra.sweep.dir)"

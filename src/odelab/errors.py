@@ -12,6 +12,10 @@ class ConfigError(OdelabError, ValueError):
     """A configuration value is invalid; the message names the key to change."""
 
 
+class FolderInUse(ConfigError):
+    """A fresh run was pointed at a folder that holds another run's checkpoints."""
+
+
 class DataMissingError(OdelabError, FileNotFoundError):
     """Data files are absent; the message names the option that provides them."""
 

@@ -29,7 +29,7 @@ from hydra.core.utils import JobReturn, JobStatus
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
-from odelab.errors import ConfigError, OdelabError
+from odelab.errors import ConfigError, FolderInUse, OdelabError
 from odelab.hydra_setup import register_resolvers
 from odelab.runs import load_run
 from odelab.tables import fmt_mean_std
@@ -87,6 +87,21 @@ def check_multirun_strategy(cfg: DictConfig) -> None:
         "(Lightning re-runs the command line per process). Run each configuration without -m, "
         "or launch the sweep with hydra/launcher=slurm."
     )
+
+
+def refuse_used_sweep_dir(config: DictConfig) -> None:
+    """A multirun without `resume=true` may not start in a folder that holds an earlier
+    sweep's checkpoints (its jobs would overwrite them)."""
+    if config.get("resume", False) or not config.get("train", True) or not is_rank_zero():
+        return
+    sweep_dir = Path(str(config.hydra.sweep.dir))
+    used = next(iter(sorted(sweep_dir.glob("**/checkpoints/last.ckpt"))), None)
+    if used is not None:
+        raise FolderInUse(
+            f"resume=false, but hydra.sweep.dir={sweep_dir} already holds an earlier sweep's "
+            f"runs ({used.relative_to(sweep_dir)}); pass resume=true to keep finished jobs and "
+            "resume the others, or choose another hydra.sweep.dir"
+        )
 
 
 @dataclass
@@ -247,6 +262,13 @@ class SweepSummary(Callback):
         # Hydra sets HydraConfig only per job, but sweepers resolve hydra.sweep.dir
         # before any job runs; it interpolates ${task_name} = ${hydra:...}.
         HydraConfig.instance().set_config(config)
+        try:
+            refuse_used_sweep_dir(config)
+        except FolderInUse as err:
+            # Before any job: Hydra would otherwise rewrite each job's .hydra/ files and
+            # this callback its record before the job itself refused the folder.
+            log.error("%s", err)
+            raise SystemExit(2) from None
 
     def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:
         global _failure

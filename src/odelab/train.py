@@ -7,7 +7,6 @@ import json
 import logging
 import math
 import signal
-import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -20,12 +19,7 @@ from lightning.pytorch.loggers import Logger
 from lightning.pytorch.utilities.exceptions import MisconfigurationException, SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 
-from odelab.checkpoints import (
-    check_state_dict,
-    finished_metrics,
-    resume_checkpoint,
-    set_aside_interrupt_state,
-)
+from odelab.checkpoints import check_state_dict, finished_metrics, resume_checkpoint
 from odelab.errors import ConfigError, OdelabError, SolverError
 from odelab.loggers import finish_loggers
 from odelab.validate import validate
@@ -142,22 +136,8 @@ def run(cfg: DictConfig) -> dict[str, float]:
             logger.log_hyperparams(resolved)
         metrics: dict[str, float] = {}
         if cfg.get("train", True):
-            if ckpt_path is None:
-                set_aside_interrupt_state(callbacks)
-            with warnings.catch_warnings():
-                # With OnExceptionCheckpoint among the callbacks, Lightning reads
-                # ckpt_path=None as "resume from last" and warns twice when a fresh
-                # run has no checkpoint yet; a fresh start is what null means here.
-                warnings.filterwarnings(
-                    "ignore", message=r".*ckpt_path=None\)` was called without a model"
-                )
-                warnings.filterwarnings(
-                    "ignore", message=r'.*ckpt_path="last"\) is set, but there is no last'
-                )
-                with stopped_cleanly(output_dir, trainer):
-                    trainer.fit(
-                        model, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True
-                    )
+            with stopped_cleanly(output_dir, trainer):
+                trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
             # Values last logged before the checkpoint a run resumed from (a measurement
             # taken at one step) count as an uninterrupted run would count them.
             for callback in callbacks:

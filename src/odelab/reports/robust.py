@@ -1160,9 +1160,11 @@ def _differences(done: list[JobResult], checks: dict[str, dict[str, Any]]) -> li
             + " (fewer than the tables' attacked images: the checks cost tens of gradient "
             "attacks per model)."
         )
-    if any(j for j in done if _data(j) != "mnist"):
+    unstudied = sorted({_data(j) for j in done} - set(STUDY))
+    if unstudied:
+        names = " or ".join(DATA_NAMES.get(d, d) for d in unstudied)
         lines.append(
-            "- The study has no Fashion-MNIST results: those tables compare our models with "
+            f"- The study has no {names} results: those tables compare our models with "
             "each other only."
         )
     return [*lines, ""]
