@@ -168,6 +168,30 @@ def test_a_fresh_run_refuses_a_folder_with_an_earlier_run(make_cfg, tmp_path: Pa
     assert last.read_bytes() == before
 
 
+def test_resume_refuses_other_settings_and_trains_a_finished_run_on(
+    make_cfg, tmp_path: Path
+) -> None:
+    """resume=true continues a run only with the settings it was made with: another
+    learning rate is refused (the finished run's metrics kept), a larger max_epochs trains
+    the finished run on from its last checkpoint, to the run that trained that long."""
+    fixed = ("model.scheduler.T_max=20", "seed=5")
+    run(make_cfg(*TINY, *fixed, "trainer.max_epochs=1", subdir="run"))
+    metrics = (tmp_path / "run" / "metrics.json").read_bytes()
+    with pytest.raises(
+        ConfigError, match=r"^resume=true, but the run in .* other settings \(model.optimizer.lr: "
+    ):
+        run(make_cfg(*TINY, *fixed, "trainer.max_epochs=1", "model.optimizer.lr=0.5",
+                     "resume=true", subdir="run"))  # fmt: skip
+    with pytest.raises(ConfigError, match=r"trainer.max_epochs: 1 -> 0 \(a run cannot train fewer"):
+        run(make_cfg(*TINY, *fixed, "trainer.max_epochs=0", "resume=true", subdir="run"))
+    assert (tmp_path / "run" / "metrics.json").read_bytes() == metrics
+    longer = run(make_cfg(*TINY, *fixed, "trainer.max_epochs=2", "resume=true", subdir="run"))
+    straight = run(make_cfg(*TINY, *fixed, "trainer.max_epochs=2", subdir="straight"))
+    assert {k: v for k, v in longer.items() if "time" not in k} == {
+        k: v for k, v in straight.items() if "time" not in k
+    }
+
+
 def test_a_multirun_refuses_a_used_sweep_folder_before_any_job(tmp_path: Path) -> None:
     from omegaconf import OmegaConf
 
@@ -190,13 +214,21 @@ def test_a_multirun_refuses_a_used_sweep_folder_before_any_job(tmp_path: Path) -
 
 @pytest.mark.slow
 def test_diverging_job_keeps_last_good_checkpoint(make_cfg, tmp_path: Path) -> None:
-    run(make_cfg(*TINY, "trainer.max_epochs=2", subdir="run"))
+    # T_max fixed: by default it follows max_epochs, and resume=true refuses a new schedule.
+    run(make_cfg(*TINY, "trainer.max_epochs=2", "model.scheduler.T_max=9", subdir="run"))
     last = tmp_path / "run" / "checkpoints" / "last.ckpt"
     before = last.read_bytes()
     (tmp_path / "run" / "metrics.json").unlink()  # unfinished: resume=true trains on
     with pytest.raises(SolverError, match=r"max_nfe=5.*NFE.*last good checkpoint is .*last.ckpt"):
         run(
-            make_cfg(*TINY, "trainer.max_epochs=3", "resume=true", "solver.max_nfe=5", subdir="run")
+            make_cfg(
+                *TINY,
+                "trainer.max_epochs=3",
+                "model.scheduler.T_max=9",
+                "resume=true",
+                "solver.max_nfe=5",
+                subdir="run",
+            )
         )
     assert last.read_bytes() == before
 

@@ -29,7 +29,7 @@ import numpy as np
 import torch
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.loggers import CSVLogger
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from odelab.errors import ConfigError, FolderInUse
 
@@ -325,10 +325,81 @@ def check_checkpoint(path: str | Path, cfg: DictConfig, key: str = "ckpt_path") 
         )
 
 
+# Keys that may differ between the invocations of one run: where it runs and how it
+# reports, not what it computes (`trainer.max_epochs` may grow: the run trains on).
+OPERATIONAL = (
+    "paths", "resume", "ckpt_path", "logger", "callbacks", "tags", "trainer.default_root_dir",
+    "trainer.enable_progress_bar", "trainer.enable_model_summary", "trainer.accelerator",
+    "trainer.devices", "trainer.num_nodes", "trainer.strategy", "trainer.max_time",
+    "trainer.max_epochs", "trainer.log_every_n_steps", "data.root", "data.download",
+    "data.num_workers", "data.pin_memory", "data.persistent_workers",
+)  # fmt: skip
+
+
+# Solver guards: they stop a runaway solve and change nothing in one that finishes.
+GUARDS = ("max_nfe", "max_num_steps")
+
+
+def _leaves(node: object, prefix: str = "") -> dict[str, object]:
+    if isinstance(node, dict):
+        out: dict[str, object] = {}
+        for key, value in node.items():
+            out.update(_leaves(value, f"{prefix}{key}."))
+        return out
+    return {prefix[:-1]: node}
+
+
+def changed_settings(cfg: DictConfig, output_dir: Path) -> tuple[list[str], tuple[int, int]]:
+    """How this run's settings differ from those the run in `output_dir` was made with
+    (its `config.yaml`): the changed keys as `key: old -> new` (keys present on both sides,
+    operational ones left out), and (old, new) `trainer.max_epochs`."""
+    path = output_dir / "config.yaml"
+    epochs = cfg.trainer.get("max_epochs") if cfg.get("trainer") else None
+    epochs = -1 if epochs is None else int(epochs)
+    if not path.is_file():
+        return [], (epochs, epochs)
+    now = OmegaConf.to_container(cfg, resolve=True)
+    now.pop("hydra", None)  # type: ignore[union-attr]
+    # Both through YAML, as the saved file went, so that values compare alike.
+    before = _leaves(OmegaConf.to_container(OmegaConf.load(path)))
+    now = _leaves(OmegaConf.to_container(OmegaConf.create(OmegaConf.to_yaml(now))))
+    changed = [
+        f"{key}: {before[key]!r} -> {now[key]!r}"
+        for key in sorted(before.keys() & now.keys())
+        if before[key] != now[key]
+        and not any(key == op or key.startswith(op + ".") for op in OPERATIONAL)
+        and key.rsplit(".", 1)[-1] not in GUARDS
+    ]
+    old = before.get("trainer.max_epochs")
+    return changed, (int(old) if old is not None else epochs, epochs)
+
+
+def check_same_settings(cfg: DictConfig, output_dir: Path) -> tuple[int, int]:
+    """`resume=true` continues the run in `output_dir` only with the settings it was made
+    with; `trainer.max_epochs` may grow. Returns (old, new) max_epochs."""
+    changed, (old, new) = changed_settings(cfg, output_dir)
+    if new < old and new >= 0:
+        changed.append(f"trainer.max_epochs: {old} -> {new} (a run cannot train fewer epochs)")
+    if changed:
+        shown = "; ".join(changed[:3]) + (
+            f"; and {len(changed) - 3} more" if len(changed) > 3 else ""
+        )
+        raise FolderInUse(
+            f"resume=true, but the run in {output_dir} was made with other settings ({shown}); "
+            "run these settings in another output folder (hydra.run.dir / hydra.sweep.dir)"
+        )
+    return old, new
+
+
 def finished_metrics(cfg: DictConfig, output_dir: Path) -> dict[str, float] | None:
-    """With `resume=true`: the metrics of a run that already finished in `output_dir`, else None."""
+    """With `resume=true`: the metrics of a run that already finished in `output_dir`, else
+    None (also when `trainer.max_epochs` grew: the run trains on from its last checkpoint)."""
     path = output_dir / "metrics.json"
     if not cfg.get("resume", False) or not path.is_file():
+        return None
+    old, new = check_same_settings(cfg, output_dir)
+    if new > old and cfg.get("train", True):
+        log.info("trainer.max_epochs %d -> %d: the finished run trains on", old, new)
         return None
     try:
         return json.loads(path.read_text())
@@ -356,5 +427,6 @@ def resume_checkpoint(cfg: DictConfig, output_dir: Path) -> str | None:
         return None
     if not last.is_file():
         return None
+    check_same_settings(cfg, output_dir)
     check_checkpoint(last, cfg, key="resume=true found")
     return str(last)
