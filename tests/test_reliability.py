@@ -185,7 +185,16 @@ def test_resume_refuses_other_settings_and_trains_a_finished_run_on(
     with pytest.raises(ConfigError, match=r"trainer.max_epochs: 1 -> 0 \(a run cannot train fewer"):
         run(make_cfg(*TINY, *fixed, "trainer.max_epochs=0", "resume=true", subdir="run"))
     assert (tmp_path / "run" / "metrics.json").read_bytes() == metrics
+    # A mapping that became null (or the reverse) counts, though no key is on both sides.
+    with pytest.raises(ConfigError, match=r"other settings \(model.scheduler: \.\.\. -> None\)"):
+        run(make_cfg(*TINY, *fixed, "trainer.max_epochs=1", "model.scheduler=null",
+                     "resume=true", subdir="run"))  # fmt: skip
+    with pytest.raises(ConfigError, match=r"model.scheduler.T_max: 20 -> 6\).*follows it by"):
+        run(make_cfg(*TINY, "seed=5", "trainer.max_epochs=2", "resume=true", subdir="run"))
     longer = run(make_cfg(*TINY, *fixed, "trainer.max_epochs=2", "resume=true", subdir="run"))
+    assert json.loads((tmp_path / "run" / "metrics.1_epochs.json").read_bytes()) == json.loads(
+        metrics
+    )
     straight = run(make_cfg(*TINY, *fixed, "trainer.max_epochs=2", subdir="straight"))
     assert {k: v for k, v in longer.items() if "time" not in k} == {
         k: v for k, v in straight.items() if "time" not in k

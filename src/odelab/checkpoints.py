@@ -18,6 +18,7 @@ import csv
 import io
 import json
 import logging
+import math
 import pickle
 import random
 import zipfile
@@ -328,20 +329,21 @@ def check_checkpoint(path: str | Path, cfg: DictConfig, key: str = "ckpt_path") 
 # Keys that may differ between the invocations of one run: where it runs and how it
 # reports, not what it computes (`trainer.max_epochs` may grow: the run trains on).
 OPERATIONAL = (
-    "paths", "resume", "ckpt_path", "logger", "callbacks", "tags", "trainer.default_root_dir",
-    "trainer.enable_progress_bar", "trainer.enable_model_summary", "trainer.accelerator",
-    "trainer.devices", "trainer.num_nodes", "trainer.strategy", "trainer.max_time",
-    "trainer.max_epochs", "trainer.log_every_n_steps", "data.root", "data.download",
-    "data.num_workers", "data.pin_memory", "data.persistent_workers",
+    "paths", "resume", "ckpt_path", "train", "test", "logger", "callbacks", "tags",
+    "trainer.default_root_dir", "trainer.enable_progress_bar", "trainer.enable_model_summary",
+    "trainer.accelerator", "trainer.devices", "trainer.num_nodes", "trainer.strategy",
+    "trainer.max_time", "trainer.max_epochs", "trainer.log_every_n_steps", "data.root",
+    "data.download", "data.num_workers", "data.pin_memory", "data.persistent_workers",
 )  # fmt: skip
 
-
-# Solver guards: they stop a runaway solve and change nothing in one that finishes.
-GUARDS = ("max_nfe", "max_num_steps")
+# Solver guards (they stop a runaway solve and change nothing in one that finishes) and
+# fast paths (CUDA graphs, a compiled field: the same solve, faster), wherever they sit.
+NEUTRAL_LEAVES = ("max_nfe", "max_num_steps", "capture", "compile_field")
 
 
 def _leaves(node: object, prefix: str = "") -> dict[str, object]:
-    if isinstance(node, dict):
+    """Dotted key -> plain value; an empty mapping counts as a value."""
+    if isinstance(node, dict) and node:
         out: dict[str, object] = {}
         for key, value in node.items():
             out.update(_leaves(value, f"{prefix}{key}."))
@@ -349,57 +351,90 @@ def _leaves(node: object, prefix: str = "") -> dict[str, object]:
     return {prefix[:-1]: node}
 
 
-def changed_settings(cfg: DictConfig, output_dir: Path) -> tuple[list[str], tuple[int, int]]:
+def _compared(key: str) -> bool:
+    operational = any(key == op or key.startswith(op + ".") for op in OPERATIONAL)
+    return not operational and key.rsplit(".", 1)[-1] not in NEUTRAL_LEAVES
+
+
+def _epochs(value: object) -> float:
+    """`trainer.max_epochs` as a number; None and -1 (no limit) as infinity."""
+    return math.inf if value is None or int(value) < 0 else int(value)  # type: ignore[arg-type]
+
+
+def changed_settings(cfg: DictConfig, output_dir: Path) -> tuple[list[str], tuple[float, float]]:
     """How this run's settings differ from those the run in `output_dir` was made with
-    (its `config.yaml`): the changed keys as `key: old -> new` (keys present on both sides,
-    operational ones left out), and (old, new) `trainer.max_epochs`."""
+    (its `config.yaml`): the changed keys as `key: old -> new` (operational ones left out;
+    a key new on one side counts where the other side holds a plain value above it, e.g.
+    a null that became a mapping), and (old, new) `trainer.max_epochs`."""
     path = output_dir / "config.yaml"
-    epochs = cfg.trainer.get("max_epochs") if cfg.get("trainer") else None
-    epochs = -1 if epochs is None else int(epochs)
+    epochs = _epochs(cfg.trainer.get("max_epochs") if cfg.get("trainer") else None)
     if not path.is_file():
         return [], (epochs, epochs)
     now = OmegaConf.to_container(cfg, resolve=True)
     now.pop("hydra", None)  # type: ignore[union-attr]
     # Both through YAML, as the saved file went, so that values compare alike.
     before = _leaves(OmegaConf.to_container(OmegaConf.load(path)))
-    now = _leaves(OmegaConf.to_container(OmegaConf.create(OmegaConf.to_yaml(now))))
-    changed = [
-        f"{key}: {before[key]!r} -> {now[key]!r}"
-        for key in sorted(before.keys() & now.keys())
-        if before[key] != now[key]
-        and not any(key == op or key.startswith(op + ".") for op in OPERATIONAL)
-        and key.rsplit(".", 1)[-1] not in GUARDS
-    ]
-    old = before.get("trainer.max_epochs")
-    return changed, (int(old) if old is not None else epochs, epochs)
+    after = _leaves(OmegaConf.to_container(OmegaConf.create(OmegaConf.to_yaml(now))))
+    changed = {
+        key: f"{key}: {before[key]!r} -> {after[key]!r}"
+        for key in before.keys() & after.keys()
+        if before[key] != after[key] and _compared(key)
+    }
+    for one, other, arrow in ((before, after, "... -> {}"), (after, before, "{} -> ...")):
+        for key in one.keys() - other.keys():
+            parts = key.split(".")
+            above = next(
+                (".".join(parts[:i]) for i in range(1, len(parts)) if ".".join(parts[:i]) in other),
+                None,
+            )
+            if above is not None and _compared(key) and _compared(above):
+                shown = arrow.format(repr(other[above]))
+                changed.setdefault(above, f"{above}: {shown}")
+    old = before.get(
+        "trainer.max_epochs", cfg.trainer.get("max_epochs") if cfg.get("trainer") else None
+    )
+    return [changed[k] for k in sorted(changed)], (_epochs(old), epochs)
 
 
-def check_same_settings(cfg: DictConfig, output_dir: Path) -> tuple[int, int]:
+def check_same_settings(cfg: DictConfig, output_dir: Path) -> tuple[float, float]:
     """`resume=true` continues the run in `output_dir` only with the settings it was made
     with; `trainer.max_epochs` may grow. Returns (old, new) max_epochs."""
     changed, (old, new) = changed_settings(cfg, output_dir)
-    if new < old and new >= 0:
+    if new < old:
         changed.append(f"trainer.max_epochs: {old} -> {new} (a run cannot train fewer epochs)")
     if changed:
         shown = "; ".join(changed[:3]) + (
             f"; and {len(changed) - 3} more" if len(changed) > 3 else ""
         )
+        follows = (
+            " (with trainer.max_epochs changed, a value that follows it by interpolation, such "
+            "as a schedule's length, changes too: set it explicitly to train on)"
+            if new != old
+            else ""
+        )
         raise FolderInUse(
-            f"resume=true, but the run in {output_dir} was made with other settings ({shown}); "
-            "run these settings in another output folder (hydra.run.dir / hydra.sweep.dir)"
+            f"resume=true, but the run in {output_dir} was made with other settings "
+            f"({shown}){follows}; run these settings in another output folder "
+            "(hydra.run.dir / hydra.sweep.dir)"
         )
     return old, new
 
 
 def finished_metrics(cfg: DictConfig, output_dir: Path) -> dict[str, float] | None:
     """With `resume=true`: the metrics of a run that already finished in `output_dir`, else
-    None (also when `trainer.max_epochs` grew: the run trains on from its last checkpoint)."""
+    None. When `trainer.max_epochs` grew, the finished run trains on from its last
+    checkpoint: its metrics move to `metrics.<old epochs>_epochs.json` first, so that an
+    interrupted train-on is never taken for finished."""
     path = output_dir / "metrics.json"
     if not cfg.get("resume", False) or not path.is_file():
         return None
     old, new = check_same_settings(cfg, output_dir)
     if new > old and cfg.get("train", True):
-        log.info("trainer.max_epochs %d -> %d: the finished run trains on", old, new)
+        from odelab.sweeps import is_rank_zero
+
+        log.info("trainer.max_epochs %s -> %s: the finished run trains on", old, new)
+        if is_rank_zero():
+            path.replace(path.with_name(f"metrics.{old}_epochs.json"))
         return None
     try:
         return json.loads(path.read_text())

@@ -131,7 +131,10 @@ def run(cfg: DictConfig) -> dict[str, float]:
         if trainer.is_global_zero:
             # Every interpolation resolved (Hydra's .hydra/config.yaml keeps them): what the
             # run reader (odelab.runs.load_run) and the reports load.
-            OmegaConf.save(OmegaConf.create(resolved), output_dir / "config.yaml")
+            # Write-then-rename: `resume=true` compares the next invocation with this file.
+            partial = output_dir / "config.yaml.part"
+            OmegaConf.save(OmegaConf.create(resolved), partial)
+            partial.replace(output_dir / "config.yaml")
         for logger in loggers:
             logger.log_hyperparams(resolved)
         metrics: dict[str, float] = {}
