@@ -33,6 +33,7 @@ from lightning.pytorch.loggers import CSVLogger
 from omegaconf import DictConfig, OmegaConf
 
 from odelab.errors import ConfigError, FolderInUse
+from odelab.sweeps import is_rank_zero
 
 log = logging.getLogger(__name__)
 
@@ -430,8 +431,6 @@ def finished_metrics(cfg: DictConfig, output_dir: Path) -> dict[str, float] | No
         return None
     old, new = check_same_settings(cfg, output_dir)
     if new > old and cfg.get("train", True):
-        from odelab.sweeps import is_rank_zero
-
         log.info("trainer.max_epochs %s -> %s: the finished run trains on", old, new)
         if is_rank_zero():
             path.replace(path.with_name(f"metrics.{old}_epochs.json"))
