@@ -368,7 +368,8 @@ def changed_settings(cfg: DictConfig, output_dir: Path) -> tuple[list[str], tupl
     a key new on one side counts where the other side holds a plain value above it, e.g.
     a null that became a mapping), and (old, new) `trainer.max_epochs`."""
     path = output_dir / "config.yaml"
-    epochs = _epochs(cfg.trainer.get("max_epochs") if cfg.get("trainer") else None)
+    max_epochs = cfg.trainer.get("max_epochs") if cfg.get("trainer") else None
+    epochs = _epochs(max_epochs)
     if not path.is_file():
         return [], (epochs, epochs)
     now = OmegaConf.to_container(cfg, resolve=True)
@@ -391,10 +392,8 @@ def changed_settings(cfg: DictConfig, output_dir: Path) -> tuple[list[str], tupl
             if above is not None and _compared(key) and _compared(above):
                 shown = arrow.format(repr(other[above]))
                 changed.setdefault(above, f"{above}: {shown}")
-    old = before.get(
-        "trainer.max_epochs", cfg.trainer.get("max_epochs") if cfg.get("trainer") else None
-    )
-    return [changed[k] for k in sorted(changed)], (_epochs(old), epochs)
+    old = _epochs(before.get("trainer.max_epochs", max_epochs))
+    return [changed[k] for k in sorted(changed)], (old, epochs)
 
 
 def check_same_settings(cfg: DictConfig, output_dir: Path) -> tuple[float, float]:

@@ -13,7 +13,8 @@ class ConfigError(OdelabError, ValueError):
 
 
 class FolderInUse(ConfigError):
-    """A fresh run was pointed at a folder that holds another run's checkpoints."""
+    """A run was pointed at a folder that holds another run: checkpoints a fresh run would
+    overwrite, or a run made with other settings than those it would resume with."""
 
 
 class DataMissingError(OdelabError, FileNotFoundError):

@@ -240,24 +240,27 @@ def _recipe_order(recipe: str) -> tuple[int, str]:
 
 
 RECIPES = {
-    "clean": "clean training (the study's first table)",
-    "gaussian": "Gaussian-noise augmentation, sigma 100 (the study's second table)",
+    "clean": "clean training",
+    "gaussian": "Gaussian-noise augmentation, sigma 100",
     "pgd": "PGD adversarial training",
     "fgsm": "FGSM adversarial training",
 }
+# The study's table for a recipe, where it has one.
+STUDY_TABLES = {"clean": "first", "gaussian": "second"}
 
 
 def _recipe_title(data: str, recipe: str) -> str:
-    """The recipe's section title; for a data set the study did not use, the study's table
-    is named as the setting only."""
-    title = RECIPES.get(recipe, recipe)
-    if data not in STUDY and "(the study's " in title:
-        head, table = title.split(" (the study's ", 1)
-        title = (
-            f"{head} (the setting of the study's {table[:-1]}; the study has no "
-            f"{DATA_NAMES.get(data, data)} numbers)"
-        )
-    return title
+    """The recipe's title with the study's table it reproduces; for a data set the study
+    did not use, that table is named as the setting only."""
+    title, table = RECIPES.get(recipe, recipe), STUDY_TABLES.get(recipe)
+    if table is None:
+        return title
+    if data in STUDY:
+        return f"{title} (the study's {table} table)"
+    return (
+        f"{title} (the setting of the study's {table} table; the study has no "
+        f"{DATA_NAMES.get(data, data)} numbers)"
+    )
 
 
 def _floor_section(groups: Groups) -> list[str]:
@@ -625,7 +628,7 @@ def _tisode_section(groups: Groups, data: str, recipes: list[str]) -> list[str]:
                     k: [r[0] for r in judged if r[4] == k] for k in ("yes", "no", "within noise")
                 }
                 checks.append(
-                    f"- {RECIPES.get(recipe, recipe)}, TisODE against {other}: more robust "
+                    f"- {_recipe_title(data, recipe)}, TisODE against {other}: more robust "
                     f"under {_count(named['yes'])} of {len(judged)}, less robust under "
                     f"{_count(named['no'])}, within noise under {_count(named['within noise'])}."
                 )
