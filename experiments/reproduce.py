@@ -3,10 +3,12 @@
     python experiments/reproduce.py spiral --budget quick   # or: make reproduce-spiral budget=quick
     python experiments/reproduce.py spiral --budget quick --report-only   # re-render from records
     python experiments/reproduce.py spiral --budget paper --resume        # skip finished sweeps
+    python experiments/reproduce.py spiral --budget quick --fresh   # delete the old runs first
     python experiments/reproduce.py cnf --budget cpu --from-parts   # reuse the cpu_* budgets' runs
 
-Runs go to logs/reproduce/<name>/<budget>/; their records (configs, metrics,
-histories, device, plots, benchmark JSON; no checkpoints) are copied to
+Runs go to logs/reproduce/<name>/<budget>/ (a folder holding finished sweeps or benchmark
+records is refused unless --resume keeps them or --fresh deletes them); their records
+(configs, metrics, histories, device, plots, benchmark JSON; no checkpoints) are copied to
 experiments/reports/<name>_<budget>/records/ and the report
 experiments/reports/<name>_<budget>.md is rendered from those records alone.
 Extra arguments after `--` are passed to every `run.py` (e.g. `-- hydra/launcher=joblib`).
@@ -17,6 +19,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from odelab.errors import FolderInUse
 from odelab.reports import REPRODUCTIONS
 from odelab.reports.pipeline import (
     adopt_parts,
@@ -41,6 +44,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--resume", action="store_true", help="keep finished sweeps, run the rest with resume=true"
+    )
+    parser.add_argument(
+        "--fresh",
+        action="store_true",
+        help="delete the budget's old runs (finished ones included) and run everything again",
     )
     parser.add_argument(
         "--from-parts",
@@ -71,8 +79,18 @@ def main(argv: list[str] | None = None) -> int:
         for line in adopt_parts(repro, args.budget):
             print("reused:", line, flush=True)
     if not args.report_only:
+        if args.fresh and (args.resume or args.from_parts):
+            print("error: --fresh deletes what --resume/--from-parts keep: give one of them",
+                  file=sys.stderr)  # fmt: skip
+            return 2
         resume = args.resume or args.from_parts
-        seconds = run_budget(repro, args.budget, args.overrides, resume=resume)
+        try:
+            seconds = run_budget(
+                repro, args.budget, args.overrides, resume=resume, fresh=args.fresh
+            )
+        except FolderInUse as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 2
         print(f"sweeps and benchmarks took {seconds:.0f} s", flush=True)
     if runs.is_dir() and not (args.report_only and records.is_dir()):
         print(f"records: {save_records(runs, records)} files -> {records}", flush=True)

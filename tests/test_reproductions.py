@@ -6,8 +6,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 import yaml
 
+from odelab.errors import FolderInUse
 from odelab.reports import REPRODUCTIONS, load_sweeps
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -238,6 +240,29 @@ def test_reproduce_passes_everything_after_double_dash_to_run_py() -> None:
     assert reproduce.parse_args(["spiral"]).overrides == []
 
 
+def test_reproduce_refuses_to_delete_finished_work_with_one_line(monkeypatch, capsys) -> None:
+    """A refused budget folder, or --fresh beside --resume, is one error line and exit 2."""
+    import importlib.util
+
+    from odelab.hydra_setup import repo_root
+
+    spec = importlib.util.spec_from_file_location(
+        "reproduce", repo_root() / "experiments" / "reproduce.py"
+    )
+    reproduce = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(reproduce)
+
+    def refuse(*args, **kwargs):
+        raise FolderInUse("logs/reproduce/spiral/quick holds finished work (sweep 0): add --resume")
+
+    monkeypatch.setattr(reproduce, "run_budget", refuse)
+    assert reproduce.main(["spiral", "--budget", "quick"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("error: logs/reproduce/spiral/quick holds")
+    assert reproduce.main(["spiral", "--budget", "quick", "--fresh", "--resume"]) == 2
+    assert "--fresh deletes what --resume" in capsys.readouterr().err
+
+
 def test_a_budget_made_of_other_budgets_adopts_their_finished_runs(tmp_path: Path) -> None:
     """`--from-parts`: each sweep of `ab` takes the finished folder of the budget that ran
     the same overrides; unfinished ones and other sweeps stay; benchmark folders move only
@@ -279,7 +304,8 @@ def test_a_budget_made_of_other_budgets_adopts_their_finished_runs(tmp_path: Pat
 
 def test_resume_keeps_finished_sweeps_and_resumes_the_rest(tmp_path: Path, monkeypatch) -> None:
     """`--resume` skips a sweep with a summary and runs the others with resume=true (once,
-    whether or not the caller passed it); without it the old runs are removed first."""
+    whether or not the caller passed it); without it finished work is refused, and removed
+    only with `--fresh`."""
     from odelab.reports import pipeline
     from odelab.reports.base import Reproduction
 
@@ -301,10 +327,22 @@ def test_resume_keeps_finished_sweeps_and_resumes_the_rest(tmp_path: Path, monke
         pipeline.run_budget(repro, "b", extra, resume=True)
         assert len(commands) == 1 and "experiment=b" in commands[0]
         assert [a for a in commands[0] if a.startswith("resume=")] == ["resume=true"]
+    # Without --resume a finished sweep or benchmark record is never deleted unasked: the
+    # run is refused (exit 2 from reproduce.py) until --fresh says so.
     commands.clear()
-    pipeline.run_budget(repro, "b", ["seed=1"], resume=False)
+    (tmp_path / "b" / "bench").mkdir()
+    (tmp_path / "b" / "bench" / "checks.json").write_text("{}")
+    with pytest.raises(FolderInUse, match=r"sweep 0, bench/checks.json\).*--resume.*--fresh"):
+        pipeline.run_budget(repro, "b", ["seed=1"], resume=False)
+    assert commands == [] and (tmp_path / "b" / "0" / "summary.json").is_file()
+    pipeline.run_budget(repro, "b", ["seed=1"], resume=False, fresh=True)
     assert len(commands) == 2 and not any(a.startswith("resume=") for c in commands for a in c)
     assert not (tmp_path / "b" / "0").exists()
+    # Nothing finished (an interrupted first attempt): removed and run afresh, unasked.
+    commands.clear()
+    (tmp_path / "b" / "1" / "0").mkdir(parents=True)
+    pipeline.run_budget(repro, "b", ["seed=1"])
+    assert len(commands) == 2 and not (tmp_path / "b" / "1").exists()
 
 
 def test_robust_report_names_no_study_numbers_for_fashion_mnist(tmp_path: Path) -> None:

@@ -21,8 +21,9 @@ import sys
 import time
 from pathlib import Path
 
+from odelab.errors import FolderInUse
 from odelab.hydra_setup import repo_root
-from odelab.reports.base import Jobs, Reproduction, load_sweeps
+from odelab.reports.base import Jobs, Reproduction, load_sweeps, relative_path
 from odelab.runs import RECORD_FILES, RECORD_GLOBS
 
 # A record file larger than this is not kept (records are small by design; plots excepted).
@@ -41,15 +42,40 @@ def records_dir(name: str, budget: str) -> Path:
     return report_path(name, budget).with_suffix("") / "records"
 
 
-def run_budget(repro: Reproduction, budget: str, extra: list[str], resume: bool = False) -> float:
+def finished_work(root: Path) -> list[str]:
+    """What in a budget's run folder took work to make: finished sweeps (their
+    `summary.json`) and benchmark records."""
+    sweeps = sorted(p.parent.name for p in root.glob("*/summary.json"))
+    bench = sorted(p.name for p in (root / "bench").glob("*") if p.is_file())
+    return [f"sweep {name}" for name in sweeps] + [f"bench/{name}" for name in bench]
+
+
+def run_budget(
+    repro: Reproduction,
+    budget: str,
+    extra: list[str],
+    resume: bool = False,
+    fresh: bool = False,
+) -> float:
     """Run each sweep (`run.py -m`) and benchmark of the budget; return the wall time.
 
-    Without `resume` the budget's old runs are removed first, so a report describes these
-    runs and no leftovers; with it, sweeps that already wrote their summary are skipped and
-    the others run with `resume=true` (finished jobs kept, unfinished ones resumed).
+    With `resume`, sweeps that already wrote their summary are skipped and the others run
+    with `resume=true` (finished jobs kept, unfinished ones resumed). With `fresh` the
+    budget's old runs are removed first, so a report describes these runs and no leftovers.
+    With neither, a folder holding finished sweeps or benchmark records is refused
+    (`FolderInUse`), so that rerunning a command never deletes hours of runs; a folder with
+    nothing finished in it is removed and run afresh.
     """
     root = runs_dir(repro.name, budget)
     if root.exists() and not resume:
+        done = finished_work(root)
+        if done and not fresh:
+            shown = ", ".join(done[:3]) + (f" and {len(done) - 3} more" if len(done) > 3 else "")
+            raise FolderInUse(
+                f"{relative_path(root)} holds finished work ({shown}): add --resume "
+                "(make: ARGS=--resume) to keep it and run the rest, or --fresh "
+                "(ARGS=--fresh) to delete it and start over"
+            )
         shutil.rmtree(root)
     start = time.perf_counter()
     for i, overrides in enumerate(repro.budgets[budget]):
