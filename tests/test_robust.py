@@ -225,26 +225,33 @@ def test_masking_checks_write_records_the_report_reads(
 
 
 def test_svhn_budget_runs_the_study_columns_on_svhn_files(make_cfg, tmp_path: Path) -> None:
-    """`make reproduce-robust budget=svhn`'s overrides train and attack on SVHN files (here
-    fabricated ones) and log the columns the report puts beside the study's SVHN table."""
+    """`make reproduce-robust budget=svhn`'s overrides train (clean, and with Gaussian noise
+    of sigma 35) and attack on SVHN files (here fabricated ones) and log the columns the
+    report puts beside the study's two SVHN tables."""
     from odelab.reports.robust import BUDGETS, PAPER_SVHN, _label
 
     write_svhn(tmp_path, 20)
-    sweep = BUDGETS["svhn"][0]
     skip = ("experiment=", "seed=", "trainer.limit", "logger=")
-    fixed = [o for o in sweep if not o.startswith(skip)]
-    cfg = make_cfg(
-        "experiment=robust_cnn",
-        *fixed,
-        f"data.root={tmp_path}",
-        "data.val_size=5",
-        "model.net.channels=4",
-        "++attack.sweeps.2.steps=1",
-        "trainer.fast_dev_run=true",
-    )
-    metrics = run(cfg)
-    for model in ("CNN", "ODENet"):
-        assert {f"test/acc/{c}" for c in PAPER_SVHN["clean"][model]} <= set(metrics)
+    recipes = []
+    for sweep in BUDGETS["svhn"]:
+        fixed = [o for o in sweep if not o.startswith(skip)]
+        cfg = make_cfg(
+            "experiment=robust_cnn",
+            *fixed,
+            f"data.root={tmp_path}",
+            "data.val_size=5",
+            "model.net.channels=4",
+            "++attack.sweeps.2.steps=1",
+            "trainer.fast_dev_run=true",
+        )
+        recipe = "gaussian" if cfg.recipe.perturbation else "clean"
+        recipes.append(recipe)
+        if recipe == "gaussian":
+            assert cfg.recipe.perturbation.sigma == 35
+        metrics = run(cfg)
+        for model in ("CNN", "ODENet"):
+            assert {f"test/acc/{c}" for c in PAPER_SVHN[recipe][model]} <= set(metrics)
+    assert recipes == ["clean", "gaussian"]
     assert [_label(c) for c in ("fgsm_0.0117647", "fgsm_0.0196078", "fgsm_0.0313725")] == [
         "FGSM 3/255",
         "FGSM 5/255",
