@@ -409,6 +409,14 @@ def test_robust_report_names_no_study_numbers_for_fashion_mnist(tmp_path: Path) 
     )
 
 
+def test_robust_report_puts_the_studys_data_set_first() -> None:
+    from odelab.reports.robust import _data_order
+
+    assert sorted(["svhn", "other", "fashion_mnist", "mnist"], key=_data_order) == [
+        "mnist", "fashion_mnist", "svhn", "other"
+    ]  # fmt: skip
+
+
 def test_robust_cells_print_no_negative_zero() -> None:
     from odelab.reports.robust import _no_negative_zero
 

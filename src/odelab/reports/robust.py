@@ -233,7 +233,7 @@ def build_report(jobs: Jobs, budget: str, report_dir: Path) -> str:
         f"- Budget: `{budget}`; {len(done)} runs finished, {len(failed)} failed.",
         f"- Device: {device_label(done)}.",
     ]
-    for data in sorted({d for d, _, _ in groups}):
+    for data in sorted({d for d, _, _ in groups}, key=_data_order):
         # One line per distinct setting of the data set's runs, naming the models that
         # share it (recipes and epochs may differ between models of one budget).
         by_setting: dict[str, list[str]] = {}
@@ -246,7 +246,7 @@ def build_report(jobs: Jobs, budget: str, report_dir: Path) -> str:
             who = "" if len(by_setting) == 1 else f" ({', '.join(models)})"
             lines.append(f"- {name}{who}: {text}.")
     lines += ["", *_floor_section(groups), *_claims_section(groups)]
-    for data in sorted({d for d, _, _ in groups}):
+    for data in sorted({d for d, _, _ in groups}, key=_data_order):
         recipes = sorted({r for d, r, _ in groups if d == data}, key=_recipe_order)
         for recipe in recipes:
             lines += _recipe_section(groups, data, recipe, report_dir)
@@ -256,6 +256,12 @@ def build_report(jobs: Jobs, budget: str, report_dir: Path) -> str:
     lines += _differences(done, checks)
     labels = [(_run_label(j), j.output_dir) for j in done]
     return "\n".join(lines + runs_section(labels, failed))
+
+
+def _data_order(data: str) -> tuple[int, str]:
+    """The study's data set first, then the others in `DATA_NAMES` order."""
+    order = list(DATA_NAMES)
+    return (order.index(data) if data in order else len(order), data)
 
 
 def _recipe_order(recipe: str) -> tuple[int, str]:
@@ -454,7 +460,7 @@ def _claims_section(groups: Groups) -> list[str]:
 
 def _setting_order(item: tuple[str, str]) -> tuple:
     data, recipe = item
-    return (data, _recipe_order(recipe))
+    return (_data_order(data), _recipe_order(recipe))
 
 
 def _unequal_epochs(groups: Groups) -> list[str]:
@@ -480,7 +486,7 @@ def _unequal_epochs(groups: Groups) -> list[str]:
 
 def _group_order(item: tuple[tuple[str, str, str], Any]) -> tuple:
     (data, recipe, model), _ = item
-    return (data, _recipe_order(recipe), list(MODELS.values()).index(model))
+    return (_data_order(data), _recipe_order(recipe), list(MODELS.values()).index(model))
 
 
 def _yes(flag: bool) -> str:
@@ -1052,7 +1058,7 @@ def _record_order(r: dict[str, Any]) -> tuple:
     model_order = list(MODELS.values())
     model = r.get("model", "?")
     return (
-        r.get("data", ""),
+        _data_order(r.get("data", "")),
         _recipe_order(r.get("recipe", "")),
         model_order.index(model) if model in model_order else len(model_order),
         int(r.get("seed", 0)),
