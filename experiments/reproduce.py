@@ -6,8 +6,8 @@
     python experiments/reproduce.py spiral --budget quick --fresh   # delete the old runs first
     python experiments/reproduce.py cnf --budget cpu --from-parts   # reuse the cpu_* budgets' runs
 
-Runs go to logs/reproduce/<name>/<budget>/ (a folder holding finished sweeps or benchmark
-records is refused unless --resume keeps them or --fresh deletes them); their records
+Runs go to logs/reproduce/<name>/<budget>/ (a folder holding finished sweeps or jobs, checkpoints
+or benchmark records is refused unless --resume keeps them or --fresh deletes them); their records
 (configs, metrics, histories, device, plots, benchmark JSON; no checkpoints) are copied to
 experiments/reports/<name>_<budget>/records/ and the report
 experiments/reports/<name>_<budget>.md is rendered from those records alone.
@@ -74,15 +74,18 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 2
+    if args.fresh and (args.resume or args.from_parts or args.report_only):
+        print(
+            "error: --fresh deletes the runs that --resume/--from-parts keep and "
+            "--report-only reads: give it alone",
+            file=sys.stderr,
+        )
+        return 2
     runs, records = runs_dir(args.name, args.budget), records_dir(args.name, args.budget)
     if args.from_parts and not args.report_only:
         for line in adopt_parts(repro, args.budget):
             print("reused:", line, flush=True)
     if not args.report_only:
-        if args.fresh and (args.resume or args.from_parts):
-            print("error: --fresh deletes what --resume/--from-parts keep: give one of them",
-                  file=sys.stderr)  # fmt: skip
-            return 2
         resume = args.resume or args.from_parts
         try:
             seconds = run_budget(

@@ -4,6 +4,7 @@ tables must be the ones the runs wrote, grouped and averaged the way the report 
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -270,8 +271,9 @@ def test_reproduce_refuses_to_delete_finished_work_with_one_line(monkeypatch, ca
     assert reproduce.main(["spiral", "--budget", "quick"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith("error: logs/reproduce/spiral/quick holds")
-    assert reproduce.main(["spiral", "--budget", "quick", "--fresh", "--resume"]) == 2
-    assert "--fresh deletes what --resume" in capsys.readouterr().err
+    for other in ("--resume", "--from-parts", "--report-only"):
+        assert reproduce.main(["spiral", "--budget", "quick", "--fresh", other]) == 2
+        assert "--fresh deletes the runs" in capsys.readouterr().err
 
 
 def test_a_budget_made_of_other_budgets_adopts_their_finished_runs(tmp_path: Path) -> None:
@@ -349,6 +351,13 @@ def test_resume_keeps_finished_sweeps_and_resumes_the_rest(tmp_path: Path, monke
     pipeline.run_budget(repro, "b", ["seed=1"], resume=False, fresh=True)
     assert len(commands) == 2 and not any(a.startswith("resume=") for c in commands for a in c)
     assert not (tmp_path / "b" / "0").exists()
+    # An interrupted sweep's finished or checkpointed jobs count as well.
+    for made in ("1/0/metrics.json", "1/1/checkpoints/last.ckpt"):
+        (tmp_path / "b" / made).parent.mkdir(parents=True)
+        (tmp_path / "b" / made).write_text("{}")
+        with pytest.raises(FolderInUse, match=r"\(job 1/[01]\)"):
+            pipeline.run_budget(repro, "b", ["seed=1"])
+        shutil.rmtree(tmp_path / "b" / "1")
     # Nothing finished (an interrupted first attempt): removed and run afresh, unasked.
     commands.clear()
     (tmp_path / "b" / "1" / "0").mkdir(parents=True)

@@ -44,10 +44,18 @@ def records_dir(name: str, budget: str) -> Path:
 
 def finished_work(root: Path) -> list[str]:
     """What in a budget's run folder took work to make: finished sweeps (their
-    `summary.json`) and benchmark records."""
+    `summary.json`), the finished or checkpointed jobs of unfinished ones, and benchmark
+    records."""
     sweeps = sorted(p.parent.name for p in root.glob("*/summary.json"))
+    job_dirs = [p.parent for p in root.glob("*/*/metrics.json")]
+    job_dirs += [p.parent.parent for p in root.glob("*/*/checkpoints/*.ckpt")]
+    jobs = sorted({f"{d.parent.name}/{d.name}" for d in job_dirs if d.parent.name not in sweeps})
     bench = sorted(p.name for p in (root / "bench").glob("*") if p.is_file())
-    return [f"sweep {name}" for name in sweeps] + [f"bench/{name}" for name in bench]
+    return (
+        [f"sweep {name}" for name in sweeps]
+        + [f"job {name}" for name in jobs]
+        + [f"bench/{name}" for name in bench]
+    )
 
 
 def run_budget(
@@ -62,7 +70,7 @@ def run_budget(
     With `resume`, sweeps that already wrote their summary are skipped and the others run
     with `resume=true` (finished jobs kept, unfinished ones resumed). With `fresh` the
     budget's old runs are removed first, so a report describes these runs and no leftovers.
-    With neither, a folder holding finished sweeps or benchmark records is refused
+    With neither, a folder holding anything `finished_work` lists is refused
     (`FolderInUse`), so that rerunning a command never deletes hours of runs; a folder with
     nothing finished in it is removed and run afresh.
     """
