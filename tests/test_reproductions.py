@@ -381,6 +381,14 @@ def test_robust_report_names_no_study_numbers_for_fashion_mnist(tmp_path: Path) 
     ):  # fmt: skip
         metrics = {"test/acc": acc, "test/acc/fgsm_0.05": acc / 2}
         write_job(budget / "0", num, {"experiment": experiment, "seed": str(seed)}, metrics, config)
+    # A second recipe for CNN and ODENet: ODENet - CNN under FGSM .05 is 0 and 2 points.
+    for num, (experiment, seed, fgsm) in enumerate(
+        [("robust_cnn", 0, 0.30), ("robust_cnn", 1, 0.30), ("robust_odenet", 0, 0.30),
+         ("robust_odenet", 1, 0.32)]
+    ):  # fmt: skip
+        overrides = {"experiment": experiment, "seed": str(seed), "recipe": "gaussian"}
+        metrics = {"test/acc": 0.9, "test/acc/fgsm_0.05": fgsm}
+        write_job(budget / "1", num, overrides, metrics, config)
     report = REPRODUCTIONS["robust"].build(load_sweeps(budget), "b", tmp_path / "out")
     assert (
         "## Fashion-MNIST: clean training (the setting of the study's first table; the study "
@@ -400,9 +408,16 @@ def test_robust_report_names_no_study_numbers_for_fashion_mnist(tmp_path: Path) 
         "less robust under 0, within noise under 0; no comparable study numbers in this "
         "setting." in report
     )
+    # Totals over a data set's recipes, only where it has more than one.
+    assert (
+        "- **ODENet over CNN, Fashion-MNIST, all 2 recipes**: more robust under 1 of 2 "
+        "perturbations, less robust under 0, within noise under 1 (about 0.1 of 2 intervals "
+        "would exclude zero by chance alone)." in report
+    )
+    assert "**TisODE over ODENet, Fashion-MNIST, all" not in report
     assert (
         "- TisODE over ODENet, Fashion-MNIST, clean training: no perturbation judged "
-        "(1 not counted)." in report
+        "(1 not counted); no comparable study numbers in this setting." in report
     )
     # The third table's setting, ours only, with the ordering check on judged rows only.
     assert (

@@ -253,7 +253,7 @@ def build_report(jobs: Jobs, budget: str, report_dir: Path) -> str:
         if any(m == "TisODE" for d, _, m in groups if d == data):
             lines += _tisode_section(groups, data, recipes)
     lines += _masking_section(checks, report_dir)
-    lines += _differences(done, checks)
+    lines += _differences(done, groups, checks)
     labels = [(_run_label(j), j.output_dir) for j in done]
     return "\n".join(lines + runs_section(labels, failed))
 
@@ -346,8 +346,8 @@ def _floor_section(groups: Groups) -> list[str]:
         "(`lowest`). Epochs are chosen on validation accuracy (the final epoch's, on the",
         "held-out validation split): a model whose lowest seed is under its floor there,",
         "or whose validation error still falls in its last quarter of epochs (see the",
-        "validation curves), trains longer; ODENet and the CNN of one recipe keep one",
-        "schedule, TisODE keeps its own where it meets its floor and plateau sooner. A",
+        "validation curves), trains longer; ODENet and the CNN of one recipe are given one",
+        "schedule, TisODE may keep a shorter one (the epochs column). A",
         "comparison involving a model under its floor on any seed is marked 'under the",
         "floor' and not counted. The test",
         "columns are read for this table only; a run trained on from its last checkpoint",
@@ -384,7 +384,7 @@ CLAIMS = (("ODENet", "CNN"), ("TisODE", "ODENet"))
 
 def _claims_section(groups: Groups) -> list[str]:
     """Computed: each of the study's claims against our intervals, setting by setting, with
-    the totals over all of them."""
+    the totals over a data set's settings."""
     lines = [
         "## The study's claims against ours",
         "",
@@ -396,66 +396,83 @@ def _claims_section(groups: Groups) -> list[str]:
     found = False
     for a_name, b_name in CLAIMS:
         before = len(lines)
-        totals: dict[str, int] = defaultdict(int)
-        agreement: dict[str, int] = defaultdict(int)
-        for data, recipe in sorted({(d, r) for d, r, _ in groups}, key=_setting_order):
-            paper = STUDY.get(data, {}).get(recipe, {})
-            rows = _comparison_rows(groups, data, recipe, a_name, b_name, _columns(
-                [j for m in MODELS.values() for j in groups.get((data, recipe, m), [])]
-            ), paper)  # fmt: skip
-            rows = [r for r in rows if r[0] != "clean"]
-            if not rows:
-                continue
-            found = True
-            named = {k: [r[0] for r in rows if r[4] == k] for k in ("yes", "no", "within noise")}
-            judged = sum(len(v) for v in named.values())
-            for k, v in named.items():
-                totals[k] += len(v)
-            studied = [r for r in rows if r[5] != "–"]
-            agree = sum(r[6] == "yes" for r in studied)
-            against = sum(r[6] == "**no**" for r in studied)
-            agreement["agree"] += agree
-            agreement["against"] += against
-            agreement["studied"] += len(studied)
-            skipped = len(rows) - judged
-            setting = (
-                f"- {a_name} over {b_name}, {DATA_NAMES.get(data, data)}, "
-                f"{_recipe_title(data, recipe, groups).split(' (')[0]}: "
-            )
-            if not judged:
-                lines.append(f"{setting}no perturbation judged ({skipped} not counted).")
-                continue
-            lines.append(
-                f"{setting}more robust under "
-                f"{_count(named['yes'])} of {judged}, less robust under {_count(named['no'])}, "
-                f"within noise under {len(named['within noise'])}"
-                + (f" ({skipped} not counted)" if skipped else "")
-                + (
-                    f"; the study's direction confirmed under {agree} of the {len(studied)} it "
-                    f"reports, contradicted under {against}"
-                    if studied
-                    else "; no comparable study numbers in this setting"
+        for data in sorted({d for d, _, _ in groups}, key=_data_order):
+            totals: dict[str, list[str]] = defaultdict(list)
+            agreement: dict[str, int] = defaultdict(int)
+            settings = 0
+            for recipe in sorted({r for d, r, _ in groups if d == data}, key=_recipe_order):
+                runs = [j for m in MODELS.values() for j in groups.get((data, recipe, m), [])]
+                paper = STUDY.get(data, {}).get(recipe, {})
+                rows = _comparison_rows(groups, data, recipe, a_name, b_name, _columns(runs),
+                                        paper)  # fmt: skip
+                rows = [r for r in rows if r[0] != "clean"]
+                if not rows:
+                    continue
+                found, settings = True, settings + 1
+                named = _tally(rows)
+                for k, v in named.items():
+                    totals[k] += [f"{label} ({recipe})" for label in v]
+                studied = [r for r in rows if r[5] != "–"]
+                agree = sum(r[6] == "yes" for r in studied)
+                against = sum(r[6] == "**no**" for r in studied)
+                agreement["agree"] += agree
+                agreement["against"] += against
+                agreement["studied"] += len(studied)
+                skipped = len(rows) - sum(len(named[k]) for k in VERDICTS)
+                lines.append(
+                    f"- {a_name} over {b_name}, {DATA_NAMES.get(data, data)}, "
+                    f"{_recipe_title(data, recipe, groups).split(' (')[0]}: "
+                    + (
+                        _verdict_counts(named) + (f"; {skipped} not counted" if skipped else "")
+                        if skipped < len(rows)
+                        else f"no perturbation judged ({skipped} not counted)"
+                    )
+                    + (
+                        f"; the study's direction confirmed under {agree} of the "
+                        f"{len(studied)} it reports, contradicted under {against}."
+                        if studied and skipped < len(rows)
+                        else "."
+                        if studied
+                        else "; no comparable study numbers in this setting."
+                    )
                 )
-                + "."
-            )
-        judged = sum(totals.values())
-        if judged:
-            lines.append(
-                f"- **{a_name} over {b_name}, all settings**: more robust under "
-                f"{totals['yes']} of {judged} perturbations, less robust under {totals['no']}, "
-                f"within noise under {totals['within noise']} (about {0.05 * judged:.1f} of "
-                f"{judged} intervals would exclude zero by chance alone)"
-                + (
-                    f"; the study's direction confirmed under {agreement['agree']} of "
-                    f"{agreement['studied']} of its numbers, contradicted under "
-                    f"{agreement['against']}."
-                    if agreement["studied"]
-                    else "."
+            judged = sum(len(totals[k]) for k in VERDICTS)
+            if settings > 1 and judged:
+                lines.append(
+                    f"- **{a_name} over {b_name}, {DATA_NAMES.get(data, data)}, all "
+                    f"{settings} recipes**: more robust under {len(totals['yes'])} of {judged} "
+                    f"perturbations, less robust under {len(totals['no'])}, within noise under "
+                    f"{len(totals['within noise'])} (about {0.05 * judged:.1f} of {judged} "
+                    "intervals would exclude zero by chance alone)"
+                    + (
+                        f"; the study's direction confirmed under {agreement['agree']} of "
+                        f"{agreement['studied']} of its numbers, contradicted under "
+                        f"{agreement['against']}."
+                        if agreement["studied"]
+                        else "."
+                    )
                 )
-            )
         if len(lines) > before:
             lines.append("")
     return lines if found else []
+
+
+VERDICTS = ("yes", "no", "within noise")
+
+
+def _tally(rows: list[list[str]]) -> dict[str, list[str]]:
+    """The perturbations of `_comparison_rows` rows by answer: the verdicts (`yes`, `no`,
+    `within noise`), then the answers that are none (`UNJUDGED`, `n/a`)."""
+    return {k: [r[0] for r in rows if r[4] == k] for k in (*VERDICTS, *UNJUDGED, "n/a")}
+
+
+def _verdict_counts(named: dict[str, list[str]]) -> str:
+    """`more robust under 1 (PGD .2) of 7, less robust under 0, within noise under 6 (...)`."""
+    judged = sum(len(named[k]) for k in VERDICTS)
+    return (
+        f"more robust under {_count(named['yes'])} of {judged}, less robust under "
+        f"{_count(named['no'])}, within noise under {_count(named['within noise'])}"
+    )
 
 
 def _setting_order(item: tuple[str, str]) -> tuple:
@@ -477,8 +494,8 @@ def _unequal_epochs(groups: Groups) -> list[str]:
     if not unequal:
         return []
     return [
-        "Models of one recipe trained for different numbers of epochs (each to its own floor",
-        "and plateau: see the validation curves):",
+        "Models of one recipe trained for different numbers of epochs (whether each met its",
+        "floor and plateau: the table above and the validation curves):",
         "; ".join(unequal) + ".",
         "",
     ]
@@ -560,24 +577,29 @@ def _reach(
 ) -> list[str]:
     """Computed: how far the attack strengths take clean-trained accuracy (the mean over
     the models at each kind's weakest and strongest strength), and the columns that say
-    nothing: every model at the floor, or every model within `BARELY` points of clean."""
-    means = {
-        (m, c): mean_std(_acc(groups[data, recipe, m], f"test/acc/{c}"))[0]
-        for m in models
-        for c in columns
-    }
-    clean = {m: mean_std(_acc(groups[data, recipe, m], "test/acc"))[0] for m in models}
+    nothing: every model at the floor, or every model within `BARELY` points of clean.
+    Only columns every model logged count."""
+
+    def mean(model: str, key: str) -> float | None:
+        values = _acc(groups[data, recipe, model], key)
+        return sum(values) / len(values) if values else None
+
+    clean = {m: mean(m, "test/acc") for m in models}
+    means = {(m, c): mean(m, f"test/acc/{c}") for m in models for c in columns}
+    shared = [c for c in columns if all(means[m, c] is not None for m in models)]
+    if not shared or any(v is None for v in clean.values()):
+        return []
     spans = []
     for kind in KINDS:
-        names = [c for c in columns if c.startswith(f"{kind}_")]
+        names = [c for c in shared if c.startswith(f"{kind}_")]
         if names:
             ends = [sum(means[m, c] for m in models) / len(models) for c in (names[0], names[-1])]
             spans.append(
-                f"{ {'gaussian': 'Gaussian', 'fgsm': 'FGSM', 'pgd': 'PGD'}[kind] } from "
-                f"{ends[0]:.1f} % ({_label(names[0])}) to {ends[1]:.1f} % ({_label(names[-1])})"
+                f"{KIND_NAMES[kind]} from {ends[0]:.1f} % ({_label(names[0])}) to "
+                f"{ends[1]:.1f} % ({_label(names[-1])})"
             )
-    floor = [_label(c) for c in columns if all(means[m, c] < AT_FLOOR for m in models)]
-    barely = [_label(c) for c in columns if all(clean[m] - means[m, c] < BARELY for m in models)]
+    floor = [_label(c) for c in shared if all(means[m, c] < AT_FLOOR for m in models)]
+    barely = [_label(c) for c in shared if all(clean[m] - means[m, c] < BARELY for m in models)]
     average = sum(clean.values()) / len(clean)
     return [
         f"Reach of the strengths (mean over the {len(models)} models, clean {average:.1f} %): "
@@ -693,10 +715,10 @@ def _comparison_rows(
             continue
         answer = {"better": "yes", "worse": "no"}.get(c.outcome, c.outcome)
         means = [mean_std(_acc(jobs, key))[0] for jobs in (a_jobs, b_jobs)]
-        if column is not None and all(m < AT_FLOOR for m in means):
-            answer = "at the floor"
-        if confounded:
+        if answer != "n/a" and confounded:
             answer = "under the floor"
+        elif answer != "n/a" and column is not None and all(m < AT_FLOOR for m in means):
+            answer = "at the floor"
         study = None
         if (
             column is not None
@@ -757,15 +779,14 @@ def _summary(a_name: str, b_name: str, rows: list[list[str]]) -> str:
     """Computed sentences: under which perturbations `a` is more robust, less, or within
     noise; where that agrees with the study; and how many intervals chance alone would
     put off zero."""
-    keys = ("yes", "no", "within noise", *UNJUDGED, "n/a")
-    named = {k: [r[0] for r in rows if r[4] == k] for k in keys}
+    named = _tally(rows)
     if len(named["n/a"]) == len(rows):
         return f"Verdict: no interval with fewer than 2 paired seeds ({a_name} vs {b_name})."
     studied = [r for r in rows if r[5] != "–"]
     agree = [r[0] for r in studied if r[6] == "yes"]
     against = [r[0] for r in studied if r[6] == "**no**"]
     unsure = [r[0] for r in studied if r[0] not in agree + against]
-    outside = [r[0] for r in studied if r[7] != "yes"]
+    outside = [r[0] for r in studied if r[7] == "**no**"]
     study = (
         f" Of the {len(studied)} perturbations the study reports, ours agrees with its "
         f"direction under {_count(agree)}, contradicts it under {_count(against)} and cannot "
@@ -784,6 +805,8 @@ def _summary(a_name: str, b_name: str, rows: list[list[str]]) -> str:
         else ""
     )
     judged = len(rows) - sum(len(named[k]) for k in (*UNJUDGED, "n/a"))
+    if not judged:
+        return f"Verdict: no perturbation judged ({a_name} vs {b_name}).{floor}"
     chance = (
         f" With {judged} intervals at 95 %, about {0.05 * judged:.1f} would exclude zero by "
         "chance alone."
@@ -876,18 +899,11 @@ def _tisode_section(groups: Groups, data: str, recipes: list[str]) -> list[str]:
         runs = [j for m in MODELS.values() for j in groups.get((data, recipe, m), [])]
         for other in ("ODENet", "CNN"):
             result = _comparison_rows(groups, data, recipe, "TisODE", other, _columns(runs), {})
-            judged = [
-                r for r in result if r[0] != "clean" and r[4] in ("yes", "no", "within noise")
-            ]
-            if judged:
-                named = {
-                    k: [r[0] for r in judged if r[4] == k] for k in ("yes", "no", "within noise")
-                }
+            named = _tally([r for r in result if r[0] != "clean"])
+            if any(named[k] for k in VERDICTS):
                 checks.append(
-                    f"- {_recipe_title(data, recipe, groups)}, TisODE against {other}: more "
-                    f"robust under {_count(named['yes'])} of {len(judged)}, less robust under "
-                    f"{_count(named['no'])}, within noise under "
-                    f"{_count(named['within noise'])}."
+                    f"- {_recipe_title(data, recipe, groups)}, TisODE against {other}: "
+                    f"{_verdict_counts(named)}."
                 )
     if ordered and checks:
         tie_text = (
@@ -1194,9 +1210,10 @@ def _attack_text(records: list[dict[str, Any]]) -> str:
     texts = set()
     for r in records:
         s = r["solvers"]
-        match = re.fullmatch(r"PGD eps ([^,]+), (\d+) steps of ([^,]+), (.*)", s["attack"])
-        if match is None:
-            texts.add(s["attack"])
+        attack = s.get("attack", "PGD")
+        match = re.fullmatch(r"PGD eps ([^,]+), (\d+) steps of ([^,]+), (.*)", attack)
+        if match is None or float(match.group(1)) <= 0:
+            texts.add(attack)
             continue
         eps, steps, step, rest = match.groups()
         ratio = float(step) * int(steps) / float(eps)
@@ -1324,7 +1341,8 @@ def _curve_table(records: list[dict[str, Any]]) -> list[str]:
 
 def _grid_table(records: list[dict[str, Any]]) -> list[str]:
     grids = [r["grid"] for r in records]
-    pgd = "; ".join(sorted({f"{g['pgd_steps']} steps of {g['pgd_step_size']}" for g in grids}))
+    texts = {f"{g.get('pgd_steps', '?')} steps of {g.get('pgd_step_size', '?')}" for g in grids}
+    pgd = "; ".join(sorted(texts))
     lines = [
         "### Accuracy on a fine epsilon grid",
         "",
@@ -1397,12 +1415,11 @@ def _grid_table(records: list[dict[str, Any]]) -> list[str]:
     return lines
 
 
-def _differences(done: list[JobResult], checks: dict[str, dict[str, Any]]) -> list[str]:
+def _differences(
+    done: list[JobResult], groups: Groups, checks: dict[str, dict[str, Any]]
+) -> list[str]:
     lines = ["## What differs from the study", ""]
-    groups: Groups = defaultdict(list)
-    for job in done:
-        groups[_data(job), _recipe(job), _model(job)].append(job)
-    data_sets = {d for d, _, _ in groups}
+    data_sets = sorted({d for d, _, _ in groups}, key=_data_order)
     tisode_recipes = {r for _, r, m in groups if m == "TisODE"}
     settings = sorted({_setting(run_config(j)) for j in done})
     here = (
@@ -1432,12 +1449,18 @@ def _differences(done: list[JobResult], checks: dict[str, dict[str, Any]]) -> li
         )
         + ".",
     ]
+    sigmas = {d: _training_sigma(groups, d, "gaussian").removeprefix(", ") for d in data_sets}
+    if any(sigmas.values()):
+        lines.append(
+            "- Gaussian-noise training: "
+            + "; ".join(f"{DATA_NAMES.get(d, d)} at {v}" for d, v in sigmas.items() if v)
+            + " (the study trains MNIST at sigma 100 and does not state its SVHN sigma)."
+        )
     unequal = _unequal_epochs(groups)
     if unequal:
         lines.append(
             "- The study trains every model for the same 100 epochs; here models of one "
-            "recipe may train for different numbers of epochs, each to its floor and plateau "
-            "(listed under the floor table)."
+            "recipe may train for different numbers of epochs (listed under the floor table)."
         )
     records = [r for r in checks.values() if r.get("complete")]
     if not records:
