@@ -926,7 +926,7 @@ def _masking_section(checks: dict[str, dict[str, Any]], report_dir: Path) -> lis
         return [
             *lines,
             "No masking-check records in this budget (`experiments/robust_checks.py` writes",
-            "them; budgets `cpu`, `gpu` and `paper` run it after their sweeps).",
+            "them; budgets `cpu`, `gpu`, `svhn` and `paper` run it after their sweeps).",
             "",
         ]
     unfinished = sorted(name for name, r in checks.items() if not r.get("complete"))
