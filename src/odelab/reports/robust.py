@@ -397,7 +397,7 @@ def _claims_section(groups: Groups) -> list[str]:
     for a_name, b_name in CLAIMS:
         before = len(lines)
         for data in sorted({d for d, _, _ in groups}, key=_data_order):
-            totals: dict[str, list[str]] = defaultdict(list)
+            totals: dict[str, int] = defaultdict(int)
             agreement: dict[str, int] = defaultdict(int)
             settings = 0
             for recipe in sorted({r for d, r, _ in groups if d == data}, key=_recipe_order):
@@ -411,7 +411,7 @@ def _claims_section(groups: Groups) -> list[str]:
                 found, settings = True, settings + 1
                 named = _tally(rows)
                 for k, v in named.items():
-                    totals[k] += [f"{label} ({recipe})" for label in v]
+                    totals[k] += len(v)
                 studied = [r for r in rows if r[5] != "–"]
                 agree = sum(r[6] == "yes" for r in studied)
                 against = sum(r[6] == "**no**" for r in studied)
@@ -436,13 +436,13 @@ def _claims_section(groups: Groups) -> list[str]:
                         else "; no comparable study numbers in this setting."
                     )
                 )
-            judged = sum(len(totals[k]) for k in VERDICTS)
+            judged = sum(totals[k] for k in VERDICTS)
             if settings > 1 and judged:
                 lines.append(
                     f"- **{a_name} over {b_name}, {DATA_NAMES.get(data, data)}, all "
-                    f"{settings} recipes**: more robust under {len(totals['yes'])} of {judged} "
-                    f"perturbations, less robust under {len(totals['no'])}, within noise under "
-                    f"{len(totals['within noise'])} (about {0.05 * judged:.1f} of {judged} "
+                    f"{settings} recipes**: more robust under {totals['yes']} of {judged} "
+                    f"perturbations, less robust under {totals['no']}, within noise under "
+                    f"{totals['within noise']} (about {0.05 * judged:.1f} of {judged} "
                     "intervals would exclude zero by chance alone)"
                     + (
                         f"; the study's direction confirmed under {agreement['agree']} of "
@@ -475,21 +475,16 @@ def _verdict_counts(named: dict[str, list[str]]) -> str:
     )
 
 
-def _setting_order(item: tuple[str, str]) -> tuple:
-    data, recipe = item
-    return (_data_order(data), _recipe_order(recipe))
-
-
 def _unequal_epochs(groups: Groups) -> list[str]:
     """Computed: the recipes whose models trained for different numbers of epochs."""
-    settings: dict[tuple[str, str], list[str]] = defaultdict(list)
+    settings: dict[tuple[str, str], dict[str, str]] = defaultdict(dict)
     for (data, recipe, model), jobs in sorted(groups.items(), key=_group_order):
-        epochs = sorted({j.run.epochs for j in jobs})
-        settings[data, recipe].append(f"{model} {'/'.join(map(str, epochs))}")
+        settings[data, recipe][model] = "/".join(map(str, sorted({j.run.epochs for j in jobs})))
     unequal = [
-        f"{DATA_NAMES.get(data, data)}, {recipe}: {', '.join(models)}"
+        f"{DATA_NAMES.get(data, data)}, {recipe}: "
+        + ", ".join(f"{model} {epochs}" for model, epochs in models.items())
         for (data, recipe), models in settings.items()
-        if len({m.split(" ", 1)[1] for m in models}) > 1
+        if len(set(models.values())) > 1
     ]
     if not unequal:
         return []
@@ -580,14 +575,13 @@ def _reach(
     nothing: every model at the floor, or every model within `BARELY` points of clean.
     Only columns every model logged count."""
 
-    def mean(model: str, key: str) -> float | None:
-        values = _acc(groups[data, recipe, model], key)
-        return sum(values) / len(values) if values else None
+    def mean(model: str, key: str) -> float:
+        return mean_std(_acc(groups[data, recipe, model], key))[0]  # nan without values
 
     clean = {m: mean(m, "test/acc") for m in models}
     means = {(m, c): mean(m, f"test/acc/{c}") for m in models for c in columns}
-    shared = [c for c in columns if all(means[m, c] is not None for m in models)]
-    if not shared or any(v is None for v in clean.values()):
+    shared = [c for c in columns if all(math.isfinite(means[m, c]) for m in models)]
+    if not shared or not all(math.isfinite(v) for v in clean.values()):
         return []
     spans = []
     for kind in KINDS:
