@@ -5,12 +5,15 @@
     python experiments/reproduce.py spiral --budget paper --resume        # skip finished sweeps
     python experiments/reproduce.py spiral --budget quick --fresh   # delete the old runs first
     python experiments/reproduce.py cnf --budget cpu --from-parts   # reuse the cpu_* budgets' runs
+    python experiments/reproduce.py robust --budget cpu_fashion_clean --save-finished  # mid-run
 
 Runs go to logs/reproduce/<name>/<budget>/ (a folder holding finished sweeps or jobs, checkpoints
 or benchmark records is refused unless --resume keeps them or --fresh deletes them); their records
 (configs, metrics, histories, device, plots, benchmark JSON; no checkpoints) are copied to
 experiments/reports/<name>_<budget>/records/ and the report
-experiments/reports/<name>_<budget>.md is rendered from those records alone.
+experiments/reports/<name>_<budget>.md is rendered from those records alone. With --resume or
+--from-parts, finished jobs and benchmark records that are committed but whose runs are gone (a
+fresh clone) are put back first, so that only the rest is trained.
 Extra arguments after `--` are passed to every `run.py` (e.g. `-- hydra/launcher=joblib`).
 """
 
@@ -24,6 +27,7 @@ from odelab.reports import REPRODUCTIONS
 from odelab.reports.pipeline import (
     adopt_parts,
     records_dir,
+    restore_records,
     run_budget,
     runs_dir,
     save_records,
@@ -41,6 +45,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--report-only",
         action="store_true",
         help="do not run; render from the committed records (or from finished runs in logs/)",
+    )
+    parser.add_argument(
+        "--save-finished",
+        action="store_true",
+        help="do not run; while the budget runs elsewhere, copy the records of its jobs and "
+        "benchmarks finished so far (joined with the committed ones) and render the report, "
+        "so that they can be committed before the budget ends",
     )
     parser.add_argument(
         "--resume", action="store_true", help="keep finished sweeps, run the rest with resume=true"
@@ -74,17 +85,31 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 2
-    if args.fresh and (args.resume or args.from_parts or args.report_only):
+    if args.fresh and (args.resume or args.from_parts or args.report_only or args.save_finished):
         print(
             "error: --fresh deletes the runs that --resume/--from-parts keep and "
-            "--report-only reads: give it alone",
+            "--report-only/--save-finished read: give it alone",
             file=sys.stderr,
         )
         return 2
     runs, records = runs_dir(args.name, args.budget), records_dir(args.name, args.budget)
+    if args.save_finished:
+        # Committed finished jobs first (so that none is dropped), then the copy.
+        for line in restore_records(repro, args.budget):
+            print("restored:", line, flush=True)
+        if not runs.is_dir():
+            print(f"error: nothing in {runs} to save; run the budget first", file=sys.stderr)
+            return 2
+        copied = save_records(runs, records, finished_only=True)
+        print(f"records: {copied} files -> {records}", flush=True)
+        print(f"report: {write_report(repro, args.budget)}")
+        return 0
     if args.from_parts and not args.report_only:
         for line in adopt_parts(repro, args.budget):
             print("reused:", line, flush=True)
+    if (args.resume or args.from_parts) and not args.report_only:
+        for line in restore_records(repro, args.budget):
+            print("restored:", line, flush=True)
     if not args.report_only:
         resume = args.resume or args.from_parts
         try:

@@ -35,12 +35,15 @@ import argparse
 import hashlib
 import json
 import os
+import shutil
+import subprocess
 import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 import torch
+import yaml
 from hydra.utils import instantiate
 from scipy.stats import binomtest
 
@@ -57,6 +60,7 @@ from odelab.attacks import (
     with_solver,
 )
 from odelab.errors import SolverError
+from odelab.hydra_setup import repo_root
 from odelab.ode import Solver
 from odelab.profiling import describe_device
 from odelab.reports.base import relative_path
@@ -135,12 +139,79 @@ def weights(run: Run) -> str:
     return digest.hexdigest()
 
 
+def results(run: Run) -> str:
+    """SHA-256 of the run's `metrics.json`: what ties a record to the committed run when
+    its weights are gone (checkpoints are not committed)."""
+    return hashlib.sha256((run.path / "metrics.json").read_bytes()).hexdigest()
+
+
+def retrain(folder: Path) -> dict[str, object]:
+    """Train a finished run whose checkpoint is gone again, into the same folder, from its
+    own overrides (seed included), and compare its new metrics with those it had.
+
+    Training is seeded and, on one CPU, deterministic, so the weights and every test metric
+    come back the same; where they do not, the new metrics stay (they belong to the weights
+    the checks use) and the difference is returned. Timings are not compared.
+    """
+    old = json.loads((folder / "metrics.json").read_text())
+    # The thread count it was trained with (a CPU reduction's order may depend on it).
+    device = folder / "device.json"
+    threads = json.loads(device.read_text()).get("torch_threads") if device.is_file() else None
+    env = {**os.environ, **({"OMP_NUM_THREADS": str(threads)} if threads else {})}
+    overrides = yaml.safe_load((folder / ".hydra" / "overrides.yaml").read_text())
+    overrides = [o for o in overrides if not o.startswith(("resume=", "hydra.", "hydra/"))]
+    # The sweep's record of the job (its number, overrides and training time) stays as it
+    # was: the training below is not a sweep job.
+    job = folder / "job.json"
+    job_record = job.read_bytes() if job.is_file() else None
+    shutil.rmtree(folder)  # its records are committed; a stop below leaves a resumable run
+    command = [sys.executable, str(repo_root() / "run.py"), *overrides]
+    command += ["resume=true", f"hydra.run.dir={folder}"]
+    print("retraining:", " ".join(command), flush=True)
+    subprocess.run(command, check=True, cwd=repo_root(), env=env)
+    new = json.loads((folder / "metrics.json").read_text())
+    if job_record is not None:
+        job.write_bytes(job_record)
+    keys = sorted(k for k in set(old) | set(new) if "time" not in k)
+    differing = [k for k in keys if old.get(k) != new.get(k)]
+    return {
+        "metrics_compared": len(keys),
+        "differing": {k: [old.get(k), new.get(k)] for k in differing},
+        "summary": (
+            f"all {len(keys)} metrics as before"
+            if not differing
+            else f"{len(differing)} of {len(keys)} metrics differ ({', '.join(differing[:3])})"
+        ),
+    }
+
+
 def settings(run: Run, cnn: Run | None, args: argparse.Namespace) -> dict[str, object]:
     return {
         **{key: getattr(args, key) for key in SETTINGS},
         "weights": weights(run),
         "cnn_weights": weights(cnn) if cnn is not None else None,
+        "metrics": results(run),
     }
+
+
+def kept_without_weights(run: Run, args: argparse.Namespace, out: Path) -> bool:
+    """A finished record of a run whose checkpoint is gone (its records were restored
+    from the committed ones): kept when it was made with these settings for a run with
+    these very metrics. Returns whether it was kept."""
+    if run.checkpoint.is_file() or not out.is_file():
+        return False
+    try:
+        record = json.loads(out.read_text())
+    except json.JSONDecodeError:
+        return False
+    made = {k: v for k, v in (record.get("settings") or {}).items() if "weights" not in k}
+    wanted = {**{key: getattr(args, key) for key in SETTINGS}, "metrics": results(run)}
+    if not record.get("complete") or made != wanted:
+        return False
+    if record.get("run") != relative_path(run.path):
+        record["run"] = relative_path(run.path)
+        write_atomic(out, record)
+    return True
 
 
 def write_atomic(path: Path, record: dict[str, object]) -> None:
@@ -194,6 +265,9 @@ def checks(
             "complete": False,
         }
     )
+    # Weights trained again because the checkpoint was gone: whether the metrics came back.
+    if run.path in getattr(args, "retrained", {}):
+        record["retrained"] = args.retrained[run.path]
     for stage in stages:
         if stage_done(record, stage):
             continue
@@ -496,6 +570,12 @@ def main(argv: list[str] | None = None) -> int:
         "prediction does not depend on its batch) or torchdiffeq (one RMS error per batch)",
     )
     parser.add_argument("--jobs", type=int, default=1, help="models checked at once")
+    parser.add_argument(
+        "--retrain-missing",
+        action="store_true",
+        help="train a finished run whose checkpoint is gone again, from its own config and "
+        "seed, before checking it (its new metrics are compared with the old)",
+    )
     args = parser.parse_args(argv)
     seeds = set(args.seeds.split(","))
     runs = [load_run(p.parent) for p in sorted(args.runs.glob("*/*/metrics.json"))]
@@ -515,17 +595,36 @@ def main(argv: list[str] | None = None) -> int:
                 "transfer from; its solver checks leave the transfer out",
                 flush=True,
             )
+        if kept_without_weights(run, args, args.out / f"{record_name(ident)}.json"):
+            print(f"{record_name(ident)}: finished record kept (weights not here)", flush=True)
+            continue
         todo.append((run, cnn if cnn is not run else None))
-    missing = [
-        r.checkpoint for pair in todo for r in pair if r is not None and not r.checkpoint.is_file()
-    ]
-    if missing:
+    missing = list(
+        dict.fromkeys(
+            r.path for pair in todo for r in pair if r is not None and not r.checkpoint.is_file()
+        )
+    )
+    if missing and not args.retrain_missing:
         print(
-            f"error: {missing[0]} is missing (a finished run's final checkpoint): rerun its "
-            "sweep with resume=true",
+            f"error: {relative_path(missing[0])} finished but its checkpoint is not here "
+            "(checkpoints are not committed), and the checks need its weights: add "
+            "--retrain-missing to train it again from its own config and seed",
             file=sys.stderr,
         )
         return 2
+    if len(missing) > 1 and args.jobs > 1:
+        from joblib import Parallel, delayed
+
+        done = Parallel(n_jobs=args.jobs, prefer="threads")(delayed(retrain)(p) for p in missing)
+    else:
+        done = [retrain(path) for path in missing]
+    retrained = dict(zip(missing, done, strict=True))
+    args.retrained = retrained
+    todo = [
+        (load_run(run.path), load_run(cnn.path) if cnn is not None else None) for run, cnn in todo
+    ]
+    for path, same in retrained.items():
+        print(f"{relative_path(path)}: retrained; {same['summary']}", flush=True)
     if args.jobs > 1:
         from joblib import Parallel, delayed
 

@@ -271,9 +271,53 @@ def test_reproduce_refuses_to_delete_finished_work_with_one_line(monkeypatch, ca
     assert reproduce.main(["spiral", "--budget", "quick"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith("error: logs/reproduce/spiral/quick holds")
-    for other in ("--resume", "--from-parts", "--report-only"):
+    for other in ("--resume", "--from-parts", "--report-only", "--save-finished"):
         assert reproduce.main(["spiral", "--budget", "quick", "--fresh", other]) == 2
         assert "--fresh deletes the runs" in capsys.readouterr().err
+
+
+def test_save_finished_keeps_committed_jobs_and_leaves_out_unfinished_ones(
+    tmp_path: Path, monkeypatch
+) -> None:
+    """`--save-finished` while a budget runs: the records become the committed finished
+    jobs plus those finished here since; a job still training is not recorded (as failed)."""
+    import importlib.util
+
+    from odelab.hydra_setup import repo_root
+    from odelab.reports import pipeline
+
+    spec = importlib.util.spec_from_file_location(
+        "reproduce", repo_root() / "experiments" / "reproduce.py"
+    )
+    reproduce = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(reproduce)
+    logs, reports = tmp_path / "logs", tmp_path / "reports"
+    monkeypatch.setattr(
+        pipeline, "runs_dir", lambda name, budget, root=None: (root or logs) / name / budget
+    )
+    real_records = pipeline.records_dir
+    monkeypatch.setattr(
+        pipeline,
+        "records_dir",
+        lambda name, budget, reports_=None: real_records(name, budget, reports_ or reports),
+    )
+    monkeypatch.setattr(reproduce, "runs_dir", pipeline.runs_dir)
+    monkeypatch.setattr(reproduce, "records_dir", pipeline.records_dir)
+    monkeypatch.setattr(reproduce, "write_report", lambda repro, budget: "report.md")
+    committed = reports / "spiral_quick" / "records" / "0" / "0"
+    running = logs / "spiral" / "quick" / "0"
+    for folder, files in (
+        (committed, ["metrics.json"]),
+        (running / "1", ["metrics.json"]),
+        (running / "2", ["checkpoints/last.ckpt"]),
+    ):
+        for name in [".hydra/config.yaml", *files]:
+            (folder / name).parent.mkdir(parents=True, exist_ok=True)
+            (folder / name).write_text(folder.name)
+    assert reproduce.main(["spiral", "--budget", "quick", "--save-finished"]) == 0
+    saved = reports / "spiral_quick" / "records" / "0"
+    assert sorted(p.parent.name for p in saved.glob("*/metrics.json")) == ["0", "1"]
+    assert not (saved / "2").exists()
 
 
 def test_a_budget_made_of_other_budgets_adopts_their_finished_runs(tmp_path: Path) -> None:
@@ -313,6 +357,54 @@ def test_a_budget_made_of_other_budgets_adopts_their_finished_runs(tmp_path: Pat
     assert (ab / "bench" / "b.json").is_file() and not (ab / "bench" / "c.json").exists()
     assert len(moved) == 3
     assert adopt_parts(repro, "ab", root) == []  # nothing left to take
+
+
+def test_resume_restores_committed_records_whose_runs_are_gone(tmp_path: Path) -> None:
+    """A fresh clone has the committed records but no runs: `--resume` puts the finished
+    jobs back (from this budget's records, or a part's with the same overrides) so that
+    `resume=true` skips them; unfinished jobs, jobs already here and benchmarks of other
+    commands are left alone."""
+    from odelab.reports.base import Reproduction
+    from odelab.reports.pipeline import restore_records
+
+    s1, s2 = ["experiment=a"], ["experiment=b"]
+    bench = ["experiments/bench.py", "--out", "{bench}"]
+    repro = Reproduction(
+        name="toy",
+        title="toy",
+        budgets={"a": [s1], "b": [s2], "ab": [s1, s2]},
+        build=lambda jobs, budget, report_dir: "",
+        benchmarks={"a": [bench], "b": [["other.py"]], "ab": [bench]},
+    )
+    reports, root = tmp_path / "reports", tmp_path / "logs"
+    for budget, job, files in (
+        ("a", "0", ["metrics.json", ".hydra/config.yaml"]),
+        ("a", "1", [".hydra/config.yaml"]),  # failed: no metrics
+        ("b", "0", ["metrics.json"]),
+        ("b", "1", ["metrics.json"]),
+    ):
+        for name in files:
+            path = reports / f"toy_{budget}" / "records" / "0" / job / name
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(f"{budget}/{job}")
+    for budget in ("a", "b"):
+        (reports / f"toy_{budget}" / "records" / "bench").mkdir()
+        (reports / f"toy_{budget}" / "records" / "bench" / f"{budget}.json").write_text("{}")
+    here = root / "toy" / "ab" / "1" / "1" / "checkpoints" / "last.ckpt"  # training here
+    here.parent.mkdir(parents=True)
+    here.write_text("")
+
+    restored = restore_records(repro, "ab", root, reports)
+
+    ab = root / "toy" / "ab"
+    assert (ab / "0" / "0" / "metrics.json").read_text() == "a/0"
+    assert (ab / "0" / "0" / ".hydra" / "config.yaml").read_text() == "a/0"
+    assert not (ab / "0" / "1").exists()
+    assert (ab / "1" / "0" / "metrics.json").read_text() == "b/0"
+    assert not (ab / "1" / "1" / "metrics.json").exists()
+    assert (ab / "bench" / "a.json").is_file() and not (ab / "bench" / "b.json").exists()
+    assert len(restored) == 3
+    assert restore_records(repro, "ab", root, reports) == []
 
 
 def test_resume_keeps_finished_sweeps_and_resumes_the_rest(tmp_path: Path, monkeypatch) -> None:

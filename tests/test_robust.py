@@ -206,12 +206,21 @@ def test_masking_checks_write_records_the_report_reads(
     assert after["run"] != before["run"] and after["run"].endswith("moved/runs/0/1")
     assert {**after, "run": before["run"]} == before
     checks.load_net = load_net
-    # A finished run without its final checkpoint: one line naming it, exit status 2.
+    # A finished run whose checkpoint is gone (its records restored from the committed ones)
+    # keeps its finished record: the same settings, the same metrics.json.
     (tmp_path / "moved" / "runs" / "0" / "2" / "checkpoints" / "last.ckpt").unlink()
+    tisode_path = out / "checks_mnist_clean_tisode_seed0.json"
+    kept = tisode_path.read_text()
+    assert checks.main([*moved, "--square-images", "4", "--queries", "3"]) == 0
+    assert tisode_path.read_text() == kept
+    # Without that record the weights are needed: one line naming the folder and the flag
+    # that trains it again, exit status 2.
+    tisode_path.unlink()
     capsys.readouterr()
     assert checks.main([*moved, "--square-images", "4", "--queries", "3"]) == 2
     err = capsys.readouterr().err.strip()
-    assert "\n" not in err and err.startswith("error:") and "0/2/checkpoints/last.ckpt" in err
+    assert "\n" not in err and err.startswith("error:") and "runs/0/2 " in err
+    assert "--retrain-missing" in err
     assert odenet["grid"]["eps0_is_clean"] is True and odenet["images"] == 12
     pgd = odenet["grid"]["pgd"]
     assert odenet["grid"]["pgd_monotone"] == all(b <= a for a, b in zip(pgd, pgd[1:], strict=False))
@@ -318,3 +327,46 @@ def test_recipe_warmup_ramps_the_training_attack_per_step(make_cfg) -> None:
     assert strength == pytest.approx([0.15, 0.3, 0.3])
     with pytest.raises(ConfigError, match="recipe.warmup_epochs"):
         run(make_cfg("experiment=robust_cnn", "recipe=pgd", "recipe.warmup_epochs=-1"))
+
+
+def test_masking_checks_retrain_a_run_whose_checkpoint_is_gone(tmp_path: Path) -> None:
+    """`--retrain-missing`: a finished run without its checkpoint (checkpoints are never
+    committed) trains again from its own overrides and seed; on the CPU every metric comes
+    back the same, and the record says so."""
+    import importlib.util
+    import json
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    from odelab.hydra_setup import repo_root
+
+    folder = tmp_path / "runs" / "0" / "0"
+    tiny = ["experiment=robust_cnn", "trainer=cpu", "model.net.channels=4", "data.batch_size=32"]
+    tiny += ["trainer.max_epochs=1", "trainer.limit_train_batches=3", "data.seed=0"]
+    tiny += ["trainer.limit_val_batches=1", "trainer.limit_test_batches=1", "logger=csv"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    command = [sys.executable, str(repo_root() / "run.py"), *tiny, f"hydra.run.dir={folder}"]
+    subprocess.run(command, check=True, cwd=repo_root(), env=env, capture_output=True)
+    before = json.loads((folder / "metrics.json").read_text())
+    shutil.rmtree(folder / "checkpoints")
+    (folder / "job.json").write_text('{"num": 0, "seconds": 12.5}')  # the sweep's record
+    path = repo_root() / "experiments" / "robust_checks.py"
+    spec = importlib.util.spec_from_file_location("robust_checks", path)
+    checks = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(checks)
+    out = tmp_path / "bench"
+    args = ["--runs", str(tmp_path / "runs"), "--out", str(out), "--images", "6"]
+    args += ["--curve-images", "4", "--curve-steps", "1", "--curve-restarts", "1"]
+    args += ["--square-images", "4", "--queries", "2", "--retrain-missing"]
+    assert checks.main(args) == 0
+    record = json.loads((out / "checks_mnist_clean_robust_cnn_seed0.json").read_text())
+    assert record["complete"] and (folder / "checkpoints" / "last.ckpt").is_file()
+    assert record["retrained"]["differing"] == {}
+    assert record["retrained"]["metrics_compared"] > 3
+    assert json.loads((folder / "job.json").read_text())["seconds"] == 12.5
+    after = json.loads((folder / "metrics.json").read_text())
+    assert {k: v for k, v in after.items() if "time" not in k} == {
+        k: v for k, v in before.items() if "time" not in k
+    }

@@ -34,12 +34,12 @@ def runs_dir(name: str, budget: str, root: Path | None = None) -> Path:
     return (root or repo_root() / "logs" / "reproduce") / name / budget
 
 
-def report_path(name: str, budget: str) -> Path:
-    return repo_root() / "experiments" / "reports" / f"{name}_{budget}.md"
+def report_path(name: str, budget: str, reports: Path | None = None) -> Path:
+    return (reports or repo_root() / "experiments" / "reports") / f"{name}_{budget}.md"
 
 
-def records_dir(name: str, budget: str) -> Path:
-    return report_path(name, budget).with_suffix("") / "records"
+def records_dir(name: str, budget: str, reports: Path | None = None) -> Path:
+    return report_path(name, budget, reports).with_suffix("") / "records"
 
 
 def finished_work(root: Path) -> list[str]:
@@ -168,15 +168,64 @@ def adopt_parts(repro: Reproduction, budget: str, root: Path | None = None) -> l
     return moved
 
 
-def save_records(source: Path, target: Path) -> int:
+def restore_records(
+    repro: Reproduction, budget: str, root: Path | None = None, reports: Path | None = None
+) -> list[str]:
+    """Put the committed records of finished jobs and benchmarks back where their runs are
+    gone (a fresh clone, or a machine that lost `logs/`), so that `--resume` keeps them.
+
+    Each sweep of `budget` takes the finished jobs (those with `metrics.json`) of the
+    committed records of this budget, or else of another budget that runs the same
+    overrides (a chunk of `cpu`), into job folders that hold neither metrics nor a
+    checkpoint; `run.py -m ... resume=true` then skips them as finished and trains only
+    the rest. Benchmark records come back likewise, from this budget's committed records
+    or from another budget's whose commands this budget runs too. Checkpoints are never
+    committed: a check that needs a restored run's weights says so. Returns one line per
+    folder or file restored.
+    """
+    target = runs_dir(repro.name, budget, root)
+    restored = []
+    # This budget's own records first, then those of the budgets it is made of.
+    parts = [budget] + [part for part in repro.budgets if part != budget]
+    for i, sweep in enumerate(repro.budgets[budget]):
+        for part in parts:
+            for j, other in enumerate(repro.budgets[part]):
+                source = records_dir(repro.name, part, reports) / str(j)
+                if other != sweep or not source.is_dir():
+                    continue
+                for job in sorted(p.parent for p in source.glob("*/metrics.json")):
+                    dest = target / str(i) / job.name
+                    if (dest / "metrics.json").is_file() or any(dest.glob("checkpoints/*.ckpt")):
+                        continue
+                    shutil.copytree(job, dest, dirs_exist_ok=True)
+                    restored.append(f"job {i}/{job.name} <- {relative_path(job)}")
+    commands = repro.benchmarks.get(budget, [])
+    for part in parts:
+        others = repro.benchmarks.get(part, [])
+        if part != budget and not (others and all(c in commands for c in others)):
+            continue
+        for path in sorted((records_dir(repro.name, part, reports) / "bench").glob("*.json")):
+            dest = target / "bench" / path.name
+            if not dest.exists():
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(path, dest)
+                restored.append(f"bench/{path.name} <- {relative_path(path)}")
+    return restored
+
+
+def save_records(source: Path, target: Path, finished_only: bool = False) -> int:
     """Copy the record files of every run and benchmark under `source` to `target`.
 
-    `target` is replaced as a whole. Returns the number of files copied.
+    `target` is replaced as a whole. With `finished_only` (a budget still running), jobs
+    without `metrics.json` are left out rather than recorded as failed. Returns the number
+    of files copied.
     """
     if target.exists():
         shutil.rmtree(target)
     copied = 0
     for job_dir in sorted(p.parent.parent for p in source.glob("*/*/.hydra/config.yaml")):
+        if finished_only and not (job_dir / "metrics.json").is_file():
+            continue
         rel = job_dir.relative_to(source)
         files = [job_dir / name for name in RECORD_FILES]
         files += [f for pattern in RECORD_GLOBS for f in sorted(job_dir.glob(pattern))]

@@ -920,7 +920,8 @@ def _masking_section(checks: dict[str, dict[str, Any]], report_dir: Path) -> lis
         return [
             *lines,
             "No masking-check records in this budget (`experiments/robust_checks.py` writes",
-            "them; budgets `cpu`, `gpu`, `svhn` and `paper` run it after their sweeps).",
+            "them; budgets `cpu`, its `cpu_*` chunks, `gpu`, `svhn` and `paper` run it after",
+            "their sweeps).",
             "",
         ]
     unfinished = sorted(name for name, r in checks.items() if not r.get("complete"))
@@ -933,6 +934,7 @@ def _masking_section(checks: dict[str, dict[str, Any]], report_dir: Path) -> lis
         ]
     if not records:
         return lines
+    lines += _retrained_text(records)
     lines += _solver_table(records)
     lines += _square_table(records)
     lines += _curve_table(records)
@@ -942,6 +944,33 @@ def _masking_section(checks: dict[str, dict[str, Any]], report_dir: Path) -> lis
     lines += _grid_table(records)
     lines += _independent_table(records)
     return lines
+
+
+def _retrained_text(records: list[dict[str, Any]]) -> list[str]:
+    """Which checked models were trained again (their checkpoints are never committed) and
+    whether every metric of the run came back."""
+    again = [r for r in records if "retrained" in r]
+    if not again:
+        return []
+    same = [r for r in again if not r["retrained"]["differing"]]
+    differ = [r for r in again if r["retrained"]["differing"]]
+    compared = sorted({r["retrained"]["metrics_compared"] for r in again})
+    text = (
+        f"{len(again)} of the {len(records)} checked models were trained again from their "
+        "committed config and seed before the checks (checkpoints are not committed, and "
+        f"these were gone): {len(same)} gave back every one of their "
+        + "/".join(map(str, compared))
+        + " recorded metrics (timings aside) exactly"
+    )
+    if not differ:
+        text += ", so the checks are of the very weights the tables report"
+    else:
+        text += (
+            "; the metrics of "
+            + ", ".join(_name(r) for r in differ)
+            + " differ, and the tables carry the retrained ones (the weights checked)"
+        )
+    return [text + ".", ""]
 
 
 def _independent_table(records: list[dict[str, Any]]) -> list[str]:
