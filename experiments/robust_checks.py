@@ -139,10 +139,30 @@ def weights(run: Run) -> str:
     return digest.hexdigest()
 
 
+def untimed(metrics: dict[str, object]) -> dict[str, object]:
+    """A run's metrics without its timings (which no rerun reproduces)."""
+    return {k: v for k, v in metrics.items() if "time" not in k}
+
+
 def results(run: Run) -> str:
-    """SHA-256 of the run's `metrics.json`: what ties a record to the committed run when
-    its weights are gone (checkpoints are not committed)."""
-    return hashlib.sha256((run.path / "metrics.json").read_bytes()).hexdigest()
+    """SHA-256 of the run's metrics (timings aside): what ties a record to the committed
+    run when its weights are gone (checkpoints are not committed)."""
+    metrics = untimed(json.loads((run.path / "metrics.json").read_text()))
+    return hashlib.sha256(json.dumps(metrics, sort_keys=True).encode()).hexdigest()
+
+
+def same_settings(made: dict[str, object], wanted: dict[str, object], weights: bool) -> bool:
+    """Whether a record was made with the wanted settings: by the weights' digests when
+    they are here (`weights`), else by the metrics of the run they gave."""
+    skip = ("metrics",) if weights else ("weights", "cnn_weights")
+    return {k: v for k, v in made.items() if k not in skip} == {
+        k: v for k, v in wanted.items() if k not in skip
+    }
+
+
+# In a run folder being trained again: what it held before (metrics, sweep record, device,
+# overrides), so that a stop mid-way resumes and compares as if unbroken.
+RETRAINING = "retraining.json"
 
 
 def retrain(folder: Path) -> dict[str, object]:
@@ -153,25 +173,40 @@ def retrain(folder: Path) -> dict[str, object]:
     come back the same; where they do not, the new metrics stay (they belong to the weights
     the checks use) and the difference is returned. Timings are not compared.
     """
-    old = json.loads((folder / "metrics.json").read_text())
+    folder = folder.resolve()
+    marker = folder / RETRAINING
+    if marker.is_file():  # an interrupted retraining: resumed from its last checkpoint
+        before = json.loads(marker.read_text())
+    else:
+        job = folder / "job.json"
+        before = {
+            "metrics": json.loads((folder / "metrics.json").read_text()),
+            # The sweep's record of the job (number, overrides, training time) stays as
+            # it was: the training below is not a sweep job.
+            "job": json.loads(job.read_text()) if job.is_file() else None,
+            "device": json.loads((folder / "device.json").read_text())
+            if (folder / "device.json").is_file()
+            else {},
+            "overrides": yaml.safe_load((folder / ".hydra" / "overrides.yaml").read_text()),
+        }
+        shutil.rmtree(folder)  # its records are committed
+        folder.mkdir(parents=True)
+        write_atomic(marker, before)
+    old = before["metrics"]
     # The thread count it was trained with (a CPU reduction's order may depend on it).
-    device = folder / "device.json"
-    threads = json.loads(device.read_text()).get("torch_threads") if device.is_file() else None
+    threads = before["device"].get("torch_threads")
     env = {**os.environ, **({"OMP_NUM_THREADS": str(threads)} if threads else {})}
-    overrides = yaml.safe_load((folder / ".hydra" / "overrides.yaml").read_text())
-    overrides = [o for o in overrides if not o.startswith(("resume=", "hydra.", "hydra/"))]
-    # The sweep's record of the job (its number, overrides and training time) stays as it
-    # was: the training below is not a sweep job.
-    job = folder / "job.json"
-    job_record = job.read_bytes() if job.is_file() else None
-    shutil.rmtree(folder)  # its records are committed; a stop below leaves a resumable run
+    overrides = [
+        o for o in before["overrides"] if not o.startswith(("resume=", "hydra.", "hydra/"))
+    ]
     command = [sys.executable, str(repo_root() / "run.py"), *overrides]
     command += ["resume=true", f"hydra.run.dir={folder}"]
     print("retraining:", " ".join(command), flush=True)
     subprocess.run(command, check=True, cwd=repo_root(), env=env)
     new = json.loads((folder / "metrics.json").read_text())
-    if job_record is not None:
-        job.write_bytes(job_record)
+    if before["job"] is not None:
+        write_atomic(folder / "job.json", before["job"])
+    marker.unlink()
     keys = sorted(k for k in set(old) | set(new) if "time" not in k)
     differing = [k for k in keys if old.get(k) != new.get(k)]
     return {
@@ -204,9 +239,10 @@ def kept_without_weights(run: Run, args: argparse.Namespace, out: Path) -> bool:
         record = json.loads(out.read_text())
     except json.JSONDecodeError:
         return False
-    made = {k: v for k, v in (record.get("settings") or {}).items() if "weights" not in k}
     wanted = {**{key: getattr(args, key) for key in SETTINGS}, "metrics": results(run)}
-    if not record.get("complete") or made != wanted:
+    if not record.get("complete") or not same_settings(
+        record.get("settings") or {}, wanted, weights=False
+    ):
         return False
     if record.get("run") != relative_path(run.path):
         record["run"] = relative_path(run.path)
@@ -244,12 +280,13 @@ def checks(
             record = json.loads(out.read_text())
         except json.JSONDecodeError:
             record = {}
-        if record.get("settings") != wanted:
+        if not same_settings(record.get("settings") or {}, wanted, weights=True):
             record = {}
     stages = [s for s in STAGES if s != "solvers" or ident["model"] != "CNN"]
     if record.get("complete") and all(stage_done(record, stage) for stage in stages):
-        if record.get("run") != relative_path(run.path):  # the same weights, moved
-            record["run"] = relative_path(run.path)
+        # The same weights, perhaps moved, or with metrics recorded since.
+        if (record.get("run"), record.get("settings")) != (relative_path(run.path), wanted):
+            record.update(run=relative_path(run.path), settings=wanted)
             write_atomic(out, record)
         return record
     net = load_net(run, args.device)
@@ -578,12 +615,19 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     seeds = set(args.seeds.split(","))
+    args.runs = args.runs.resolve()
+    # Retrainings a stop interrupted resume first (they hold no metrics.json yet).
+    retrained = {
+        p.parent: retrain(p.parent)
+        for p in sorted(args.runs.glob(f"*/*/{RETRAINING}"))
+        if not (p.parent / "metrics.json").is_file()
+    }
     runs = [load_run(p.parent) for p in sorted(args.runs.glob("*/*/metrics.json"))]
     runs = [r for r in runs if r.ok and r.config is not None and r.config.task_name in MODELS]
     by_key = {tuple(identify(r).values()): r for r in runs}
     args.out.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
-    todo = []
+    todo, kept = [], {}
     for run in runs:
         ident = identify(run)
         if ident["seed"] not in seeds:
@@ -597,6 +641,7 @@ def main(argv: list[str] | None = None) -> int:
             )
         if kept_without_weights(run, args, args.out / f"{record_name(ident)}.json"):
             print(f"{record_name(ident)}: finished record kept (weights not here)", flush=True)
+            kept[run.path] = (run, cnn if cnn is not run else None)
             continue
         todo.append((run, cnn if cnn is not run else None))
     missing = list(
@@ -618,8 +663,14 @@ def main(argv: list[str] | None = None) -> int:
         done = Parallel(n_jobs=args.jobs, prefer="threads")(delayed(retrain)(p) for p in missing)
     else:
         done = [retrain(path) for path in missing]
-    retrained = dict(zip(missing, done, strict=True))
+    retrained.update(zip(missing, done, strict=True))
     args.retrained = retrained
+    # A kept record's run trained again (as another model's transfer source) whose metrics
+    # did not come back: its record no longer describes its weights.
+    for path, (run, cnn) in kept.items():
+        if retrained.get(path, {}).get("differing"):
+            (args.out / f"{record_name(identify(run))}.json").unlink()
+            todo.append((run, cnn))
     todo = [
         (load_run(run.path), load_run(cnn.path) if cnn is not None else None) for run, cnn in todo
     ]

@@ -308,16 +308,18 @@ def test_save_finished_keeps_committed_jobs_and_leaves_out_unfinished_ones(
     running = logs / "spiral" / "quick" / "0"
     for folder, files in (
         (committed, ["metrics.json"]),
+        (committed.with_name("3"), ["metrics.json"]),  # trains on here: kept as committed
         (running / "1", ["metrics.json"]),
         (running / "2", ["checkpoints/last.ckpt"]),
+        (running / "3", ["checkpoints/last.ckpt", "metrics.12_epochs.json"]),
     ):
         for name in [".hydra/config.yaml", *files]:
             (folder / name).parent.mkdir(parents=True, exist_ok=True)
             (folder / name).write_text(folder.name)
     assert reproduce.main(["spiral", "--budget", "quick", "--save-finished"]) == 0
     saved = reports / "spiral_quick" / "records" / "0"
-    assert sorted(p.parent.name for p in saved.glob("*/metrics.json")) == ["0", "1"]
-    assert not (saved / "2").exists()
+    assert sorted(p.parent.name for p in saved.glob("*/metrics.json")) == ["0", "1", "3"]
+    assert not (saved / "2").exists() and (saved / "3" / "metrics.json").read_text() == "3"
 
 
 def test_a_budget_made_of_other_budgets_adopts_their_finished_runs(tmp_path: Path) -> None:
@@ -372,9 +374,9 @@ def test_resume_restores_committed_records_whose_runs_are_gone(tmp_path: Path) -
     repro = Reproduction(
         name="toy",
         title="toy",
-        budgets={"a": [s1], "b": [s2], "ab": [s1, s2]},
+        budgets={"a": [s1], "b": [s2], "ab": [s1, s2], "z": [["experiment=z"]]},
         build=lambda jobs, budget, report_dir: "",
-        benchmarks={"a": [bench], "b": [["other.py"]], "ab": [bench]},
+        benchmarks={"a": [bench], "b": [["other.py"]], "ab": [bench], "z": [bench]},
     )
     reports, root = tmp_path / "reports", tmp_path / "logs"
     for budget, job, files in (
@@ -387,8 +389,8 @@ def test_resume_restores_committed_records_whose_runs_are_gone(tmp_path: Path) -
             path = reports / f"toy_{budget}" / "records" / "0" / job / name
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(f"{budget}/{job}")
-    for budget in ("a", "b"):
-        (reports / f"toy_{budget}" / "records" / "bench").mkdir()
+    for budget in ("a", "b", "z"):  # z: the same command on runs that are not ab's
+        (reports / f"toy_{budget}" / "records" / "bench").mkdir(parents=True)
         (reports / f"toy_{budget}" / "records" / "bench" / f"{budget}.json").write_text("{}")
     here = root / "toy" / "ab" / "1" / "1" / "checkpoints" / "last.ckpt"  # training here
     here.parent.mkdir(parents=True)
@@ -403,6 +405,7 @@ def test_resume_restores_committed_records_whose_runs_are_gone(tmp_path: Path) -
     assert (ab / "1" / "0" / "metrics.json").read_text() == "b/0"
     assert not (ab / "1" / "1" / "metrics.json").exists()
     assert (ab / "bench" / "a.json").is_file() and not (ab / "bench" / "b.json").exists()
+    assert not (ab / "bench" / "z.json").exists()
     assert len(restored) == 3
     assert restore_records(repro, "ab", root, reports) == []
 

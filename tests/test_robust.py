@@ -340,6 +340,8 @@ def test_masking_checks_retrain_a_run_whose_checkpoint_is_gone(tmp_path: Path) -
     import subprocess
     import sys
 
+    import yaml
+
     from odelab.hydra_setup import repo_root
 
     folder = tmp_path / "runs" / "0" / "0"
@@ -370,3 +372,19 @@ def test_masking_checks_retrain_a_run_whose_checkpoint_is_gone(tmp_path: Path) -
     assert {k: v for k, v in after.items() if "time" not in k} == {
         k: v for k, v in before.items() if "time" not in k
     }
+    # A stop right after the old folder was emptied: the marker alone is left, and the next
+    # invocation (flag or not) trains it and compares with what it held.
+    marker = {
+        "metrics": before,
+        "job": {"num": 0, "seconds": 12.5},
+        "device": json.loads((folder / "device.json").read_text()),
+        "overrides": yaml.safe_load((folder / ".hydra" / "overrides.yaml").read_text()),
+    }
+    shutil.rmtree(folder)
+    folder.mkdir()
+    (folder / checks.RETRAINING).write_text(json.dumps(marker))
+    (out / "checks_mnist_clean_robust_cnn_seed0.json").unlink()
+    assert checks.main(args[:-1]) == 0
+    assert not (folder / checks.RETRAINING).exists() and (folder / "metrics.json").is_file()
+    record = json.loads((out / "checks_mnist_clean_robust_cnn_seed0.json").read_text())
+    assert record["complete"] and record["retrained"]["differing"] == {}

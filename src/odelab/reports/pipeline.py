@@ -154,18 +154,31 @@ def adopt_parts(repro: Reproduction, budget: str, root: Path | None = None) -> l
             target.mkdir(parents=True, exist_ok=True)
             shutil.move(source, target / str(i))
             moved.append(f"sweep {i} <- {source}")
-    commands = repro.benchmarks.get(budget, [])
-    for part, others in repro.benchmarks.items():
+    for part in repro.benchmarks:
         source = runs_dir(repro.name, part, root) / "bench"
-        if part == budget or not others or not source.is_dir():
+        if part == budget or not source.is_dir():
             continue
-        if all(command in commands for command in others):
+        if _benchmarks_within(repro, part, budget):
             for entry in sorted(source.iterdir()):
                 if not (target / "bench" / entry.name).exists():
                     (target / "bench").mkdir(parents=True, exist_ok=True)
                     shutil.move(entry, target / "bench" / entry.name)
                     moved.append(f"bench/{entry.name} <- {source}")
     return moved
+
+
+def _benchmarks_within(repro: Reproduction, part: str, budget: str) -> bool:
+    """Whether `budget`'s benchmark records may take `part`'s: `part` runs benchmarks, all
+    of them among `budget`'s, on sweeps that are all among `budget`'s (a chunk of it; the
+    same command on another chunk's runs checks other models)."""
+    others = repro.benchmarks.get(part, [])
+    commands = repro.benchmarks.get(budget, [])
+    sweeps = repro.budgets[budget]
+    return (
+        bool(others)
+        and all(c in commands for c in others)
+        and all(sweep in sweeps for sweep in repro.budgets[part])
+    )
 
 
 def restore_records(
@@ -199,10 +212,8 @@ def restore_records(
                         continue
                     shutil.copytree(job, dest, dirs_exist_ok=True)
                     restored.append(f"job {i}/{job.name} <- {relative_path(job)}")
-    commands = repro.benchmarks.get(budget, [])
     for part in parts:
-        others = repro.benchmarks.get(part, [])
-        if part != budget and not (others and all(c in commands for c in others)):
+        if part != budget and not _benchmarks_within(repro, part, budget):
             continue
         for path in sorted((records_dir(repro.name, part, reports) / "bench").glob("*.json")):
             dest = target / "bench" / path.name
@@ -217,12 +228,30 @@ def save_records(source: Path, target: Path, finished_only: bool = False) -> int
     """Copy the record files of every run and benchmark under `source` to `target`.
 
     `target` is replaced as a whole. With `finished_only` (a budget still running), jobs
-    without `metrics.json` are left out rather than recorded as failed. Returns the number
-    of files copied.
+    without `metrics.json` are left out rather than recorded as failed, and the committed
+    finished jobs without a finished run in `source` stay. Returns the number of files
+    copied.
     """
+    # With `finished_only`, committed finished jobs that have no finished run here (one
+    # training on, one trained again) are kept as they were.
+    held = {}
+    if finished_only and target.is_dir():
+        for job_dir in (p.parent for p in target.glob("*/*/metrics.json")):
+            rel = job_dir.relative_to(target)
+            if not (source / rel / "metrics.json").is_file():
+                held[rel] = {
+                    f.relative_to(job_dir): f.read_bytes()
+                    for f in job_dir.rglob("*")
+                    if f.is_file()
+                }
     if target.exists():
         shutil.rmtree(target)
     copied = 0
+    for rel, files in held.items():
+        for name, data in files.items():
+            (target / rel / name).parent.mkdir(parents=True, exist_ok=True)
+            (target / rel / name).write_bytes(data)
+            copied += 1
     for job_dir in sorted(p.parent.parent for p in source.glob("*/*/.hydra/config.yaml")):
         if finished_only and not (job_dir / "metrics.json").is_file():
             continue
