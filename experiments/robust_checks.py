@@ -22,11 +22,15 @@ one JSON record per run into `--out`:
     python experiments/robust_checks.py --runs logs/reproduce/robust/cpu --out <bench dir> --jobs 2
 
 A record is written after each stage (`complete: false` until the last), atomically, with
-the settings that made it and the SHA-256 of the checkpoints checked; a rerun keeps the
-finished stages of a record made with the same settings and weights and redoes the rest,
-so an interrupted budget resumes where it stopped, and a chunk's models can be checked
-before `reproduce.py --from-parts` moves them into the full budget's folder. `--jobs`
-checks that many models at once, one torch thread each.
+the settings that made it, the SHA-256 of the weights checked (their tensors) and of the
+run's metrics (timings aside); a rerun keeps the finished stages of a record made with the
+same settings and weights and redoes the rest, so an interrupted budget resumes where it
+stopped, and a chunk's models can be checked before `reproduce.py --from-parts` moves them
+into the full budget's folder. `--jobs` checks that many models at once, one torch thread
+each. Checkpoints are never committed: a finished record of a run whose checkpoint is gone
+is kept when the run's metrics are those it was made for, and `--retrain-missing` trains a
+run whose weights a check needs again, from its own overrides, seed and thread count
+(seeded training on the CPU gives back the same tensors, so unfinished stages resume).
 """
 
 from __future__ import annotations
@@ -59,6 +63,7 @@ from odelab.attacks import (
     pgd_curve,
     with_solver,
 )
+from odelab.checkpoints import load_checkpoint
 from odelab.errors import SolverError
 from odelab.hydra_setup import repo_root
 from odelab.ode import Solver
@@ -130,12 +135,16 @@ SETTINGS += ("queries", "batch_size", "deploy_backend")
 
 
 def weights(run: Run) -> str:
-    """SHA-256 of the run's final checkpoint: a record belongs to these weights wherever
-    the run folder lies (`reproduce.py --from-parts` moves finished sweeps)."""
+    """SHA-256 of the trained tensors in the run's final checkpoint (names and bytes, not
+    the file, which also holds paths and times): a record belongs to these weights wherever
+    the run folder lies (`reproduce.py --from-parts` moves finished sweeps), and a run
+    trained again to the very same weights keeps its finished stages."""
+    state = load_checkpoint(run.checkpoint)["state_dict"]
     digest = hashlib.sha256()
-    with open(run.checkpoint, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
+    for name in sorted(state):
+        tensor = state[name].detach().cpu().contiguous().reshape(-1)
+        digest.update(f"{name}:{tensor.dtype}:{tensor.numel()};".encode())
+        digest.update(tensor.view(torch.uint8).numpy().tobytes())
     return digest.hexdigest()
 
 

@@ -343,6 +343,7 @@ def test_masking_checks_retrain_a_run_whose_checkpoint_is_gone(tmp_path: Path) -
     import yaml
 
     from odelab.hydra_setup import repo_root
+    from odelab.runs import load_run
 
     folder = tmp_path / "runs" / "0" / "0"
     tiny = ["experiment=robust_cnn", "trainer=cpu", "model.net.channels=4", "data.batch_size=32"]
@@ -352,12 +353,13 @@ def test_masking_checks_retrain_a_run_whose_checkpoint_is_gone(tmp_path: Path) -
     command = [sys.executable, str(repo_root() / "run.py"), *tiny, f"hydra.run.dir={folder}"]
     subprocess.run(command, check=True, cwd=repo_root(), env=env, capture_output=True)
     before = json.loads((folder / "metrics.json").read_text())
-    shutil.rmtree(folder / "checkpoints")
-    (folder / "job.json").write_text('{"num": 0, "seconds": 12.5}')  # the sweep's record
     path = repo_root() / "experiments" / "robust_checks.py"
     spec = importlib.util.spec_from_file_location("robust_checks", path)
     checks = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(checks)
+    trained = checks.weights(load_run(folder))
+    shutil.rmtree(folder / "checkpoints")
+    (folder / "job.json").write_text('{"num": 0, "seconds": 12.5}')  # the sweep's record
     out = tmp_path / "bench"
     args = ["--runs", str(tmp_path / "runs"), "--out", str(out), "--images", "6"]
     args += ["--curve-images", "4", "--curve-steps", "1", "--curve-restarts", "1"]
@@ -367,6 +369,7 @@ def test_masking_checks_retrain_a_run_whose_checkpoint_is_gone(tmp_path: Path) -
     assert record["complete"] and (folder / "checkpoints" / "last.ckpt").is_file()
     assert record["retrained"]["differing"] == {}
     assert record["retrained"]["metrics_compared"] > 3
+    assert record["settings"]["weights"] == trained  # the very same tensors, byte for byte
     assert json.loads((folder / "job.json").read_text())["seconds"] == 12.5
     after = json.loads((folder / "metrics.json").read_text())
     assert {k: v for k, v in after.items() if "time" not in k} == {
