@@ -61,8 +61,9 @@ def test_robust_report_averages_seeds_beside_the_paper(tmp_path: Path, monkeypat
     (budget / "bench" / "checks_mnist_clean_robust_odenet_seed0.json").write_text(
         json.dumps(MASKING_RECORD)
     )
+    stopped = {k: MASKING_RECORD[k] for k in ("data", "recipe", "images", "grid")}
     (budget / "bench" / "checks_mnist_clean_robust_cnn_seed1.json").write_text(
-        json.dumps({"model": "CNN", "complete": False, "clean": 0.9})  # stopped after a stage
+        json.dumps({**stopped, "model": "CNN", "seed": "1", "complete": False})  # after a stage
     )
 
     report = REPRODUCTIONS["robust"].build(load_sweeps(budget), "quick", tmp_path / "out")
@@ -112,13 +113,18 @@ def test_robust_report_averages_seeds_beside_the_paper(tmp_path: Path, monkeypat
     assert "FGSM gives ART's accuracy on 1 of 1 models" in ind
     assert "exactly on 0 of 1 (at most 0.04 % of pixel values apart" in ind
     assert "not significantly weaker than ART's on 1 of 1" in ind
-    assert "grid" in report and "Of 1 models, PGD falls with epsilon on 1" in report
+    assert "grid" in report and "Of 2 models, PGD falls with epsilon on 2" in report
     # The attacks in words come from the records, without a radius where rows differ in it.
     assert "(PGD, 20 steps of 2.5 eps / 20, 1 restart(s), random start, final iterate" in report
     assert "(20 steps of 2.5 * eps / steps, one random start) must fall" in report
-    # An unfinished record is listed, not rendered.
-    assert "Not finished, left out below (1; " in report
-    assert "`checks_mnist_clean_robust_cnn_seed1`" in report
+    # An unfinished record is listed with the stages it has to run; its finished stage (the
+    # grid) is rendered, the others are not.
+    assert "Not finished (1; " in report
+    assert "`checks_mnist_clean_robust_cnn_seed1` (curve, square, independent to run)" in report
+    grid = report.split("### Accuracy on a fine epsilon grid")[1].split("###")[0]
+    assert "| clean | CNN | 1 | PGD |" in grid and "Of 2 models, PGD falls" in grid
+    square = report.split("### Gradient-free attack")[1].split("###")[0]
+    assert "| CNN |" not in square
     curve = report.split("### PGD against steps")[1].split("###")[0]
     assert table_row(curve, "MNIST")[-2:] == ["**no**", "2"]  # 42 -> 44 % of 100 images
     assert "on 1 of 1 models (images): ODENet (mnist, clean, seed 0) by 2 of 100" in curve

@@ -924,26 +924,56 @@ def _masking_section(checks: dict[str, dict[str, Any]], report_dir: Path) -> lis
             "their sweeps).",
             "",
         ]
-    unfinished = sorted(name for name, r in checks.items() if not r.get("complete"))
-    records = sorted((r for r in checks.values() if r.get("complete")), key=_record_order)
+    unfinished = {name: r for name, r in checks.items() if not r.get("complete")}
     if unfinished:
         lines += [
-            f"Not finished, left out below ({len(unfinished)}; `robust_checks.py` resumes "
-            "them): " + ", ".join(f"`{name}`" for name in unfinished) + ".",
+            f"Not finished ({len(unfinished)}; `robust_checks.py` resumes them; their "
+            "finished stages are in the tables below): "
+            + ", ".join(
+                f"`{name}` ({', '.join(_stages_left(r)) or 'nothing'} to run)"
+                for name, r in sorted(unfinished.items())
+            )
+            + ".",
             "",
         ]
+    # Each table shows every record that holds its stage, finished or not.
+    records = sorted(
+        (r for r in checks.values() if any(stage in r for stage in CHECK_STAGES)),
+        key=_record_order,
+    )
     if not records:
         return lines
+
+    def having(stage: str) -> list[dict[str, Any]]:
+        return [r for r in records if stage in r]
+
     lines += _retrained_text(records)
     lines += _solver_table(records)
-    lines += _square_table(records)
-    lines += _curve_table(records)
-    figure = report_dir / "pgd_curve.png"
-    if _curve_figure(records, figure):
-        lines += [f"![PGD against steps and restarts]({report_dir.name}/{figure.name})", ""]
-    lines += _grid_table(records)
-    lines += _independent_table(records)
+    if having("square"):
+        lines += _square_table(having("square"))
+    if having("curve"):
+        lines += _curve_table(having("curve"))
+        figure = report_dir / "pgd_curve.png"
+        if _curve_figure(having("curve"), figure):
+            lines += [f"![PGD against steps and restarts]({report_dir.name}/{figure.name})", ""]
+    if having("grid"):
+        lines += _grid_table(having("grid"))
+    if having("independent") or not unfinished:
+        lines += _independent_table([r for r in records if r.get("complete") or "independent" in r])
     return lines
+
+
+# The stages of a masking-check record, in the order `robust_checks.py` runs them (ODE nets
+# only: solvers).
+CHECK_STAGES = ("grid", "curve", "square", "solvers", "independent")
+
+
+def _stages_left(r: dict[str, Any]) -> list[str]:
+    return [
+        stage
+        for stage in CHECK_STAGES
+        if stage not in r and (stage != "solvers" or r.get("model") != "CNN")
+    ]
 
 
 def _retrained_text(records: list[dict[str, Any]]) -> list[str]:
@@ -1487,7 +1517,10 @@ def _differences(
         )
     records = [r for r in checks.values() if r.get("complete")]
     if not records:
-        lines.append("- No finished masking checks in this budget.")
+        lines.append(
+            "- No finished masking checks in this budget"
+            + (" (the finished stages of unfinished ones are shown above)." if checks else ".")
+        )
     else:
         seeds = sorted({str(r["seed"]) for r in records})
         checked = {(r["data"], r["recipe"], r["model"]) for r in records}
