@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import statistics
 from pathlib import Path
 
@@ -229,8 +230,8 @@ def test_local_ddp_refused_inside_a_multirun(make_cfg, monkeypatch: pytest.Monke
 def test_resumed_job_keeps_the_time_of_earlier_invocations(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, resume: bool
 ) -> None:
-    # A job resumed with resume=true (or skipped because it had finished) adds its time to
-    # the record's; a plain rerun in the same folder starts the count again.
+    # A job resumed with resume=true adds its time to the record's; a plain rerun in the same
+    # folder starts the count again.
     from hydra.core.utils import JobReturn, JobStatus
     from omegaconf import OmegaConf
 
@@ -253,6 +254,14 @@ def test_resumed_job_keeps_the_time_of_earlier_invocations(
         callback.on_job_end(cfg, done)
     seconds = JobRecord.load(tmp_path / "job.json").seconds
     assert seconds == (62.5 if resume else 2.5)
+    # A job that had finished before the invocation (resume=true skips it, as it does jobs
+    # restored from committed records) keeps the time of the run that made it.
+    (tmp_path / "metrics.json").write_text("{}")
+    os.utime(tmp_path / "metrics.json", (0, 0))
+    clock = iter([900.0, 904.0])
+    callback.on_job_start(cfg)
+    callback.on_job_end(cfg, done)
+    assert JobRecord.load(tmp_path / "job.json").seconds == (62.5 if resume else 4.0)
 
 
 @pytest.mark.parametrize("key", ["train/loss_step", "train/loss"])

@@ -257,6 +257,7 @@ class SweepSummary(Callback):
 
     def __init__(self) -> None:
         self._started: float | None = None
+        self._started_wall = 0.0
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         # Hydra sets HydraConfig only per job, but sweepers resolve hydra.sweep.dir
@@ -274,6 +275,7 @@ class SweepSummary(Callback):
         global _failure
         _failure = None  # joblib workers run several jobs in one process
         self._started = time.perf_counter()
+        self._started_wall = time.time()
 
     def on_job_end(self, config: DictConfig, job_return: JobReturn, **kwargs: Any) -> None:
         # DDP processes other than rank zero share the job folder; they must not overwrite.
@@ -282,11 +284,18 @@ class SweepSummary(Callback):
         seconds = None if self._started is None else time.perf_counter() - self._started
         output_dir = Path(str(config.hydra.runtime.output_dir))
         earlier = output_dir / JOB_RECORD
+        metrics = output_dir / "metrics.json"
+        # Finished before this invocation began: `resume=true` skipped it.
+        skipped = metrics.is_file() and metrics.stat().st_mtime < self._started_wall
         if config.get("resume") and seconds is not None and earlier.is_file():
-            # A resumed (or, when finished, skipped) job adds this invocation's time to the
-            # time its record already holds, so the wall time stays the whole run's.
+            # A resumed job adds this invocation's time to the time its record already
+            # holds, so the wall time stays the whole run's; a skipped one keeps its time.
             with contextlib.suppress(ValueError, TypeError):
-                seconds += JobRecord.load(earlier).seconds or 0.0
+                before = JobRecord.load(earlier)
+                if skipped and before.status == "completed" and before.seconds is not None:
+                    seconds = before.seconds
+                else:
+                    seconds += before.seconds or 0.0
         record = record_from_return(config, job_return, seconds)
         output_dir.mkdir(parents=True, exist_ok=True)
         record.save(output_dir / JOB_RECORD)
