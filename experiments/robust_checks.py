@@ -216,7 +216,8 @@ def retrain(folder: Path) -> dict[str, object]:
     if before["job"] is not None:
         write_atomic(folder / "job.json", before["job"])
     marker.unlink()
-    keys = sorted(k for k in set(old) | set(new) if "time" not in k)
+    old, new = untimed(old), untimed(new)
+    keys = sorted(set(old) | set(new))
     differing = [k for k in keys if old.get(k) != new.get(k)]
     return {
         "metrics_compared": len(keys),
