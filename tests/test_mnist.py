@@ -235,3 +235,15 @@ def test_report_builds_table_from_two_real_runs(make_cfg, tmp_path: Path) -> Non
     assert "## Memory: adjoint vs direct" in repro and "cuda (Test GPU)" in repro
     assert "direct adds 0.625 MiB per forward evaluation" in repro  # (20 - 10) MiB over 16 NFE
     assert (tmp_path / "repro" / "mnist_memory.png").is_file()
+
+
+def test_finished_run_is_skipped_without_its_data(make_cfg, tmp_path: Path) -> None:
+    """A finished run restored into a clone that lacks the data is skipped by resume=true;
+    a run that would train on the missing data is refused, naming data.root."""
+    folder = tiny_run(make_cfg, "mnist_mlp")
+    finished = (folder / "metrics.json").stat().st_mtime_ns
+    missing = f"data.root={tmp_path / 'no-data'}"
+    assert tiny_run(make_cfg, "mnist_mlp", "resume=true", missing) == folder
+    assert (folder / "metrics.json").stat().st_mtime_ns == finished
+    with pytest.raises(ConfigError, match="data.root="):
+        tiny_run(make_cfg, "mnist_mlp", missing, "seed=1")

@@ -22,7 +22,7 @@ from omegaconf import DictConfig, OmegaConf
 from odelab.checkpoints import check_state_dict, finished_metrics, resume_checkpoint
 from odelab.errors import ConfigError, OdelabError, SolverError
 from odelab.loggers import finish_loggers
-from odelab.validate import validate
+from odelab.validate import check_data_paths, validate
 
 log = logging.getLogger(__name__)
 
@@ -103,7 +103,7 @@ def check_selection(cfg: DictConfig) -> None:
 def run(cfg: DictConfig) -> dict[str, float]:
     """Train and/or test the task the config describes; return its final metrics."""
     check_selection(cfg)
-    validate(cfg)
+    validate(cfg, data=False)
     if cfg.get("seed") is not None:
         L.seed_everything(cfg.seed, workers=True, verbose=False)
     output_dir = Path(cfg.paths.output_dir)
@@ -112,6 +112,9 @@ def run(cfg: DictConfig) -> dict[str, float]:
     if done is not None:
         log.info("%s already finished (resume=true): skipped, metrics.json kept", output_dir)
         return done
+    # After the finished-run skip: a finished run restored into a clone without the data
+    # is skipped, not failed.
+    check_data_paths(cfg)
     ckpt_path = resume_checkpoint(cfg, output_dir)
 
     datamodule: L.LightningDataModule = build(cfg.data)

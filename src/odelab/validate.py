@@ -550,12 +550,14 @@ def check_data_paths(cfg: DictConfig) -> None:
         )
 
 
-def validate(cfg: DictConfig) -> None:
-    """Every start-up check; raises `ConfigError` on the first bad value."""
+def validate(cfg: DictConfig, data: bool = True) -> None:
+    """Every start-up check; raises `ConfigError` on the first bad value. `data=False` leaves
+    out the data folder's, for a caller that checks it only when the run needs its data."""
     from odelab.checkpoints import check_ckpt_path
 
     check_values(cfg)
     check_devices(cfg)
-    check_data_paths(cfg)
+    if data:
+        check_data_paths(cfg)
     check_optimizer(cfg)
     check_ckpt_path(cfg)
