@@ -172,6 +172,9 @@ def same_settings(made: dict[str, object], wanted: dict[str, object], weights: b
 # In a run folder being trained again: what it held before (metrics, sweep record, device,
 # overrides), so that a stop mid-way resumes and compares as if unbroken.
 RETRAINING = "retraining.json"
+# In a run folder trained again: how its new metrics compare with those it had (kept with
+# the run's records, so that a check started by a later invocation still reports it).
+RETRAINED = "retrained.json"
 
 
 def retrain(folder: Path) -> dict[str, object]:
@@ -215,7 +218,14 @@ def retrain(folder: Path) -> dict[str, object]:
     new = json.loads((folder / "metrics.json").read_text())
     if before["job"] is not None:
         write_atomic(folder / "job.json", before["job"])
+    outcome = compare_metrics(old, new)
+    write_atomic(folder / RETRAINED, outcome)
     marker.unlink()
+    return outcome
+
+
+def compare_metrics(old: dict[str, float], new: dict[str, float]) -> dict[str, object]:
+    """How a retrained run's metrics compare with those it had, timings aside."""
     old, new = untimed(old), untimed(new)
     keys = sorted(set(old) | set(new))
     differing = [k for k in keys if old.get(k) != new.get(k)]
@@ -293,10 +303,15 @@ def checks(
         if not same_settings(record.get("settings") or {}, wanted, weights=True):
             record = {}
     stages = [s for s in STAGES if s != "solvers" or ident["model"] != "CNN"]
+    # Weights trained again because the checkpoint was gone: whether the metrics came back.
+    again = getattr(args, "retrained", {}).get(run.path)
     if record.get("complete") and all(stage_done(record, stage) for stage in stages):
         # The same weights, perhaps moved, or with metrics recorded since.
-        if (record.get("run"), record.get("settings")) != (relative_path(run.path), wanted):
-            record.update(run=relative_path(run.path), settings=wanted)
+        now = (relative_path(run.path), wanted, again or record.get("retrained"))
+        if (record.get("run"), record.get("settings"), record.get("retrained")) != now:
+            record.update(run=now[0], settings=wanted)
+            if again is not None:
+                record["retrained"] = again
             write_atomic(out, record)
         return record
     net = load_net(run, args.device)
@@ -312,9 +327,8 @@ def checks(
             "complete": False,
         }
     )
-    # Weights trained again because the checkpoint was gone: whether the metrics came back.
-    if run.path in getattr(args, "retrained", {}):
-        record["retrained"] = args.retrained[run.path]
+    if again is not None:
+        record["retrained"] = again
     for stage in stages:
         if stage_done(record, stage):
             continue
@@ -674,6 +688,9 @@ def main(argv: list[str] | None = None) -> int:
     else:
         done = [retrain(path) for path in missing]
     retrained.update(zip(missing, done, strict=True))
+    # Retrained by an earlier invocation (or restored with the committed records).
+    for path in sorted(args.runs.glob(f"*/*/{RETRAINED}")):
+        retrained.setdefault(path.parent, json.loads(path.read_text()))
     args.retrained = retrained
     # A kept record's run trained again (as another model's transfer source) whose metrics
     # did not come back: its record no longer describes its weights.

@@ -375,6 +375,13 @@ def test_masking_checks_retrain_a_run_whose_checkpoint_is_gone(tmp_path: Path) -
     assert {k: v for k, v in after.items() if "time" not in k} == {
         k: v for k, v in before.items() if "time" not in k
     }
+    # The outcome is kept with the run: a record written by a later invocation (the stop
+    # fell between the retraining and the checks) still says the weights were retrained.
+    assert json.loads((folder / checks.RETRAINED).read_text()) == record["retrained"]
+    name = out / "checks_mnist_clean_robust_cnn_seed0.json"
+    name.write_text(json.dumps({k: v for k, v in record.items() if k != "retrained"}))
+    assert checks.main(args) == 0
+    assert json.loads(name.read_text())["retrained"] == record["retrained"]
     # A stop right after the old folder was emptied: the marker alone is left, and the next
     # invocation (flag or not) trains it and compares with what it held.
     marker = {
