@@ -305,13 +305,13 @@ def checks(
     stages = [s for s in STAGES if s != "solvers" or ident["model"] != "CNN"]
     # Weights trained again because the checkpoint was gone: whether the metrics came back.
     again = getattr(args, "retrained", {}).get(run.path)
+    current = {"run": relative_path(run.path), "settings": wanted}
+    if again is not None:
+        current["retrained"] = again
     if record.get("complete") and all(stage_done(record, stage) for stage in stages):
         # The same weights, perhaps moved, or with metrics recorded since.
-        now = (relative_path(run.path), wanted, again or record.get("retrained"))
-        if (record.get("run"), record.get("settings"), record.get("retrained")) != now:
-            record.update(run=now[0], settings=wanted)
-            if again is not None:
-                record["retrained"] = again
+        if any(record.get(key) != value for key, value in current.items()):
+            record.update(current)
             write_atomic(out, record)
         return record
     net = load_net(run, args.device)
@@ -320,15 +320,12 @@ def checks(
     record.update(
         {
             **ident,
-            "run": relative_path(run.path),
-            "settings": wanted,
+            **current,
             "images": len(y),
             "device": describe_device(torch.device(args.device)),
             "complete": False,
         }
     )
-    if again is not None:
-        record["retrained"] = again
     for stage in stages:
         if stage_done(record, stage):
             continue
@@ -688,16 +685,16 @@ def main(argv: list[str] | None = None) -> int:
     else:
         done = [retrain(path) for path in missing]
     retrained.update(zip(missing, done, strict=True))
-    # Retrained by an earlier invocation (or restored with the committed records).
-    for path in sorted(args.runs.glob(f"*/*/{RETRAINED}")):
-        retrained.setdefault(path.parent, json.loads(path.read_text()))
-    args.retrained = retrained
-    # A kept record's run trained again (as another model's transfer source) whose metrics
-    # did not come back: its record no longer describes its weights.
+    # A kept record's run trained again now (as another model's transfer source) whose
+    # metrics did not come back: its record no longer describes its weights.
     for path, (run, cnn) in kept.items():
         if retrained.get(path, {}).get("differing"):
             (args.out / f"{record_name(identify(run))}.json").unlink()
             todo.append((run, cnn))
+    # Retrained by an earlier invocation (or restored with the committed records).
+    for path in sorted(args.runs.glob(f"*/*/{RETRAINED}")):
+        retrained.setdefault(path.parent, json.loads(path.read_text()))
+    args.retrained = retrained
     todo = [
         (load_run(run.path), load_run(cnn.path) if cnn is not None else None) for run, cnn in todo
     ]
