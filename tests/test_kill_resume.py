@@ -1,8 +1,8 @@
 """Kill a run (SIGKILL or SIGTERM) at a random step, resume it, and get the uninterrupted run.
 
 Every task trains five short epochs on the CPU through `run.py` with the CSV
-logger: once without interruption, once killed a random time after its first
-epoch checkpoint and resumed with `resume=true` in the same folder (which
+logger: once without interruption, once killed at a random point of its third
+epoch and resumed with `resume=true` in the same folder (which
 resumes from `checkpoints/last.ckpt`). The resumed run must end with the same
 metrics and the same CSV log (every logged step once, same values), and SIGTERM
 must leave a checkpoint and exit with 143. A multirun killed mid-sweep reruns
@@ -102,24 +102,33 @@ def run_to_end(*args: str) -> subprocess.CompletedProcess:
     return result
 
 
-def kill_after_first_checkpoint(
+def kill_in_third_epoch(
     args: list[str],
     ckpt_dir: Path,
     sig: int,
     rng: random.Random,
 ) -> subprocess.CompletedProcess:
-    """Start a run, wait for its first epoch checkpoint, kill it a random time later."""
+    """Start a run and kill it at a random point of its third epoch (of five).
+
+    The second epoch's length, timed between the first two epoch checkpoints, scales
+    the wait, so the signal lands after a checkpoint and well before the run ends on
+    a fast machine and on a loaded one alike.
+    """
     proc = subprocess.Popen(
         command(*args), cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )
     deadline = time.monotonic() + 600
-    while not (ckpt_dir / "last.ckpt").is_file():
-        assert proc.poll() is None, proc.communicate()[1][-3000:]
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
-    # Somewhere in the second or third of five epochs: early enough that a loaded machine
-    # cannot finish the run (and write metrics.json) before the signal arrives.
-    time.sleep(rng.uniform(0.05, 0.8))
+
+    def wait_for(path: Path) -> float:
+        while not path.is_file():
+            assert proc.poll() is None, proc.communicate()[1][-3000:]
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        return time.monotonic()
+
+    first = wait_for(ckpt_dir / "epoch_000.ckpt")
+    second = wait_for(ckpt_dir / "epoch_001.ckpt")
+    time.sleep(rng.uniform(0.05, 0.5) * (second - first))
     assert proc.poll() is None, "the run ended before it could be killed; give it more epochs"
     proc.send_signal(sig)
     out, err = proc.communicate(timeout=600)
@@ -169,7 +178,7 @@ def test_killed_run_resumes_to_the_uninterrupted_result(
     rng = random.Random(f"{task}-{sig}")
     run_dir = tmp_path / "run"
     args = [*TASKS[task], f"hydra.run.dir={run_dir}"]
-    killed = kill_after_first_checkpoint(args, run_dir / "checkpoints", sig, rng)
+    killed = kill_in_third_epoch(args, run_dir / "checkpoints", sig, rng)
     assert killed.returncode == (143 if sig == signal.SIGTERM else -signal.SIGKILL), killed.stderr[
         -3000:
     ]
@@ -191,8 +200,8 @@ def test_interrupted_multirun_reruns_only_unfinished_jobs(tmp_path: Path) -> Non
     run_to_end("-m", *sweep, f"hydra.sweep.dir={straight}")
     sweep_dir = tmp_path / "killed"
     args = ["-m", *sweep, f"hydra.sweep.dir={sweep_dir}"]
-    # Killed inside the second job, after its first epoch.
-    killed = kill_after_first_checkpoint(
+    # Killed inside the second job, in its third epoch.
+    killed = kill_in_third_epoch(
         args, sweep_dir / "1" / "checkpoints", signal.SIGKILL, random.Random(1)
     )
     assert killed.returncode == -signal.SIGKILL
