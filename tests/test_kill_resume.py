@@ -80,6 +80,17 @@ TASKS = {
         "attack.strengths=[0.1]",
         "trainer.max_epochs=5",
     ],
+    # PGD's random starts come from the attack's own generator, which checkpoints carry.
+    "robust_pgd": [
+        "experiment=robust_cnn",
+        "recipe=pgd",
+        "recipe.perturbation.steps=2",
+        "recipe.warmup_epochs=1",
+        *SMALL_IMAGES,
+        "attack=fgsm",
+        "attack.strengths=[0.1]",
+        "trainer.max_epochs=5",
+    ],
 }
 
 

@@ -3,6 +3,9 @@ test rows."""
 
 from __future__ import annotations
 
+from typing import Any
+
+import torch
 from torch import Tensor, nn
 
 from odelab.attacks import Attack
@@ -80,6 +83,24 @@ class RobustClassifier(ImageClassifier):
                 f"set model.net.in_channels={expected[0]} (and model.net.mean/std to "
                 f"{expected[0]} values)"
             )
+
+    # The training perturbation's private random stream (PGD's random starts) goes into
+    # every checkpoint, so a resumed run draws the starts the uninterrupted one would have.
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        generator = self._perturbation_generator()
+        if generator is not None:
+            checkpoint["training_perturbation_rng"] = generator.get_state()
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        generator = self._perturbation_generator()
+        state = checkpoint.get("training_perturbation_rng")
+        if generator is not None and state is not None:
+            generator.set_state(state)
+
+    def _perturbation_generator(self) -> torch.Generator | None:
+        if self.training_perturbation is None:
+            return None
+        return self.training_perturbation.generator()
 
     def strength_factor(self, step: int, steps_per_epoch: int) -> float:
         """The share of the perturbation's strength used at training step `step` (from 0):
