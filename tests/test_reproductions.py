@@ -90,6 +90,11 @@ def test_robust_report_averages_seeds_beside_the_paper(tmp_path: Path, monkeypat
         "**no**",
     ]
     assert "the study's difference lies outside our 95 % interval under 1 (FGSM .3) of 1" in report
+    # The claims summary carries the same count.
+    assert (
+        "the study's direction confirmed under 1 of the 1 it reports, contradicted under 0; "
+        "the study's difference lies outside our 95 % interval under 1." in report
+    )
     assert "more robust than CNN under 2 (FGSM .3, PGD .2) of 2 perturbations" in report
     assert (tmp_path / "out" / "mnist_clean_accuracy.png").is_file()
     assert "TisODE, MNIST, clean" not in report.split("## Runs")[1].split("failed")[0]
@@ -506,8 +511,9 @@ def test_robust_report_names_no_study_numbers_for_fashion_mnist(tmp_path: Path) 
     assert table_row(tisode, "FGSM .05")[4] == "under the floor"
     assert (
         "- ODENet over CNN, Fashion-MNIST, clean training: more robust under 1 (FGSM .05) of 1, "
-        "less robust under 0, within noise under 0; no comparable study numbers in this "
-        "setting." in report
+        "less robust under 0, within noise under 0; no study numbers in this setting, but "
+        "the study's third table (an MNIST table) has ODENet at or above the CNN in every "
+        "column: that ordering confirmed under 1 (FGSM .05), contradicted under 0." in report
     )
     # Totals over a data set's recipes, only where it has more than one.
     assert (
@@ -518,7 +524,7 @@ def test_robust_report_names_no_study_numbers_for_fashion_mnist(tmp_path: Path) 
     assert "**TisODE over ODENet, Fashion-MNIST, all" not in report
     assert (
         "- TisODE over ODENet, Fashion-MNIST, clean training: no perturbation judged "
-        "(1 not counted); no comparable study numbers in this setting." in report
+        "(1 not counted)." in report
     )
     # The third table's setting, ours only, with the ordering check on judged rows only.
     assert (
@@ -540,6 +546,24 @@ def test_robust_report_puts_the_studys_data_set_first() -> None:
     assert sorted(["svhn", "other", "fashion_mnist", "mnist"], key=_data_order) == [
         "mnist", "fashion_mnist", "svhn", "other"
     ]  # fmt: skip
+
+
+def test_robust_retrained_sentence_names_what_came_back() -> None:
+    """Retrained models: how many metrics each gave back, and how far the others moved."""
+    from odelab.reports.robust import _retrained_text
+
+    same = {"model": "CNN", "data": "mnist", "recipe": "clean", "seed": "0",
+            "retrained": {"metrics_compared": 19, "differing": {}}}  # fmt: skip
+    moved = {"model": "ODENet", "data": "mnist", "recipe": "pgd", "seed": "0",
+             "retrained": {"metrics_compared": 26, "differing": {
+                 "test/acc": [0.986, 0.982], "test/acc/fgsm_0.5": [0.361, 0.355],
+                 "train/loss": [0.07, 0.08]}}}  # fmt: skip
+    text = _retrained_text([same, moved, {"model": "TisODE"}])[0]
+    assert text.startswith("2 of the 3 checked models were trained again")
+    assert "1 gave back every one of their recorded metrics (timings aside) exactly (19 of " in text
+    assert "ODENet (mnist, pgd, seed 0): 3 of 26, test accuracies up to 0.6 points apart" in text
+    assert "the tables carry the retrained ones" in text
+    assert _retrained_text([same])[0].endswith("the very weights the tables report.")
 
 
 def test_robust_cells_print_no_negative_zero() -> None:

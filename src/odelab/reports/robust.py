@@ -415,9 +415,11 @@ def _claims_section(groups: Groups) -> list[str]:
                 studied = [r for r in rows if r[5] != "–"]
                 agree = sum(r[6] == "yes" for r in studied)
                 against = sum(r[6] == "**no**" for r in studied)
+                outside = sum(r[7] == "**no**" for r in studied)
                 agreement["agree"] += agree
                 agreement["against"] += against
                 agreement["studied"] += len(studied)
+                agreement["outside"] += outside
                 skipped = len(rows) - sum(len(named[k]) for k in VERDICTS)
                 lines.append(
                     f"- {a_name} over {b_name}, {DATA_NAMES.get(data, data)}, "
@@ -429,11 +431,14 @@ def _claims_section(groups: Groups) -> list[str]:
                     )
                     + (
                         f"; the study's direction confirmed under {agree} of the "
-                        f"{len(studied)} it reports, contradicted under {against}."
+                        f"{len(studied)} it reports, contradicted under {against}; the "
+                        f"study's difference lies outside our 95 % interval under {outside}."
                         if studied and skipped < len(rows)
                         else "."
                         if studied
-                        else "; no comparable study numbers in this setting."
+                        else _ordering_text(a_name, b_name, named, data)
+                        if skipped < len(rows)
+                        else "."
                     )
                 )
             judged = sum(totals[k] for k in VERDICTS)
@@ -447,7 +452,8 @@ def _claims_section(groups: Groups) -> list[str]:
                     + (
                         f"; the study's direction confirmed under {agreement['agree']} of "
                         f"{agreement['studied']} of its numbers, contradicted under "
-                        f"{agreement['against']}."
+                        f"{agreement['against']}; its difference lies outside our 95 % "
+                        f"interval under {agreement['outside']}."
                         if agreement["studied"]
                         else "."
                     )
@@ -458,6 +464,25 @@ def _claims_section(groups: Groups) -> list[str]:
 
 
 VERDICTS = ("yes", "no", "within noise")
+
+
+def _third_table_orders(a_name: str, b_name: str) -> bool:
+    """Whether the study's third table has `a_name` at or above `b_name` in every column."""
+    return all(a >= b for a, b in zip(PAPER_TISODE[a_name], PAPER_TISODE[b_name], strict=True))
+
+
+def _ordering_text(a_name: str, b_name: str, named: dict[str, list[str]], data: str) -> str:
+    """Where the study prints no numbers for a setting: its third table's ordering of the
+    two models (labels aside) against our verdicts."""
+    if not _third_table_orders(a_name, b_name):
+        return "; no comparable study numbers in this setting."
+    where = "" if data == "mnist" else " (an MNIST table)"
+    return (
+        f"; no study numbers in this setting, but the study's third table{where} has "
+        f"{a_name} at or above {'the ' if b_name == 'CNN' else ''}{b_name} in every column: "
+        "that ordering confirmed under "
+        f"{_count(named['yes'])}, contradicted under {_count(named['no'])}."
+    )
 
 
 def _tally(rows: list[list[str]]) -> dict[str, list[str]]:
@@ -723,10 +748,12 @@ def _comparison_rows(
         inside = (
             "–" if study is None or not math.isfinite(c.low) else _yes(c.low <= study <= c.high)
         )
+        # A bound that one decimal would print as 0.0 gets two, so its sign shows.
+        near_zero = any(0 < abs(b) < 0.05 for b in (c.low, c.high) if math.isfinite(b))
         rows.append(
             [
                 label,
-                *(_no_negative_zero(cell) for cell in c.cells(".1f")[:3]),
+                *(_no_negative_zero(cell) for cell in c.cells(".2f" if near_zero else ".1f")[:3]),
                 answer,
                 "–" if study is None else f"{study:+.1f}",
                 _agreement(answer if answer in UNJUDGED else c.outcome, study),
@@ -897,7 +924,8 @@ def _tisode_section(groups: Groups, data: str, recipes: list[str]) -> list[str]:
             if any(named[k] for k in VERDICTS):
                 checks.append(
                     f"- {_recipe_title(data, recipe, groups)}, TisODE against {other}: "
-                    f"{_verdict_counts(named)}."
+                    f"{_verdict_counts(named)}; the study's ordering confirmed under "
+                    f"{_count(named['yes'])}, contradicted under {_count(named['no'])}."
                 )
     if ordered and checks:
         tie_text = (
@@ -984,21 +1012,39 @@ def _retrained_text(records: list[dict[str, Any]]) -> list[str]:
         return []
     same = [r for r in again if not r["retrained"]["differing"]]
     differ = [r for r in again if r["retrained"]["differing"]]
-    compared = sorted({r["retrained"]["metrics_compared"] for r in again})
     text = (
         f"{len(again)} of the {len(records)} checked models were trained again from their "
         "committed config and seed before the checks (checkpoints are not committed, and "
-        f"these were gone): {len(same)} gave back every one of their "
-        + "/".join(map(str, compared))
-        + " recorded metrics (timings aside) exactly"
+        "these were gone)"
     )
+    if same:
+        text += (
+            f"; {len(same)} gave back every one of their recorded metrics (timings aside) "
+            "exactly ("
+            + ", ".join(f"{r['retrained']['metrics_compared']} of {_name(r)}" for r in same)
+            + ")"
+        )
     if not differ:
         text += ", so the checks are of the very weights the tables report"
     else:
+        parts = []
+        for r in differ:
+            differing = r["retrained"]["differing"]
+            # Accuracies in points: how far the retrained model is from the committed one.
+            gaps = [
+                100 * abs(new - old)
+                for key, (old, new) in differing.items()
+                if "/acc" in key and key.startswith("test/")
+            ]
+            size = f", test accuracies up to {max(gaps):.1f} points apart" if gaps else ""
+            parts.append(
+                f"{_name(r)}: {len(differing)} of {r['retrained']['metrics_compared']}{size}"
+            )
         text += (
-            "; the metrics of "
-            + ", ".join(_name(r) for r in differ)
-            + " differ, and the tables carry the retrained ones (the weights checked)"
+            "; the metrics differ ("
+            + "; ".join(parts)
+            + "), and the tables carry the retrained ones (the weights checked; the "
+            "budget's comments in `conf/reproduce/robust.yaml` give the cause where known)"
         )
     return [text + ".", ""]
 
@@ -1180,6 +1226,7 @@ def _solver_table(records: list[dict[str, Any]]) -> list[str]:
     ]
     no_cnn = [_name(r) for r in solver if not r["solvers"].get("transfer_source", True)]
     masked, gaps, unjudged = [], [], []
+    images = 0
     for r in solver:
         s = r["solvers"]
         results = [*s["accuracy"].items(), *s.get("fgsm_accuracy", {}).items()]
@@ -1191,6 +1238,7 @@ def _solver_table(records: list[dict[str, Any]]) -> list[str]:
             continue
         gap = round(s["images"] * (min(own) - min(others)))
         gaps.append(gap)
+        images = max(images, s["images"])
         if resolvable(gap):
             masked.append(f"{who} by {gap}")
     if masked:
@@ -1202,10 +1250,15 @@ def _solver_table(records: list[dict[str, Any]]) -> list[str]:
             "worst case for these."
         )
     elif gaps:
+        beats = (
+            f"On none of the {len(gaps)} ODE nets does another source beat"
+            if len(gaps) > 1
+            else "On the one ODE net no other source beats"
+        )
         verdict = (
-            f"On none of the {len(gaps)} ODE nets does another source beat attacking through "
-            "dopri5 itself by enough images that it could be significant (by at most "
-            f"{max(0, *gaps)}): no sign that the adaptive solver masks gradients."
+            f"{beats} attacking through dopri5 itself by enough images that it could be "
+            f"significant (by at most {max(0, *gaps)} of {images} images): no sign that the "
+            "adaptive solver masks gradients."
         )
     else:
         verdict = (
@@ -1302,7 +1355,8 @@ def _square_table(records: list[dict[str, Any]]) -> list[str]:
         "### Gradient-free attack (Square) against the gradient attacks",
         "",
         "Square (L-inf random search on the margin, outputs only) at each model's check",
-        "epsilon (the grid point whose PGD accuracy is nearest half the clean accuracy), on",
+        "epsilon (the grid point whose PGD accuracy is nearest half the clean accuracy: the",
+        "grid's largest for a model that keeps more than half there), on",
         "the same images as PGD-20 and FGSM, against the model as tabled (its training",
         "solver). It beats the gradient attacks when it leaves fewer images correct than the",
         "better of them by enough to be significant under any pairing (exact sign test, 5 %).",
@@ -1489,18 +1543,23 @@ def _differences(
         "  `make reproduce-robust budget=svhn` where its files are present"
         + ("" if "svhn" in data_sets else " (no SVHN run in this budget)")
         + ", ImgNet10 is not reproduced.",
-        "- The study's third table (TisODE) is printed with shifted-looking column labels;",
-        "  its values are shown beside ours, and only its ordering (TisODE at or above ODENet",
-        "  and the CNN in every column) is compared"
-        + (
-            ""
-            if "pgd" in tisode_recipes or not tisode_recipes
-            else "; its heading names adversarial training, but our TisODE runs are trained "
-            f"with the {' and '.join(sorted(tisode_recipes, key=_recipe_order))} recipe"
-            + ("s" if len(tisode_recipes) > 1 else "")
-            + " only"
-        )
-        + ".",
+        (
+            "- The study's third table (TisODE) is printed with shifted-looking column labels;"
+            "\n  its values are shown beside ours, and only its ordering (TisODE at or above "
+            "ODENet\n  and the CNN in every column) is compared"
+            + (
+                ""
+                if "pgd" in tisode_recipes
+                else "; its heading names adversarial training, but our TisODE runs are "
+                f"trained with the {' and '.join(sorted(tisode_recipes, key=_recipe_order))} "
+                "recipe" + ("s" if len(tisode_recipes) > 1 else "") + " only"
+            )
+            + "."
+            if tisode_recipes
+            else "- The study's third table (headed adversarial training, with TisODE) has no "
+            "TisODE run beside it here; only its ordering of ODENet over the CNN is compared, "
+            "where the study prints no numbers for a setting."
+        ),
     ]
     sigmas = {d: _training_sigma(groups, d, "gaussian").removeprefix(", ") for d in data_sets}
     if any(sigmas.values()):
@@ -1533,8 +1592,15 @@ def _differences(
             }  # fmt: skip
         )
         lines.append(
-            f"- Masking checks (not in the study) on seed(s) {', '.join(seeds)} of {models} of "
-            f"the {groups} model, data and recipe groups: "
+            f"- Masking checks (not in the study) on seed{'s' if len(seeds) > 1 else ''} "
+            f"{', '.join(seeds)} of {models} of the {groups} models (one per data set and "
+            "recipe)"
+            + (
+                "; the tables' other seeds are not checked"
+                if {str(j.overrides.get("seed", "?")) for j in done} - set(seeds)
+                else ""
+            )
+            + ": "
             + "; ".join(
                 f"{a} images for the epsilon grid, {b} for the steps and restarts curve, {c} "
                 f"for Square at {q} queries, the solver checks and the comparison with ART"
