@@ -132,7 +132,7 @@ def test_robust_report_averages_seeds_beside_the_paper(tmp_path: Path, monkeypat
     assert "| CNN |" not in square
     curve = report.split("### PGD against steps")[1].split("###")[0]
     assert table_row(curve, "MNIST")[-2:] == ["**no**", "2"]  # 42 -> 44 % of 100 images
-    assert "on 1 of 1 models (images): ODENet (mnist, clean, seed 0) by 2 of 100" in curve
+    assert "on 1 of 1 models: ODENet (mnist, clean, seed 0) by 2 of 100 images" in curve
     assert "None of these rises could be significant" in curve
 
 

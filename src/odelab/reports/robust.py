@@ -870,10 +870,10 @@ def _tisode_section(groups: Groups, data: str, recipes: list[str]) -> list[str]:
     if studied:
         title = "the study's third table"
         intro = [
-            "The study's numbers as printed in seed 002 under the heading \"Results in the",
-            "setting of Adversarial Training\"; their column labels look shifted (the CNN's",
-            "98.4 under FGSM .3), so their values are shown, not compared; the ordering they",
-            "imply is checked below.",
+            "The study's numbers as printed in the summary we reproduce from, under the",
+            'heading "Results in the setting of Adversarial Training"; their column labels',
+            "look shifted (the CNN's 98.4 under FGSM .3), so their values are shown, not",
+            "compared; the ordering they imply is checked below.",
         ]
         wanted = ["gaussian_100", "fgsm_0.3", "fgsm_0.5", "pgd_0.3"]
         header = PAPER_TISODE["columns"]
@@ -1096,8 +1096,8 @@ def _independent_table(records: list[dict[str, Any]]) -> list[str]:
     first = found[0]["independent"]
     return [
         *lines,
-        f"Our FGSM and PGD beside {first['implementation']} (ART) on the Square images at",
-        f"each model's check epsilon. PGD: {first['pgd_steps']} steps of 2.5 eps /",
+        f"Our FGSM and PGD beside {first['implementation']} (ART) on the images of the Square",
+        f"check at each model's check epsilon. PGD: {first['pgd_steps']} steps of 2.5 eps /",
         f"{first['pgd_steps']}, once without a random start (the two must make the same",
         "images: the share of pixel values more than 1e-5 apart is shown) and once with one",
         "random start each. The starts differ, so ours counts as weaker only when it leaves",
@@ -1401,7 +1401,7 @@ def _curve_table(records: list[dict[str, Any]]) -> list[str]:
         )
         who = _name(r)
         if rise > 0:
-            rises.append(f"{who} by {rise} of {c['images']}")
+            rises.append(f"{who} by {rise} of {c['images']} images")
         if resolvable(rise):
             significant.append(who)
     if not rises:
@@ -1409,7 +1409,7 @@ def _curve_table(records: list[dict[str, Any]]) -> list[str]:
     else:
         verdict = (
             f"A stronger configuration measures higher on {len(rises)} of {len(records)} "
-            f"models (images): {'; '.join(rises)}. "
+            f"models: {'; '.join(rises)}. "
             + (
                 "Rises large enough that they could be significant (exact sign test at its "
                 "most favourable pairing, 5 %; per-image outcomes are not kept), a possible "
