@@ -620,8 +620,9 @@ def _reach(
     floor = [_label(c) for c in shared if all(means[m, c] < AT_FLOOR for m in models)]
     barely = [_label(c) for c in shared if all(clean[m] - means[m, c] < BARELY for m in models)]
     average = sum(clean.values()) / len(clean)
+    over = f"mean over the {len(models)} models" if len(models) > 1 else "one model"
     return [
-        f"Reach of the strengths (mean over the {len(models)} models, clean {average:.1f} %): "
+        f"Reach of the strengths ({over}, clean {average:.1f} %): "
         + ", ".join(spans)
         + f". Every model at the floor (under {AT_FLOOR:g} %): {', '.join(floor) or 'none'}; "
         f"every model within {BARELY:g} point of its clean accuracy: "
