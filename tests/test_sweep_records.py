@@ -275,3 +275,18 @@ def test_run_counts_training_steps_from_either_loss_key(tmp_path: Path, key: str
     rows += [f"0,{step},,{1.0 / (step + 1)}" for step in (49, 99)] + ["0,99,2.5,"]
     (tmp_path / "csv" / "metrics.csv").write_text("\n".join(rows) + "\n")
     assert load_run(tmp_path).train_steps == 100
+
+
+def test_step_seconds_weight_each_epoch_mean_by_its_steps(tmp_path: Path) -> None:
+    """Training time from the history: epoch 0 ends at global step 9 (10 steps of mean
+    0.5 s), epoch 1 at step 13 (4 steps of 2 s); epoch 1 logged twice, as a resumed run's
+    log repeats it, counts once."""
+    from odelab.runs import load_run
+
+    (tmp_path / "csv").mkdir()
+    rows = ["epoch,step,train/step_time_epoch,val/acc"]
+    rows += ["0,9,0.5,", "0,9,,0.8", "1,13,3.0,", "1,13,2.0,", "1,13,,0.9"]
+    (tmp_path / "csv" / "metrics.csv").write_text("\n".join(rows) + "\n")
+    assert load_run(tmp_path).step_seconds == pytest.approx(10 * 0.5 + 4 * 2.0)
+    (tmp_path / "csv" / "metrics.csv").write_text("epoch,step,val/acc\n0,9,0.8\n")
+    assert load_run(tmp_path).step_seconds is None

@@ -119,6 +119,27 @@ class Run:
         return task
 
     @property
+    def step_seconds(self) -> float | None:
+        """Seconds spent in optimizer steps over the kept epochs, from the history.
+
+        Each epoch's mean `train/step_time` times its steps (the difference of the
+        epoch-end global steps). Unlike the job's wall time it survives a run that was
+        killed and resumed; it leaves out validation, data loading and testing.
+        """
+        ends: dict[int, tuple[int, float]] = {}
+        for row in self.history:
+            if "train/step_time_epoch" in row and "epoch" in row and "step" in row:
+                ends[int(row["epoch"])] = (int(row["step"]), row["train/step_time_epoch"])
+        if not ends:
+            return None
+        total, previous = 0.0, -1
+        for epoch in sorted(ends):
+            step, mean = ends[epoch]
+            total += mean * (step - previous)
+            previous = step
+        return total
+
+    @property
     def train_steps(self) -> int:
         """Optimizer steps reached (from the step-level training loss, logged as
         `train/loss_step` beside an epoch mean or as `train/loss` alone)."""
