@@ -99,12 +99,7 @@ def _metric(key: str) -> Callable[[JobResult], float | None]:
 
 
 def _train_seconds(job: JobResult) -> float | None:
-    """Seconds of training steps: the mean step time of each epoch times its steps, summed
-    (measured in the run, so a resumed run counts every epoch once)."""
-    batches = _select(run_config(job), "data.batches_per_epoch")
-    epochs, times = job.run.epoch_series("train/step_time_epoch")
-    per_epoch = dict(zip(epochs, times, strict=True))
-    return batches * sum(per_epoch.values()) if batches and per_epoch else None
+    return job.run.step_seconds
 
 
 def _steps_text(job: JobResult) -> str:

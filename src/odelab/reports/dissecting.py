@@ -82,13 +82,8 @@ def _nfe_per_step(job: JobResult) -> float:
 
 
 def _train_seconds(job: JobResult) -> float:
-    """Summed step times (forward, backward, update): epoch mean step time x steps per epoch."""
-    _, values = job.run.epoch_series("train/step_time_epoch")
-    cfg = run_config(job)
-    if cfg is None or not values:
-        return math.nan
-    examples = cfg.data.get("n_train") or cfg.data.get("train_subset")
-    return sum(values) * math.ceil(examples / cfg.data.batch_size) if examples else math.nan
+    seconds = job.run.step_seconds
+    return math.nan if seconds is None else seconds
 
 
 def _annuli_key(job: JobResult) -> tuple[int, str] | None:
