@@ -113,6 +113,9 @@ class JobRecord:
     status: str  # "completed" or "failed"
     metric_name: str | None = None
     metric: float | None = None
+    # Wall seconds of the invocations that reached their end (a resumed job adds them up);
+    # an invocation killed outright writes no record, so its time is missing here. Reports
+    # that state training time read the per-epoch history instead (`Run.step_seconds`).
     seconds: float | None = None
     error: str | None = None
     output_dir: str = ""
