@@ -318,7 +318,7 @@ def _floor_section(groups: Groups) -> list[str]:
         meets = "n/a" if floor is None or not clean else _yes(min(clean) >= 100 * floor)
         val_meets = "n/a" if floor is None or not val else _yes(min(val) >= 100 * floor)
         params = {int(j.metrics["model/params"]) for j in jobs if "model/params" in j.metrics}
-        minutes = [j.run.step_seconds / 60 for j in jobs if j.run.step_seconds is not None]
+        minutes = [s / 60 for s in (j.run.step_seconds for j in jobs) if s is not None]
         epochs = sorted({j.run.epochs for j in jobs})
         rows.append(
             [
