@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from odelab.reports.stats import compare, proportion_diff
+from odelab.reports.stats import binomial_interval, compare, proportion_diff
 
 # Student's t quantile t_{0.975} for 1 and 2 degrees of freedom (printed tables).
 T975 = {1: 12.7062, 2: 4.3027}
@@ -78,3 +78,17 @@ def test_plateau_states_from_the_validation_curve():
     assert plateau_state(epochs, curve, 1000)[0] == "unresolved"
     assert "by 3 errors of 1000" in plateau_state(epochs, curve, 1000)[1]
     assert plateau_state(epochs, curve, 10_000)[0] == "improving"
+
+
+def _tail(k_from: int, k_to: int, n: int, p: float) -> float:
+    return sum(math.comb(n, k) * p**k * (1 - p) ** (n - k) for k in range(k_from, k_to + 1))
+
+
+def test_exact_binomial_interval_solves_its_tail_equations():
+    # Ends of the exact interval: P(X >= k | low) = 2.5 % = P(X <= k | high).
+    low, high = binomial_interval(13, 20)
+    assert _tail(13, 20, 20, low / 100) == pytest.approx(0.025, abs=1e-6)
+    assert _tail(0, 13, 20, high / 100) == pytest.approx(0.025, abs=1e-6)
+    # Closed forms at the edges: no success, or all.
+    assert binomial_interval(0, 50) == pytest.approx((0.0, 100 * (1 - 0.025 ** (1 / 50))))
+    assert binomial_interval(50, 50) == pytest.approx((100 * 0.025 ** (1 / 50), 100.0))

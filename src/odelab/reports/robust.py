@@ -33,7 +33,7 @@ from odelab.reports.base import (
     runs_section,
 )
 from odelab.reports.mnist_table import validation_images, validation_section
-from odelab.reports.stats import compare, resolvable
+from odelab.reports.stats import binomial_interval, compare, resolvable
 
 MODELS = {"robust_cnn": "CNN", "robust_odenet": "ODENet", "tisode": "TisODE"}
 # The clean test accuracy each model must reach before its robustness means anything.
@@ -376,7 +376,56 @@ def _floor_section(groups: Groups) -> list[str]:
             rows,
         ),
         "",
+        *_floor_misses(groups),
         *_unequal_epochs(groups),
+    ]
+
+
+def _test_images(cfg) -> int | None:
+    """How many test images a run's clean accuracy was read on, from its config."""
+    if cfg is None:
+        return None
+    limit = cfg.trainer.get("limit_test_batches")
+    if isinstance(limit, int) and limit >= 1:
+        return int(limit * cfg.data.eval_batch_size)
+    if cfg.data.get("offline_test_split"):
+        return int(cfg.data.test_size)
+    return TEST_SET_SIZE.get(str(cfg.data.get("dataset")))
+
+
+def _floor_misses(groups: Groups) -> list[str]:
+    """Computed: each run whose clean test reading is under its floor, with the exact 95 %
+    interval of that reading (does the test sample alone allow the floor?) and its
+    validation accuracy. The gate stays the reading itself."""
+    misses = []
+    for (data, recipe, model), jobs in sorted(groups.items(), key=_group_order):
+        floor = FLOORS.get(data)
+        for job in jobs:
+            acc = job.metrics.get("test/acc")
+            if floor is None or acc is None or acc >= floor:
+                continue
+            n = _test_images(run_config(job))
+            text = (
+                f"{model} ({DATA_NAMES.get(data, data)}, {recipe}) seed "
+                f"{job.overrides.get('seed', '?')}: {100 * acc:.2f} % clean on the test images"
+            )
+            if n:
+                low, high = binomial_interval(round(acc * n), n)
+                holds = "holds" if low <= 100 * floor <= high else "does not hold"
+                text += (
+                    f" ({round(acc * n)} of {n}; exact 95 % interval [{low:.1f}, {high:.1f}],"
+                    f" which {holds} the {100 * floor:.0f} % floor)"
+                )
+            if "val/acc" in job.metrics:
+                text += f", {100 * job.metrics['val/acc']:.2f} % on validation"
+            misses.append(text)
+    if not misses:
+        return []
+    return [
+        "Under the floor on the test images (the gate above; the interval says whether the",
+        "test sample alone could tell such a run from one at its floor, it does not lift",
+        "the gate): " + "; ".join(misses) + ".",
+        "",
     ]
 
 

@@ -157,6 +157,13 @@ def proportion_diff(
     )
 
 
+def binomial_interval(correct: int, n: int) -> tuple[float, float]:
+    """The exact (Clopper-Pearson) 95 % interval, in %, of an accuracy read as
+    `correct` of `n` images."""
+    ci = stats.binomtest(correct, n).proportion_ci(LEVEL, method="exact")
+    return 100 * float(ci.low), 100 * float(ci.high)
+
+
 def resolvable(fewer_errors: int) -> bool:
     """Whether `fewer_errors` fewer misclassified images (of the same images) could be
     significant at 5 % under any pairing: the exact sign test (McNemar) at its most
