@@ -422,9 +422,9 @@ def _floor_misses(groups: Groups) -> list[str]:
     if not misses:
         return []
     return [
-        "Under the floor on the test images (the gate above; the interval says whether the",
-        "test sample alone could tell such a run from one at its floor, it does not lift",
-        "the gate): " + "; ".join(misses) + ".",
+        "Runs under the floor on the test images, each with the exact 95 % interval of its",
+        "reading (where it holds the floor, the test sample cannot tell the run from one at",
+        "its floor; the gate stays on the reading itself): " + "; ".join(misses) + ".",
         "",
     ]
 
