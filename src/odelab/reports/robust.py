@@ -1732,10 +1732,8 @@ def _run_label(job: JobResult) -> str:
 
 
 def _attacked(cfg) -> str:
-    limit = cfg.trainer.get("limit_test_batches")
-    if isinstance(limit, int) and limit >= 1:
-        return str(limit * cfg.data.eval_batch_size)
-    return "all"
+    n = _test_images(cfg)
+    return str(n) if n else "all"
 
 
 def _setting(cfg) -> str:
