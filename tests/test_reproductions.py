@@ -512,13 +512,14 @@ def test_robust_report_names_no_study_numbers_for_fashion_mnist(tmp_path: Path) 
     # The miss is named with the exact interval of its 1000-image reading, which here
     # still holds the floor (860 of 1000: [83.7, 88.1]); the gate is not lifted by it.
     assert (
-        "TisODE (Fashion-MNIST, clean) seed 0: 86.00 % clean on the test images (860 of 1000; "
-        "exact 95 % interval [83.7, 88.1], which holds the 88 % floor)" in report
+        "TisODE (Fashion-MNIST, clean) seed 0: 86.00 % clean on the test images (860 of 1000, "
+        "20 images short of 88 %; its exact 95 % interval [83.7, 88.1] holds the floor, so the "
+        "test sample cannot tell this run from one at it)" in report
     )
     assert (
         "- ODENet over CNN, Fashion-MNIST, clean training: more robust under 1 (FGSM .05) of 1, "
         "less robust under 0, within noise under 0; no study numbers in this setting, but "
-        "the study's third table (an MNIST table) has ODENet at or above the CNN in every "
+        "the study's first table (an MNIST table) has ODENet at or above the CNN in every "
         "column: that ordering confirmed under 1 (FGSM .05), contradicted under 0." in report
     )
     # Totals over a data set's recipes, only where it has more than one.
@@ -529,8 +530,8 @@ def test_robust_report_names_no_study_numbers_for_fashion_mnist(tmp_path: Path) 
     )
     assert "**TisODE over ODENet, Fashion-MNIST, all" not in report
     assert (
-        "- TisODE over ODENet, Fashion-MNIST, clean training: no perturbation judged "
-        "(1 not counted)." in report
+        "- TisODE over ODENet, Fashion-MNIST, clean training: no perturbation judged; 1 not "
+        "counted (a model under its clean-accuracy floor: FGSM .05)." in report
     )
     # The third table's setting, ours only, with the ordering check on judged rows only.
     assert (
@@ -544,6 +545,20 @@ def test_robust_report_names_no_study_numbers_for_fashion_mnist(tmp_path: Path) 
         "(FGSM .05) to 44.6 % (FGSM .05). Every model at the floor (under 1 %): none; every "
         "model within 1 point of its clean accuracy: none." in report
     )
+
+
+def test_robust_ordering_comes_from_the_studys_table_of_the_same_recipe() -> None:
+    """Where the study prints no numbers for a setting, the ordering checked is that of its
+    MNIST table of the same training recipe; adversarial training and TisODE have only the
+    third table (headed adversarial training)."""
+    from odelab.reports.robust import _study_orders
+
+    assert _study_orders("ODENet", "CNN", "clean") == ("first", True)
+    assert _study_orders("ODENet", "CNN", "gaussian") == ("second", True)
+    assert _study_orders("ODENet", "CNN", "pgd") == ("third", True)
+    assert _study_orders("TisODE", "ODENet", "clean") == ("third", True)
+    # The CNN is not at or above ODENet anywhere in the first table.
+    assert _study_orders("CNN", "ODENet", "clean") == ("first", False)
 
 
 def test_robust_report_puts_the_studys_data_set_first() -> None:
@@ -566,10 +581,10 @@ def test_robust_retrained_sentence_names_what_came_back() -> None:
                  "train/loss": [0.07, 0.08]}}}  # fmt: skip
     text = _retrained_text([same, moved, {"model": "TisODE"}])[0]
     assert text.startswith("2 of the 3 checked models were trained again")
-    assert "1 gave back every one of their recorded metrics (timings aside) exactly (19 of " in text
+    assert "1 reproduced every one of their recorded metrics (timings aside) exactly (19 " in text
     assert "ODENet (mnist, pgd, seed 0): 3 of 26, test accuracies up to 0.6 points apart" in text
     assert "the tables carry the retrained ones" in text
-    assert _retrained_text([same])[0].endswith("the very weights the tables report.")
+    assert _retrained_text([same])[0].endswith("behave as the ones the tables report.")
 
 
 def test_robust_cells_print_no_negative_zero() -> None:

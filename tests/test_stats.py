@@ -71,6 +71,12 @@ def test_plateau_states_from_the_validation_curve():
     assert plateau_state(epochs[:3], [0.5, 0.2, 0.1])[0] == "unknown"
     # The last quarter (2 epochs) no better than before: a plateau.
     assert plateau_state(epochs, [0.5, 0.2, 0.05, 0.02, 0.02, 0.02, 0.021, 0.02])[0] == "plateau"
+    # Worse in the last quarter than before: a plateau, said as no gain.
+    worse = plateau_state(epochs, [0.5, 0.2, 0.05, 0.02, 0.02, 0.02, 0.025, 0.025])
+    assert worse == (
+        "plateau",
+        "plateau (no gain: the last quarter's best error 25.0 % above the best before)",
+    )
     # 0.020 -> 0.017 is 15 % relative: improving without a size, within noise on 1000
     # images (3 fewer errors), improving on 10,000 (30 fewer errors).
     curve = [0.5, 0.2, 0.05, 0.02, 0.02, 0.02, 0.018, 0.017]

@@ -159,6 +159,11 @@ def plateau_state(
     if found is None:
         return "unknown", "too few epochs to tell"
     gain, flat = found
+    if flat and gain < 0:
+        return "plateau", (
+            f"plateau (no gain: the last quarter's best error {100 * -gain:.1f} % above the "
+            "best before)"
+        )
     if flat:
         return "plateau", f"plateau (last quarter {100 * gain:.1f} %)"
     cut = len(values) - max(1, len(values) // 4)
@@ -228,9 +233,10 @@ def validation_section(
     lines += [
         "",
         f"A run counts as plateaued when its best validation error in the last quarter of its "
-        f"epochs is at most {100 * PLATEAU_TOLERANCE:.0f} % (relative) below its best before; "
-        "a larger gain is not significant when so few validation images changed that even "
-        "with every change a fix the exact sign test could not reach p < 0.05 "
+        f"epochs is at most {100 * PLATEAU_TOLERANCE:.0f} % (relative) below its best before "
+        "(the percentage shown); a larger gain is not significant when it is so few errors "
+        "fewer (net, on the validation images) that even with every changed image a fix the "
+        "exact two-sided sign test could not reach p < 0.05 "
         f"({next(d for d in range(1, 64) if resolvable(d)) - 1} or fewer).",
         "",
         f"![validation error]({figure.parent.name}/{figure.name})",

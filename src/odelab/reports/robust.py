@@ -347,11 +347,12 @@ def _floor_section(groups: Groups) -> list[str]:
         "held-out validation split): a model whose lowest seed is under its floor there,",
         "or whose validation error still falls in its last quarter of epochs (see the",
         "validation curves), trains longer; ODENet and the CNN of one recipe are given one",
-        "schedule, TisODE may keep a shorter one (the epochs column). A",
-        "comparison involving a model under its floor on any seed is marked 'under the",
-        "floor' and not counted. The test",
-        "columns are read for this table only; a run trained on from its last checkpoint",
-        "is tested again at its final epoch, and only that reading is shown. Epochs as",
+        "schedule, TisODE may keep a shorter one (the epochs column). A comparison",
+        "involving a model under its floor on the test images on any seed (`met`) is",
+        "marked 'under the floor' and not counted. Test accuracy never chooses epochs: it",
+        "is read for this table, that gate and the attacked columns; a run trained on from",
+        "its last checkpoint is tested again at its final epoch, and only that reading is",
+        "shown. Epochs as",
         "logged; training minutes per run are the measured optimizer-step times summed",
         "over the per-epoch history (each epoch's mean step time times its steps), so a",
         "run stopped and resumed counts every kept epoch once; validation, data loading",
@@ -410,11 +411,18 @@ def _floor_misses(groups: Groups) -> list[str]:
                 f"{job.overrides.get('seed', '?')}: {100 * acc:.2f} % clean on the test images"
             )
             if n:
-                low, high = binomial_interval(round(acc * n), n)
-                holds = "holds" if low <= 100 * floor <= high else "does not hold"
+                correct = round(acc * n)
+                short = math.ceil(floor * n - 1e-9) - correct
+                low, high = binomial_interval(correct, n)
+                holds = (
+                    "holds the floor, so the test sample cannot tell this run from one at it"
+                    if low <= 100 * floor <= high
+                    else "lies below the floor"
+                )
                 text += (
-                    f" ({round(acc * n)} of {n}; exact 95 % interval [{low:.1f}, {high:.1f}],"
-                    f" which {holds} the {100 * floor:.0f} % floor)"
+                    f" ({correct} of {n}, {short} image{'' if short == 1 else 's'} short of"
+                    f" {100 * floor:.0f} %; its exact 95 % interval [{low:.1f}, {high:.1f}]"
+                    f" {holds})"
                 )
             if "val/acc" in job.metrics:
                 text += f", {100 * job.metrics['val/acc']:.2f} % on validation"
@@ -422,9 +430,8 @@ def _floor_misses(groups: Groups) -> list[str]:
     if not misses:
         return []
     return [
-        "Runs under the floor on the test images, each with the exact 95 % interval of its",
-        "reading (where it holds the floor, the test sample cannot tell the run from one at",
-        "its floor; the gate stays on the reading itself): " + "; ".join(misses) + ".",
+        "Under the floor on the test images (the gate uses the reading itself, whatever",
+        "its interval): " + "; ".join(misses) + ".",
         "",
     ]
 
@@ -441,7 +448,7 @@ def _claims_section(groups: Groups) -> list[str]:
         "",
         "The study finds ODENet more robust than a CNN of the same size, and TisODE more",
         "robust than ODENet. From the 95 % intervals of each recipe's section below",
-        "(perturbations only; 'at the floor' and 'under the floor' columns not counted):",
+        "(perturbations only; rows answered 'at the floor' or 'under the floor' not counted):",
         "",
     ]
     found = False
@@ -476,9 +483,9 @@ def _claims_section(groups: Groups) -> list[str]:
                     f"- {a_name} over {b_name}, {DATA_NAMES.get(data, data)}, "
                     f"{_recipe_title(data, recipe, groups).split(' (')[0]}: "
                     + (
-                        _verdict_counts(named) + (f"; {skipped} not counted" if skipped else "")
+                        _verdict_counts(named) + (f"; {_not_counted(named)}" if skipped else "")
                         if skipped < len(rows)
-                        else f"no perturbation judged ({skipped} not counted)"
+                        else f"no perturbation judged; {_not_counted(named)}"
                     )
                     + (
                         f"; the study's direction confirmed under {agree} of the "
@@ -487,7 +494,7 @@ def _claims_section(groups: Groups) -> list[str]:
                         if studied and skipped < len(rows)
                         else "."
                         if studied
-                        else _ordering_text(a_name, b_name, named, data)
+                        else _ordering_text(a_name, b_name, named, data, recipe)
                         if skipped < len(rows)
                         else "."
                     )
@@ -517,19 +524,30 @@ def _claims_section(groups: Groups) -> list[str]:
 VERDICTS = ("yes", "no", "within noise")
 
 
-def _third_table_orders(a_name: str, b_name: str) -> bool:
-    """Whether the study's third table has `a_name` at or above `b_name` in every column."""
-    return all(a >= b for a, b in zip(PAPER_TISODE[a_name], PAPER_TISODE[b_name], strict=True))
+def _study_orders(a_name: str, b_name: str, recipe: str) -> tuple[str, bool]:
+    """The study's table that orders the two models for `recipe` (its MNIST table of that
+    recipe where it has both, else its third table) and whether that table has `a_name`
+    at or above `b_name` in every column."""
+    paper = PAPER.get(recipe, {})
+    if a_name in paper and b_name in paper:
+        columns = paper[a_name].keys() & paper[b_name].keys()
+        return STUDY_TABLES[recipe], all(paper[a_name][c] >= paper[b_name][c] for c in columns)
+    pairs = zip(PAPER_TISODE[a_name], PAPER_TISODE[b_name], strict=True)
+    return "third", all(a >= b for a, b in pairs)
 
 
-def _ordering_text(a_name: str, b_name: str, named: dict[str, list[str]], data: str) -> str:
-    """Where the study prints no numbers for a setting: its third table's ordering of the
-    two models (labels aside) against our verdicts."""
-    if not _third_table_orders(a_name, b_name):
+def _ordering_text(
+    a_name: str, b_name: str, named: dict[str, list[str]], data: str, recipe: str
+) -> str:
+    """Where the study prints no numbers for a setting: the ordering of the two models in
+    the study's table of the same recipe (else its third table, labels aside) against our
+    verdicts."""
+    table, orders = _study_orders(a_name, b_name, recipe)
+    if not orders:
         return "; no comparable study numbers in this setting."
     where = "" if data == "mnist" else " (an MNIST table)"
     return (
-        f"; no study numbers in this setting, but the study's third table{where} has "
+        f"; no study numbers in this setting, but the study's {table} table{where} has "
         f"{a_name} at or above {'the ' if b_name == 'CNN' else ''}{b_name} in every column: "
         "that ordering confirmed under "
         f"{_count(named['yes'])}, contradicted under {_count(named['no'])}."
@@ -540,6 +558,21 @@ def _tally(rows: list[list[str]]) -> dict[str, list[str]]:
     """The perturbations of `_comparison_rows` rows by answer: the verdicts (`yes`, `no`,
     `within noise`), then the answers that are none (`UNJUDGED`, `n/a`)."""
     return {k: [r[0] for r in rows if r[4] == k] for k in (*VERDICTS, *UNJUDGED, "n/a")}
+
+
+def _not_counted(named: dict[str, list[str]]) -> str:
+    """`2 not counted (both models at the floor: PGD .3; a model under its clean-accuracy
+    floor: FGSM .5)`."""
+    parts = [
+        f"{why}: {', '.join(named[k])}"
+        for k, why in (
+            ("at the floor", "both models at the floor"),
+            ("under the floor", "a model under its clean-accuracy floor"),
+        )
+        if named[k]
+    ]
+    total = sum(len(named[k]) for k in UNJUDGED)
+    return f"{total} not counted ({'; '.join(parts)})"
 
 
 def _verdict_counts(named: dict[str, list[str]]) -> str:
@@ -565,8 +598,8 @@ def _unequal_epochs(groups: Groups) -> list[str]:
     if not unequal:
         return []
     return [
-        "Models of one recipe trained for different numbers of epochs (whether each met its",
-        "floor and plateau: the table above and the validation curves):",
+        "Epochs differ within a recipe (whether each model met its floor and reached a",
+        "plateau: the table above and the validation curves):",
         "; ".join(unequal) + ".",
         "",
     ]
@@ -873,7 +906,8 @@ def _summary(a_name: str, b_name: str, rows: list[list[str]]) -> str:
         if named["at the floor"]
         else ""
     ) + (
-        f" Not counted, a model under its clean-accuracy floor: {len(named['under the floor'])}."
+        " Not counted, a model under its clean-accuracy floor on the test images: "
+        f"{_count(named['under the floor'])}."
         if named["under the floor"]
         else ""
     )
@@ -1071,13 +1105,13 @@ def _retrained_text(records: list[dict[str, Any]]) -> list[str]:
     )
     if same:
         text += (
-            f"; {len(same)} gave back every one of their recorded metrics (timings aside) "
+            f"; {len(same)} reproduced every one of their recorded metrics (timings aside) "
             "exactly ("
             + ", ".join(f"{r['retrained']['metrics_compared']} of {_name(r)}" for r in same)
             + ")"
         )
     if not differ:
-        text += ", so the checks are of the very weights the tables report"
+        text += ", so the checked models behave as the ones the tables report"
     else:
         parts = []
         for r in differ:
@@ -1099,6 +1133,11 @@ def _retrained_text(records: list[dict[str, Any]]) -> list[str]:
             "budget's comments in `conf/reproduce/robust.yaml` give the cause where known)"
         )
     return [text + ".", ""]
+
+
+def _share(fraction: float) -> str:
+    """A fraction in %, two decimals; a nonzero share under 0.01 % as `<0.01`."""
+    return "<0.01" if 0 < fraction < 5e-5 else f"{100 * fraction:.2f}"
 
 
 def _independent_table(records: list[dict[str, Any]]) -> list[str]:
@@ -1127,7 +1166,7 @@ def _independent_table(records: list[dict[str, Any]]) -> list[str]:
                 _pct(i["fgsm"]["ours"]),
                 _pct(i["fgsm"]["art"]),
                 _yes(i["fgsm_same"]),
-                f"{100 * i['pgd_no_start_pixels_differ']:.2f}",
+                _share(i["pgd_no_start_pixels_differ"]),
                 _pct(i["pgd"]["ours"]),
                 _pct(i["pgd"]["art"]),
                 "–" if p is None else f"{p:.2g}",
@@ -1140,7 +1179,7 @@ def _independent_table(records: list[dict[str, Any]]) -> list[str]:
     worst = max(found, key=lambda r: r["independent"]["pgd_no_start_pixels_differ"])
     share = worst["independent"]["pgd_no_start_pixels_differ"]
     apart = (
-        f" (at most {100 * share:.2f} % of pixel values apart, {_name(worst)}: gradient components "
+        f" (at most {_share(share)} % of pixel values apart, {_name(worst)}: gradient components "
         "near zero can take the other sign in the other code's arithmetic)"
         if share > 0
         else ""
@@ -1296,7 +1335,7 @@ def _solver_table(records: list[dict[str, Any]]) -> list[str]:
     if masked:
         verdict = (
             "Another source leaves fewer images correct than attacking through dopri5 itself, "
-            "by enough images that it could be significant (exact sign test at its most "
+            "by enough images that it could be significant (exact two-sided sign test at its most "
             "favourable pairing, 5 %; per-image outcomes are not kept), so dopri5's own "
             "gradients may understate the attack on: " + "; ".join(masked) + ". Quote the "
             "worst case for these."
@@ -1411,7 +1450,8 @@ def _square_table(records: list[dict[str, Any]]) -> list[str]:
         "grid's largest for a model that keeps more than half there), on",
         "the same images as PGD-20 and FGSM, against the model as tabled (its training",
         "solver). It beats the gradient attacks when it leaves fewer images correct than the",
-        "better of them by enough to be significant under any pairing (exact sign test, 5 %).",
+        "better of them by enough to be significant under any pairing (exact two-sided sign",
+        "test, 5 %).",
         "",
         markdown_table(
             [
@@ -1463,8 +1503,8 @@ def _curve_table(records: list[dict[str, Any]]) -> list[str]:
             f"A stronger configuration measures higher on {len(rises)} of {len(records)} "
             f"models: {'; '.join(rises)}. "
             + (
-                "Rises large enough that they could be significant (exact sign test at its "
-                "most favourable pairing, 5 %; per-image outcomes are not kept), a possible "
+                "Rises large enough that they could be significant (exact two-sided sign test "
+                "at its most favourable pairing, 5 %; per-image outcomes are not kept), a possible "
                 "sign of masked gradients: " + ", ".join(significant) + "."
                 if significant
                 else "None of these rises could be significant under any pairing (exact sign "
@@ -1609,8 +1649,13 @@ def _differences(
             + "."
             if tisode_recipes
             else "- The study's third table (headed adversarial training, with TisODE) has no "
-            "TisODE run beside it here; only its ordering of ODENet over the CNN is compared, "
-            "where the study prints no numbers for a setting."
+            "TisODE run beside it here"
+            + (
+                "; only its ordering of ODENet over the CNN is compared, for adversarial "
+                "training, where the study prints no numbers."
+                if "pgd" in {r for _, r, _ in groups}
+                else "; it is not compared."
+            )
         ),
     ]
     sigmas = {d: _training_sigma(groups, d, "gaussian").removeprefix(", ") for d in data_sets}
@@ -1645,8 +1690,9 @@ def _differences(
         )
         lines.append(
             f"- Masking checks (not in the study) on seed{'s' if len(seeds) > 1 else ''} "
-            f"{', '.join(seeds)} of {models} of the {groups} models (one per data set and "
-            "recipe)"
+            f"{', '.join(seeds)} of "
+            + (f"each of the {groups}" if models == groups else f"{models} of the {groups}")
+            + " models (one per data set, recipe and architecture)"
             + (
                 "; the tables' other seeds are not checked"
                 if {str(j.overrides.get("seed", "?")) for j in done} - set(seeds)
