@@ -656,3 +656,15 @@ def test_robust_solver_verdict_survives_failed_solves() -> None:
     both = "\n".join(_solver_table([MASKING_RECORD, failed]))
     assert "may understate the attack on: ODENet (mnist, clean, seed 0) by 50" in both
     assert "Not judged (dopri5 or every other source failed): ODENet (mnist" in both
+
+
+def test_planned_jobs_counts_sweep_overrides_only() -> None:
+    """A list value in brackets is one value; comma lists multiply, per sweep."""
+    from odelab.reports.base import conf_budgets, planned_jobs
+
+    sweeps = [["experiment=a,b", "++m=[14,18]", "seed=0,1,2"], ["x=1", "+p=q"]]
+    assert planned_jobs(sweeps) == 2 * 3 + 1
+    # The committed, finished MNIST clean chunk holds as many job records as it plans.
+    records = ROOT / "experiments/reports/robust_cpu_mnist_clean/records"
+    finished = len(list(records.glob("*/*/metrics.json")))
+    assert finished and planned_jobs(conf_budgets("robust")[0]["cpu_mnist_clean"]) == finished

@@ -127,6 +127,23 @@ def conf_budgets(name: str) -> tuple[dict[str, list[list[str]]], dict[str, list[
     return sweeps, benchmarks
 
 
+def planned_jobs(sweeps: Sequence[Sequence[str]]) -> int:
+    """How many jobs `sweeps` (each a multirun's overrides, as in `conf_budgets`) launch:
+    per sweep, the product of its sweep overrides' lengths (`seed=0,1,2` is 3), read by
+    Hydra's own override parser."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    parser = OverridesParser.create()
+    total = 0
+    for sweep in sweeps:
+        count = 1
+        for override in parser.parse_overrides(list(sweep)):
+            if override.is_sweep_override():
+                count *= len(list(override.sweep_iterator()))
+        total += count
+    return total
+
+
 def load_sweeps(budget_dir: Path) -> Jobs:
     """The jobs of every sweep of one budget (`<budget_dir>/<sweep number>/<job>`), in order,
     with the benchmark records in `<budget_dir>/bench/*.json`."""

@@ -29,6 +29,7 @@ from odelab.reports.base import (
     fmt_mean_std,
     markdown_table,
     mean_std,
+    planned_jobs,
     run_config,
     runs_section,
 )
@@ -230,7 +231,9 @@ def build_report(jobs: Jobs, budget: str, report_dir: Path) -> str:
             else "."
         ),
         "",
-        f"- Budget: `{budget}`; {len(done)} runs finished, {len(failed)} failed.",
+        f"- Budget: `{budget}`; {len(done)} runs finished, {len(failed)} failed"
+        + _pending(budget, len(done) + len(failed))
+        + ".",
         f"- Device: {device_label(done)}.",
     ]
     for data in sorted({d for d, _, _ in groups}, key=_data_order):
@@ -380,6 +383,15 @@ def _floor_section(groups: Groups) -> list[str]:
         *_floor_misses(groups),
         *_unequal_epochs(groups),
     ]
+
+
+def _pending(budget: str, ended: int) -> str:
+    """`; 3 of the budget's 9 runs not finished yet: a partial report` where the budget's
+    sweeps plan more runs than ended."""
+    planned = planned_jobs(BUDGETS[budget]) if budget in BUDGETS else 0
+    if planned <= ended:
+        return ""
+    return f"; {planned - ended} of the budget's {planned} runs not finished yet: a partial report"
 
 
 def _test_images(cfg) -> int | None:
