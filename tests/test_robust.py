@@ -398,3 +398,17 @@ def test_masking_checks_retrain_a_run_whose_checkpoint_is_gone(tmp_path: Path) -
     assert not (folder / checks.RETRAINING).exists() and (folder / "metrics.json").is_file()
     record = json.loads((out / "checks_mnist_clean_robust_cnn_seed0.json").read_text())
     assert record["complete"] and record["retrained"]["differing"] == {}
+
+
+def test_not_counted_names_rows_without_an_interval():
+    """A comparison with one paired seed has no interval: its rows are named as not counted
+    and why, not summed to '0 not counted ()'."""
+    from odelab.reports.robust import _not_counted
+
+    named = {k: [] for k in ("at the floor", "under the floor", "n/a")}
+    named["n/a"] = ["s=50", "PGD .3"]
+    assert _not_counted(named) == (
+        "2 not counted (fewer than 2 paired seeds, so no interval: s=50, PGD .3)"
+    )
+    named["under the floor"] = ["FGSM .1"]
+    assert _not_counted(named).startswith("3 not counted (a model under")

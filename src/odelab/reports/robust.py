@@ -580,10 +580,11 @@ def _not_counted(named: dict[str, list[str]]) -> str:
         for k, why in (
             ("at the floor", "both models at the floor"),
             ("under the floor", "a model under its clean-accuracy floor"),
+            ("n/a", "fewer than 2 paired seeds, so no interval"),
         )
         if named[k]
     ]
-    total = sum(len(named[k]) for k in UNJUDGED)
+    total = sum(len(named[k]) for k in (*UNJUDGED, "n/a"))
     return f"{total} not counted ({'; '.join(parts)})"
 
 
