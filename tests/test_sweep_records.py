@@ -258,10 +258,14 @@ def test_resumed_job_keeps_the_time_of_earlier_invocations(
     # restored from committed records) keeps the time of the run that made it.
     (tmp_path / "metrics.json").write_text("{}")
     os.utime(tmp_path / "metrics.json", (0, 0))
+    before = (tmp_path / "job.json").read_bytes()
     clock = iter([900.0, 904.0])
+    monkeypatch.setattr(sweeps.os, "getpid", lambda: 4242)  # a later invocation's process
     callback.on_job_start(cfg)
     callback.on_job_end(cfg, done)
     assert JobRecord.load(tmp_path / "job.json").seconds == (62.5 if resume else 4.0)
+    # ...and its whole record, byte for byte, so a resumed sweep leaves committed records alone.
+    assert ((tmp_path / "job.json").read_bytes() == before) is resume
 
 
 @pytest.mark.parametrize("key", ["train/loss_step", "train/loss"])

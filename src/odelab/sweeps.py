@@ -292,13 +292,12 @@ class SweepSummary(Callback):
         skipped = metrics.is_file() and metrics.stat().st_mtime < self._started_wall
         if config.get("resume") and seconds is not None and earlier.is_file():
             # A resumed job adds this invocation's time to the time its record already
-            # holds, so the wall time stays the whole run's; a skipped one keeps its time.
+            # holds, so the wall time stays the whole run's; a skipped one keeps its record.
             with contextlib.suppress(ValueError, TypeError):
                 before = JobRecord.load(earlier)
                 if skipped and before.status == "completed" and before.seconds is not None:
-                    seconds = before.seconds
-                else:
-                    seconds += before.seconds or 0.0
+                    return  # its record is the run that made it (pid, time): keep it as is
+                seconds += before.seconds or 0.0
         record = record_from_return(config, job_return, seconds)
         output_dir.mkdir(parents=True, exist_ok=True)
         record.save(output_dir / JOB_RECORD)
