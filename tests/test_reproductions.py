@@ -487,10 +487,11 @@ def test_robust_report_names_no_study_numbers_for_fashion_mnist(tmp_path: Path) 
     ):  # fmt: skip
         metrics = {"test/acc": acc, "test/acc/fgsm_0.05": acc / 2}
         write_job(budget / "0", num, {"experiment": experiment, "seed": str(seed)}, metrics, config)
-    # A second recipe for CNN and ODENet: ODENet - CNN under FGSM .05 is 0 and 2 points.
+    # A second recipe: ODENet - CNN under FGSM .05 is 0 and 2 points, and a TisODE over
+    # its floor, so that of TisODE's two recipes against ODENet only this one is judged.
     for num, (experiment, seed, fgsm) in enumerate(
         [("robust_cnn", 0, 0.30), ("robust_cnn", 1, 0.30), ("robust_odenet", 0, 0.30),
-         ("robust_odenet", 1, 0.32)]
+         ("robust_odenet", 1, 0.32), ("tisode", 0, 0.40), ("tisode", 1, 0.41)]
     ):  # fmt: skip
         overrides = {"experiment": experiment, "seed": str(seed), "recipe": "gaussian"}
         metrics = {"test/acc": 0.9, "test/acc/fgsm_0.05": fgsm}
@@ -528,7 +529,12 @@ def test_robust_report_names_no_study_numbers_for_fashion_mnist(tmp_path: Path) 
         "perturbations, less robust under 0, within noise under 1 (about 0.1 of 2 intervals "
         "would exclude zero by chance alone)." in report
     )
-    assert "**TisODE over ODENet, Fashion-MNIST, all" not in report
+    # A total over one judged recipe would only repeat that recipe's line.
+    assert (
+        "- TisODE over ODENet, Fashion-MNIST, Gaussian-noise augmentation: more robust "
+        "under 1 (FGSM .05) of 1," in report
+    )
+    assert "**TisODE over ODENet, Fashion-MNIST," not in report
     assert (
         "- TisODE over ODENet, Fashion-MNIST, clean training: no perturbation judged; 1 not "
         "counted (a model under its clean-accuracy floor: FGSM .05)." in report

@@ -469,7 +469,7 @@ def _claims_section(groups: Groups) -> list[str]:
         for data in sorted({d for d, _, _ in groups}, key=_data_order):
             totals: dict[str, int] = defaultdict(int)
             agreement: dict[str, int] = defaultdict(int)
-            settings = 0
+            settings = judged_settings = 0
             for recipe in sorted({r for d, r, _ in groups if d == data}, key=_recipe_order):
                 runs = [j for m in MODELS.values() for j in groups.get((data, recipe, m), [])]
                 paper = STUDY.get(data, {}).get(recipe, {})
@@ -491,6 +491,7 @@ def _claims_section(groups: Groups) -> list[str]:
                 agreement["studied"] += len(studied)
                 agreement["outside"] += outside
                 skipped = len(rows) - sum(len(named[k]) for k in VERDICTS)
+                judged_settings += skipped < len(rows)
                 lines.append(
                     f"- {a_name} over {b_name}, {DATA_NAMES.get(data, data)}, "
                     f"{_recipe_title(data, recipe, groups).split(' (')[0]}: "
@@ -512,10 +513,16 @@ def _claims_section(groups: Groups) -> list[str]:
                     )
                 )
             judged = sum(totals[k] for k in VERDICTS)
-            if settings > 1 and judged:
+            # A total over one judged recipe would repeat that recipe's line.
+            if judged_settings > 1:
+                which = (
+                    f"all {settings} recipes"
+                    if judged_settings == settings
+                    else f"the {judged_settings} of {settings} recipes with a judged perturbation"
+                )
                 lines.append(
-                    f"- **{a_name} over {b_name}, {DATA_NAMES.get(data, data)}, all "
-                    f"{settings} recipes**: more robust under {totals['yes']} of {judged} "
+                    f"- **{a_name} over {b_name}, {DATA_NAMES.get(data, data)}, "
+                    f"{which}**: more robust under {totals['yes']} of {judged} "
                     f"perturbations, less robust under {totals['no']}, within noise under "
                     f"{totals['within noise']} (about {0.05 * judged:.1f} of {judged} "
                     "intervals would exclude zero by chance alone)"
@@ -1646,7 +1653,12 @@ def _differences(
         "- The study's PGD has no stated step count or restarts; ours is stated per run above.",
         "- The study reports MNIST, SVHN and ImgNet10; SVHN runs with",
         "  `make reproduce-robust budget=svhn` where its files are present"
-        + ("" if "svhn" in data_sets else " (no SVHN run in this budget)")
+        + (
+            ""
+            if "svhn" in data_sets
+            else " (no SVHN run in this budget: its files come only from torchvision's"
+            " download, which an offline machine lacks)"
+        )
         + ", ImgNet10 is not reproduced.",
         (
             "- The study's third table (TisODE) is printed with shifted-looking column labels;"
