@@ -26,6 +26,7 @@ from odelab.errors import FolderInUse
 from odelab.reports import REPRODUCTIONS
 from odelab.reports.pipeline import (
     adopt_parts,
+    drop_part_copies,
     records_dir,
     restore_records,
     run_budget,
@@ -122,6 +123,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"sweeps and benchmarks took {seconds:.0f} s", flush=True)
     if runs.is_dir() and not (args.report_only and records.is_dir()):
         print(f"records: {save_records(runs, records)} files -> {records}", flush=True)
+        for line in drop_part_copies(repro, args.budget):
+            print("stored once:", line, flush=True)  # the report reads the part's records
     if not records.is_dir():
         print(f"error: no records in {records}; run without --report-only first", file=sys.stderr)
         return 2

@@ -23,7 +23,7 @@ from pathlib import Path
 
 from odelab.errors import FolderInUse
 from odelab.hydra_setup import repo_root
-from odelab.reports.base import Jobs, Reproduction, load_sweeps, relative_path
+from odelab.reports.base import Jobs, Reproduction, load_jobs, load_sweeps, relative_path
 from odelab.runs import RECORD_FILES, RECORD_GLOBS
 
 # A record file larger than this is not kept (records are small by design; plots excepted).
@@ -274,9 +274,57 @@ def save_records(source: Path, target: Path, finished_only: bool = False) -> int
     return copied
 
 
+def part_record(repro: Reproduction, budget: str, i: int, reports: Path | None = None) -> Path:
+    """Where sweep `i` of `budget` is stored: its own records folder, or else that of another
+    budget running the same overrides (a part of a combined budget such as `cpu`, whose
+    records are read in place rather than stored twice)."""
+    own = records_dir(repro.name, budget, reports) / str(i)
+    if own.is_dir():
+        return own
+    sweep = repro.budgets[budget][i]
+    for part, sweeps in repro.budgets.items():
+        for j, other in enumerate(sweeps):
+            folder = records_dir(repro.name, part, reports) / str(j)
+            if part != budget and other == sweep and folder.is_dir():
+                return folder
+    return own
+
+
+def drop_part_copies(repro: Reproduction, budget: str, reports: Path | None = None) -> list[str]:
+    """Delete the sweep folders of `budget`'s records that another budget stores identically
+    (so that a combined budget's report reads its parts in place). Returns one line each."""
+    dropped = []
+    for i in range(len(repro.budgets[budget])):
+        own = records_dir(repro.name, budget, reports) / str(i)
+        if not own.is_dir():
+            continue
+        own.rename(own.with_name(f".{i}"))  # hidden while looking for a part's copy
+        hidden, part = own.with_name(f".{i}"), part_record(repro, budget, i, reports)
+        if part.is_dir() and _same_tree(hidden, part):
+            shutil.rmtree(hidden)
+            dropped.append(f"sweep {i} = {relative_path(part)}")
+        else:
+            hidden.rename(own)
+    return dropped
+
+
+def _same_tree(a: Path, b: Path) -> bool:
+    files = sorted(f.relative_to(a) for f in a.rglob("*") if f.is_file())
+    return files == sorted(f.relative_to(b) for f in b.rglob("*") if f.is_file()) and all(
+        (a / f).read_bytes() == (b / f).read_bytes() for f in files
+    )
+
+
 def render(repro: Reproduction, budget: str, records: Path, report_dir: Path) -> str:
-    """The report's markdown, from the records alone (figures are written into `report_dir`)."""
-    jobs: Jobs = load_sweeps(records)
+    """The report's markdown, from the records alone (figures are written into `report_dir`).
+
+    Sweeps missing from `records` are read from the part budget that stores them."""
+    if budget not in repro.budgets:
+        return repro.build(load_sweeps(records), budget, report_dir)
+    reports = records.parent.parent
+    sweeps = [part_record(repro, budget, i, reports) for i in range(len(repro.budgets[budget]))]
+    own: Jobs = load_sweeps(records) if records.is_dir() else Jobs()
+    jobs = Jobs([job for sweep in sweeps if sweep.is_dir() for job in load_jobs(sweep)], own.bench)
     return repro.build(jobs, budget, report_dir)
 
 
