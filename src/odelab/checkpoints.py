@@ -32,8 +32,8 @@ from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.loggers import CSVLogger
 from omegaconf import DictConfig, OmegaConf
 
+from odelab.distributed import is_rank_zero
 from odelab.errors import ConfigError, FolderInUse
-from odelab.sweeps import is_rank_zero
 
 log = logging.getLogger(__name__)
 

@@ -29,6 +29,7 @@ from hydra.core.utils import JobReturn, JobStatus
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
+from odelab.distributed import is_rank_zero
 from odelab.errors import ConfigError, FolderInUse, OdelabError
 from odelab.hydra_setup import register_resolvers
 from odelab.runs import load_run
@@ -41,14 +42,8 @@ register_resolvers()
 log = logging.getLogger(__name__)
 
 JOB_RECORD = "job.json"
-RANK_VARIABLES = ("RANK", "LOCAL_RANK", "SLURM_PROCID", "NODE_RANK")
 
 _failure: dict[str, str] | None = None
-
-
-def is_rank_zero() -> bool:
-    """True outside distributed runs and in the global rank-zero process of one."""
-    return all(os.environ.get(name, "0") == "0" for name in RANK_VARIABLES)
 
 
 def job_failed(err: BaseException) -> float:

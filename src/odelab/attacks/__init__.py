@@ -4,7 +4,7 @@ Every attack is a callable `attack(model, x, y) -> x_perturbed` on pixels in [0,
 gradient attacks differentiate through the whole model, ODE solver included.
 """
 
-from odelab.attacks.base import Attack, attack_sweep, clip_to_ball, merge_sweeps
+from odelab.attacks.base import Attack, clip_to_ball
 from odelab.attacks.evaluate import (
     Check,
     accuracy,
@@ -20,9 +20,11 @@ from odelab.attacks.evaluate import (
 )
 from odelab.attacks.gradient import FGSM, PGD
 from odelab.attacks.noise import GaussianNoise
+from odelab.attacks.registry import ATTACKS, attack_sweep, merge_sweeps
 from odelab.attacks.square import Square
 
 __all__ = [
+    "ATTACKS",
     "FGSM",
     "PGD",
     "Attack",

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import copy
-from collections.abc import Sequence
-from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -60,38 +58,3 @@ def clip_to_ball(x_adv: Tensor, x: Tensor, eps: float) -> Tensor:
     """Project onto the L-inf ball of radius `eps` around `x`, then onto [0, 1]."""
     x_adv = torch.minimum(torch.maximum(x_adv, x - eps), x + eps)
     return x_adv.clamp(0.0, 1.0)
-
-
-def attack_sweep(kind: str, strengths: Sequence[float] = (), **params: Any) -> dict[str, Attack]:
-    """One attack per strength, keyed by its name (e.g. `fgsm_0.3`); `kind: none` gives none.
-
-    Args:
-        kind: "none", "gaussian" (strength = sigma on the 0-255 scale), "fgsm" or
-            "pgd" or "square" (strength = epsilon on the [0, 1] scale).
-        strengths: the sweep; each strength becomes one evaluation row.
-        params: further arguments of the attack class (PGD steps, step size, ...).
-    """
-    from odelab.attacks.gradient import FGSM, PGD
-    from odelab.attacks.noise import GaussianNoise
-    from odelab.attacks.square import Square
-
-    classes = {"gaussian": GaussianNoise, "fgsm": FGSM, "pgd": PGD, "square": Square}
-    if kind == "none":
-        return {}
-    if kind not in classes:
-        raise ConfigError(f"attack.kind={kind!r}; choose one of {['none', *classes]}")
-    attacks = [classes[kind](float(s), **params) for s in strengths]
-    return {a.name: a for a in attacks}
-
-
-def merge_sweeps(sweeps: Sequence[dict[str, Attack]]) -> dict[str, Attack]:
-    """Several attack sweeps as one (the study's table: noise, FGSM and PGD in one test run)."""
-    merged: dict[str, Attack] = {}
-    for sweep in sweeps:
-        clash = merged.keys() & sweep.keys()
-        if clash:
-            raise ConfigError(
-                f"attack names {sorted(clash)} appear in two sweeps; drop one from attack.sweeps"
-            )
-        merged.update(sweep)
-    return merged
