@@ -10,6 +10,7 @@ import logging
 import netrc
 import os
 import socket
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,38 @@ from lightning.pytorch.loggers import Logger, WandbLogger
 log = logging.getLogger(__name__)
 
 WANDB_HOST = "api.wandb.ai"
+
+
+class _DropLightningTips(logging.Filter):
+    """Drop Lightning's advertisement lines ("💡 Tip: ... try installing litlogger").
+
+    They are Lightning's own, say nothing about the run and appear on every fit; odelab
+    cannot switch them off through any Trainer argument.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("💡 Tip:")
+
+
+def quiet_lightning() -> None:
+    """Every Lightning log line printed once, without Lightning's adverts and one stale warning.
+
+    `import lightning` gives its `lightning` logger a console handler of its own, and that
+    logger also propagates to the root logger, which Hydra's job logging already sends to the
+    console and the job's log file: every INFO line appeared twice. Removing Lightning's own
+    handler leaves Hydra's, so each line shows once and still reaches the log file.
+    Idempotent: safe to call once per job of a multirun.
+    """
+    root = logging.getLogger("lightning")
+    for handler in list(root.handlers):
+        if type(handler) is logging.StreamHandler:
+            root.removeHandler(handler)
+    rank_zero = logging.getLogger("lightning.pytorch.utilities.rank_zero")
+    if not any(isinstance(f, _DropLightningTips) for f in rank_zero.filters):
+        rank_zero.addFilter(_DropLightningTips())
+    # Lightning's own `_pytree.py` calls a torch API that torch has deprecated (LeafSpec);
+    # nothing odelab calls or can change, and harmless until Lightning updates it.
+    warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
 
 
 def _has_wandb_key() -> bool:

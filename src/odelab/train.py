@@ -21,7 +21,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from odelab.checkpoints import check_state_dict, finished_metrics, resume_checkpoint
 from odelab.errors import ConfigError, OdelabError, SolverError
-from odelab.loggers import finish_loggers
+from odelab.loggers import finish_loggers, quiet_lightning
 from odelab.validate import check_data_paths, validate
 
 log = logging.getLogger(__name__)
@@ -102,6 +102,7 @@ def check_selection(cfg: DictConfig) -> None:
 
 def run(cfg: DictConfig) -> dict[str, float]:
     """Train and/or test the task the config describes; return its final metrics."""
+    quiet_lightning()
     check_selection(cfg)
     validate(cfg, data=False)
     if cfg.get("seed") is not None:
