@@ -1,12 +1,10 @@
 """Irregularly sampled time series: noisy periodic signals and a real series.
 
-Every series lives on a common time grid, as in the latent ODE toy data of
-Rubanova et al. (2019): each series observes its own random subset of the grid
-points inside the observation window `[0, t_observed]`, so observation times
-differ from series to series, and is scored on random points of the future
-window `(t_observed, t_end]` (extrapolation). A fraction of each series'
-observation-window points is held out from the encoder and scored too
-(interpolation).
+Every series lives on a common time grid, as in the latent ODE toy data of Rubanova et al.
+(2019): each series observes its own random subset of the grid points inside the observation
+window `[0, t_observed]`, so observation times differ from series to series, and is scored on
+random points of the future window `(t_observed, t_end]` (extrapolation). A fraction of each
+series' observation-window points is held out from the encoder and scored too (interpolation).
 
 A batch is solved on the union of its series' times (`IrregularBatch`): every
 tensor has one column per time that at least one series of the batch has, and
