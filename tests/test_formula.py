@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
+from odelab.models.cnf import CNF, TraceEstimator, standard_normal_log_prob
 from odelab.models.residual_flow import (
     ResidualFlow,
+    TanhField,
     tanh_field_flow,
     tanh_field_log_det,
 )
+from odelab.ode import Solver
 
 
 def test_tanh_field_flow_solves_the_ode() -> None:
@@ -55,3 +59,22 @@ def test_euler_trace_agrees_with_discrete_log_det_to_second_order() -> None:
         gaps.append((torch.linalg.slogdet(eye + h * jac).logabsdet - h * trace).abs().max().item())
     for coarse, fine in zip(gaps[:-1], gaps[1:], strict=True):
         assert 3.5 < coarse / fine < 4.5
+
+
+@pytest.mark.parametrize(("method", "order"), [("euler", 1), ("midpoint", 2), ("rk4", 4)])
+def test_finite_step_error_of_trace_formula_falls_at_the_solver_order(
+    method: str, order: int
+) -> None:
+    # Formula (7) integrated on the fixed grid: the log-density error against the closed
+    # form must shrink by about 2^order when the step halves (asymptotic range).
+    a = torch.tensor([0.9, -0.6], dtype=torch.float64)
+    x = torch.randn(32, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(4))
+    want = standard_normal_log_prob(tanh_field_flow(x, a, 1.0)) + tanh_field_log_det(x, a, 1.0)
+    errors = []
+    for n in (16, 32):
+        solver = Solver(method=method, step_size=1.0 / n, rtol=None, atol=None)
+        flow = CNF(TanhField(a), solver, trace=TraceEstimator("exact"))
+        with torch.no_grad():
+            errors.append((flow.log_prob(x).log_prob - want).abs().max().item())
+    rate = errors[0] / errors[1]
+    assert 2**order * 0.8 < rate < 2**order * 1.25

@@ -30,6 +30,17 @@ def tanh_field_log_det(z0: Tensor, a: Tensor, t: float) -> Tensor:
     return per_coord.sum(dim=-1)
 
 
+class TanhField(nn.Module):
+    """The closed-form field f(t, z) = a * tanh(z) as a CNF field (time-independent)."""
+
+    def __init__(self, a: Tensor) -> None:
+        super().__init__()
+        self.register_buffer("a", a)
+
+    def forward(self, t: Tensor, z: Tensor) -> Tensor:
+        return self.a * torch.tanh(z)
+
+
 class LipschitzMLP(nn.Module):
     """An MLP whose Lipschitz constant is at most `coeff` (< 1 keeps z + f(z) invertible).
 
