@@ -37,29 +37,46 @@ class ImageClassifier(OdelabTask):
     def forward(self, x: Tensor) -> Tensor:
         return self.net(x)
 
+    def forward_features(self, x: Tensor, y: Tensor, stage: str) -> Tensor:
+        """Logits of one batch; a subclass whose net also takes the labels overrides this."""
+        return self(x)
+
+    def extra_loss(self, stage: str) -> Tensor | None:
+        """A term added to the cross-entropy after `forward_features` (None: nothing added)."""
+        return None
+
+    def log_extras(self, stage: str) -> None:
+        """Further per-stage metrics of the last batch (the base classifier has none)."""
+
     def _shared_step(self, batch: tuple[Tensor, Tensor], stage: str) -> Tensor:
+        """The one step of every classifier: forward, loss (+ `extra_loss`), metrics, logs."""
         x, y = batch
-        logits = self(x)
+        logits = self.forward_features(x, y, stage)
         loss = self.criterion(logits, y)
+        extra = self.extra_loss(stage)
+        if extra is not None:
+            loss = loss + extra
         accuracy = getattr(self, f"{stage}_accuracy")
         accuracy.update(logits.detach(), y)
         on_step = stage == "train"
         self.log(
             f"{stage}/loss", loss, on_step=on_step, on_epoch=True, prog_bar=True, sync_dist=True
         )
+        # A torchmetrics Metric syncs its own states across processes (sync_dist is moot).
         self.log(f"{stage}/acc", accuracy, on_step=False, on_epoch=True, prog_bar=stage != "train")
+        self.log_extras(stage)
         return loss
 
     def on_train_epoch_start(self) -> None:
-        self.log("model/params", float(self.num_params))
+        self.log("model/params", float(self.num_params), sync_dist=True)
 
     def on_test_epoch_start(self) -> None:
-        self.log("model/params", float(self.num_params))
+        self.log("model/params", float(self.num_params), sync_dist=True)
 
     def _log_error(self, stage: str) -> None:
         accuracy = getattr(self, f"{stage}_accuracy")
         if accuracy.update_count:
-            self.log(f"{stage}/error", 1.0 - accuracy.compute())
+            self.log(f"{stage}/error", 1.0 - accuracy.compute(), sync_dist=True)
 
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
         return self._shared_step(batch, "train")

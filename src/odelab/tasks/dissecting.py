@@ -45,32 +45,28 @@ class DissectingClassifier(ImageClassifier):
         super().__init__(net, num_classes=num_classes, **optim)
         self.n_depths, self.n_plot_points, self.grid_size = n_depths, n_plot_points, grid_size
 
-    def _shared_step(self, batch: tuple[Tensor, Tensor], stage: str) -> Tensor:
-        x, y = batch
-        weight = float(getattr(self.net, "integral_weight", 0.0))
-        if stage == "train" and weight > 0:
-            logits = self.net(x, y)
-            integral = self.net.last_integral.mean()
-            loss = self.criterion(logits, y) + weight * integral
-            self.log("train/integral", integral, on_step=False, on_epoch=True)
-        else:
-            logits = self(x)
-            loss = self.criterion(logits, y)
-        getattr(self, f"{stage}_accuracy").update(logits.detach(), y)
-        on_step = stage == "train"
-        self.log(f"{stage}/loss", loss, on_step=on_step, on_epoch=True, prog_bar=True)
-        self.log(
-            f"{stage}/acc",
-            getattr(self, f"{stage}_accuracy"),
-            on_step=False,
-            on_epoch=True,
-            prog_bar=stage != "train",
-        )
+    def _integral_weight(self, stage: str) -> float:
+        """Weight of the trajectory loss: trained on only, so val/test score the terminal loss."""
+        return float(getattr(self.net, "integral_weight", 0.0)) if stage == "train" else 0.0
+
+    def forward_features(self, x: Tensor, y: Tensor, stage: str) -> Tensor:
+        # The integral loss needs the labels inside the solve (the cross-entropy along it).
+        return self.net(x, y) if self._integral_weight(stage) > 0 else self(x)
+
+    def extra_loss(self, stage: str) -> Tensor | None:
+        weight = self._integral_weight(stage)
+        if weight <= 0:
+            return None
+        integral = self.net.last_integral.mean()
+        self.log(f"{stage}/integral", integral, on_step=False, on_epoch=True, sync_dist=True)
+        return weight * integral
+
+    def log_extras(self, stage: str) -> None:
         horizon = getattr(self.net, "last_horizon", None)
         if getattr(self.net, "adaptive_depth", False) and horizon is not None:
-            self.log(f"{stage}/horizon", horizon.mean(), on_step=False, on_epoch=True)
-            self.log(f"{stage}/horizon_std", horizon.std(), on_step=False, on_epoch=True)
-        return loss
+            kw = {"on_step": False, "on_epoch": True, "sync_dist": True}
+            self.log(f"{stage}/horizon", horizon.mean(), **kw)
+            self.log(f"{stage}/horizon_std", horizon.std(), **kw)
 
     # --- figures (2D inputs) ---------------------------------------------------------
 
