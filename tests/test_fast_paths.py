@@ -287,7 +287,7 @@ def test_captured_solve_matches_eager_on_cuda(
         for ga, gb in zip(_grads(a, ya), _grads(b, yb), strict=True):
             assert torch.allclose(ga, gb, atol=1e-5)
         assert a.nfe_forward == b.nfe_forward
-    assert b.__dict__["_fast_state"]["graphs"], "no graph was captured"
+    assert b.fast_state["graphs"], "no graph was captured"
 
 
 @pytest.mark.gpu

@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from odelab.ode import ODEBlock, Sensitivity, Solver, odesolve
+from odelab.ode.config import SOLVERS
 
 # Tolerances per method: second-order adaptive_heun needs far more steps per digit.
 ADAPTIVE = {"dopri5": 1e-9, "bosh3": 1e-9, "adaptive_heun": 1e-6}
@@ -143,3 +144,37 @@ def test_direct_gradient_is_the_exact_gradient_of_the_discrete_solve(method: str
     block = ODEBlock(field, Solver(method=method, rtol=None, atol=None, step_size=0.25))
     y0 = torch.tensor([[0.5, -0.3]], dtype=torch.float64, requires_grad=True)
     assert torch.autograd.gradcheck(lambda y: block(y), (y0,), eps=1e-6, atol=1e-7)
+
+
+# ---------------------------------------------------------------------------
+# odelab's own table of torchdiffeq methods matches what torchdiffeq accepts
+
+
+@pytest.mark.parametrize("method", sorted(SOLVERS))
+def test_every_listed_method_solves_through_torchdiffeq(method):
+    """Each name in odelab's table runs through `torchdiffeq.odeint` on dy/dt = -y and lands
+    near the closed form exp(-1); a name torchdiffeq dropped would raise here."""
+    from torchdiffeq import odeint
+
+    from odelab.ode.config import ADAPTIVE_METHODS
+
+    y0 = torch.ones(1, dtype=torch.float64)
+    t = torch.tensor([0.0, 1.0], dtype=torch.float64)
+    options = {} if method in ADAPTIVE_METHODS else {"step_size": 0.001}
+    out = odeint(lambda _t, y: -y, y0, t, method=method, rtol=1e-7, atol=1e-9, options=options)
+    assert abs(float(out[-1, 0]) - math.exp(-1.0)) < 1e-3
+    Solver(method=method)  # and odelab accepts it
+
+
+def test_a_name_torchdiffeq_rejects_is_rejected_by_odelab():
+    from torchdiffeq import odeint
+
+    from odelab.errors import ConfigError
+
+    y0 = torch.ones(1)
+    with pytest.raises(ValueError, match="Invalid method"):
+        odeint(lambda _t, y: -y, y0, torch.tensor([0.0, 1.0]), method="rk45")
+    with pytest.raises(ConfigError, match="solver.method='rk45'"):
+        Solver(method="rk45")
+    with pytest.raises(ConfigError, match="sensitivity.adjoint_method='rk45'"):
+        Sensitivity(method="adjoint", adjoint_method="rk45")

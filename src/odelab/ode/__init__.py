@@ -1,6 +1,14 @@
 """odelab's ODE core: every solve in the project goes through `ODEBlock`."""
 
-from odelab.ode.block import CountedField, ODEBlock, odesolve
+from odelab.ode.block import CountedField, ODEBlock, SolveStats, odesolve
 from odelab.ode.config import ADAPTIVE_METHODS, Sensitivity, Solver
 
-__all__ = ["ADAPTIVE_METHODS", "CountedField", "ODEBlock", "Sensitivity", "Solver", "odesolve"]
+__all__ = [
+    "ADAPTIVE_METHODS",
+    "CountedField",
+    "ODEBlock",
+    "Sensitivity",
+    "Solver",
+    "SolveStats",
+    "odesolve",
+]

@@ -19,6 +19,7 @@ from torchdiffeq import odeint, odeint_adjoint
 from odelab.errors import ConfigError, SolverError
 from odelab.ode.config import Sensitivity, Solver
 from odelab.ode.fast import fast_integrate, prepare_field
+from odelab.ode.torchode_backend import TorchodeStats
 
 State = Tensor | tuple[Tensor, ...]
 
@@ -68,6 +69,21 @@ class NFECount:
         # Per-sample solves (torchode) pass one time per sample: name the first sample's.
         t = "?" if self.last_t is None else f"{float(self.last_t.reshape(-1)[0]):.6g}"
         return f"reached t={t} after {used} function evaluations (NFE)"
+
+
+@dataclass(frozen=True)
+class SolveStats:
+    """What a block's solves cost, read by callbacks and benchmarks.
+
+    Args:
+        nfe_forward: field evaluations in forward solves since the last reset.
+        nfe_backward: field evaluations in adjoint (backward) solves since the last reset.
+        steps: per-sample step counts of the latest torchode solve (None on other paths).
+    """
+
+    nfe_forward: int
+    nfe_backward: int
+    steps: Tensor | None = None
 
 
 class CountedField(nn.Module):
@@ -163,6 +179,12 @@ class ODEBlock(nn.Module):
         self._shape_checked = False
         # Tasks pass the same times tensor batch after batch; check it once.
         self._last_times: tuple[Tensor, Tensor] | None = None
+        # Per-sample statistics of the latest torchode solve (None on other paths).
+        self.last_stats: TorchodeStats | None = None
+        # The slot the fast paths (`odelab.ode.fast`) keep their per-block state in: the
+        # fixed-grid loop for the current times, captured graphs, reasons already logged.
+        # A plain dict, not a submodule, so the state dict is the same on every path.
+        self.fast_state: dict = {}
 
     @property
     def field(self) -> nn.Module:
@@ -175,6 +197,17 @@ class ODEBlock(nn.Module):
     @property
     def nfe_backward(self) -> int:
         return self.func.nfe_backward
+
+    @property
+    def count(self) -> NFECount:
+        """The live evaluation counters (fast paths add the evaluations a replay skips)."""
+        return self.func.count
+
+    @property
+    def stats(self) -> SolveStats:
+        """A snapshot of the evaluation counts and the latest per-sample step counts."""
+        steps = None if self.last_stats is None else self.last_stats.n_steps
+        return SolveStats(self.nfe_forward, self.nfe_backward, steps)
 
     def reset_nfe(self) -> None:
         self.func.reset()
@@ -223,7 +256,10 @@ class ODEBlock(nn.Module):
         if self.solver.backend != "torchdiffeq" or self.solver.capture:
             fast = fast_integrate(self, y0, times)  # None: torchdiffeq does this solve
             if fast is not None:
-                return fast
+                out, stats = fast
+                if stats is not None:
+                    self.last_stats = stats
+                return out
         kwargs = self.solver.odeint_kwargs()
         try:
             if self.sensitivity.adjoint:

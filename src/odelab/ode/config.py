@@ -5,13 +5,33 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from torchdiffeq._impl.odeint import SOLVERS
-
 from odelab.errors import ConfigError
 
-# Methods that choose their own step from rtol/atol; the rest walk a fixed grid.
+# Methods that choose their own step from rtol/atol; the rest walk a fixed grid. (tsit5 is
+# torchode's; the torchdiffeq table below does not list it.)
 ADAPTIVE_METHODS = frozenset(
     {"dopri5", "dopri8", "bosh3", "fehlberg2", "adaptive_heun", "scipy_solver", "tsit5"}
+)
+# The methods torchdiffeq's `odeint` accepts. odelab keeps its own table rather than
+# importing torchdiffeq's private one; tests/test_solver_matrix.py checks that every name
+# here solves through `torchdiffeq.odeint` and that a name outside it is refused by both.
+SOLVERS = frozenset(
+    {
+        "adaptive_heun",
+        "bosh3",
+        "dopri5",
+        "dopri8",
+        "euler",
+        "explicit_adams",
+        "fehlberg2",
+        "fixed_adams",
+        "heun2",
+        "heun3",
+        "implicit_adams",
+        "midpoint",
+        "rk4",
+        "scipy_solver",
+    }
 )
 BACKENDS = ("torchdiffeq", "torchode")
 
@@ -56,7 +76,7 @@ class Solver:
                 f"solver.backend={self.backend!r} is unknown; choose one of {list(BACKENDS)}"
             )
         if self.backend == "torchode":
-            from odelab.ode.fast import TORCHODE_METHODS
+            from odelab.ode.torchode_backend import TORCHODE_METHODS
 
             if self.method not in TORCHODE_METHODS:
                 raise ConfigError(
