@@ -664,7 +664,8 @@ def gpu_variant(
         for i in range(0, len(y_held), 500):
             logits = net(x_held[i : i + 500])
             correct += int((logits.argmax(1) == y_held[i : i + 500]).sum())
-    fast_state = net.middle.fast_state
+    # The plain torchdiffeq block has no fast paths, so no fast-path state.
+    fast_state = getattr(net.middle, "fast_state", {})
     return {
         "seed": seed,
         # Whether CUDA graphs were captured (solver.capture) or capture fell back.
