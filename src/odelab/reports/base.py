@@ -32,6 +32,7 @@ __all__ = [
     "RECORDED",
     "by_seed",
     "conf_budgets",
+    "conf_tags",
     "paired",
     "JobResult",
     "Jobs",
@@ -125,6 +126,31 @@ def conf_budgets(name: str) -> tuple[dict[str, list[list[str]]], dict[str, list[
         b: [list(map(str, c)) for c in v.get("benchmarks") or []] for b, v in spec.items()
     }
     return sweeps, benchmarks
+
+
+def conf_tags(name: str) -> dict[str, list[str]]:
+    """The section tag of each sweep of each budget of reproduction `name`: the budget's
+    `tags` list in `conf/reproduce/<name>.yaml`, one per sweep in order (a report groups its
+    sections by these rather than guessing them from overrides). A budget without `tags` maps
+    to an empty list.
+
+    Raises:
+        ConfigError: a budget's `tags` is not one string per sweep.
+    """
+    from odelab.errors import ConfigError
+
+    path = CONFIG_DIR / "reproduce" / f"{name}.yaml"
+    spec = yaml.safe_load(path.read_text())
+    out = {}
+    for budget, entry in spec.items():
+        tags = [str(t) for t in entry.get("tags") or []]
+        if tags and len(tags) != len(entry.get("sweeps") or []):
+            raise ConfigError(
+                f"{path}: {budget}.tags has {len(tags)} entries for "
+                f"{len(entry.get('sweeps') or [])} sweeps: give one tag per sweep"
+            )
+        out[budget] = tags
+    return out
 
 
 def planned_jobs(sweeps: Sequence[Sequence[str]]) -> int:

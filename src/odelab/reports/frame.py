@@ -12,7 +12,8 @@ Columns: `job`, `ok`, one column per Hydra override key (`experiment`, `seed`, .
 as the override strings), `metric.<key>` for every final metric, `best.<key>` for every metric
 logged at the epoch where `best` was best (only when `best` is given: the direction of that
 selection is the caller's `best_mode`, stated where the selection happens), `device` (one line),
-`wall_s`, and `nfe.<key>` for every NFE counter among the final metrics (a key containing "nfe").
+`wall_s`, `nfe.<key>` for every NFE counter among the final metrics (a key containing "nfe"),
+and `tag` (the section tag of the job's sweep, `base.conf_tags`) when `tags` are given.
 A seed missing from the overrides is read from the run's config (the config default), so that
 every row has one.
 """
@@ -54,6 +55,7 @@ def runs_frame(
     *,
     best: str | None = None,
     best_mode: Literal["min", "max"] = "min",
+    tags: Sequence[str] | None = None,
 ) -> pd.DataFrame:
     """The runs of `jobs` as a DataFrame, one row per job, in the jobs' order.
 
@@ -62,6 +64,8 @@ def runs_frame(
         best: a validation metric logged per epoch; when given, `best.<key>` columns hold every
             metric logged at the epoch where it was best.
         best_mode: `min` (an error, a loss) or `max` (an accuracy) for `best`.
+        tags: one section tag per sweep of the budget (`conf_tags(name)[budget]`); a job's
+            tag is that of the sweep folder (`<sweep number>/<job>`) it was read from.
 
     Returns:
         The frame; empty with columns `job`, `ok` when there are no jobs.
@@ -77,6 +81,9 @@ def runs_frame(
             row.update({f"best.{k}": v for k, v in _best_row(job, best, best_mode).items()})
         row["device"] = device_text(job.run.device) if job.run.device else "unknown"
         row["wall_s"] = job.seconds
+        if tags:
+            sweep = job.output_dir.parent.name
+            row["tag"] = tags[int(sweep)] if sweep.isdigit() and int(sweep) < len(tags) else ""
         rows.append(row)
     if not rows:
         return pd.DataFrame(columns=["job", "ok"])
