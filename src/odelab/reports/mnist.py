@@ -1,276 +1,95 @@
-"""Report for Table 1 of Chen et al. 2018: MLP, ResNet, RK-Net and ODE-Net on MNIST."""
+"""Report for Table 1 and Figure 3 of Chen et al. 2018: MLP, ResNet, RK-Net and ODE-Net on MNIST
+(or Fashion-MNIST), with the adjoint memory and solver tolerance studies.
+
+The runs become one pandas frame (`frame.runs_frame`); the claims of `conf/claims/chen2018.yaml`
+(report `mnist`) are judged from it and from the benchmark records, written to `claims.json`
+beside the report, and presented by `templates/mnist.md.j2`.
+"""
 
 from __future__ import annotations
 
-from collections import defaultdict
-from itertools import pairwise
+import math
+from dataclasses import asdict
 from pathlib import Path
+from typing import Any
 
+import numpy as np
+import pandas as pd
 from omegaconf import OmegaConf
 
-from odelab.reports.base import (
-    JobResult,
-    Jobs,
-    Reproduction,
-    by_seed,
-    conf_budgets,
-    device_label,
-    fmt_mean_std,
-    markdown_table,
-    paired,
-    runs_section,
-)
+from odelab.reports.base import Jobs, Reproduction, conf_budgets, conf_tags, relative_path
+from odelab.reports.claims import Claim, Verdict, evaluate, load_claims, not_testable, write_claims
+from odelab.reports.frame import runs_frame, seed_values
 from odelab.reports.mnist_table import (
     ORDER,
-    PAPER,
+    PLATEAU_TOLERANCE,
+    MemoryRecord,
+    ToleranceRecord,
+    data_sizes,
     memory_figure,
-    memory_section,
     model_label,
     nfe_figure,
     plateau_state,
-    summarize,
+    solve_label,
     tolerance_figure,
-    tolerance_section,
+    validation_figure,
     validation_images,
-    validation_section,
 )
-from odelab.reports.stats import compare
-from odelab.runs import Run
+from odelab.reports.records import load_record
+from odelab.reports.render import render
+from odelab.reports.stats import resolvable
+from odelab.runs import Run, median
 
 BUDGETS, BENCHMARKS = conf_budgets("mnist")
+TAGS = conf_tags("mnist")
+# The arms of the Table 1 claims, by the model label of a run.
+ARMS = {"odenet": "ODE-Net", "resnet": "ResNet", "rknet": "RK-Net", "mlp": "1-layer MLP"}
+HEADLINE_SECTIONS = ("table1", "figure3", "tolerance", "memory")
 
 
-def build_report(jobs: Jobs, budget: str, report_dir: Path) -> str:
-    """Table 1 (mean ± std of the error over seeds), the NFE figure and what differs."""
-    runs = [j.run for j in jobs if j.ok]
-    failed = [j for j in jobs if not j.ok]
-    by_model: dict[str, list[Run]] = defaultdict(list)
-    for run in runs:
-        by_model[model_label(run)].append(run)
-    models = sorted(by_model, key=lambda m: ORDER.index(m) if m in ORDER else len(ORDER))
-
-    rows = []
-    for model in models:
-        group = by_model[model]
-        first = summarize(group[0])
-        errors = [100 * e for r in group if (e := r.last("test/error")) is not None]
-        rows.append(
-            [
-                model,
-                f"{fmt_mean_std(errors, spec='.2f')} %",
-                PAPER.get(model, {}).get("error", "–"),
-                first["params"],
-                PAPER.get(model, {}).get("params", "–"),
-                first["memory"],
-                first["activations"],
-                PAPER.get(model, {}).get("memory", "–"),
-                first["step_time"],
-                first["epoch_time"],
-                PAPER.get(model, {}).get("time", "–"),
-                first["nfe"],
-                first["test_nfe"],
-                first["solve"],
-                str(len(group)),
-            ]
-        )
-    header = [
-        "model",
-        "test error (mean ± std)",
-        "paper",
-        "params",
-        "paper",
-        "peak memory / step",
-        "saved activations",
-        "paper",
-        "time / step (median)",
-        "time / epoch",
-        "paper",
-        "NFE fwd / bwd per step",
-        "test NFE",
-        "solve",
-        "seeds",
-    ]
-    data = summarize(runs[0])["data"] if runs else "n/a"
-    epochs = summarize(runs[0])["epochs"] if runs else "n/a"
-    lines = [
-        "# ODE-Net on MNIST: Table 1 of Chen et al. 2018 (reproduction report)",
-        "",
-        f"Written by `make reproduce-mnist budget={budget}` from the runs listed at the end.",
-        "Paper columns: Chen et al. 2018, Table 1 (full MNIST, 160 epochs).",
-        "",
-        f"- Budget: `{budget}`; {len(runs)} runs finished, {len(failed)} failed.",
-        f"- Data: {data}; epochs: {epochs}.",
-        f"- Device: {device_label(jobs)}.",
-        "- Params, memory (one training step), time and NFE are from the first seed of each model.",
-        "",
-        markdown_table(header, rows),
-        "",
-    ]
-    lines += _comparisons(jobs)
-    curves = {
-        m: [(*r.epoch_series("val/error"), validation_images(r)) for r in by_model[m]]
-        for m in models
-    }
-    lines += validation_section(curves, report_dir / "validation.png")
-    odenet = by_model.get("ODE-Net")
-    if odenet:
-        report_dir.mkdir(parents=True, exist_ok=True)
-        figure = report_dir / "nfe.png"
-        if nfe_figure(odenet[0], figure):
-            _, forward = odenet[0].series("train/nfe_forward")
-            _, backward = odenet[0].series("train/nfe_backward")
-            ratio = sum(backward) / sum(forward) if backward and sum(forward) else float("nan")
-            lines += [
-                "## NFE over training (Figure 3)",
-                "",
-                (
-                    "Mean forward NFE per step in each quarter of training: "
-                    f"{_quarter_means(forward)}; "
-                    f"backward / forward over the run {ratio:.2f}. The paper shows forward NFE "
-                    "growing during training and the adjoint's backward pass needing about half "
-                    "of it."
-                ),
-                "",
-                f"![NFE over training]({report_dir.name}/{figure.name})",
-                "",
-            ]
-    # The memory study (experiments/mnist_memory.py) is a benchmark of the budget, run
-    # on the same device after the sweeps; its record is bench/mnist_memory.json.
-    memory = getattr(jobs, "bench", {}).get("mnist_memory")
-    memory_here = memory is not None
-    if memory is not None:
-        report_dir.mkdir(parents=True, exist_ok=True)
-        image = report_dir / "mnist_memory.png"
-        memory_figure(
-            memory["rows"],
-            image,
-            f"ODE-Net training step, batch {memory['batch_size']}, "
-            f"{memory['device']['name']}: adjoint vs direct",
-        )
-        lines += memory_section(memory, f"{report_dir.name}/{image.name}")
-    # Figure 3's tolerance trade-off, measured on the budget's trained ODE-Net.
-    tolerance = getattr(jobs, "bench", {}).get("mnist_tolerance")
-    if tolerance is not None:
-        report_dir.mkdir(parents=True, exist_ok=True)
-        image = report_dir / "mnist_tolerance.png"
-        tolerance_figure(
-            tolerance["rows"],
-            image,
-            f"ODE-Net trained at tol {tolerance['trained_tol']:g}, evaluated at each "
-            f"tolerance ({tolerance['test_images']} test images)",
-        )
-        lines += tolerance_section(tolerance, f"{report_dir.name}/{image.name}")
-    lines += _differences(runs, budget, memory_here=memory_here)
-    labels = [(f"{model_label(r)}, seed {r.config.seed}", r.path) for r in runs]
-    return "\n".join(lines + runs_section(labels, failed))
+def _mean(values: list[float]) -> float:
+    return float(np.mean(values)) if values else math.nan
 
 
-def _comparisons(jobs: Jobs) -> list[str]:
-    """ODE-Net against each other row on test error, paired over seeds, with computed verdicts."""
-    by_model: dict[str, list[JobResult]] = defaultdict(list)
-    for job in jobs:
-        if job.ok:
-            by_model[model_label(job.run)].append(job)
-    odenet = by_seed(by_model.get("ODE-Net", []), "test/error", 100)
-    if not odenet:
-        return []
-    lines = ["## Comparisons (test error in %, paired over seeds)", ""]
-    for other in ("ResNet", "RK-Net", "1-layer MLP"):
-        a, b = paired(odenet, by_seed(by_model.get(other, []), "test/error", 100))
-        if a:
-            c = compare(
-                a, b, a_name="ODE-Net", b_name=other, metric="test error", higher_is_better=False
-            )
-            caveat = _unsettled({m: [j.run for j in by_model[m]] for m in ("ODE-Net", other)})
-            lines.append(f"- {c.verdict}{caveat}")
-    return [*lines, ""]
-
-
-def _unsettled(groups: dict[str, list[Run]]) -> str:
-    """A caveat when a compared model did not reach a validation plateau (else '').
-
-    A comparison with one model still improving is confounded by training length, so
-    the verdict says so instead of standing alone.
-    """
-    improving, unknown = [], []
-    for model, runs in groups.items():
-        states = [
-            plateau_state(*r.epoch_series("val/error"), validation_images(r))[0] for r in runs
-        ]
-        if "unknown" in states:
-            unknown.append(model)
-        elif "improving" in states:
-            improving.append(model)
-    parts = []
-    if improving:
-        parts.append(f"{' and '.join(improving)} still improving at the end of training")
-    if unknown:
-        parts.append(f"no validation plateau shown for {' and '.join(unknown)}")
-    return f" Not settled: {'; '.join(parts)}." if parts else ""
-
-
-def _quarter_means(values: list[float]) -> str:
+def _quarters(values: list[float]) -> list[float]:
     """Means of the four consecutive quarters of a series (fewer parts when it is short)."""
     parts = min(4, len(values))
+    if parts == 0:
+        return []
     bounds = [round(i * len(values) / parts) for i in range(parts + 1)]
-    means = [sum(values[a:b]) / (b - a) for a, b in pairwise(bounds)]
-    return ", ".join(f"{m:.1f}" for m in means)
+    return [_mean(values[a:b]) for a, b in zip(bounds, bounds[1:], strict=False)]
 
 
-def _differences(runs: list[Run], budget: str, memory_here: bool = False) -> list[str]:
-    notes = ["## What differs from the paper", ""]
-    if budget != "paper":
-        steps = max((r.train_steps for r in runs), default=0)
-        notes.append(
-            f"- Budget `{budget}`: {steps} training steps per model against the paper's 160 "
-            "epochs of 60,000 images, so the errors sit above the paper's; only "
-            "`budget=paper` is comparable."
-        )
-    if any(r.config.data.get("offline_test_split") for r in runs):
-        notes.append(
-            "- Data: the official MNIST test set split into train / val / test (the "
-            "60k training set was not available), so every error is on a different test set."
-        )
-    if any(r.config.data.get("dataset") == "fashion_mnist" for r in runs):
-        notes.append(
-            "- Data: Fashion-MNIST, which the paper did not use; its columns are MNIST "
-            "numbers, shown for the ordering of the models only."
-        )
-    if any(r.device.get("type") != "cuda" for r in runs):
-        notes.append(
-            "- Device: CPU; times are CPU wall clock and only comparable within this table."
-        )
-    epochs = {model_label(r): r.epochs for r in runs}
-    if len(set(epochs.values())) > 1 or any(r.config.trainer.get("max_time") for r in runs):
-        reached = ", ".join(f"{m} {e}" for m, e in epochs.items())
-        notes.append(f"- Epochs completed (a time cap stops a run early): {reached}.")
-    milestones = {
-        tuple(r.config.model.scheduler.milestones) for r in runs if r.config.model.get("scheduler")
+def _run_columns(run: Run) -> dict[str, Any]:
+    """Per-run values the frame does not hold: the model, series summaries, data and schedule."""
+    _, step_times = run.series("train/step_time")
+    _, forward = run.series("train/nfe_forward")
+    _, backward = run.series("train/nfe_backward")
+    quarters = _quarters(forward)
+    dataset, n_train, n_test = data_sizes(run)
+    scheduler = run.config.model.get("scheduler")
+    return {
+        "model": model_label(run),
+        "step_time": median(step_times) if step_times else math.nan,
+        "nfe_fwd": _mean(forward),
+        "nfe_bwd": _mean(backward) if backward else math.nan,
+        "nfe_ratio": sum(backward) / sum(forward) if backward and sum(forward) else math.nan,
+        "nfe_first": quarters[0] if len(quarters) == 4 else math.nan,
+        "nfe_last": quarters[-1] if len(quarters) == 4 else math.nan,
+        "quarters": quarters,
+        "solve": solve_label(run),
+        "data_size": f"{dataset}, {n_train} train / {n_test} test",
+        "dataset_name": dataset,
+        "epochs": run.epochs,
+        "steps": run.train_steps,
+        "batch": int(run.config.data.batch_size),
+        "milestones": tuple(scheduler.milestones) if scheduler else (),
+        "max_time": bool(run.config.trainer.get("max_time")),
+        "launcher": _launcher(run),
+        "threads": str(run.device.get("torch_threads", "?")),
+        "cuda": run.device.get("type") == "cuda",
+        "path": relative_path(run.path),
     }
-    if milestones - {(60, 100, 140)}:
-        schedules = "; ".join(", ".join(map(str, m)) for m in sorted(milestones))
-        notes.append(f"- Learning rate x0.1 at epochs {schedules} instead of 60, 100, 140.")
-    if any("joblib" in _launcher(r) for r in runs):
-        where = (
-            "on one GPU"
-            if any(r.device.get("type") == "cuda" for r in runs)
-            else f"on the CPU cores, {_threads(runs)} torch thread(s) each"
-        )
-        notes.append(
-            f"- Several runs trained at the same time {where} (joblib launcher), so the "
-            "times per step include that sharing."
-        )
-    notes.append(
-        "- Memory: measured for one training step; the paper gives only its order."
-        + ("" if memory_here else " This budget ran no memory study.")
-    )
-    return [*notes, ""]
-
-
-def _threads(runs: list[Run]) -> str:
-    """The torch thread counts the runs recorded, e.g. '1' or '1, 2'."""
-    counts = sorted({str(r.device.get("torch_threads", "?")) for r in runs})
-    return ", ".join(counts)
 
 
 def _launcher(run: Run) -> str:
@@ -279,6 +98,224 @@ def _launcher(run: Run) -> str:
     if not hydra_file.is_file():
         return ""
     return str(OmegaConf.load(hydra_file).hydra.launcher.get("_target_", ""))
+
+
+def mnist_frame(jobs: Jobs, budget: str) -> pd.DataFrame:
+    """The finished runs, one row each, with the Table 1 model and per-run summaries."""
+    frame = runs_frame(jobs, tags=TAGS.get(budget) or None)
+    frame = frame[frame["ok"]].copy() if len(frame) else frame
+    ok_jobs = [j for j in jobs if j.ok]
+    extra = pd.DataFrame([_run_columns(j.run) for j in ok_jobs], index=frame.index)
+    frame = pd.concat([frame, extra], axis=1) if len(ok_jobs) else frame
+    if "metric.test/error" in frame:
+        frame["error_pct"] = 100 * frame["metric.test/error"]
+    if "metric.model/params" in frame:
+        frame["params_m"] = (frame["metric.model/params"] / 1e6).round(6)
+    if "tag" in frame:  # Table 1 is the sweeps tagged so (conf/reproduce/mnist.yaml); a run
+        frame = frame[frame["tag"].isin(["table1", ""])]  # outside a sweep folder has no tag
+    return frame
+
+
+def table1(frame: pd.DataFrame) -> list[dict[str, Any]]:
+    """One row per model (Table 1 order): error mean ± std over seeds, and the first seed's
+    params, memory, times and NFE (the same net at every seed)."""
+    if frame.empty:
+        return []
+    grouped = frame.groupby("model", sort=False)
+    errors = grouped["error_pct"].agg(["mean", "std", "count"])
+    first = grouped.first()
+    rows = []
+    for model in sorted(errors.index, key=lambda m: ORDER.index(m) if m in ORDER else 9):
+        row = first.loc[model]
+        rows.append(
+            {
+                "model": model,
+                "error": errors.loc[model, "mean"],
+                "error_std": errors.loc[model, "std"],
+                "seeds": int(errors.loc[model, "count"]),
+                "params": row.get("params_m"),
+                "memory": row.get("metric.train/peak_memory_mb"),
+                "activations": row.get("metric.train/activations_mb"),
+                "step_time": row["step_time"],
+                "epoch_time": row.get("metric.train/epoch_time"),
+                "nfe_fwd": row["nfe_fwd"],
+                "nfe_bwd": row["nfe_bwd"],
+                "test_nfe": row.get("metric.test/nfe_forward"),
+                "solve": row["solve"],
+            }
+        )
+    return rows
+
+
+def _plateaus(jobs: Jobs) -> dict[str, list[str]]:
+    """Per model, the plateau state of each seed's validation curve (words for the report)."""
+    out: dict[str, list[str]] = {}
+    for job in (j for j in jobs if j.ok):
+        curve = job.run.epoch_series("val/error")
+        out.setdefault(model_label(job.run), []).append(
+            plateau_state(*curve, validation_images(job.run))[1]
+        )
+    return {m: out[m] for m in sorted(out, key=lambda m: ORDER.index(m) if m in ORDER else 9)}
+
+
+def _slope(x: list[float], y: list[float]) -> float:
+    """Least-squares slope of y on x (NaN without two distinct x)."""
+    if len(set(x)) < 2:
+        return math.nan
+    if len(set(y)) == 1:
+        return 0.0  # exactly flat (least squares would leave rounding noise of either sign)
+    return float(np.polyfit(x, y, 1)[0])
+
+
+def verdicts(
+    frame: pd.DataFrame,
+    budget: str,
+    memory: MemoryRecord | None,
+    tolerance: ToleranceRecord | None,
+) -> list[Verdict]:
+    """Every MNIST claim of chen2018.yaml judged on this budget (or not testable, with why)."""
+    claims = {k: c for k, c in load_claims("chen2018").items() if c.report == "mnist"}
+    fashion = budget.startswith("fashion")
+    frame = frame.assign(model=frame["model"].map({v: k for k, v in ARMS.items()}))
+
+    def arm(name: str, column: str) -> pd.Series:
+        return seed_values(frame, column, model=name) if column in frame else pd.Series()
+
+    def judge(claim: Claim) -> Verdict:
+        if claim.kind == "value" and claim.metric == "test error" and fashion:
+            return not_testable(claim, "Fashion-MNIST: the paper's number is on MNIST")
+        if budget not in claim.budgets:
+            testing = ", ".join(f"`{b}`" for b in claim.budgets)
+            return not_testable(claim, claim.reason or f"only budgets {testing} test it")
+        if claim.section == "table1" and claim.kind == "contrast":
+            a, b = arm(claim.arms[0], "error_pct").align(arm(claim.arms[1], "error_pct"), "inner")
+            return evaluate(claim, list(a), list(b))
+        if claim.metric == "test error":
+            return evaluate(claim, list(arm("odenet", "error_pct")))
+        if claim.metric == "parameters":
+            return evaluate(claim, list(arm(claim.id.rsplit("_", 1)[1], "params_m")))
+        if claim.id == "mnist_nfe_grows":
+            return evaluate(
+                claim, list(arm("odenet", "nfe_last")), list(arm("odenet", "nfe_first"))
+            )
+        if claim.id == "mnist_backward_half_forward":
+            return evaluate(claim, list(arm("odenet", "nfe_ratio")))
+        if claim.section == "tolerance":
+            if tolerance is None:
+                return not_testable(claim, claim.reason)
+            logs = [math.log10(r.tol) for r in tolerance.rows]
+            y = [
+                r.test_nfe_forward if "NFE" in claim.metric else 100 * r.test_error
+                for r in tolerance.rows
+            ]
+            return evaluate(claim, [_slope(logs, y)])
+        if claim.section == "memory":
+            if memory is None:
+                return not_testable(claim, claim.reason)
+            return evaluate(claim, [r["adjoint_max_over_min"] for r in memory.ratios.values()])
+        raise ValueError(f"claim {claim.id}: the MNIST report has no test for it")
+
+    return [judge(c) for c in claims.values()]
+
+
+def _differs(frame: pd.DataFrame) -> list[tuple[str, str, str]]:
+    """(setting, paper, ours) for what this budget does unlike the paper."""
+    if frame.empty:
+        return []
+    rows = [("Data", "MNIST, 60,000 train / 10,000 test", "; ".join(frame["data_size"].unique()))]
+    epochs = frame.groupby("model", sort=False)["epochs"].max()
+    steps = f"{frame['steps'].max()} steps of {frame['batch'].iloc[0]}"
+    reached = ", ".join(f"{m} {e}" for m, e in epochs.items()) if epochs.nunique() > 1 else ""
+    rows.append(("Epochs", "160", f"{reached or epochs.iloc[0]} ({steps})"))
+    milestones = set(frame["milestones"]) - {()}
+    if milestones - {(60, 100, 140)}:
+        rows.append(
+            ("LR x0.1 at", "60, 100, 140", "; ".join(", ".join(map(str, m)) for m in milestones))
+        )
+    shared = frame["launcher"].str.contains("joblib").any()
+    device = (
+        "one GPU"
+        if frame["cuda"].any()
+        else f"CPU, {', '.join(frame['threads'].unique())} thread(s)"
+    )
+    rows.append(("Device", "GPU", device + (", runs in parallel (joblib)" if shared else "")))
+    return rows
+
+
+def build_report(jobs: Jobs, budget: str, report_dir: Path) -> str:
+    """Headline verdicts, Table 1, Figure 3, the memory and tolerance studies, what differs."""
+    frame = mnist_frame(jobs, budget)
+    bench = getattr(jobs, "bench", {})
+    memory = (
+        load_record("bench/mnist_memory.json", MemoryRecord, data=bench["mnist_memory"])
+        if "mnist_memory" in bench
+        else None
+    )
+    tolerance = (
+        load_record("bench/mnist_tolerance.json", ToleranceRecord, data=bench["mnist_tolerance"])
+        if "mnist_tolerance" in bench
+        else None
+    )
+    report_dir.mkdir(parents=True, exist_ok=True)
+    judged = verdicts(frame, budget, memory, tolerance) if not frame.empty else []
+    write_claims(report_dir / "claims.json", judged)
+
+    ok_runs = [j.run for j in jobs if j.ok]
+    odenet = [r for r in ok_runs if model_label(r) == "ODE-Net"]
+    figures = {}
+    if odenet and nfe_figure(odenet[0], report_dir / "nfe.png"):
+        figures["nfe"] = f"{report_dir.name}/nfe.png"
+    curves: dict[str, list] = {}
+    for run in ok_runs:
+        curves.setdefault(model_label(run), []).append(run.epoch_series("val/error"))
+    curves = {
+        m: curves[m] for m in sorted(curves, key=lambda m: ORDER.index(m) if m in ORDER else 9)
+    }
+    if validation_figure(curves, report_dir / "validation.png"):
+        figures["validation"] = f"{report_dir.name}/validation.png"
+    if memory is not None:
+        rows = [asdict(r) for r in memory.rows]
+        title = f"ODE-Net training step, batch {memory.batch_size}, {memory.device['name']}"
+        memory_figure(rows, report_dir / "mnist_memory.png", f"{title}: adjoint vs direct")
+        figures["memory"] = f"{report_dir.name}/mnist_memory.png"
+    if tolerance is not None:
+        rows = [asdict(r) for r in tolerance.rows]
+        title = f"ODE-Net trained at tol {tolerance.trained_tol:g} ({tolerance.test_images} images)"
+        tolerance_figure(rows, report_dir / "mnist_tolerance.png", title)
+        figures["tolerance"] = f"{report_dir.name}/mnist_tolerance.png"
+
+    slopes = {}
+    if memory is not None:
+        for solver in memory.ratios:
+            direct = [r for r in memory.rows if r.solver == solver and r.sensitivity == "direct"]
+            slopes[solver] = _slope([r.nfe_forward for r in direct], [r.peak_mb for r in direct])
+    ode = frame[frame["model"] == "ODE-Net"] if len(frame) else frame
+    quarters = list(zip(ode["seed"], ode["quarters"], strict=True)) if len(ode) else []
+    return render(
+        "mnist.md.j2",
+        budget=budget,
+        fashion=budget.startswith("fashion"),
+        headline=[v for v in judged if v.section in HEADLINE_SECTIONS],
+        labels={c.id: c.text for c in load_claims("chen2018").values()},
+        by_section={s: [v for v in judged if v.section == s] for s in ("params",)},
+        table=table1(frame),
+        plateaus=_plateaus(jobs),
+        plateau_tolerance=PLATEAU_TOLERANCE,
+        unresolved=next(d for d in range(1, 64) if resolvable(d)) - 1,
+        quarters=quarters,
+        figures=figures,
+        memory=memory,
+        slopes=slopes,
+        tolerance=tolerance,
+        same_error=tolerance is not None and len({r.test_error for r in tolerance.rows}) == 1,
+        differs=_differs(frame),
+        runs=[
+            (f"{model_label(j.run)}, seed {j.run.config.seed}", relative_path(j.run.path))
+            for j in jobs
+            if j.ok
+        ],
+        failed=[(relative_path(j.run.path), j.overrides) for j in jobs if not j.ok],
+    )
 
 
 MNIST = Reproduction(

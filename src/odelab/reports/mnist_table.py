@@ -1,27 +1,80 @@
-"""Table 1 of Chen et al. 2018 from run folders: one row per model, beside the paper.
-
-Used by the MNIST reproduction (`make reproduce-mnist`) and by
-`experiments/mnist_report.py`, which adds the memory and tolerance studies.
+"""The pieces of the MNIST report (Chen et al. 2018, Table 1 and Figure 3) that are not the
+report itself: a run's Table 1 row name and data sizes, the schemas of the memory and tolerance
+benchmark records, the plateau test of a validation curve, and the figures.
 """
 
 from __future__ import annotations
 
-import math
+from dataclasses import dataclass
 from pathlib import Path
 
 from odelab.ode.config import ADAPTIVE_METHODS
 from odelab.reports.stats import resolvable
-from odelab.runs import Run, median
+from odelab.runs import Run
 
 ORDER = ["1-layer MLP", "ResNet", "RK-Net", "ODE-Net"]
-# Chen et al. 2018, Table 1 (full MNIST, 160 epochs).
-PAPER = {
-    "1-layer MLP": {"error": "1.60 %", "params": "0.24 M", "memory": "–", "time": "–"},
-    "ResNet": {"error": "0.41 %", "params": "0.60 M", "memory": "O(L)", "time": "O(L)"},
-    "RK-Net": {"error": "0.47 %", "params": "0.22 M", "memory": "O(L~)", "time": "O(L~)"},
-    "ODE-Net": {"error": "0.42 %", "params": "0.22 M", "memory": "O(1)", "time": "O(L~)"},
-}
 NETS = {"ResNet": "ResNet", "MLPClassifier": "1-layer MLP"}
+
+
+@dataclass
+class MemoryRow:
+    """One training step of `experiments/mnist_memory.py` at one horizon."""
+
+    solver: str
+    sensitivity: str
+    T: float
+    nfe_forward: int
+    nfe_backward: int
+    peak_mb: float
+    saved_activations_mb: float
+    step_time_s: float
+    cpu_allocations_mb: float | None = None
+    cuda_peak_mb: float | None = None
+
+
+@dataclass
+class MemoryRecord:
+    """`bench/mnist_memory.json`: adjoint vs direct peak memory over the horizon T."""
+
+    device: dict
+    batch_size: int
+    channels: int
+    weights: str
+    inputs: str
+    measure: str
+    rows: list[MemoryRow]
+    ratios: dict
+
+
+@dataclass
+class ToleranceRow:
+    """One tolerance of `experiments/mnist_tolerance.py`."""
+
+    tol: float
+    test_error: float
+    test_nfe_forward: float
+    test_seconds_per_batch: float
+    train_nfe_forward: int
+    train_nfe_backward: int
+    train_step_seconds: float
+    test_cpu_seconds_per_batch: float | None = None
+    train_step_cpu_seconds: float | None = None
+
+
+@dataclass
+class ToleranceRecord:
+    """`bench/mnist_tolerance.json`: one trained ODE-Net evaluated at each tolerance."""
+
+    run: str
+    trained_tol: float
+    sensitivity: str
+    test_images: int
+    eval_batch_size: int
+    train_batch_size: int
+    data: str
+    device: dict
+    rows: list[ToleranceRow]
+    repeats: int = 1
 
 
 def model_label(run: Run) -> str:
@@ -49,54 +102,6 @@ def data_sizes(run: Run) -> tuple[str, int, int]:
     elif isinstance(limit, float) and limit <= 1.0:
         test = int(test * limit)
     return name, train, test
-
-
-def device_label(run: Run) -> str:
-    if run.device:
-        kind = "GPU" if run.device["type"] == "cuda" else f"CPU x{run.device.get('torch_threads')}"
-        return f"{kind} ({run.device['name']})"
-    return str(run.config.trainer.accelerator)
-
-
-def fmt(value: float | None, spec: str, unit: str = "") -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "n/a"
-    return f"{value:{spec}}{unit}"
-
-
-def summarize(run: Run) -> dict[str, str]:
-    label = model_label(run)
-    dataset, n_train, n_test = data_sizes(run)
-    _, step_times = run.series("train/step_time")
-    _, nfe_f = run.series("train/nfe_forward")
-    _, nfe_b = run.series("train/nfe_backward")
-    error = run.last("test/error")
-    params = run.last("model/params")
-    nfe = "–"
-    if nfe_f:
-        nfe = f"{sum(nfe_f) / len(nfe_f):.1f} / {sum(nfe_b) / len(nfe_b):.1f}" if nfe_b else "n/a"
-    test_nfe = run.last("test/nfe_forward")
-    return {
-        "model": label,
-        "error": fmt(None if error is None else 100 * error, ".2f", " %"),
-        "paper_error": PAPER.get(label, {}).get("error", "–"),
-        "params": fmt(None if params is None else params / 1e6, ".3f", " M"),
-        "paper_params": PAPER.get(label, {}).get("params", "–"),
-        "memory": fmt(run.last("train/peak_memory_mb"), ".1f", " MiB"),
-        "activations": fmt(run.last("train/activations_mb"), ".1f", " MiB"),
-        "paper_memory": PAPER.get(label, {}).get("memory", "–"),
-        "step_time": fmt(median(step_times), ".3f", " s"),
-        "epoch_time": fmt(run.last("train/epoch_time"), ".1f", " s"),
-        "paper_time": PAPER.get(label, {}).get("time", "–"),
-        "nfe": nfe,
-        "test_nfe": "–" if test_nfe is None else f"{test_nfe:.0f}",
-        "data": f"{dataset}, {n_train} train / {n_test} test",
-        "epochs": f"{run.epochs} ({run.train_steps} steps of {run.config.data.batch_size})",
-        "solve": solve_label(run),
-        "device": device_label(run),
-        "train_loss": fmt(run.last("train/loss_epoch"), ".2f"),
-        "path": str(run.path),
-    }
 
 
 def solve_label(run: Run) -> str:
@@ -245,71 +250,6 @@ def validation_section(
     return lines
 
 
-def memory_section(memory: dict, image: str | None) -> list[str]:
-    lines = [
-        "## Memory: adjoint vs direct over the integration horizon",
-        "",
-        (
-            f"One ODE-Net training step (forward, cross-entropy, backward), batch "
-            f"{memory['batch_size']}, {memory['channels']} channels, {memory['weights']}, inputs: "
-            f"{memory['inputs']}; device: {memory['device']['type']} ({memory['device']['name']}). "
-            f"Peak memory = {memory['measure']}; saved activations = the most bytes autograd held "
-            "at once in tensors saved for backward."
-        ),
-        "",
-        "| solver | sensitivity | T | NFE fwd / bwd | peak memory (MiB) | saved activations (MiB) "
-        "| time (s) |",
-        "|---|---|---:|---:|---:|---:|---:|",
-    ]
-    for r in memory["rows"]:
-        lines.append(
-            f"| {r['solver']} | {r['sensitivity']} | {r['T']:g} | {r['nfe_forward']} / "
-            f"{r['nfe_backward']} "
-            f"| {r['peak_mb']:.2f} | {r['saved_activations_mb']:.2f} | {r['step_time_s']:.1f} |"
-        )
-    lines += [
-        "",
-        "| solver | adjoint peak max/min over T (claim: <= 1.2) | direct peak at the longest / "
-        "shortest T (claim T=8 / T=1: >= 3) |",
-        "|---|---:|---:|",
-    ]
-    for solver, r in memory["ratios"].items():
-        lines.append(
-            f"| {solver} | {r.get('adjoint_max_over_min', math.nan):.3f} "
-            f"| {r.get('direct_last_over_first', math.nan):.2f} |"
-        )
-    lines += [
-        "",
-        (
-            "Direct back-propagation stores every evaluation, so its peak grows with the "
-            "forward NFE, not with T as such; the adjoint's stays at one evaluation's worth:"
-        ),
-    ]
-    for solver in memory["ratios"]:
-        slope = _nfe_slope(
-            [r for r in memory["rows"] if r["solver"] == solver and r["sensitivity"] == "direct"]
-        )
-        nfe = sorted(r["nfe_forward"] for r in memory["rows"] if r["solver"] == solver)
-        lines.append(
-            f"- {solver}: direct adds {slope:.3f} MiB per forward evaluation "
-            f"(least squares); forward NFE {nfe[0]} to {nfe[-1]} over the horizons."
-        )
-    if image:
-        lines += ["", f"![peak memory vs horizon]({image})"]
-    return lines + [""]
-
-
-def _nfe_slope(rows: list[dict]) -> float:
-    """Least-squares slope of peak memory (MiB) against forward NFE."""
-    if len(rows) < 2:
-        return math.nan
-    xs = [r["nfe_forward"] for r in rows]
-    ys = [r["peak_mb"] for r in rows]
-    mx, my = sum(xs) / len(xs), sum(ys) / len(ys)
-    var = sum((x - mx) ** 2 for x in xs)
-    return sum((x - mx) * (y - my) for x, y in zip(xs, ys, strict=False)) / var if var else math.nan
-
-
 def memory_figure(rows: list[dict], path: Path, title: str) -> None:
     """Peak memory of one training step against the horizon, adjoint vs direct, per solver."""
     from odelab.plotting import plt
@@ -375,45 +315,3 @@ def tolerance_figure(rows: list[dict], path: Path, title: str) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
-
-
-def tolerance_section(tol: dict, image: str | None) -> list[str]:
-    lines = [
-        "## Tolerance trade-off",
-        "",
-        (
-            f"The ODE-Net of `{tol['run']}` (trained at rtol = atol = {tol['trained_tol']:g}, "
-            f"{tol['sensitivity']}) evaluated at each tolerance on the first {tol['test_images']} "
-            f"images of its test split ({tol['data']}), test batches of {tol['eval_batch_size']}; "
-            f"one training step (forward + backward, no update) on {tol['train_batch_size']} "
-            f"training images, fastest of {tol.get('repeats', 1)}; fastest test batch; "
-            f"device: {tol['device']['type']} ({tol['device']['name']})."
-        ),
-        "",
-        (
-            "| rtol = atol | test error | test NFE | s / test batch (wall, CPU) | train NFE fwd / "
-            "bwd "
-            "| s / train step (wall, CPU) |"
-        ),
-        "|---:|---:|---:|---:|---:|---:|",
-    ]
-    for r in tol["rows"]:
-        lines.append(
-            f"| {r['tol']:.0e} | {100 * r['test_error']:.2f} % | {r['test_nfe_forward']:.0f} "
-            f"| {r['test_seconds_per_batch']:.2f}, "
-            f"{r.get('test_cpu_seconds_per_batch', math.nan):.2f} "
-            f"| {r['train_nfe_forward']} / {r['train_nfe_backward']} "
-            f"| {r['train_step_seconds']:.2f}, {r.get('train_step_cpu_seconds', math.nan):.2f} |"
-        )
-    if len({r["test_error"] for r in tol["rows"]}) == 1:
-        lines += [
-            "",
-            (
-                f"The test error is the same at every tolerance on these {tol['test_images']} "
-                "images: over this range the solver's accuracy does not change the network's "
-                "predictions; NFE and time are the informative columns here."
-            ),
-        ]
-    if image:
-        lines += ["", f"![tolerance trade-off]({image})"]
-    return lines + [""]
