@@ -174,7 +174,12 @@ def verdicts(
     tolerance: ToleranceRecord | None,
 ) -> list[Verdict]:
     """Every MNIST claim of chen2018.yaml judged on this budget (or not testable, with why)."""
-    claims = {k: c for k, c in load_claims("chen2018").items() if c.report == "mnist"}
+    claims = {
+        k: c
+        for paper in ("chen2018", "checks")  # checks.yaml: later literature (NFE counting)
+        for k, c in load_claims(paper).items()
+        if c.report == "mnist"
+    }
     fashion = budget.startswith("fashion")
     frame = frame.assign(model=frame["model"].map({v: k for k, v in ARMS.items()}))
 
@@ -198,7 +203,7 @@ def verdicts(
             return evaluate(
                 claim, list(arm("odenet", "nfe_last")), list(arm("odenet", "nfe_first"))
             )
-        if claim.id == "mnist_backward_half_forward":
+        if claim.metric == "backward / forward NFE per training step":
             return evaluate(claim, list(arm("odenet", "nfe_ratio")))
         if claim.section == "tolerance":
             if tolerance is None:
@@ -296,8 +301,8 @@ def build_report(jobs: Jobs, budget: str, report_dir: Path) -> str:
         budget=budget,
         fashion=budget.startswith("fashion"),
         headline=[v for v in judged if v.section in HEADLINE_SECTIONS],
-        labels={c.id: c.text for c in load_claims("chen2018").values()},
-        by_section={s: [v for v in judged if v.section == s] for s in ("params",)},
+        labels={c.id: c.text for p in ("chen2018", "checks") for c in load_claims(p).values()},
+        by_section={s: [v for v in judged if v.section == s] for s in ("params", "nfe")},
         table=table1(frame),
         plateaus=_plateaus(jobs),
         plateau_tolerance=PLATEAU_TOLERANCE,
