@@ -227,15 +227,6 @@ def test_overhead_section_states_the_lightning_floor() -> None:
     assert "bare" not in old and "| wall | 4.00 | 5.00 | **1.250** | 1.143 to 1.368 |" in old
 
 
-def test_spiral_report_states_the_floor_where_recorded() -> None:
-    from odelab.reports.spiral import overhead_section as spiral_overhead
-
-    text = "\n".join(spiral_overhead(_overhead_record([4.6, 4.4, 4.5])))
-    assert "takes **1.125** times the hand-written loop's (per repeat 1.048 to 1.184)" in text
-    assert "odelab on top of it 1.111" in text and "no LightningModule meets it" in text
-    assert "Floor" not in "\n".join(spiral_overhead(_overhead_record(None)))
-
-
 # Epochs of 2 batches: the timed steps cross epoch boundaries (the window sampler is
 # reseeded every epoch; Lightning opens the floor's batches more than once per epoch).
 SHORT_EPOCHS = ["data.batches_per_epoch=2", "data.n_points=60"]

@@ -17,6 +17,7 @@ from odelab.errors import ConfigError
 from odelab.hydra_setup import CONFIG_DIR, run_group
 from odelab.reports import REPRODUCTIONS, load_jobs
 from odelab.reports.base import Jobs
+from odelab.reports.claims import read_claims
 from odelab.sweeps import JobRecord, best_record, format_summary, load_records
 
 
@@ -103,15 +104,16 @@ def test_spiral_report_mean_and_std_over_seeds(sweep_dir: Path, tmp_path: Path) 
     }
     jobs = Jobs(load_jobs(sweep_dir), {"bench_spiral": bench})
     assert [j.ok for j in jobs] == [True, True, False, True]
-    report = REPRODUCTIONS["spiral"].build(jobs, "quick", tmp_path / "report")
-    expected = f"{statistics.fmean([0.3, 0.1, 0.2]):.3g} ± {statistics.stdev([0.3, 0.1, 0.2]):.2g}"
-    assert expected == "0.2 ± 0.1"
-    # The reference column comes from the benchmark's reference-recipe runs, not a typed number.
-    row = "| `test/traj_mae` | mean abs trajectory error on [0, 25] | 0.2 ± 0.1 (n=3) |"
-    assert f"{row} {expected} |" in report
-    assert "(1 failed)" in report
-    assert "odelab / reference: **0.5**" in report  # median 0.1 / median 0.2
-    assert "odelab / plain: **1.150**" in report and "1.100 to 1.200" in report
+    REPRODUCTIONS["spiral"].build(jobs, "paper", tmp_path / "report")
+    verdicts = {v.claim: v for v in read_claims(tmp_path / "report" / "claims.json")}
+    # The field claim averages the three finished seeds (the failed one left out).
+    field = verdicts["spiral_field_recovered"]
+    assert field.n == 3 and field.mean == pytest.approx(statistics.fmean([0.15, 0.05, 0.1]))
+    assert field.std == pytest.approx(statistics.stdev([0.15, 0.05, 0.1]))
+    # The contrast pairs the benchmark's seeds: odelab - reference, -0.05, -0.1, -0.18.
+    contrast = verdicts["spiral_vs_reference"]
+    assert contrast.n == 3 and contrast.diff == pytest.approx(-0.11)
+    assert contrast.mean_b == pytest.approx(0.2)  # the reference recipe, not a typed number
 
 
 def _first_jobs(overrides: list[str]) -> list[list[str]]:

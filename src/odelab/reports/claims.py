@@ -156,6 +156,20 @@ def load_claims(paper: str, claims_dir: Path = CLAIMS_DIR) -> dict[str, Claim]:
     return out
 
 
+def paper_settings(paper: str, report: str, claims_dir: Path = CLAIMS_DIR) -> dict[str, str]:
+    """The paper's recipe for `report` (`settings.<report>` of `conf/claims/<paper>.yaml`):
+    setting -> the paper's value, the "Paper" column of a report's `differs` table.
+
+    Raises:
+        ConfigError: the file has no such block.
+    """
+    path = claims_dir / f"{paper}.yaml"
+    settings = (yaml.safe_load(path.read_text()) or {}).get("settings") or {}
+    if report not in settings:
+        raise ConfigError(f"{path}: no `settings.{report}` block (known: {sorted(settings)})")
+    return {str(k): str(v) for k, v in settings[report].items()}
+
+
 def all_claims(claims_dir: Path = CLAIMS_DIR) -> dict[str, dict[str, Claim]]:
     """Every paper's claims (`paper -> id -> Claim`), papers in file-name order."""
     papers = sorted(p.stem for p in claims_dir.glob("*.yaml") if p.stem != "questions")

@@ -18,7 +18,15 @@ import pandas as pd
 from omegaconf import OmegaConf
 
 from odelab.reports.base import Jobs, Reproduction, conf_budgets, conf_tags, relative_path
-from odelab.reports.claims import Claim, Verdict, evaluate, load_claims, not_testable, write_claims
+from odelab.reports.claims import (
+    Claim,
+    Verdict,
+    evaluate,
+    load_claims,
+    not_testable,
+    paper_settings,
+    write_claims,
+)
 from odelab.reports.frame import runs_frame, seed_values
 from odelab.reports.mnist_table import (
     ORDER,
@@ -224,27 +232,26 @@ def verdicts(
 
 
 def _differs(frame: pd.DataFrame) -> list[tuple[str, str, str]]:
-    """(setting, paper, ours) for what this budget does unlike the paper."""
+    """(setting, paper, ours) for what this budget does unlike the paper (chen2018.yaml's
+    `settings.mnist`)."""
     if frame.empty:
         return []
-    rows = [("Data", "MNIST, 60,000 train / 10,000 test", "; ".join(frame["data_size"].unique()))]
+    paper = paper_settings("chen2018", "mnist")
     epochs = frame.groupby("model", sort=False)["epochs"].max()
     steps = f"{frame['steps'].max()} steps of {frame['batch'].iloc[0]}"
     reached = ", ".join(f"{m} {e}" for m, e in epochs.items()) if epochs.nunique() > 1 else ""
-    rows.append(("Epochs", "160", f"{reached or epochs.iloc[0]} ({steps})"))
-    milestones = set(frame["milestones"]) - {()}
-    if milestones - {(60, 100, 140)}:
-        rows.append(
-            ("LR x0.1 at", "60, 100, 140", "; ".join(", ".join(map(str, m)) for m in milestones))
-        )
-    shared = frame["launcher"].str.contains("joblib").any()
-    device = (
-        "one GPU"
-        if frame["cuda"].any()
-        else f"CPU, {', '.join(frame['threads'].unique())} thread(s)"
-    )
-    rows.append(("Device", "GPU", device + (", runs in parallel (joblib)" if shared else "")))
-    return rows
+    milestones = "; ".join(", ".join(map(str, m)) for m in sorted(set(frame["milestones"]) - {()}))
+    threads = ", ".join(frame["threads"].unique())
+    device = "one GPU" if frame["cuda"].any() else f"CPU, {threads} thread(s)"
+    if frame["launcher"].str.contains("joblib").any():
+        device += ", runs in parallel (joblib)"
+    ours = {
+        "Data": "; ".join(frame["data_size"].unique()),
+        "Epochs": f"{reached or epochs.iloc[0]} ({steps})",
+        "LR x0.1 at": milestones,
+        "Device": device,
+    }
+    return [(k, v, ours[k]) for k, v in paper.items() if ours[k] and ours[k] != v]
 
 
 def build_report(jobs: Jobs, budget: str, report_dir: Path) -> str:

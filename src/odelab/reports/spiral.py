@@ -1,28 +1,37 @@
-"""Report for the spiral dynamics recovery (Chen et al. 2018, torchdiffeq `ode_demo`)."""
+"""Report for the spiral dynamics recovery (Chen et al. 2018, torchdiffeq `ode_demo`).
+
+The runs become one pandas frame; the spiral claims of `conf/claims/chen2018.yaml` are judged
+from it and from the benchmark record (`bench/bench_spiral.json`, typed as `SpiralBench`),
+written to `claims.json` beside the report, and presented by `templates/spiral.md.j2`.
+"""
 
 from __future__ import annotations
 
 import statistics
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-from scipy import stats as sps
-
 from odelab.reports.base import (
-    JobResult,
     Jobs,
     Reproduction,
     conf_budgets,
+    conf_tags,
     copy_plots,
-    device_label,
-    fmt_mean_std,
-    markdown_table,
     relative_path,
-    run_config,
 )
+from odelab.reports.claims import (
+    Verdict,
+    evaluate,
+    load_claims,
+    not_testable,
+    paper_settings,
+    write_claims,
+)
+from odelab.reports.frame import runs_frame
+from odelab.reports.records import load_record
+from odelab.reports.render import render
 from odelab.reports.speed import OVERHEAD_TARGET  # defined once, with the speed report
-from odelab.reports.stats import LEVEL, compare
 
 METRICS = {
     "test/traj_mae": "mean abs trajectory error on [0, 25]",
@@ -32,235 +41,191 @@ METRICS = {
 }
 
 BUDGETS, BENCHMARKS = conf_budgets("spiral")
+TAGS = conf_tags("spiral")
 
 
-def _iterations(job: JobResult) -> str:
-    cfg = run_config(job)
-    if cfg is None:
-        return "n/a (run config not found)"
-    epochs, batches = cfg.trainer.max_epochs, cfg.data.batches_per_epoch
-    return f"{epochs * batches} ({epochs} epochs x {batches} batches)"
+@dataclass
+class RecoveryRun:
+    """One seed of one side of the same-wall-time comparison."""
+
+    seed: int
+    error: float
+    seconds: float
+    steps: float
 
 
-def _recipe(job: JobResult) -> str:
-    cfg = run_config(job)
-    if cfg is None:
-        return "n/a (run config not found)"
-    model, solver = cfg.model, cfg.solver
-    optimizer = model.optimizer._target_.rsplit(".", 1)[-1]
-    adaptive = solver.get("rtol") is not None
-    tolerance = f"rtol={solver.rtol} atol={solver.atol}" if adaptive else f"step {solver.step_size}"
-    return (
-        f"{optimizer} lr {model.optimizer.lr}, MLP 2-{model.field.hidden}-2 on "
-        f"{'y^3' if model.field.input_transform == 'cube' else 'y'}, windows of "
-        f"{cfg.data.batch_time}, {solver.method} {tolerance}, {cfg.sensitivity.method} gradients"
-    )
+@dataclass
+class RecoveryRuns:
+    baseline: list[RecoveryRun]
+    odelab: list[RecoveryRun]
 
 
-def ratio_of_medians(a: list[float], b: list[float]) -> tuple[float, float, float]:
-    """median(a) / median(b) with a 95 % bootstrap interval, resampling paired seeds."""
-    ratio = statistics.median(a) / statistics.median(b)
-    if len(a) < 3:
-        return ratio, float("nan"), float("nan")
-    result = sps.bootstrap(
-        (np.asarray(a), np.asarray(b)),
-        lambda x, y, axis=-1: np.median(x, axis=axis) / np.median(y, axis=axis),
-        paired=True,
-        vectorized=True,
-        confidence_level=LEVEL,
-        n_resamples=2000,
-        method="percentile",
-        random_state=np.random.default_rng(0),
-    )
-    return ratio, float(result.confidence_interval.low), float(result.confidence_interval.high)
+@dataclass
+class Recovery:
+    """The ode_demo recipe against odelab's, capped at the reference's wall time."""
+
+    baseline_iterations: int
+    runs: RecoveryRuns
 
 
-def recovery_section(record: dict[str, Any]) -> list[str]:
-    runs = record["runs"]
-    base, ours = runs["baseline"], runs["odelab"]
-    lines = [
-        "## Reference recipe vs odelab in the same wall time",
-        "",
-        f"The reference recipe of torchdiffeq's `ode_demo` ({record['baseline_iterations']} "
-        "iterations of RMSprop 1e-3 on 20 windows of 10 steps, dopri5 at its default "
-        "tolerances) written as a plain loop, and odelab's default recipe with the "
-        "reference's measured wall time for the same seed as a cap; seeds alternate between "
-        "the two so both see the same load (`experiments/bench_spiral.py`).",
-        "",
-    ]
+@dataclass
+class Overhead:
+    """Training steps timed on each side (`ms_per_step.<side>.seconds`: one per repeat)."""
+
+    steps: int
+    warmup: int
+    repeats: int
+    max_weight_difference: float
+    ms_per_step: dict
+
+
+@dataclass
+class SpiralBench:
+    """`bench/bench_spiral.json` (experiments/bench_spiral.py)."""
+
+    recovery: Recovery | None = None
+    overhead: Overhead | None = None
+    device: dict = field(default_factory=dict)
+    threads: int | None = None
+    settings: str = ""
+
+
+def overhead_summary(record: Overhead) -> dict[str, Any]:
+    """Ratios of median step times (odelab / plain, and the bare-Lightning floor where the
+    record has it), per repeat and overall, against `OVERHEAD_TARGET`."""
+    ms = record.ms_per_step
+    plain = ms["plain"]["seconds"]
+
+    def ratios(side: str) -> dict[str, Any]:
+        times = ms[side]["seconds"]
+        per = [t / p for t, p in zip(times, plain, strict=True)]
+        return {
+            "ratio": statistics.median(times) / statistics.median(plain),
+            "low": min(per),
+            "high": max(per),
+            "n": len(per),
+        }
+
     rows = [
-        [
-            b["seed"],
-            f"{b['error']:.4g}",
-            f"{b['seconds']:.0f}",
-            int(b["steps"]),
-            f"{o['error']:.4g}",
-            f"{o['seconds']:.0f}",
-            int(o["steps"]),
-        ]
-        for b, o in zip(base, ours, strict=True)
+        {"repeat": i, "plain": p, "odelab": o, "ratio": o / p}
+        for i, (p, o) in enumerate(zip(plain, ms["odelab"]["seconds"], strict=True))
     ]
-    header = ["seed", "reference traj MAE", "s", "steps", "odelab traj MAE", "s", "steps"]
-    lines += [markdown_table(header, rows), ""]
-    a, b = [o["error"] for o in ours], [r["error"] for r in base]
-    ratio, low, high = ratio_of_medians(a, b)
-    interval = "n/a (fewer than 3 seeds)" if np.isnan(low) else f"[{low:.3g}, {high:.3g}]"
-    if np.isnan(low):
-        verdict = "too few seeds for an interval."
-    elif high < 1:
-        verdict = "odelab's median error is lower than the reference's."
-    elif low > 1:
-        verdict = "odelab's median error is higher than the reference's."
-    else:
-        verdict = "the two medians are within noise of each other."
-    lines += [
-        f"Ratio of median errors odelab / reference: **{ratio:.3g}**, {LEVEL:.0%} bootstrap "
-        f"interval {interval} (n = {len(a)} paired seeds): {verdict}",
-        "",
-        "- "
-        + compare(
-            a,
-            b,
-            a_name="odelab",
-            b_name="the reference recipe",
-            metric="trajectory error",
-            higher_is_better=False,
-        ).verdict,
-        "",
-    ]
-    return lines
+    floor = ratios("lightning") if "lightning" in ms else None
+    share = (
+        statistics.median(ms["odelab"]["seconds"]) / statistics.median(ms["lightning"]["seconds"])
+        if floor
+        else None
+    )
+    return {
+        "rows": rows,
+        "odelab": ratios("odelab"),
+        "floor": floor,
+        "share": share,
+        "target": OVERHEAD_TARGET,
+    }
 
 
-def overhead_section(record: dict[str, Any]) -> list[str]:
-    ms = record["ms_per_step"]
-    plain, ours = ms["plain"]["seconds"], ms["odelab"]["seconds"]
-    per_repeat = [o / p for o, p in zip(ours, plain, strict=True)]
-    ratio = statistics.median(ours) / statistics.median(plain)
-    rows = [
-        [i, f"{p:.2f}", f"{o:.2f}", f"{o / p:.3f}"]
-        for i, (p, o) in enumerate(zip(plain, ours, strict=True))
-    ]
-    return [
-        "## Framework overhead",
-        "",
-        f"{record['steps']} training steps timed after {record['warmup']} warm-up steps, "
-        f"odelab (config, Trainer, DataModule, ODEBlock, NFE and step-time callbacks) against a "
-        f"hand-written torch + torchdiffeq loop doing the same work (largest weight difference "
-        f"after training {record['max_weight_difference']:.1e}); the two alternate who goes "
-        "first in each repeat.",
-        "",
-        markdown_table(["repeat", "plain ms/step", "odelab ms/step", "ratio"], rows),
-        "",
-        f"Ratio of medians odelab / plain: **{ratio:.3f}** (per repeat {min(per_repeat):.3f} "
-        f"to {max(per_repeat):.3f}, n = {len(per_repeat)}); "
-        + ("at or under" if ratio <= OVERHEAD_TARGET else "over")
-        + f" the {OVERHEAD_TARGET:.2f} target (idle machine).",
-        "",
-        *_floor_lines(ms),
-    ]
+def verdicts(frame: Any, budget: str, bench: SpiralBench | None) -> list[Verdict]:
+    """The spiral claims of chen2018.yaml judged on this budget (or not testable, with why)."""
+    out = []
+    for claim in (c for c in load_claims("chen2018").values() if c.report == "spiral"):
+        recovery = bench.recovery if bench else None
+        if budget not in claim.budgets:
+            testing = ", ".join(f"`{b}`" for b in claim.budgets)
+            out.append(not_testable(claim, claim.reason or f"only budgets {testing} test it"))
+        elif claim.kind == "contrast":
+            if recovery is None:
+                out.append(not_testable(claim, claim.reason))
+                continue
+            ours = {r.seed: r.error for r in recovery.runs.odelab}
+            ref = {r.seed: r.error for r in recovery.runs.baseline}
+            seeds = sorted(set(ours) & set(ref))
+            out.append(evaluate(claim, [ours[s] for s in seeds], [ref[s] for s in seeds]))
+        else:
+            column = "metric.test/field_rel_err"
+            values = frame.loc[frame["ok"], column].tolist() if column in frame else []
+            out.append(evaluate(claim, values))
+    return out
 
 
-def _floor_lines(ms: dict[str, Any]) -> list[str]:
-    """The floor, where the record has it: the same step in a bare LightningModule."""
-    if "lightning" not in ms:
+def _differs(done: list, bench: SpiralBench | None) -> list[tuple[str, str, str]]:
+    """(setting, reference recipe, ours) from the first run's config."""
+    if not done:
         return []
-    plain, floor = ms["plain"]["seconds"], ms["lightning"]["seconds"]
-    per_repeat = [f / p for f, p in zip(floor, plain, strict=True)]
-    ratio = statistics.median(floor) / statistics.median(plain)
-    share = statistics.median(ms["odelab"]["seconds"]) / statistics.median(floor)
-    return [
-        "Floor: the same step in a bare LightningModule (no odelab code, no logging) takes "
-        f"**{ratio:.3f}** times the hand-written loop's (per repeat {min(per_repeat):.3f} to "
-        f"{max(per_repeat):.3f}); odelab on top of it {share:.3f}. "
-        + (
-            f"Lightning alone is over the {OVERHEAD_TARGET:.2f} target, so no LightningModule "
-            "meets it on this step."
-            if ratio > OVERHEAD_TARGET
-            else f"Lightning alone is within the {OVERHEAD_TARGET:.2f} target."
-        ),
-        "",
-    ]
+    cfg = done[0].run.config
+    if cfg is None:
+        missing = "n/a (run config not found)"
+        return [(k, v, missing) for k, v in paper_settings("chen2018", "spiral").items()]
+    solver, optimizer = cfg.solver, cfg.model.optimizer
+    schedule = cfg.model.get("scheduler")
+    decay = f", {schedule._target_.rsplit('.', 1)[-1]}" if schedule else ""
+    threads = bench.threads if bench and bench.threads else None
+    ours = {
+        "Iterations": f"{cfg.trainer.max_epochs * cfg.data.batches_per_epoch}",
+        "Optimizer": f"{optimizer._target_.rsplit('.', 1)[-1]} lr {optimizer.lr:g}{decay}",
+        "Windows": f"{cfg.data.batch_size} windows of {cfg.data.batch_time} steps",
+        "Solver": f"{solver.method} rtol {solver.rtol:g}, atol {solver.atol:g}",
+        "Device": f"CPU ({done[0].run.device.get('name', '?')}), "
+        f"{done[0].run.device.get('torch_threads', '?')} thread(s)"
+        + (f"; benchmark {threads} thread(s)" if threads else ""),
+    }
+    return [(k, v, ours[k]) for k, v in paper_settings("chen2018", "spiral").items()]
 
 
 def build_report(jobs: Jobs, budget: str, report_dir: Path) -> str:
-    """Ours vs the reference recipe, per-seed results, the benchmark and plots."""
+    """Headline verdicts, ours per seed, the reference recipe, the overhead and the plots."""
+    frame = runs_frame(jobs, tags=TAGS.get(budget) or None)
+    raw = getattr(jobs, "bench", {}).get("bench_spiral")
+    bench = load_record("bench/bench_spiral.json", SpiralBench, data=raw) if raw else None
+    report_dir.mkdir(parents=True, exist_ok=True)
+    judged = verdicts(frame, budget, bench)
+    write_claims(report_dir / "claims.json", judged)
     done = [j for j in jobs if j.ok]
-    failed = [j for j in jobs if not j.ok]
-    bench = getattr(jobs, "bench", {}).get("bench_spiral", {})
-    seeds = ", ".join(j.overrides.get("seed", "0") for j in done) or "none"
-    lines = [
-        "# Spiral dynamics recovery: reproduction report",
-        "",
-        "Chen et al. 2018 (Neural ODEs), torchdiffeq `examples/ode_demo.py`: learn the field of",
-        "dy/dt = y^3 A from 1000 observations of one trajectory on [0, 25].",
-        f"Written by `make reproduce-spiral budget={budget}` from the records in "
-        f"`experiments/reports/spiral_{budget}/records/`.",
-        "",
-        f"- Budget: `{budget}`; seeds: {seeds} ({len(failed)} failed).",
-        f"- Iterations per run: {_iterations(done[0]) if done else 'n/a'}; the reference recipe "
-        "uses 2000.",
-        f"- Device: {device_label(done)}.",
-        f"- Recipe (conf/experiment/spiral.yaml, as run): {_recipe(done[0]) if done else 'n/a'}.",
-        "",
-        "## Ours (mean ± std over seeds)",
-        "",
+    ok = frame[frame["ok"]] if len(frame) else frame
+    summary = [
+        {
+            "key": key,
+            "meaning": meaning,
+            "mean": ok[f"metric.{key}"].mean() if f"metric.{key}" in ok else None,
+            "std": ok[f"metric.{key}"].std() if f"metric.{key}" in ok else None,
+        }
+        for key, meaning in METRICS.items()
     ]
-    reference = bench.get("recovery", {}).get("runs", {}).get("baseline", [])
-    rows = []
-    for key, meaning in METRICS.items():
-        ref = "not measured"
-        if key == "test/traj_mae" and reference:
-            ref = f"{fmt_mean_std([r['error'] for r in reference])} (n={len(reference)})"
-        rows.append([f"`{key}`", meaning, ref, fmt_mean_std([j.metrics.get(key) for j in done])])
-    header = ["metric", "meaning", "reference recipe (benchmark)", f"ours (n={len(done)})"]
-    lines += [markdown_table(header, rows), ""]
-
-    lines += ["## Per seed", ""]
-    seed_rows = [
-        [
-            j.overrides.get("seed", "0"),
-            *(f"{j.metrics.get(k, float('nan')):.4g}" for k in METRICS),
-            "" if j.seconds is None else f"{j.seconds:.0f}",
-            relative_path(j.output_dir),
-        ]
-        for j in done
-    ]
-    seed_rows += [
-        [
-            j.overrides.get("seed", "0"),
-            *("failed" for _ in METRICS),
-            "",
-            relative_path(j.output_dir),
-        ]
-        for j in failed
-    ]
-    lines += [markdown_table(["seed", *METRICS, "seconds", "run dir"], seed_rows), ""]
-
-    if "recovery" in bench:
-        lines += recovery_section(bench["recovery"])
-    if "overhead" in bench:
-        lines += overhead_section(bench["overhead"])
-
     plots = copy_plots(done[0], report_dir) if done else []
-    if plots:
-        lines += [f"## Plots (seed {done[0].overrides.get('seed', '0')})", ""]
-        lines += [f"![{p.stem}]({report_dir.name}/{p.name})" for p in plots]
-        lines.append("")
-    lines += [
-        "## What differs from the reference",
-        "",
-        "- Optimizer: Adam lr 1e-2 with a per-step cosine decay instead of RMSprop 1e-3; windows "
-        "of 5 observations instead of 10; dopri5 at 1e-4 instead of 1e-7 (see "
-        "conf/experiment/spiral.yaml).",
-        "- The `quick` budget trains for a small fraction of the reference iterations and runs "
-        "the benchmark in its smoke mode; only `paper` is comparable.",
-        f"- Device: {bench['device']['name']} with {bench['threads']} torch thread(s) for the "
-        "benchmark."
-        if bench
-        else "- No benchmark record in this budget.",
-        "",
-    ]
-    return "\n".join(lines)
+    # The summary's figure: the fitted trajectories (the others go to the plots section).
+    plots.sort(key=lambda p: p.stem != "trajectories")
+    recovery = bench.recovery if bench else None
+    return render(
+        "spiral.md.j2",
+        budget=budget,
+        headline=judged,
+        labels={c.id: c.text for c in load_claims("chen2018").values()},
+        figure=f"{report_dir.name}/{plots[0].name}" if plots else None,
+        plots=[f"{report_dir.name}/{p.name}" for p in plots[1:]],
+        plot_seed=done[0].overrides.get("seed", "0") if done else None,
+        differs=_differs(done, bench),
+        summary=summary,
+        n=len(done),
+        metrics=list(METRICS),
+        seeds=[
+            {
+                "seed": j.overrides.get("seed", "0"),
+                "cells": [j.metrics.get(k) for k in METRICS],
+                "seconds": j.seconds,
+                "path": relative_path(j.output_dir),
+            }
+            for j in done
+        ],
+        failed=[
+            (j.overrides.get("seed", "0"), relative_path(j.output_dir)) for j in jobs if not j.ok
+        ],
+        recovery=list(zip(recovery.runs.baseline, recovery.runs.odelab, strict=True))
+        if recovery
+        else [],
+        iterations=recovery.baseline_iterations if recovery else None,
+        overhead=bench.overhead if bench else None,
+        overhead_summary=overhead_summary(bench.overhead) if bench and bench.overhead else None,
+    )
 
 
 SPIRAL = Reproduction(
