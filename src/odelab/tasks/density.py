@@ -98,7 +98,13 @@ class DensityEstimation(OdelabTask):
     def test_step(self, x: Tensor, batch_idx: int) -> None:
         self._shared_step(x, "test")
 
+    def _planar_data(self) -> bool:
+        """Whether the data is 2D (the density grid and figures are 2D pictures)."""
+        return getattr(self._datamodule(), "dim", 2) == 2
+
     def on_test_epoch_end(self) -> None:
+        if not self._planar_data():
+            return  # no grid in D > 2 (e.g. data=gmm); the test NLL is the metric there
         grid = self.density_grid()
         if grid.true is not None:
             self.log("test/density_l1", grid.l1_error())
@@ -136,6 +142,8 @@ class DensityEstimation(OdelabTask):
     def figures(self) -> dict[str, Figure | Artifact]:
         datamodule = self._datamodule()
         if datamodule is None or getattr(datamodule, "test_set", None) is None:
+            return {}
+        if not self._planar_data():
             return {}
         was_training = self.training
         self.eval()
