@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 from torch import Tensor, nn
@@ -211,6 +211,34 @@ class ODEBlock(nn.Module):
 
     def reset_nfe(self) -> None:
         self.func.reset()
+
+    @contextlib.contextmanager
+    def solver_override(self, **changes: object) -> Iterator[Solver]:
+        """Solve with some solver settings replaced, then restore the originals.
+
+        Used to re-test a trained model with a finer solver (Ott et al. 2021) without
+        rebuilding it. The fast paths' per-block state is set aside for the duration
+        (a loop built for the training step size must not replay) and put back afterwards,
+        also when the body raises.
+
+        Args:
+            **changes: `Solver` fields to replace (method, rtol, atol, step_size, ...);
+                capture is switched off unless given, since a captured graph belongs to
+                one solver.
+
+        Yields:
+            The solver in effect inside the block.
+        """
+        changes.setdefault("capture", False)
+        original, fast_state, max_nfe = self.solver, self.fast_state, self.func.max_nfe
+        solver = replace(original, **changes)  # validates, raising ConfigError on bad input
+        self.solver, self.fast_state = solver, {}
+        self.func.max_nfe = solver.max_nfe
+        try:
+            yield solver
+        finally:
+            self.solver, self.fast_state = original, fast_state
+            self.func.max_nfe = max_nfe
 
     def forward(
         self,
