@@ -1,4 +1,7 @@
-"""Issue 43: finite-step log-density error of formula (7) on the closed-form tanh field.
+"""Issue 43: finite-step log-density error of formula (7) on two closed-form fields.
+
+The fields: the diagonal tanh field (nonlinear) and a linear field dz/dt = A z on a Gaussian
+base (log p(x) = log N(exp(A) x) + tr A, exact).
 
 Integrates d log p/dt = -tr(df/dz) through the CNF's ODEBlock with Euler, midpoint and
 RK4 at N = 1...256 steps and dopri5 over tolerances, and writes one JSON record per run
@@ -19,7 +22,14 @@ import numpy as np
 import torch
 
 from odelab.models.cnf import CNF, TraceEstimator, standard_normal_log_prob
-from odelab.models.residual_flow import TanhField, tanh_field_flow, tanh_field_log_det
+from odelab.models.residual_flow import (
+    LinearField,
+    TanhField,
+    linear_field_flow,
+    linear_field_log_det,
+    tanh_field_flow,
+    tanh_field_log_det,
+)
 from odelab.ode import Solver
 
 ORDERS = {"euler": 1, "midpoint": 2, "rk4": 4}
@@ -29,6 +39,7 @@ ORDERS = {"euler": 1, "midpoint": 2, "rk4": 4}
 class ConvergencePoint:
     """One solve: method, steps (or tolerance), mean |log p error|, NFE."""
 
+    field: str
     method: str
     steps: int | None
     tol: float | None
@@ -36,17 +47,19 @@ class ConvergencePoint:
     nfe: int
 
 
-def solve_error(method: str, steps: int | None, tol: float | None, x, want, a) -> ConvergencePoint:
+def solve_error(
+    name: str, field, method: str, steps: int | None, tol: float | None, x, want
+) -> ConvergencePoint:
     """Mean absolute log-density error of one CNF solve against the closed form."""
     if steps is not None:
         solver = Solver(method=method, step_size=1.0 / steps, rtol=None, atol=None)
     else:
         solver = Solver(method=method, rtol=tol, atol=tol)
-    flow = CNF(TanhField(a), solver, trace=TraceEstimator("exact"))
+    flow = CNF(field, solver, trace=TraceEstimator("exact"))
     with torch.no_grad():
         got = flow.log_prob(x).log_prob
     nfe = int(flow.block.nfe_forward)
-    return ConvergencePoint(method, steps, tol, float((got - want).abs().mean()), nfe)
+    return ConvergencePoint(name, method, steps, tol, float((got - want).abs().mean()), nfe)
 
 
 def fitted_order(points: list[ConvergencePoint], floor: float = 1e-11) -> float:
@@ -63,17 +76,40 @@ def main() -> None:
     parser.add_argument("--max-steps", type=int, default=256)
     args = parser.parse_args()
     a = torch.tensor([0.9, -0.6], dtype=torch.float64)
+    # A rotation-plus-contraction: complex eigenvalues, so the flow is not diagonal.
+    A = torch.tensor([[-0.5, 1.2], [-0.8, 0.3]], dtype=torch.float64)
     x = torch.randn(256, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
-    want = standard_normal_log_prob(tanh_field_flow(x, a, 1.0)) + tanh_field_log_det(x, a, 1.0)
+    fields = {
+        "tanh": (
+            TanhField(a),
+            standard_normal_log_prob(tanh_field_flow(x, a, 1.0)) + tanh_field_log_det(x, a, 1.0),
+        ),
+        "linear": (
+            LinearField(A),
+            standard_normal_log_prob(linear_field_flow(x, A, 1.0))
+            + linear_field_log_det(x, A, 1.0),
+        ),
+    }
     grid = [2**k for k in range(int(math.log2(args.max_steps)) + 1)]
-    points = [solve_error(m, n, None, x, want, a) for m in ORDERS for n in grid]
-    points += [solve_error("dopri5", None, 10.0**-k, x, want, a) for k in range(3, 11)]
-    orders = {m: fitted_order([p for p in points if p.method == m]) for m in ORDERS}
+    points = []
+    for name, (field, want) in fields.items():
+        points += [solve_error(name, field, m, n, None, x, want) for m in ORDERS for n in grid]
+        points += [
+            solve_error(name, field, "dopri5", None, 10.0**-k, x, want) for k in range(3, 11)
+        ]
+    orders = {
+        name: {
+            m: fitted_order([p for p in points if p.method == m and p.field == name])
+            for m in ORDERS
+        }
+        for name in fields
+    }
     record = {"points": [dataclasses.asdict(p) for p in points], "fitted_order": orders}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(record, indent=1, sort_keys=True) + "\n")
-    for m, o in orders.items():
-        print(f"{m}: fitted order {o:.2f} (expected {ORDERS[m]})")
+    for name, per in orders.items():
+        for m, o in per.items():
+            print(f"{name} {m}: fitted order {o:.2f} (expected {ORDERS[m]})")
 
 
 if __name__ == "__main__":
