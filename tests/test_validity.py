@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import pytest
@@ -202,3 +203,30 @@ def test_callback_logs_in_spiral_run(make_cfg) -> None:
     assert "test/finer_fixed4x/state_rel_change" in metrics
     assert "test/finer_dopri5/state_rel_change" in metrics
     assert 0.0 <= metrics["test/reconstruction_rel_err"] < 1.0
+
+
+@pytest.mark.slow
+def test_script_evaluates_a_checkpoint_of_an_earlier_run(make_cfg, tmp_path: Path) -> None:
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "experiments"))
+    import ode_validity
+
+    cfg = make_cfg(
+        "experiment=spiral",
+        "logger=none",
+        "trainer.max_epochs=1",
+        "trainer.enable_progress_bar=false",
+        "data.batches_per_epoch=2",
+        "data.n_points=100",
+        "data.extrapolate_to=26",
+        "solver=euler",
+        subdir="spiral_ckpt",
+    )
+    run(cfg)
+    folder = Path(cfg.paths.output_dir)
+    out = tmp_path / "validity.json"
+    assert ode_validity.main(["--run", str(folder), "--batches", "1", "--out", str(out)]) == 0
+    record = json.loads(out.read_text())
+    assert record["validity"]["test/reconstruction_rel_err"] >= 0.0
+    assert "test/finer_fixed4x/state_rel_change" in record["validity"]
+    assert "test/traj_mae" in record["metrics"]
+    assert ode_validity.main(["--run", str(tmp_path / "nothing")]) == 2
