@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -112,3 +114,52 @@ def test_residual_flow_trains_samples_and_refuses_non_invertible_steps() -> None
     torch.testing.assert_close(flow.sample(flow.to_base(x)), x, atol=1e-4, rtol=0)
     with pytest.raises(ConfigError, match="h \\* model.flow.coeff"):
         ResidualFlow(dim=2, steps=4, h=0.25, coeff=4.0)
+
+
+# --- the report (issue 43): data checks on the committed quick records --------------------
+
+REPORTS = Path(__file__).resolve().parents[1] / "experiments" / "reports"
+
+
+def test_quick_report_rerenders_byte_for_byte(tmp_path: Path) -> None:
+    # Render from the committed records alone: the markdown and claims.json must match.
+    from odelab.reports import REPRODUCTIONS
+    from odelab.reports.pipeline import render
+
+    out = tmp_path / "formula_quick"
+    text = render(REPRODUCTIONS["formula"], "quick", REPORTS / "formula_quick" / "records", out)
+    assert text == (REPORTS / "formula_quick.md").read_text()
+    committed = (REPORTS / "formula_quick" / "claims.json").read_text()
+    assert (out / "claims.json").read_text() == committed
+    summary = text.splitlines()[: text.splitlines().index("## Training comparison")]
+    assert len(summary) <= 25
+
+
+def test_crossover_interpolates_in_log_dimension() -> None:
+    import importlib.util
+    import sys
+
+    spec = importlib.util.spec_from_file_location(
+        "formula_cost", REPORTS.parent / "formula_cost.py"
+    )
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses resolve annotations through sys.modules
+    spec.loader.exec_module(module)
+    # Ratio 0.5 at D=4 and 2 at D=16: 1 is halfway in log ratio, so halfway in log D: D = 8.
+    assert module.crossover([2, 4, 16], [0.25, 0.5, 2.0]) == pytest.approx(8.0)
+    assert module.crossover([2, 4], [1.5, 3.0]) == 2.0
+    assert module.crossover([2, 4], [0.1, 0.2]) is None
+
+
+def test_quick_order_verdicts_recomputed_from_the_convergence_record() -> None:
+    # The fitted orders in claims.json are the record's per-field orders (mean over fields).
+    import json
+
+    record = json.loads(
+        (REPORTS / "formula_quick" / "records" / "bench" / "convergence.json").read_text()
+    )
+    verdicts = json.loads((REPORTS / "formula_quick" / "claims.json").read_text())
+    by_id = {v["claim"]: v for v in verdicts}
+    for method in ("euler", "midpoint", "rk4"):
+        orders = [per[method] for per in record["fitted_order"].values()]
+        assert by_id[f"order_{method}"]["mean"] == pytest.approx(sum(orders) / len(orders), 1e-5)
