@@ -55,3 +55,29 @@ def test_configs_build_the_authors_nets(make_cfg, model: str, count: int) -> Non
 
     cfg = make_cfg("experiment=robust_odenet", f"model={model}", subdir=model)
     assert _count(instantiate(cfg.model.net)) == count
+
+
+@pytest.mark.slow
+def test_robust_run_logs_feature_perturbation(make_cfg) -> None:
+    import json
+    from pathlib import Path
+
+    from odelab.train import run
+
+    cfg = make_cfg(
+        "experiment=robust_odenet",
+        "model=robust_odenet_authors",
+        "attack=gaussian",
+        "logger=none",
+        "trainer.fast_dev_run=true",
+        "trainer.enable_progress_bar=false",
+        "data.train_subset=32",
+        "data.batch_size=16",
+        "data.eval_batch_size=16",
+        "model.net.channels=8",
+        subdir="robust_fp",
+    )
+    run(cfg)
+    metrics = json.loads((Path(cfg.paths.output_dir) / "metrics.json").read_text())
+    keys = [k for k in metrics if k.startswith("test/feature_perturbation/")]
+    assert keys and all(metrics[k] > 0 for k in keys)

@@ -147,3 +147,17 @@ class RobustClassifier(ImageClassifier):
             x_attacked = attack(self.net, x, y)
             correct = (self.net(x_attacked).argmax(dim=1) == y).float().mean()
             self.log(f"test/acc/{name}", correct, on_step=False, on_epoch=True, batch_size=len(y))
+            if name.startswith("gaussian") and hasattr(self.net, "stem"):
+                # The feature perturbation Yan et al. credit: ||z0(x+n) - z0(x)|| / ||z0(x)||
+                # at the ODE block's input (the stem's output), mean over the batch.
+                with torch.no_grad():
+                    z0 = self.net.stem(self.net.normalize(x)).flatten(1)
+                    zn = self.net.stem(self.net.normalize(x_attacked)).flatten(1)
+                    ratio = ((zn - z0).norm(dim=1) / z0.norm(dim=1).clamp_min(1e-12)).mean()
+                self.log(
+                    f"test/feature_perturbation/{name}",
+                    ratio,
+                    on_step=False,
+                    on_epoch=True,
+                    batch_size=len(y),
+                )
