@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from odelab.attacks.masking import STAGES
 from odelab.reports.records import load_record
 
 
@@ -143,6 +144,13 @@ class Independent:
 
 
 @dataclass
+class Missing:
+    """A stage that could not run for want of a package (redone once it is installed)."""
+
+    missing: str
+
+
+@dataclass
 class Retrained:
     """A model trained again for the checks, its metrics against the committed run's."""
 
@@ -171,11 +179,8 @@ class CheckRecord:
     curve: Curve | None = None
     square: Square | None = None
     solvers: Solvers | None = None
-    independent: Independent | None = None
+    independent: Independent | Missing | None = None
     retrained: Retrained | None = None
-
-
-STAGES = ("grid", "curve", "square", "solvers", "independent")
 
 
 def load_check(path: str | Path, data: Any = None) -> CheckRecord:
@@ -186,4 +191,6 @@ def load_check(path: str | Path, data: Any = None) -> CheckRecord:
 def stages_left(record: CheckRecord) -> list[str]:
     """The check stages the record has not run (`solvers` only for ODE nets)."""
     wanted = [s for s in STAGES if s != "solvers" or record.experiment != "robust_cnn"]
-    return [s for s in wanted if getattr(record, s) is None]
+    return [
+        s for s in wanted if getattr(record, s) is None or isinstance(getattr(record, s), Missing)
+    ]
