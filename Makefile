@@ -8,7 +8,7 @@ ARGS ?=
 # Budget of `make reproduce-<name>`: quick (minutes, checks the pipeline) or paper.
 budget ?= quick
 
-.PHONY: install data run test test-slow test-all test-gpu lint bench sync clean
+.PHONY: install data run test test-slow test-all test-gpu lint bench sync reports clean
 
 install: $(STAMP) data
 
@@ -61,6 +61,10 @@ sync: install
 # One command per paper result: run its sweep, write experiments/reports/<name>_<budget>.md.
 reproduce-%: install
 	$(BIN)/python experiments/reproduce.py $* --budget $(budget) $(ARGS)
+
+# Re-render every committed report and claims.json from its records, then SCORECARD.md.
+reports: install
+	$(BIN)/python -m odelab.reports.scorecard --rerender
 
 clean:
 	rm -rf logs .pytest_cache

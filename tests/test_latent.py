@@ -222,35 +222,3 @@ def test_fixed_test_set_and_seeded_training_series() -> None:
 def test_bad_values_name_their_key(make_cfg, override: str, key: str) -> None:
     with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
         run(make_cfg("experiment=latent_ode", *SMALL_DATA, override, "trainer.fast_dev_run=true"))
-
-
-def test_report_pairs_seeds_and_states_computed_verdicts(tmp_path: Path) -> None:
-    import json
-
-    import yaml
-
-    from odelab.reports import REPRODUCTIONS, load_sweeps
-
-    budget = tmp_path / "cpu"
-    # The latent ODE extrapolates clearly better than the RNN, within noise of the ODE-RNN.
-    extrap = {
-        "latent_ode": [0.10, 0.12, 0.11],
-        "rnn_baseline": [0.30, 0.33, 0.31],
-        "ode_rnn": [0.05, 0.20, 0.12],
-    }
-    num = 0
-    for model, values in extrap.items():
-        for seed, value in enumerate(values):
-            job = budget / "0" / str(num)
-            (job / ".hydra").mkdir(parents=True)
-            overrides = [f"experiment={model}", f"seed={seed}"]
-            (job / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(overrides))
-            metrics = {"test/extrap_mse": value, "test/interp_mse": 0.05, "val/extrap_mse": value}
-            (job / "metrics.json").write_text(json.dumps(metrics))
-            num += 1
-    report = REPRODUCTIONS["latent"].build(load_sweeps(budget), "cpu", tmp_path / "out")
-    assert "| extrapolation MSE | latent ODE - RNN with time gaps | -0.203 |" in report
-    assert "lower (better) extrapolation MSE than the RNN with time gaps" in report
-    assert "are within noise on extrapolation MSE" in report  # against the ODE-RNN
-    assert "| latent ODE (ODE-RNN encoder) | 3 | 0.05 ± 0 | 0.11 ± 0.01 |" in report
-    assert "No benchmark record" in report

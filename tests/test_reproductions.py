@@ -11,7 +11,6 @@ import pytest
 import yaml
 
 from odelab.errors import FolderInUse
-from odelab.reports import REPRODUCTIONS, load_sweeps
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -40,40 +39,6 @@ def table_row(report: str, first_cell: str) -> list[str]:
         if line.startswith("|") and cells[0] == first_cell:
             return cells
     raise AssertionError(f"no row {first_cell!r} in:\n{report}")
-
-
-def test_cnf_report_pairs_rnode_with_its_unregularized_run(tmp_path: Path) -> None:
-    budget = tmp_path / "quick"
-    plain_cfg = {"model": {"kinetic_weight": 0.0, "jacobian_weight": 0.0}}
-    reg_cfg = {"model": {"kinetic_weight": 0.05, "jacobian_weight": 0.05}}
-    for num, (experiment, nll) in enumerate((("cnf_toy", 2.9), ("planar_flow", 3.1))):
-        write_job(
-            budget / "0",
-            num,
-            {"experiment": experiment, "data.name": "8gaussians"},
-            {"test/nll": nll, "test/density_l1": nll / 10},
-            plain_cfg,
-        )
-    write_job(
-        budget / "1",
-        0,
-        {"experiment": "cnf_toy_rnode", "data.name": "8gaussians"},
-        {"test/nll": 2.80, "train/nfe_forward_epoch": 90.0, "train/nfe_backward_epoch": 10.0},
-        plain_cfg,
-    )
-    write_job(
-        budget / "2",
-        0,
-        {"experiment": "cnf_toy_rnode", "data.name": "8gaussians"},
-        {"test/nll": 2.83, "train/nfe_forward_epoch": 40.0},
-        reg_cfg,
-    )
-
-    report = REPRODUCTIONS["cnf"].build(load_sweeps(budget), "quick", tmp_path / "out")
-    assert table_row(report, "8gaussians")[1:5] == ["2.900", "3.100", "0.290 / 0.310", "n/a"]
-    rnode = table_row(report.split("## RNODE")[1], "8gaussians")
-    assert rnode[1:] == ["2.800", "2.830", "+0.030", "100.0", "40.0", "2.50", "yes"]
-    assert "RNODE weights: kinetic 0.05, Jacobian 0.05." in report
 
 
 def test_reproduce_passes_everything_after_double_dash_to_run_py() -> None:

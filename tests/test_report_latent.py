@@ -1,0 +1,111 @@
+"""The latent ODE report (Rubanova et al. 2019) checked on data: verdicts on fabricated runs
+whose outcome is known, the committed claims.json against scipy intervals from the records, the
+benchmark record's schema, the not-testable Hopper claims, and the layout limits."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from scipy import stats
+
+from odelab.hydra_setup import repo_root
+from odelab.reports import REPRODUCTIONS, load_sweeps
+from odelab.reports.claims import load_claims, read_claims
+from odelab.reports.latent import BenchLatent
+from odelab.reports.pipeline import render
+from odelab.reports.records import RecordError, load_record
+
+REPORTS = repo_root() / "experiments" / "reports"
+
+
+def _fabricate(budget: Path, extrap: dict[str, list[float]]) -> None:
+    """Periodic runs (sweep 0) of each model and seed with the given extrapolation MSE."""
+    num = 0
+    for model, values in extrap.items():
+        for seed, value in enumerate(values):
+            job = budget / "0" / str(num)
+            (job / ".hydra").mkdir(parents=True)
+            overrides = [f"experiment={model}", f"seed={seed}"]
+            (job / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(overrides))
+            metrics = {"test/extrap_mse": value, "test/interp_mse": 0.05, "val/extrap_mse": value}
+            (job / "metrics.json").write_text(json.dumps(metrics))
+            num += 1
+
+
+def test_verdicts_on_runs_whose_outcome_is_known(tmp_path: Path) -> None:
+    # The latent ODE extrapolates clearly better than the RNN, within noise of the ODE-RNN.
+    _fabricate(
+        tmp_path / "cpu",
+        {
+            "latent_ode": [0.10, 0.12, 0.11],
+            "rnn_baseline": [0.30, 0.33, 0.31],
+            "ode_rnn": [0.05, 0.20, 0.12],
+        },
+    )
+    REPRODUCTIONS["latent"].build(load_sweeps(tmp_path / "cpu"), "cpu", tmp_path / "out")
+    verdicts = {v.claim: v for v in read_claims(tmp_path / "out" / "claims.json")}
+    rnn = verdicts["latent_extrap_vs_rnn_periodic"]
+    assert rnn.verdict == "reproduced" and rnn.n == 3
+    assert rnn.diff == pytest.approx(np.mean([0.10 - 0.30, 0.12 - 0.33, 0.11 - 0.31]), rel=1e-5)
+    assert verdicts["latent_extrap_vs_odernn_periodic"].verdict == "within noise"
+    # Equal interpolation everywhere: a zero difference is no win.
+    assert verdicts["latent_interp_vs_rnn_periodic"].verdict == "within noise"
+    # No sunspot runs in this budget: nothing to judge.
+    assert verdicts["latent_extrap_vs_rnn_sunspots"].verdict == "not testable here"
+    assert verdicts["hopper_extrap_10"].verdict == "not testable here"
+
+
+def test_committed_verdict_is_a_paired_t_interval_over_the_seeds() -> None:
+    records = REPORTS / "latent_cpu" / "records" / "0"
+    by_model: dict[str, dict[str, float]] = {}
+    for path in sorted(records.glob("*/metrics.json")):
+        overrides = dict(
+            o.split("=", 1)
+            for o in yaml.safe_load((path.parent / ".hydra" / "overrides.yaml").read_text())
+        )
+        by_model.setdefault(overrides["experiment"], {})[overrides["seed"]] = json.loads(
+            path.read_text()
+        )["test/extrap_mse"]
+    seeds = sorted(by_model["latent_ode"])
+    diffs = np.array([by_model["latent_ode"][s] - by_model["ode_rnn"][s] for s in seeds])
+    half = stats.t.ppf(0.975, len(diffs) - 1) * diffs.std(ddof=1) / math.sqrt(len(diffs))
+    verdict = {v.claim: v for v in read_claims(REPORTS / "latent_cpu" / "claims.json")}[
+        "latent_extrap_vs_odernn_periodic"
+    ]
+    assert verdict.low == pytest.approx(diffs.mean() - half, rel=1e-5)
+    assert verdict.high == pytest.approx(diffs.mean() + half, rel=1e-5)
+    # The ODE-RNN extrapolates the toy series better: the paper's ordering does not hold here.
+    assert diffs.mean() - half > 0 and verdict.verdict == "contradicted"
+
+
+def test_hopper_claims_carry_table_3_and_wait_for_issue_41() -> None:
+    hopper = [c for c in load_claims("rubanova2019").values() if c.section == "hopper"]
+    assert len(hopper) == 8
+    assert all(c.study == "issue 41" and c.reason and not c.budgets for c in hopper)
+    # Table 3: the latent ODE below the ODE-RNN in every column.
+    assert all(c.paper_value[0] < c.paper_value[1] for c in hopper)
+
+
+def test_a_bench_record_missing_a_field_names_it() -> None:
+    data = json.loads((REPORTS / "latent_cpu/records/bench/bench_latent.json").read_text())
+    del data["nfe_over_training"]["decoder_backward"]
+    with pytest.raises(RecordError, match="decoder_backward"):
+        load_record("bench_latent.json", BenchLatent, data=data)
+
+
+def test_committed_report_opens_with_its_headline_and_is_short() -> None:
+    lines = (REPORTS / "latent_cpu.md").read_text().splitlines()
+    assert len(lines) <= 300
+    summary = lines[: next(i for i, line in enumerate(lines) if line.startswith("## "))]
+    assert len(summary) <= 26 and "| Claim | Paper |" in "\n".join(summary)
+
+
+def test_claims_json_rerenders_identically(tmp_path: Path) -> None:
+    render(REPRODUCTIONS["latent"], "cpu", REPORTS / "latent_cpu" / "records", tmp_path / "out")
+    committed = REPORTS / "latent_cpu" / "claims.json"
+    assert (tmp_path / "out" / "claims.json").read_text() == committed.read_text()
