@@ -163,3 +163,29 @@ def test_quick_order_verdicts_recomputed_from_the_convergence_record() -> None:
     for method in ("euler", "midpoint", "rk4"):
         orders = [per[method] for per in record["fitted_order"].values()]
         assert by_id[f"order_{method}"]["mean"] == pytest.approx(sum(orders) / len(orders), 1e-5)
+
+
+def test_discrete_log_det_of_a_linear_field_has_its_closed_form() -> None:
+    # For f(z) = A z the residual map is z <- (I + hA) z, so after N steps
+    # log p(x) = log N((I + hA)^N x) + N log|det(I + hA)|, exactly.
+    import importlib.util
+    import sys
+
+    spec = importlib.util.spec_from_file_location(
+        "formula_convergence", REPORTS.parent / "formula_convergence.py"
+    )
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    A = torch.tensor([[-0.5, 1.2], [-0.8, 0.3]], dtype=torch.float64)
+    x = torch.randn(7, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(3))
+    steps, h = 8, 1.0 / 8
+    step = torch.eye(2, dtype=torch.float64) + h * A
+    z = x @ torch.linalg.matrix_power(step, steps).T
+    want = standard_normal_log_prob(z) + steps * torch.linalg.slogdet(step).logabsdet
+    torch.testing.assert_close(module.residual_log_prob(LinearField(A), x, steps), want)
+    # (6) and Euler-(7) share their states; they differ by sum(log det(I + hJ) - h tr J) = O(h).
+    gap = {
+        n: module.discrete_points("linear", LinearField(A), n, x, want)[1].error for n in (8, 64)
+    }
+    assert gap[64] == pytest.approx(gap[8] / 8, rel=0.2)
