@@ -98,6 +98,16 @@ def check_selection(cfg: DictConfig) -> None:
             f"optimized_metric={name} selects on a non-validation metric; use a val/... metric "
             "(test metrics are read once, for the final table)"
         )
+    if cfg.get("test_ckpt", "last") not in ("last", "best"):
+        raise ConfigError(f"test_ckpt={cfg.get('test_ckpt')!r} is not valid; use last or best")
+    if cfg.get("test_ckpt", "last") == "best":
+        monitor = OmegaConf.select(cfg, "callbacks.model_checkpoint.monitor")
+        if not monitor or not str(monitor).startswith("val/"):
+            raise ConfigError(
+                f"test_ckpt=best needs callbacks.model_checkpoint.monitor set to a val/ metric "
+                f"(got {monitor!r}), e.g. callbacks.model_checkpoint.monitor=val/acc "
+                "callbacks.model_checkpoint.mode=max"
+            )
 
 
 def run(cfg: DictConfig) -> dict[str, float]:
@@ -152,6 +162,9 @@ def run(cfg: DictConfig) -> dict[str, float]:
             metrics.update(_scalars(trainer.callback_metrics))
         if cfg.get("test", True):
             test_ckpt = None if cfg.get("train", True) else ckpt_path
+            if cfg.get("train", True) and cfg.get("test_ckpt", "last") == "best":
+                # The model_checkpoint's best epoch on its validation monitor.
+                test_ckpt = "best"
             with stopped_cleanly(output_dir, trainer):
                 trainer.test(model, datamodule=datamodule, ckpt_path=test_ckpt, weights_only=True)
             metrics.update(_scalars(trainer.callback_metrics))

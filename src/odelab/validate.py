@@ -195,6 +195,7 @@ TOP = {
     "resume": boolean(),
     "optimized_metric": text(nullable=True),
     "optimized_direction": choice("minimize", "maximize"),
+    "test_ckpt": choice("last", "best"),
     "tol": positive(),
 }
 

@@ -12,6 +12,9 @@ from odelab.attacks import Attack
 from odelab.errors import ConfigError
 from odelab.tasks.classification import ImageClassifier
 
+# The noisy validation images' own seed, apart from the test attacks' (seed 0 in conf/attack).
+VAL_NOISE_SEED = 12345
+
 
 class RobustClassifier(ImageClassifier):
     """`ImageClassifier` that can train on perturbed inputs and tests under attacks.
@@ -25,6 +28,11 @@ class RobustClassifier(ImageClassifier):
     linearly from zero over that many epochs, step by step, then stays at its value;
     each epoch logs the strength it ended at as `train/perturbation_strength`.
 
+    Selection: with `val_noise_sigma` set, each validation epoch also scores the validation
+    images under Gaussian noise of that sigma (0-255 scale), the same draws every epoch, as
+    `val/acc_noisy`: the metric to select a checkpoint on for robustness, where Yan et al.'s
+    scripts kept the best test accuracy (`callbacks.model_checkpoint.monitor=val/acc_noisy`).
+
     Testing: besides the clean `test/acc`, every attack in `attacks` logs
     `test/acc/<attack name>` (e.g. `test/acc/fgsm_0.3`), one row per attack and strength.
 
@@ -35,6 +43,7 @@ class RobustClassifier(ImageClassifier):
         warmup_epochs: epochs over which the perturbation's strength ramps up (0: none).
         regularization_weight: weight of the net's regularization term.
         attacks: evaluation attacks keyed by name (`attack=` config group).
+        val_noise_sigma: Gaussian sigma of the noisy validation score (None: not scored).
         num_classes, label_smoothing, optimizer, scheduler, scheduler_interval:
             as in `ImageClassifier`.
     """
@@ -49,6 +58,7 @@ class RobustClassifier(ImageClassifier):
         warmup_epochs: float = 0.0,
         regularization_weight: float = 0.0,
         attacks: dict[str, Attack] | None = None,
+        val_noise_sigma: float | None = None,
         **optim: object,
     ):
         super().__init__(net, num_classes, label_smoothing, **optim)
@@ -65,6 +75,13 @@ class RobustClassifier(ImageClassifier):
         self.perturbed_fraction = perturbed_fraction if training_perturbation is not None else 0.0
         self.regularization_weight = regularization_weight
         self.attacks = dict(attacks or {})
+        if val_noise_sigma is not None and val_noise_sigma <= 0:
+            raise ConfigError(
+                f"model.val_noise_sigma must be > 0 (or null for no noisy validation), "
+                f"got {val_noise_sigma}"
+            )
+        self.val_noise_sigma = val_noise_sigma
+        self._val_noise: torch.Generator | None = None
 
     def setup(self, stage: str) -> None:
         datamodule = (
@@ -139,6 +156,23 @@ class RobustClassifier(ImageClassifier):
             self.log("train/regularization", penalty, on_step=False, on_epoch=True)
             loss = loss + self.regularization_weight * penalty
         return loss
+
+    def on_validation_epoch_start(self) -> None:
+        # Fresh generator each epoch: every epoch scores the same noisy images, so the
+        # selection compares checkpoints, not noise draws.
+        if self.val_noise_sigma is not None:
+            self._val_noise = torch.Generator().manual_seed(VAL_NOISE_SEED)
+
+    def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
+        super().validation_step(batch, batch_idx)
+        if self._val_noise is None:
+            return
+        x, y = batch
+        noise = torch.randn(x.shape, generator=self._val_noise).to(x)
+        x_noisy = (x + noise * (self.val_noise_sigma / 255.0)).clamp(0.0, 1.0)
+        with torch.no_grad():
+            correct = (self.net(x_noisy).argmax(dim=1) == y).float().mean()
+        self.log("val/acc_noisy", correct, on_step=False, on_epoch=True, batch_size=len(y))
 
     def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
         super().test_step(batch, batch_idx)
