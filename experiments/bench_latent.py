@@ -50,14 +50,14 @@ def build(overrides: list[str]) -> tuple[LatentODE, object]:
 
 def _nfe(model: LatentODE) -> dict[str, int]:
     return {
-        "encoder_forward": model.encoder.block.nfe_forward if model.encoder.block else 0,
-        "decoder_forward": model.decoder.nfe_forward,
-        "decoder_backward": model.decoder.nfe_backward,
+        "encoder_forward": model.encoder.rnn.block.nfe_forward if model.encoder.rnn.block else 0,
+        "decoder_forward": model.decoder.block.nfe_forward,
+        "decoder_backward": model.decoder.block.nfe_backward,
     }
 
 
 def _reset(model: LatentODE) -> None:
-    for block in (model.encoder.block, model.decoder):
+    for block in (model.encoder.rnn.block, model.decoder.block):
         if block is not None:
             block.reset_nfe()
 

@@ -63,7 +63,7 @@ def _model(make_cfg, experiment: str, *overrides: str) -> LatentODE | RecurrentF
     "overrides",
     [
         ["experiment=latent_ode"],
-        ["experiment=latent_ode", "model.encoder=rnn", "sensitivity=adjoint"],
+        ["experiment=latent_ode", "model.encoder.rnn.evolve=gaps", "sensitivity=adjoint"],
         ["experiment=ode_rnn"],
         ["experiment=rnn_baseline"],
         ["experiment=latent_ode", "data=sunspots"],
@@ -82,7 +82,7 @@ def test_fast_dev_run(make_cfg, tmp_path: Path, overrides: list[str]) -> None:
             "posterior_samples.png",
             "extrapolation.png",
         }
-    if "model.encoder=rnn" in overrides:
+    if "model.encoder.rnn.evolve=gaps" in overrides:
         assert metrics["train/nfe_backward"] > 0  # the adjoint solve ran
 
 
@@ -166,14 +166,16 @@ def test_ode_rnn_with_zero_gaps_equals_its_gru_cell() -> None:
     assert not torch.allclose(moved, expected, atol=1e-3)
 
 
-@pytest.mark.parametrize("encoder", ["odernn", "rnn"])
-def test_batched_series_match_series_alone(make_cfg, encoder: str) -> None:
+@pytest.mark.parametrize("evolve", ["ode", "gaps"])
+def test_batched_series_match_series_alone(make_cfg, evolve: str) -> None:
     tight_encoder = [
-        "model.encoder_solver.method=dopri5",
-        "model.encoder_solver.rtol=1e-7",
-        "model.encoder_solver.atol=1e-8",
+        "model.encoder.rnn.solver.method=dopri5",
+        "model.encoder.rnn.solver.rtol=1e-7",
+        "model.encoder.rnn.solver.atol=1e-8",
     ]
-    model = _model(make_cfg, "latent_ode", f"model.encoder={encoder}", *TIGHT, *tight_encoder)
+    model = _model(
+        make_cfg, "latent_ode", f"model.encoder.rnn.evolve={evolve}", *TIGHT, *tight_encoder
+    )
     batch = _data().splits["test"].__getitems__([0, 1, 2])
     alone = [batch.select([i]) for i in range(3)]
     assert all(a.times.numel() < batch.times.numel() for a in alone)  # different grids
@@ -215,10 +217,31 @@ def test_fixed_test_set_and_seeded_training_series() -> None:
         ("data.n_observed=500", "data.n_observed"),
         ("data.noise_std=-1", "data.noise_std"),
         ("data.interp_fraction=1.5", "data.interp_fraction"),
-        ("model.encoder=lstm", "model.encoder"),
+        ("model.encoder.rnn.evolve=lstm", "model.encoder.rnn.evolve"),
         ("model.obs_std=0", "model.obs_std"),
+        ("model.decoder.latent_dim=4", "model.decoder.latent_dim"),
+        ("model.encoder.latent_dim=4", "model.encoder.latent_dim"),
     ],
 )
 def test_bad_values_name_their_key(make_cfg, override: str, key: str) -> None:
     with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
         run(make_cfg("experiment=latent_ode", *SMALL_DATA, override, "trainer.fast_dev_run=true"))
+
+
+def test_checkpoints_from_before_the_model_split_load(make_cfg) -> None:
+    """A state dict with the pre-issue-45 keys (networks built inside the task) loads through
+    the checkpoint hook into the same weights."""
+    model = _model(make_cfg, "latent_ode")
+    new = model.state_dict()
+    inverse = {v: k for k, v in LatentODE.LEGACY_KEYS.items()}
+    old = {}
+    for key, value in new.items():
+        prefix = next(p for p in [*inverse, ""] if key.startswith(p))
+        old[(inverse[prefix] + key[len(prefix) :]) if prefix else key] = value + 1.0
+    assert "to_posterior.weight" in old and "decoder.func.field.net.0.weight" not in new
+    checkpoint = {"state_dict": old}
+    fresh = _model(make_cfg, "latent_ode")
+    fresh.on_load_checkpoint(checkpoint)
+    fresh.load_state_dict(checkpoint["state_dict"])
+    for key, value in fresh.state_dict().items():
+        torch.testing.assert_close(value, new[key] + 1.0)

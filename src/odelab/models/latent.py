@@ -132,3 +132,83 @@ class ObservationRNN(nn.Module):
             prev = t
         out = torch.stack(states[::-1] if reverse else states, dim=1)
         return out, h
+
+
+class PosteriorEncoder(nn.Module):
+    """q(z0 | observed points): an `ObservationRNN` walked backward, then a linear head.
+
+    The recurrent network walks the observed times of a batch from the last to the first
+    column of the union (`times[0]`, the time of z0), so the state it ends in summarises
+    every observation; a linear map of it gives the posterior's mean and, through a
+    softplus, its standard deviation.
+
+    Args:
+        rnn: the recurrent network (ODE-RNN, or the RNN fed the time gaps).
+        latent_dim: size of z0.
+    """
+
+    def __init__(self, rnn: ObservationRNN, latent_dim: int):
+        super().__init__()
+        if latent_dim < 1:
+            raise ConfigError(f"model.latent_dim must be >= 1, got {latent_dim}")
+        self.rnn = rnn
+        self.head = nn.Linear(rnn.hidden, 2 * latent_dim)
+        self.latent_dim = latent_dim
+
+    def forward(self, times: Tensor, values: Tensor, context: Tensor) -> tuple[Tensor, Tensor]:
+        """Mean and std (B, L) of q(z0 | the points where `context` (B, T) is set).
+
+        Only the columns some series observes are walked, plus `times[0]`: the RNN
+        fed the time gaps also steps over the gap back to the start of the grid.
+        """
+        cols = context.any(0)
+        cols[0] = True
+        observed = context[:, cols]
+        active = observed.clone()
+        active[:, 0] = True
+        _, h = self.rnn(times[cols], values[:, cols], observed, active, reverse=True)
+        mean, raw_std = self.head(h).chunk(2, dim=-1)
+        return mean, nn.functional.softplus(raw_std) + 1e-4
+
+
+class LatentDecoder(nn.Module):
+    """A latent ODE solved from z0 through `ODEBlock`, read out linearly.
+
+    Args:
+        field: the latent vector field (input and output size `latent_dim`).
+        solver, sensitivity: how the latent ODE is solved.
+        latent_dim: size of z0.
+        output_dim: channels of the series.
+    """
+
+    def __init__(
+        self,
+        field: nn.Module,
+        solver: Solver,
+        sensitivity: Sensitivity,
+        latent_dim: int,
+        output_dim: int = 1,
+    ):
+        super().__init__()
+        if output_dim < 1:
+            raise ConfigError(f"model.decoder.output_dim must be >= 1, got {output_dim}")
+        self.block = ODEBlock(
+            field, solver, sensitivity, return_trajectory=True, name="model.decoder.field"
+        )
+        self.readout = nn.Linear(latent_dim, output_dim)
+        self.latent_dim = latent_dim
+
+    def forward(self, z0: Tensor, times: Tensor) -> Tensor:
+        """Observation means (..., T, D) of latent initial states z0 (..., L) at `times`.
+
+        The solve starts at `times[0]`: z0 is the latent state at that time.
+        """
+        flat = z0.reshape(-1, self.latent_dim)
+        z = self.block(flat, times)  # (T, N, L)
+        out = self.readout(z).transpose(0, 1)  # (N, T, D)
+        return out.reshape(*z0.shape[:-1], *out.shape[1:])
+
+
+def mlp_readout(hidden: int, output_dim: int = 1) -> nn.Sequential:
+    """The recurrent baselines' readout: one tanh hidden layer from the state to a value."""
+    return nn.Sequential(nn.Linear(hidden, hidden), nn.Tanh(), nn.Linear(hidden, output_dim))

@@ -21,6 +21,7 @@ the data have them), and for the latent ODE `elbo` and `iwae` (nats per series).
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 from matplotlib.figure import Figure
@@ -29,13 +30,15 @@ from torch import Tensor, nn
 from odelab.callbacks import writes_logs_now
 from odelab.data.periodic import IrregularBatch
 from odelab.errors import ConfigError
-from odelab.models.fields import MLPField
-from odelab.models.latent import ObservationRNN, gaussian_kl, gaussian_log_density
-from odelab.ode import ODEBlock, Sensitivity, Solver
+from odelab.models.latent import (
+    LatentDecoder,
+    ObservationRNN,
+    PosteriorEncoder,
+    gaussian_kl,
+    gaussian_log_density,
+)
 from odelab.plotting import plt
 from odelab.tasks.base import OdelabTask
-
-ENCODERS = {"odernn": "ode", "rnn": "gaps"}
 
 
 def masked_mse(pred: Tensor, truth: Tensor, mask: Tensor) -> tuple[Tensor, int]:
@@ -106,88 +109,85 @@ def _to(batch: IrregularBatch, device: torch.device) -> IrregularBatch:
 
 
 class LatentODE(IrregularSeriesTask):
-    """Latent ODE with an ODE-RNN or RNN encoder (see the module docstring).
+    """Latent ODE from a posterior encoder and an ODE decoder (see the module docstring).
+
+    The task owns the likelihood, the prior, the bounds and their schedule; the networks
+    come built (`odelab.models.latent.PosteriorEncoder`, `LatentDecoder`).
 
     Args:
-        input_dim: channels of the series.
-        latent_dim: size of z0.
-        rnn_hidden: hidden state size of the encoder.
-        encoder: "odernn" or "rnn" (GRU fed the time gaps).
-        encoder_field_hidden: width of the ODE-RNN's field.
-        field_hidden, field_depth: the latent ODE's MLP field.
+        encoder: q(z0 | observed points).
+        decoder: z0 and times to observation means.
+        input_dim: channels of the series; the decoder's output size must equal it.
+        latent_dim: size of z0 (of the standard normal prior); the encoder's and the
+            decoder's must equal it.
         obs_std: std of the Gaussian observation model.
         kl_warmup_steps: training steps over which the KL weight rises linearly from 0
             to 1 (0: always 1).
         iwae_samples: posterior samples K of the IWAE bound and of the mean prediction
             at evaluation.
-        solver, sensitivity: the latent ODE's solve.
-        encoder_solver: the ODE-RNN's solves between observation times.
         torch_threads: intra-op threads (1: fastest for these small sequential steps).
     """
 
+    # Checkpoints written before the networks moved to odelab.models.latent (issue 45):
+    # old state-dict prefix -> new one, applied on load.
+    LEGACY_KEYS = {
+        "encoder.cell.": "encoder.rnn.cell.",
+        "encoder.block.": "encoder.rnn.block.",
+        "to_posterior.": "encoder.head.",
+        "decoder.func.": "decoder.block.func.",
+        "readout.": "decoder.readout.",
+    }
+
     def __init__(
         self,
-        solver: Solver,
-        sensitivity: Sensitivity,
-        encoder_solver: Solver,
+        encoder: PosteriorEncoder,
+        decoder: LatentDecoder,
         input_dim: int = 1,
         latent_dim: int = 6,
-        rnn_hidden: int = 16,
-        encoder: str = "odernn",
-        encoder_field_hidden: int = 32,
-        field_hidden: int = 32,
-        field_depth: int = 2,
         obs_std: float = 0.1,
         kl_warmup_steps: int = 100,
         iwae_samples: int = 10,
         **optim: object,
     ):
         super().__init__(**optim)
-        if encoder not in ENCODERS:
-            raise ConfigError(f"model.encoder={encoder!r}; choose one of {sorted(ENCODERS)}")
         if obs_std <= 0:
             raise ConfigError(f"model.obs_std must be > 0, got {obs_std}")
         if iwae_samples < 1:
             raise ConfigError(f"model.iwae_samples must be >= 1, got {iwae_samples}")
         if kl_warmup_steps < 0:
             raise ConfigError(f"model.kl_warmup_steps must be >= 0, got {kl_warmup_steps}")
-        self.encoder = ObservationRNN(
-            input_dim,
-            rnn_hidden,
-            ENCODERS[encoder],
-            encoder_field_hidden,
-            encoder_solver,
-            sensitivity,
-            name="model.encoder",
-        )
-        self.to_posterior = nn.Linear(rnn_hidden, 2 * latent_dim)
-        field = MLPField(
-            latent_dim, field_hidden, depth=field_depth, activation="tanh", init_std=0.1
-        )
-        self.decoder = ODEBlock(
-            field, solver, sensitivity, return_trajectory=True, name="model.field"
-        )
-        self.readout = nn.Linear(latent_dim, input_dim)
+        for key, module in (("encoder", encoder), ("decoder", decoder)):
+            if module.latent_dim != latent_dim:
+                raise ConfigError(
+                    f"model.{key}.latent_dim={module.latent_dim} but model.latent_dim="
+                    f"{latent_dim}; set model.latent_dim (the parts follow it)"
+                )
+        if decoder.readout.out_features != input_dim:
+            raise ConfigError(
+                f"model.decoder.output_dim={decoder.readout.out_features} but model.input_dim="
+                f"{input_dim}; set model.input_dim (the parts follow it)"
+            )
+        self.encoder, self.decoder = encoder, decoder
         self.latent_dim, self.obs_std = latent_dim, obs_std
         self.kl_warmup_steps, self.iwae_samples = kl_warmup_steps, iwae_samples
 
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        state = checkpoint.get("state_dict", {})
+        if "to_posterior.weight" not in state:
+            return
+        renamed = {}
+        for key, value in state.items():
+            old = next((p for p in self.LEGACY_KEYS if key.startswith(p)), None)
+            renamed[key if old is None else self.LEGACY_KEYS[old] + key[len(old) :]] = value
+        checkpoint["state_dict"] = renamed
+
     def encode(self, batch: IrregularBatch) -> tuple[Tensor, Tensor]:
         """Mean and std (B, L) of q(z0 | observed points), walking back to `times[0]`."""
-        cols = batch.context.any(0)
-        cols[0] = True
-        context = batch.context[:, cols]
-        active = context.clone()
-        active[:, 0] = True  # the RNN encoder also steps over the gap back to the grid start
-        _, h = self.encoder(batch.times[cols], batch.values[:, cols], context, active, reverse=True)
-        mean, raw_std = self.to_posterior(h).chunk(2, dim=-1)
-        return mean, nn.functional.softplus(raw_std) + 1e-4
+        return self.encoder(batch.times, batch.values, batch.context)
 
     def decode(self, z0: Tensor, times: Tensor) -> Tensor:
         """Observation means (..., T, D) of latent initial states z0 (..., L) at `times`."""
-        flat = z0.reshape(-1, self.latent_dim)
-        z = self.decoder(flat, times)  # (T, N, L)
-        out = self.readout(z).transpose(0, 1)  # (N, T, D)
-        return out.reshape(*z0.shape[:-1], *out.shape[1:])
+        return self.decoder(z0, times)
 
     def log_likelihood(self, pred: Tensor, batch: IrregularBatch) -> Tensor:
         """log p(x | z) summed over each series' points: (..., B)."""
@@ -253,31 +253,14 @@ class RecurrentForecaster(IrregularSeriesTask):
     """Deterministic ODE-RNN or RNN-with-gaps baseline (see the module docstring).
 
     Args:
-        input_dim: channels of the series.
-        hidden: hidden state size.
-        evolve: "ode" (ODE-RNN) or "gaps" (RNN fed the time gaps).
-        field_hidden: width of the ODE-RNN's field.
-        solver, sensitivity: the ODE-RNN's solves between times.
+        rnn: the recurrent network run forward (`odelab.models.latent.ObservationRNN`).
+        readout: state to value (`odelab.models.latent.mlp_readout`).
         torch_threads: intra-op threads (1: fastest for these small sequential steps).
     """
 
-    def __init__(
-        self,
-        solver: Solver,
-        sensitivity: Sensitivity,
-        input_dim: int = 1,
-        hidden: int = 16,
-        evolve: str = "ode",
-        field_hidden: int = 32,
-        **optim: object,
-    ):
+    def __init__(self, rnn: ObservationRNN, readout: nn.Module, **optim: object):
         super().__init__(**optim)
-        self.rnn = ObservationRNN(
-            input_dim, hidden, evolve, field_hidden, solver, sensitivity, name="model.rnn"
-        )
-        self.readout = nn.Sequential(
-            nn.Linear(hidden, hidden), nn.Tanh(), nn.Linear(hidden, input_dim)
-        )
+        self.rnn, self.readout = rnn, readout
 
     def predict(self, batch: IrregularBatch) -> tuple[Tensor, Tensor | None]:
         states, _ = self.rnn(batch.times, batch.values, batch.context, batch.query)
