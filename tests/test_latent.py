@@ -245,3 +245,161 @@ def test_checkpoints_from_before_the_model_split_load(make_cfg) -> None:
     fresh.load_state_dict(checkpoint["state_dict"])
     for key, value in fresh.state_dict().items():
         torch.testing.assert_close(value, new[key] + 1.0)
+
+
+# The reference protocol (issue 41): YuliaRubanova/latent_ode, switches of odelab's own code.
+AUTHORS = ["model=latent_ode_authors", "data=periodic_authors"]
+
+
+def _authors_data(**kwargs: object) -> PeriodicDataModule:
+    settings = dict(
+        n_train=8,
+        n_val=2,
+        n_test=4,
+        t_end=5.05,
+        grid_size=101,
+        grid="random",
+        observe="first_half",
+        n_observed=None,
+        interp_fraction=0.0,
+        n_future=None,
+        noise="uniform",
+        noise_std=0.01,
+        amplitude=[1.0, 1.0],
+        frequency=[0.4, 0.8],
+        phase="zero",
+        offset=1.0,
+        offset_std=0.1,
+        batch_size=4,
+    )
+    dm = PeriodicDataModule(**{**settings, **kwargs})
+    dm.setup()
+    return dm
+
+
+def test_authors_periodic_data_are_the_reference_generator() -> None:
+    """Shared random times, the first half observed, unit sines of phase 0 with an offset
+    and a frequency in [0.4, 0.8], non-negative uniform noise but at t = 0."""
+    dm = _authors_data()
+    split = dm.splits["train"]
+    t = split.t
+    assert t.numel() == 101 and t[0] == 0 and bool((t.diff() >= 0).all()) and t[-1] <= 5.05
+    assert torch.equal(t, dm.splits["test"].t)
+    assert (split.context[:, :50]).all() and not split.context[:, 50:].any()
+    assert (split.extrap[:, 50:]).all() and not split.extrap[:, :50].any()
+    assert not split.interp.any() and dm.t_observed == pytest.approx(float(t[49]))
+    noise = split.values - split.truth
+    assert bool((noise[:, 0] == 0).all()) and 0 <= noise.min() and noise.max() < 0.01
+    assert noise[:, 1:].mean() == pytest.approx(0.005, abs=1e-3)
+    # Minus its value at t = 0 (the offset), each series is sin(2 pi f t) for an f in range.
+    wave = (split.truth - split.truth[:, :1])[..., 0]
+    freqs = torch.linspace(0.4, 0.8, 40001)
+    fits = torch.sin(2 * math.pi * freqs[:, None] * t).double()
+    for row in wave.double():
+        assert ((fits - row) ** 2).max(1).values.min() < 1e-6
+    offsets = split.truth[:, 0, 0]
+    assert not torch.allclose(offsets, torch.ones_like(offsets))  # 1 + N(0, 0.1) each
+
+
+def test_decay_to_floor_matches_the_reference_loop() -> None:
+    """run_models.py: lr = max(lr * 0.999, lr0 / 10) before every step."""
+    from odelab.tasks.latent import StepDecayToFloor
+
+    param = torch.nn.Parameter(torch.zeros(1))
+    opt = torch.optim.Adamax([param], lr=1e-2)
+    sched = StepDecayToFloor(opt, rate=0.999, floor=0.1)
+    lr, ref, got = 1e-2, [], []
+    for _ in range(3000):
+        lr = max(lr * 0.999, 1e-3)
+        ref.append(lr)
+        got.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    assert got == pytest.approx(ref, rel=1e-12)
+    assert got[-1] == pytest.approx(1e-3)
+
+
+def test_first_future_decoding_and_authors_elbo(make_cfg) -> None:
+    """The solve starts at the first future time (there the mean is the readout of z0);
+    only future points are scored; the loss is the reference's formula, recomputed here
+    with torch.distributions."""
+    from torch.distributions import Normal, kl_divergence
+
+    model = _model(make_cfg, "latent_ode", *AUTHORS)
+    batch = _authors_data().splits["train"].__getitems__(range(4))
+    start = model.decode_start(batch)
+    assert start == 50
+    with torch.no_grad():
+        mean, std = model.encode(batch)
+        pred = model.decode_batch(mean, batch)
+        torch.testing.assert_close(pred[:, start], model.decoder.readout(mean))
+        assert (pred[:, :start] == 0).all()
+        torch.manual_seed(3)
+        loss, terms = model.training_loss(batch)
+        samples = terms["samples"]  # (3, B, T, D)
+        assert samples.shape[0] == 3
+        lp = Normal(samples, model.obs_std).log_prob(batch.values)[..., 0]  # (K, B, T)
+        future = batch.extrap
+        per_series = (lp * future).sum(-1) / future.sum(-1)
+        kl = kl_divergence(Normal(mean, std), Normal(0.0, 1.0)).mean()
+        weight = model.kl_weight()
+        expected = -torch.logsumexp(per_series.mean(-1) - weight * kl, dim=0)
+        torch.testing.assert_close(loss, expected)
+        # Observed values move the loss only through the encoder; past ones unscored.
+        assert not torch.equal(loss, _loss(model, _perturb(batch, batch.extrap)))
+
+
+def test_authors_kl_schedule() -> None:
+    """0 for 10 epochs, then 1 - 0.99^(epoch - 10), epoch = (step + 1) // batches."""
+    from types import SimpleNamespace
+
+    from odelab.tasks.latent import LatentODE as Task
+
+    weights = {}
+    for step in (0, 158, 159, 175, 16 * 30 - 1):
+        fake = SimpleNamespace(
+            kl_schedule="authors",
+            _trainer=object(),
+            trainer=SimpleNamespace(num_training_batches=16),
+            global_step=step,
+        )
+        weights[step] = Task.kl_weight(fake)
+    assert weights[0] == weights[158] == 0.0  # epoch 9 ends at step 158
+    assert weights[159] == 0.0 and weights[175] == pytest.approx(1 - 0.99)
+    assert weights[479] == pytest.approx(1 - 0.99**20)
+
+
+@pytest.mark.parametrize(
+    "experiment,model", [("ode_rnn", "ode_rnn_authors"), ("rnn_baseline", "rnn_authors")]
+)
+def test_authors_baselines_score_the_future_only(make_cfg, experiment: str, model: str) -> None:
+    net = _model(make_cfg, experiment, f"model={model}", "data=periodic_authors")
+    batch = _authors_data().splits["train"].__getitems__(range(4))
+    with torch.no_grad():
+        before = _loss(net, batch)
+        # Observed values only steer the state; they are not scored themselves: a loss on
+        # the future only moves when those change through the filter, never by their error.
+        assert not torch.equal(before, _loss(net, _perturb(batch, batch.extrap)))
+        shifted = IrregularBatch(**{**vars(batch), "extrap": torch.zeros_like(batch.extrap)})
+        assert _loss(net, shifted) == 0  # nothing scored: zero loss
+
+
+def test_authors_protocol_runs(make_cfg) -> None:
+    overrides = [*AUTHORS, "data.n_train=10", "data.n_val=5", "data.n_test=5"]
+    metrics = run(make_cfg("experiment=latent_ode", *overrides, "trainer.fast_dev_run=true"))
+    assert math.isfinite(metrics["test/extrap_mse"]) and "test/interp_mse" not in metrics
+
+
+@pytest.mark.parametrize(
+    "override,key",
+    [
+        ("model.decode_from=first_future", "model.score_on"),
+        ("model.elbo=iwae", "model.elbo"),
+        ("model.kl_schedule=cosine", "model.kl_schedule"),
+        ("data.phase=half", "data.phase"),
+        ("data.noise=laplace", "data.noise"),
+    ],
+)
+def test_bad_protocol_values_name_their_key(make_cfg, override: str, key: str) -> None:
+    with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
+        run(make_cfg("experiment=latent_ode", *SMALL_DATA, override, "trainer.fast_dev_run=true"))

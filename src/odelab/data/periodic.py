@@ -142,15 +142,17 @@ def draw_masks(
     n: int,
     t: Tensor,
     t_observed: float,
-    n_observed: int,
+    n_observed: int | None,
     interp_fraction: float,
     n_future: int | None,
     gen: torch.Generator,
 ) -> tuple[Tensor, Tensor, Tensor]:
-    """Per series: `n_observed` random grid points of the observation window (a fraction of
-    them held out from the encoder) and `n_future` random points of the future window."""
+    """Per series: `n_observed` random grid points of the observation window (None: all of
+    them; a fraction held out from the encoder) and `n_future` random points of the future
+    window (None: all of them)."""
     window = (t <= t_observed + 1e-9).nonzero().squeeze(1)
     future = (t > t_observed + 1e-9).nonzero().squeeze(1)
+    n_observed = window.numel() if n_observed is None else n_observed
     n_hold = round(interp_fraction * n_observed)
     context = torch.zeros(n, t.numel(), dtype=torch.bool)
     interp, extrap = torch.zeros_like(context), torch.zeros_like(context)
@@ -168,7 +170,7 @@ class IrregularSeriesDataModule(SplitLoaders, L.LightningDataModule):
 
     Args:
         t_observed: end of the observation window (encoder input and interpolation).
-        n_observed: grid points each series observes inside the window.
+        n_observed: grid points each series observes inside the window (null: all).
         interp_fraction: share of those held out from the encoder and scored as interpolation.
         n_future: random future-window points scored per series (None: all of them).
         batch_size: series per batch (training and evaluation).
@@ -182,7 +184,7 @@ class IrregularSeriesDataModule(SplitLoaders, L.LightningDataModule):
     def __init__(
         self,
         t_observed: float,
-        n_observed: int,
+        n_observed: int | None,
         interp_fraction: float = 0.2,
         n_future: int | None = None,
         batch_size: int = 50,
@@ -193,11 +195,11 @@ class IrregularSeriesDataModule(SplitLoaders, L.LightningDataModule):
         persistent_workers: bool = False,
     ):
         super().__init__()
-        if n_observed < 2:
-            raise ConfigError(f"data.n_observed must be >= 2, got {n_observed}")
+        if n_observed is not None and n_observed < 2:
+            raise ConfigError(f"data.n_observed must be >= 2 or null (all), got {n_observed}")
         if not 0 <= interp_fraction < 1:
             raise ConfigError(f"data.interp_fraction must be in [0, 1), got {interp_fraction}")
-        if round(interp_fraction * n_observed) >= n_observed:
+        if n_observed is not None and round(interp_fraction * n_observed) >= n_observed:
             raise ConfigError("data.interp_fraction holds out every observed point; lower it")
         if n_future is not None and n_future < 0:
             raise ConfigError(f"data.n_future must be >= 0 or null (all), got {n_future}")
@@ -219,7 +221,12 @@ class IrregularSeriesDataModule(SplitLoaders, L.LightningDataModule):
 
     def _check_window(self, t: Tensor) -> None:
         in_window = int((t <= self.t_observed + 1e-9).sum())
-        if self.n_observed > in_window:
+        if in_window < 2:
+            raise ConfigError(
+                f"data.t_observed={self.t_observed} leaves {in_window} grid point(s) to observe; "
+                "raise it"
+            )
+        if self.n_observed is not None and self.n_observed > in_window:
             raise ConfigError(
                 f"data.n_observed={self.n_observed} exceeds the {in_window} grid points in "
                 f"[0, t_observed={self.t_observed}]; lower it or refine the grid"
@@ -269,16 +276,34 @@ def _interval(key: str, value: Sequence[float]) -> tuple[float, float]:
     return lo, hi
 
 
+GRIDS = ("regular", "random")
+OBSERVE = ("window", "first_half")
+PHASES = ("random", "zero")
+NOISES = ("gaussian", "uniform")
+
+
 class PeriodicDataModule(IrregularSeriesDataModule):
-    """Noisy sine waves `a sin(2 pi f t + phase)` with random amplitude, frequency and phase.
+    """Noisy sine waves `a sin(2 pi f t + phase) + offset` with random amplitude and frequency.
+
+    The defaults are odelab's toy data; the switches `grid`, `observe`, `phase`, `offset`,
+    `offset_std` and `noise` each move one aspect to the reference code of Rubanova et al.
+    (`generate_timeseries.py`, `lib/parse_datasets.py`; `conf/data/periodic_authors.yaml`).
 
     Args:
         n_train, n_val, n_test: series per split.
         t_end: end of the grid (the future window is `(t_observed, t_end]`).
         grid_size: points of the common time grid on `[0, t_end]`.
-        noise_std: std of the Gaussian observation noise.
+        grid: "regular" (evenly spaced) or "random" (0 and `grid_size - 1` uniform times,
+            sorted, drawn once from `eval_seed`: every split and run shares them).
+        observe: "window" (points of `[0, t_observed]`) or "first_half" (the first
+            `grid_size // 2` grid points; `t_observed` is then the last of them).
+        noise_std: std of the Gaussian noise, or the width of the uniform noise.
+        noise: "gaussian" (zero mean, every point) or "uniform" (U[0, noise_std), every
+            point but t = 0, as the reference adds it).
         amplitude: [low, high] of the uniform amplitude.
         frequency: [low, high] of the uniform frequency (cycles per time unit).
+        phase: "random" (uniform on [0, 2 pi)) or "zero".
+        offset, offset_std: mean and std of a Gaussian constant added to each series.
         Other arguments: see `IrregularSeriesDataModule`.
     """
 
@@ -290,16 +315,32 @@ class PeriodicDataModule(IrregularSeriesDataModule):
         t_observed: float = 5.0,
         t_end: float = 7.5,
         grid_size: int = 76,
-        n_observed: int = 30,
+        n_observed: int | None = 30,
         noise_std: float = 0.1,
         amplitude: Sequence[float] = (0.5, 1.5),
         frequency: Sequence[float] = (0.3, 0.6),
+        grid: str = "regular",
+        observe: str = "window",
+        phase: str = "random",
+        offset: float = 0.0,
+        offset_std: float = 0.0,
+        noise: str = "gaussian",
         **kwargs: object,
     ):
         super().__init__(t_observed=t_observed, n_observed=n_observed, **kwargs)
+        for key, value, choices in (
+            ("grid", grid, GRIDS),
+            ("observe", observe, OBSERVE),
+            ("phase", phase, PHASES),
+            ("noise", noise, NOISES),
+        ):
+            if value not in choices:
+                raise ConfigError(f"data.{key}={value!r}; choose one of {list(choices)}")
         if noise_std < 0:
             raise ConfigError(f"data.noise_std must be >= 0, got {noise_std}")
-        if not 0 < t_observed < t_end:
+        if offset_std < 0:
+            raise ConfigError(f"data.offset_std must be >= 0, got {offset_std}")
+        if observe == "window" and not 0 < t_observed < t_end:
             raise ConfigError(f"data.t_observed must be in (0, t_end={t_end}), got {t_observed}")
         if grid_size < 3:
             raise ConfigError(f"data.grid_size must be >= 3, got {grid_size}")
@@ -310,9 +351,21 @@ class PeriodicDataModule(IrregularSeriesDataModule):
         self.t_end, self.grid_size, self.noise_std = float(t_end), grid_size, noise_std
         self.amplitude = _interval("amplitude", amplitude)
         self.frequency = _interval("frequency", frequency)
+        self.grid_kind, self.observe, self.phase, self.noise = grid, observe, phase, noise
+        self.offset, self.offset_std = float(offset), float(offset_std)
+        self._grid: Tensor | None = None
 
     def grid(self) -> Tensor:
-        return torch.linspace(0.0, self.t_end, self.grid_size)
+        if self._grid is None:
+            if self.grid_kind == "regular":
+                self._grid = torch.linspace(0.0, self.t_end, self.grid_size)
+            else:
+                gen = torch.Generator().manual_seed(self.eval_seed)
+                inner = self.t_end * torch.rand(self.grid_size - 1, generator=gen)
+                self._grid = torch.cat([torch.zeros(1), inner.sort().values])
+            if self.observe == "first_half":
+                self.t_observed = float(self._grid[self.grid_size // 2 - 1])
+        return self._grid
 
     def dense_split(self, split: str, gen: torch.Generator) -> tuple[Tensor, Tensor]:
         n, t = self.sizes[split], self.grid()
@@ -321,10 +374,18 @@ class PeriodicDataModule(IrregularSeriesDataModule):
             return lo + (hi - lo) * torch.rand(n, 1, generator=gen)
 
         amp, freq = uniform(*self.amplitude), uniform(*self.frequency)
-        phase = uniform(0.0, 2 * math.pi)
+        # Drawn under phase=zero too, so that the other draws stay those of the default.
+        phase = uniform(0.0, 2 * math.pi) * (self.phase == "random")
         truth = (amp * torch.sin(2 * math.pi * freq * t + phase))[..., None]
-        noisy = truth + self.noise_std * torch.randn(truth.shape, generator=gen)
-        return noisy, truth
+        if self.noise == "gaussian":
+            noise = self.noise_std * torch.randn(truth.shape, generator=gen)
+        else:
+            noise = self.noise_std * torch.rand(truth.shape, generator=gen)
+            noise[:, 0] = 0.0
+        if self.offset_std > 0 or self.offset != 0:
+            shift = self.offset + self.offset_std * torch.randn(n, 1, 1, generator=gen)
+            truth = truth + shift
+        return truth + noise, truth
 
 
 # Sunspot years per split: disjoint blocks in time, the test block last.

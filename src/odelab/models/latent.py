@@ -44,7 +44,8 @@ class ObservationRNN(nn.Module):
         hidden: hidden state size.
         evolve: "ode" (ODE-RNN: the state follows `dh/dt = field(h)` between times) or
             "gaps" (RNN: a GRU step fed the time since the series' previous point).
-        field_hidden: width of the ODE field's hidden layer ("ode" only).
+        field_hidden: width of the ODE field's hidden layers ("ode" only).
+        field_depth: hidden layers of the ODE field ("ode" only).
         solver, sensitivity: how the hidden-state ODE is solved ("ode" only).
         name: config key of the field, for error messages.
     """
@@ -58,6 +59,7 @@ class ObservationRNN(nn.Module):
         solver: Solver | None = None,
         sensitivity: Sensitivity | None = None,
         name: str = "model.rnn",
+        field_depth: int = 1,
     ):
         super().__init__()
         if evolve not in ("ode", "gaps"):
@@ -69,7 +71,9 @@ class ObservationRNN(nn.Module):
         if evolve == "ode":
             from odelab.models.fields import MLPField
 
-            field = MLPField(hidden, field_hidden, depth=1, activation="tanh", init_std=0.1)
+            field = MLPField(
+                hidden, field_hidden, depth=field_depth, activation="tanh", init_std=0.1
+            )
             self.block = ODEBlock(
                 field, solver, sensitivity, return_trajectory=False, name=f"{name}.field"
             )
@@ -209,6 +213,15 @@ class LatentDecoder(nn.Module):
         return out.reshape(*z0.shape[:-1], *out.shape[1:])
 
 
-def mlp_readout(hidden: int, output_dim: int = 1) -> nn.Sequential:
-    """The recurrent baselines' readout: one tanh hidden layer from the state to a value."""
-    return nn.Sequential(nn.Linear(hidden, hidden), nn.Tanh(), nn.Linear(hidden, output_dim))
+def mlp_readout(hidden: int, output_dim: int = 1, width: int | None = None) -> nn.Sequential:
+    """The recurrent baselines' readout: one tanh hidden layer from the state to a value.
+
+    Args:
+        hidden: the recurrent state's size.
+        output_dim: channels of the series.
+        width: units of the hidden layer (None: `hidden`).
+    """
+    width = hidden if width is None else width
+    if width < 1:
+        raise ConfigError(f"model.readout.width must be >= 1 or null, got {width}")
+    return nn.Sequential(nn.Linear(hidden, width), nn.Tanh(), nn.Linear(width, output_dim))

@@ -40,6 +40,11 @@ from odelab.models.latent import (
 from odelab.plotting import plt
 from odelab.tasks.base import OdelabTask
 
+SCORE_ON = ("all", "future")
+DECODE_FROM = ("grid_start", "first_future")
+ELBO_FORMS = ("odelab", "authors")
+KL_SCHEDULES = ("linear", "authors")
+
 
 def masked_mse(pred: Tensor, truth: Tensor, mask: Tensor) -> tuple[Tensor, int]:
     """Mean squared error over the masked points (B, T) of (B, T, D) tensors, and their count."""
@@ -70,8 +75,11 @@ class IrregularSeriesTask(OdelabTask):
         """Mean prediction (B, T, D) at every column, and samples (K, B, T, D) or None."""
         raise NotImplementedError
 
-    def _log_mse(self, stage: str, pred: Tensor, batch: IrregularBatch) -> None:
-        for name, mask in (("interp_mse", batch.interp), ("extrap_mse", batch.extrap)):
+    def _log_mse(self, stage: str, pred: Tensor, batch: IrregularBatch, start: int = 0) -> None:
+        # Columns before `start` have no prediction (a decoder solving from a later time).
+        interp = batch.interp.clone()
+        interp[:, :start] = False
+        for name, mask in (("interp_mse", interp), ("extrap_mse", batch.extrap)):
             value, count = masked_mse(pred, batch.truth, mask)
             if count:  # weighted by points, so the epoch value is the mean over all points
                 self.log(f"{stage}/{name}", value, batch_size=count, prog_bar=stage == "val")
@@ -122,9 +130,21 @@ class LatentODE(IrregularSeriesTask):
             decoder's must equal it.
         obs_std: std of the Gaussian observation model.
         kl_warmup_steps: training steps over which the KL weight rises linearly from 0
-            to 1 (0: always 1).
+            to 1 (0: always 1; kl_schedule=linear).
         iwae_samples: posterior samples K of the IWAE bound and of the mean prediction
             at evaluation.
+        score_on: "all" (every point a series has: observed, held-out, future) or
+            "future" (the future window only), for the likelihood and the bounds.
+        decode_from: "grid_start" (z0 is the latent state at `times[0]`) or
+            "first_future" (the decoder's solve starts at the batch's first future time,
+            as the reference's extrapolation mode does; needs score_on=future).
+        elbo: "odelab" (the annealed ELBO summed over points and series, divided by the
+            batch's scored points) or "authors" (the reference's: per-series mean
+            log-likelihood over points, KL averaged over latent dimensions, minus the
+            log-sum-exp over the `train_samples` samples).
+        kl_schedule: "linear" (kl_warmup_steps) or "authors" (0 for the first 10
+            epochs, then 1 - 0.99^(epoch - 10), the epoch counted as the reference does).
+        train_samples: posterior samples per training step.
         torch_threads: intra-op threads (1: fastest for these small sequential steps).
     """
 
@@ -147,9 +167,29 @@ class LatentODE(IrregularSeriesTask):
         obs_std: float = 0.1,
         kl_warmup_steps: int = 100,
         iwae_samples: int = 10,
+        score_on: str = "all",
+        decode_from: str = "grid_start",
+        elbo: str = "odelab",
+        kl_schedule: str = "linear",
+        train_samples: int = 1,
         **optim: object,
     ):
         super().__init__(**optim)
+        for key, value, choices in (
+            ("score_on", score_on, SCORE_ON),
+            ("decode_from", decode_from, DECODE_FROM),
+            ("elbo", elbo, ELBO_FORMS),
+            ("kl_schedule", kl_schedule, KL_SCHEDULES),
+        ):
+            if value not in choices:
+                raise ConfigError(f"model.{key}={value!r}; choose one of {list(choices)}")
+        if decode_from == "first_future" and score_on != "future":
+            raise ConfigError(
+                "model.decode_from=first_future cannot score points before the first future "
+                "time; set model.score_on=future"
+            )
+        if train_samples < 1:
+            raise ConfigError(f"model.train_samples must be >= 1, got {train_samples}")
         if obs_std <= 0:
             raise ConfigError(f"model.obs_std must be > 0, got {obs_std}")
         if iwae_samples < 1:
@@ -170,6 +210,8 @@ class LatentODE(IrregularSeriesTask):
         self.encoder, self.decoder = encoder, decoder
         self.latent_dim, self.obs_std = latent_dim, obs_std
         self.kl_warmup_steps, self.iwae_samples = kl_warmup_steps, iwae_samples
+        self.score_on, self.decode_from, self.elbo = score_on, decode_from, elbo
+        self.kl_schedule, self.train_samples = kl_schedule, train_samples
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         state = checkpoint.get("state_dict", {})
@@ -189,22 +231,43 @@ class LatentODE(IrregularSeriesTask):
         """Observation means (..., T, D) of latent initial states z0 (..., L) at `times`."""
         return self.decoder(z0, times)
 
+    def scored(self, batch: IrregularBatch) -> Tensor:
+        """(B, T) bool: the points the likelihood and the bounds score (`score_on`)."""
+        return batch.extrap if self.score_on == "future" else batch.target
+
+    def decode_start(self, batch: IrregularBatch) -> int:
+        """Column where the decoder's solve starts (0 unless decode_from=first_future)."""
+        if self.decode_from == "grid_start":
+            return 0
+        future = batch.extrap.any(0).nonzero()
+        return int(future[0]) if future.numel() else 0
+
+    def decode_batch(self, z0: Tensor, batch: IrregularBatch) -> Tensor:
+        """Observation means (..., B, T, D) at every column of the batch; columns before the
+        decoder's start (decode_from=first_future) hold zeros and are never scored."""
+        start = self.decode_start(batch)
+        pred = self.decode(z0, batch.times[start:])
+        if start == 0:
+            return pred
+        pad = pred.new_zeros(*pred.shape[:-2], start, pred.shape[-1])
+        return torch.cat([pad, pred], dim=-2)
+
     def log_likelihood(self, pred: Tensor, batch: IrregularBatch) -> Tensor:
-        """log p(x | z) summed over each series' points: (..., B)."""
+        """log p(x | z) summed over each series' scored points: (..., B)."""
         log_p = gaussian_log_density(batch.values, pred, self.obs_std).sum(-1)
-        return (log_p * batch.target).sum(-1)
+        return (log_p * self.scored(batch)).sum(-1)
 
     def posterior_log_likelihood(self, batch: IrregularBatch) -> Tensor:
         """log p(x | z0 = posterior mean) per series (B,): deterministic, for checks."""
         mean, _ = self.encode(batch)
-        return self.log_likelihood(self.decode(mean, batch.times), batch)
+        return self.log_likelihood(self.decode_batch(mean, batch), batch)
 
     def bounds(self, batch: IrregularBatch, k: int) -> dict[str, Tensor]:
         """Per-series ELBO terms and the IWAE bound with k posterior samples."""
         mean, std = self.encode(batch)
         eps = torch.randn(k, *mean.shape, dtype=mean.dtype, device=mean.device)
         z0 = mean + std * eps  # (K, B, L)
-        pred = self.decode(z0, batch.times)  # (K, B, T, D)
+        pred = self.decode_batch(z0, batch)  # (K, B, T, D)
         log_lik = self.log_likelihood(pred, batch)  # (K, B)
         kl = gaussian_kl(mean, std, torch.zeros_like(mean), torch.ones_like(std))
         log_w = (
@@ -213,17 +276,37 @@ class LatentODE(IrregularSeriesTask):
             - gaussian_log_density(z0, mean, std).sum(-1)
         )
         iwae = torch.logsumexp(log_w, dim=0) - math.log(k)
-        return {"log_lik": log_lik.mean(0), "kl": kl, "iwae": iwae, "samples": pred}
+        return {
+            "log_lik": log_lik.mean(0),
+            "log_lik_samples": log_lik,
+            "kl": kl,
+            "iwae": iwae,
+            "samples": pred,
+        }
 
     def kl_weight(self) -> float:
+        if self.kl_schedule == "authors":
+            # run_models.py: the weight of iteration itr (from 1) uses itr // batches.
+            batches = self.trainer.num_training_batches if self._trainer is not None else 0
+            epoch = (self.global_step + 1) // batches if batches else self.current_epoch
+            return 0.0 if epoch < 10 else 1.0 - 0.99 ** (epoch - 10)
         if self.kl_warmup_steps == 0:
             return 1.0
         return min(1.0, self.global_step / self.kl_warmup_steps)
 
     def training_loss(self, batch: IrregularBatch) -> tuple[Tensor, dict[str, Tensor]]:
-        """Negative annealed ELBO per observed point (one posterior sample)."""
-        terms = self.bounds(batch, 1)
-        points = batch.target.sum().clamp_min(1)
+        """The training objective of `elbo` with `train_samples` posterior samples."""
+        terms = self.bounds(batch, self.train_samples)
+        scored = self.scored(batch)
+        if self.elbo == "authors":
+            # Per series, the mean log-density of its scored points (0 without any);
+            # then the mean over series, and the KL's mean over series and dimensions.
+            counts = scored.sum(-1).clamp_min(1)
+            per_series = terms["log_lik_samples"] / counts  # (K, B)
+            kl = terms["kl"].mean() / self.latent_dim
+            objective = per_series.mean(-1) - self.kl_weight() * kl  # (K,)
+            return -torch.logsumexp(objective, dim=0), terms
+        points = scored.sum().clamp_min(1)
         elbo = terms["log_lik"] - self.kl_weight() * terms["kl"]
         return -elbo.sum() / points, terms
 
@@ -246,7 +329,7 @@ class LatentODE(IrregularSeriesTask):
         size = len(batch)
         self.log(f"{stage}/elbo", (terms["log_lik"] - terms["kl"]).mean(), batch_size=size)
         self.log(f"{stage}/iwae", terms["iwae"].mean(), batch_size=size)
-        self._log_mse(stage, terms["samples"].mean(0), batch)
+        self._log_mse(stage, terms["samples"].mean(0), batch, self.decode_start(batch))
 
 
 class RecurrentForecaster(IrregularSeriesTask):
@@ -255,12 +338,18 @@ class RecurrentForecaster(IrregularSeriesTask):
     Args:
         rnn: the recurrent network run forward (`odelab.models.latent.ObservationRNN`).
         readout: state to value (`odelab.models.latent.mlp_readout`).
+        score_on: "all" (every point a series has) or "future" (the future window only:
+            the reference's extrapolation mode) for the training loss.
         torch_threads: intra-op threads (1: fastest for these small sequential steps).
     """
 
-    def __init__(self, rnn: ObservationRNN, readout: nn.Module, **optim: object):
+    def __init__(
+        self, rnn: ObservationRNN, readout: nn.Module, score_on: str = "all", **optim: object
+    ):
         super().__init__(**optim)
-        self.rnn, self.readout = rnn, readout
+        if score_on not in SCORE_ON:
+            raise ConfigError(f"model.score_on={score_on!r}; choose one of {list(SCORE_ON)}")
+        self.rnn, self.readout, self.score_on = rnn, readout, score_on
 
     def predict(self, batch: IrregularBatch) -> tuple[Tensor, Tensor | None]:
         states, _ = self.rnn(batch.times, batch.values, batch.context, batch.query)
@@ -268,13 +357,38 @@ class RecurrentForecaster(IrregularSeriesTask):
 
     def training_loss(self, batch: IrregularBatch) -> Tensor:
         pred, _ = self.predict(batch)
-        return masked_mse(pred, batch.values, batch.target)[0]
+        scored = batch.extrap if self.score_on == "future" else batch.target
+        return masked_mse(pred, batch.values, scored)[0]
 
     def training_step(self, batch: IrregularBatch, batch_idx: int) -> Tensor:
         loss = self.training_loss(batch)
         if writes_logs_now(self.trainer):
             self.log("train/loss", loss, prog_bar=True, batch_size=len(batch))
         return loss
+
+
+class StepDecayToFloor(torch.optim.lr_scheduler.LambdaLR):
+    """Learning rate times `rate` per step, never below `floor` times the initial rate.
+
+    The reference's `utils.update_learning_rate` (decay 0.999, lowest lr / 10), applied
+    before each step there: the first step already uses `rate` times the initial rate.
+
+    Args:
+        optimizer: the optimizer (its initial learning rates are the base).
+        rate: factor per step.
+        floor: smallest factor.
+    """
+
+    def __init__(self, optimizer: torch.optim.Optimizer, rate: float = 0.999, floor: float = 0.1):
+        if not 0 < rate <= 1:
+            raise ConfigError(f"model.scheduler.rate must be in (0, 1], got {rate}")
+        if not 0 <= floor <= 1:
+            raise ConfigError(f"model.scheduler.floor must be in [0, 1], got {floor}")
+        self.rate, self.floor = rate, floor
+        super().__init__(optimizer, self.factor)
+
+    def factor(self, step: int) -> float:
+        return max(self.rate ** (step + 1), self.floor)
 
 
 def series_figures(
