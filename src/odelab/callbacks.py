@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import Any, Literal
 
 import lightning as L
 from lightning.pytorch.callbacks import Callback
@@ -76,7 +76,7 @@ class NFEMonitor(Callback):
         across_processes: "mean" or "sum", how to combine processes under DDP.
     """
 
-    def __init__(self, across_processes: str = "mean"):
+    def __init__(self, across_processes: Literal["mean", "sum"] = "mean"):
         if across_processes not in ("mean", "sum"):
             raise ConfigError(
                 "callbacks.nfe_monitor.across_processes must be 'mean' or 'sum', got "

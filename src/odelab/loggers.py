@@ -12,7 +12,7 @@ import os
 import socket
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from lightning.pytorch.loggers import Logger, WandbLogger
 
@@ -85,7 +85,7 @@ def resolve_wandb_mode(mode: str = "auto") -> str:
 def wandb_logger(
     project: str,
     save_dir: str,
-    mode: str = "auto",
+    mode: Literal["auto", "online", "offline", "disabled"] = "auto",
     group: str | None = None,
     tags: list[str] | None = None,
     **kwargs: Any,

@@ -6,6 +6,7 @@ import contextlib
 import json
 import logging
 import math
+import re
 import signal
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,6 +23,7 @@ from omegaconf import DictConfig, OmegaConf
 from odelab.checkpoints import check_state_dict, finished_metrics, resume_checkpoint
 from odelab.errors import ConfigError, OdelabError, SolverError
 from odelab.loggers import finish_loggers, quiet_lightning
+from odelab.run_checks import check_selection
 from odelab.validate import check_data_paths, validate
 
 log = logging.getLogger(__name__)
@@ -46,8 +48,10 @@ def build(node: DictConfig, **kwargs: Any) -> Any:
         inner = err.__cause__
         while inner is not None and inner.__cause__ is not None:
             inner = inner.__cause__
-        if isinstance(inner, TypeError | ValueError):
-            key = node._get_full_key(None) or "config"
+        if isinstance(inner, TypeError | ValueError | MisconfigurationException):
+            # Hydra's message ends with the key of the node whose constructor refused.
+            found = re.search(r"full_key: (\S+)", str(err))
+            key = found.group(1) if found else node._get_full_key(None) or "config"
             raise ConfigError(
                 f"{key}: a value has the wrong type or is out of range ({type(inner).__name__}: "
                 f"{str(inner).splitlines()[0] if str(inner) else 'no detail'}); check the "
@@ -83,31 +87,6 @@ def _scalars(metrics: dict[str, Any]) -> dict[str, float]:
         except (TypeError, ValueError):
             continue
     return dict(sorted(out.items()))
-
-
-def check_selection(cfg: DictConfig) -> None:
-    """Sweeps select on a validation metric, in a stated direction; never on a test metric."""
-    name = cfg.get("optimized_metric")
-    direction = cfg.get("optimized_direction", "minimize")
-    if direction not in ("minimize", "maximize"):
-        raise ConfigError(
-            f"optimized_direction={direction!r} is not valid; use minimize or maximize"
-        )
-    if name and not str(name).startswith("val/"):
-        raise ConfigError(
-            f"optimized_metric={name} selects on a non-validation metric; use a val/... metric "
-            "(test metrics are read once, for the final table)"
-        )
-    if cfg.get("test_ckpt", "last") not in ("last", "best"):
-        raise ConfigError(f"test_ckpt={cfg.get('test_ckpt')!r} is not valid; use last or best")
-    if cfg.get("test_ckpt", "last") == "best":
-        monitor = OmegaConf.select(cfg, "callbacks.model_checkpoint.monitor")
-        if not monitor or not str(monitor).startswith("val/"):
-            raise ConfigError(
-                f"test_ckpt=best needs callbacks.model_checkpoint.monitor set to a val/ metric "
-                f"(got {monitor!r}), e.g. callbacks.model_checkpoint.monitor=val/acc "
-                "callbacks.model_checkpoint.mode=max"
-            )
 
 
 def run(cfg: DictConfig) -> dict[str, float]:

@@ -1,354 +1,38 @@
-"""Start-up checks of a composed config: every bad value stops the run with one line.
+"""Start-up checks no constructor can make: every bad value stops the run with one line.
 
-`validate(cfg)` runs before anything is built. Each failed check raises a
-`ConfigError` whose message names the key, the value and what is allowed, e.g.
+Each constructor checks its own arguments (types from its signature, ranges in its body;
+`odelab.checks`), and `odelab.run_checks` the top-level keys and Lightning's. What is left
+here needs more than one object's arguments: the optimizer and schedule, built on a dummy
+parameter (so a bad value fails before the data has loaded, and with the ranges torch
+itself lets through), the device request against the machine, data folders and
+`ckpt_path` (see `odelab.checkpoints`). Each failed check raises a `ConfigError` naming
+the key, e.g.
 
-    model.optimizer.lr=-0.1 is invalid: expected a number > 0
-
-Constructors check the values only they can judge (a field's output shape, a
-dataset's size); this module checks types and ranges of the keys a user types,
-the optimizer and schedule (built on a dummy parameter, so a bad value fails
-here rather than after the data has loaded), the device request against the
-machine, data folders and `ckpt_path` (see `odelab.checkpoints`).
+    model.optimizer.lr=-0.1 is invalid: expected a finite number > 0
 """
 
 from __future__ import annotations
 
-import itertools
-import math
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
-from omegaconf.errors import OmegaConfBaseException
 
-from odelab.errors import ConfigError
-
-
-@dataclass(frozen=True)
-class Check:
-    """A predicate on one value and the words that describe what it accepts."""
-
-    accepts: Callable[[Any], bool]
-    expected: str
-
-    def __call__(self, value: Any) -> bool:
-        try:
-            return bool(self.accepts(value))
-        except (TypeError, ValueError):
-            return False
-
-
-def _is_int(v: Any) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
-
-
-def _is_number(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
-
-
-def _bounds(low: float | None, high: float | None, low_open: bool, high_open: bool) -> str:
-    parts = []
-    if low is not None:
-        parts.append(f"{'>' if low_open else '>='} {low:g}")
-    if high is not None:
-        parts.append(f"{'<' if high_open else '<='} {high:g}")
-    return " and ".join(parts)
-
-
-def _in_bounds(
-    v: float, low: float | None, high: float | None, low_open: bool, high_open: bool
-) -> bool:
-    if low is not None and (v <= low if low_open else v < low):
-        return False
-    return not (high is not None and (v >= high if high_open else v > high))
-
-
-def _nullable(check: Check, nullable: bool) -> Check:
-    if not nullable:
-        return check
-    return Check(lambda v: v is None or check.accepts(v), f"{check.expected} or null")
-
-
-def integer(
-    low: int | None = None, high: int | None = None, nullable: bool = False, note: str = ""
-) -> Check:
-    bounds = _bounds(low, high, False, False)
-    words = "an integer" + (f" {bounds}" if bounds else "") + (f" ({note})" if note else "")
-    return _nullable(
-        Check(lambda v: _is_int(v) and _in_bounds(v, low, high, False, False), words), nullable
-    )
-
-
-def number(
-    low: float | None = None,
-    high: float | None = None,
-    low_open: bool = False,
-    high_open: bool = False,
-    nullable: bool = False,
-) -> Check:
-    bounds = _bounds(low, high, low_open, high_open)
-    words = "a finite number" + (f" {bounds}" if bounds else "")
-    check = Check(lambda v: _is_number(v) and _in_bounds(v, low, high, low_open, high_open), words)
-    return _nullable(check, nullable)
-
-
-def positive(nullable: bool = False) -> Check:
-    return number(0, low_open=True, nullable=nullable)
-
-
-def fraction(high_open: bool = False) -> Check:
-    return number(0, 1, high_open=high_open)
-
-
-def boolean(nullable: bool = False) -> Check:
-    return _nullable(Check(lambda v: isinstance(v, bool), "true or false"), nullable)
-
-
-def choice(*options: Any, nullable: bool = False) -> Check:
-    shown = ", ".join(str(o) for o in options)
-    return _nullable(
-        Check(lambda v: v in options and not isinstance(v, bool), f"one of {shown}"), nullable
-    )
-
-
-def text(nullable: bool = False) -> Check:
-    return _nullable(
-        Check(lambda v: isinstance(v, str) and v != "", "a non-empty string"), nullable
-    )
-
-
-def numbers(low: float | None = None, min_len: int = 0) -> Check:
-    bounds = _bounds(low, None, False, False)
-    words = f"a list of {'at least ' + str(min_len) + ' ' if min_len else ''}numbers" + (
-        f" {bounds}" if bounds else ""
-    )
-    return Check(
-        lambda v: (
-            isinstance(v, list)
-            and len(v) >= min_len
-            and all(_is_number(x) and _in_bounds(x, low, None, False, False) for x in v)
-        ),
-        words,
-    )
-
-
-def increasing_ints() -> Check:
-    return Check(
-        lambda v: (
-            isinstance(v, list)
-            and all(_is_int(x) and x >= 0 for x in v)
-            and all(a < b for a, b in itertools.pairwise(v))
-        ),
-        "a strictly increasing list of integers >= 0",
-    )
-
-
-def batch_limit() -> Check:
-    # Lightning's limit_*_batches: a fraction of the loader or a number of batches.
-    return Check(
-        lambda v: v is None or (_is_int(v) and v >= 0) or (_is_number(v) and 0 <= v <= 1),
-        "null, an integer >= 0 (batches) or a number in [0, 1] (fraction of the loader)",
-    )
-
-
-def devices() -> Check:
-    return Check(
-        lambda v: (
-            v == "auto"
-            or v == -1
-            or (_is_int(v) and v >= 1)
-            or (isinstance(v, list) and v and all(_is_int(x) and x >= 0 for x in v))
-        ),
-        "an integer >= 1, -1 or auto (all devices), or a list of device indices",
-    )
-
-
-PRECISIONS = (
-    "32-true",
-    "32",
-    32,
-    "64-true",
-    "64",
-    64,
-    "16-mixed",
-    "16",
-    16,
-    "bf16-mixed",
-    "bf16",
-    "16-true",
-    "bf16-true",
-    "transformer-engine",
-    "transformer-engine-float16",
+from odelab.checks import (
+    ArgumentError,
+    Check,
+    boolean,
+    check_args,
+    increasing_ints,
+    integer,
+    number,
+    positive,
+    show,
 )
+from odelab.errors import ConfigError
+from odelab.run_checks import check_run, plain
 
-# Top-level keys of conf/run.yaml.
-TOP = {
-    "task_name": text(),
-    "tags": Check(lambda v: isinstance(v, list), "a list of strings"),
-    "seed": integer(0, 2**32 - 1, nullable=True),
-    "ckpt_path": text(nullable=True),
-    "train": boolean(),
-    "test": boolean(),
-    "resume": boolean(),
-    "optimized_metric": text(nullable=True),
-    "optimized_direction": choice("minimize", "maximize"),
-    "test_ckpt": choice("last", "best"),
-    "tol": positive(),
-}
-
-# Full paths; checked wherever they exist.
-EXACT = {
-    "solver.method": text(),
-    "solver.rtol": positive(nullable=True),
-    "solver.atol": positive(nullable=True),
-    "solver.step_size": positive(nullable=True),
-    "solver.max_num_steps": integer(1),
-    "solver.max_nfe": integer(1, nullable=True),
-    "solver.backend": choice("torchdiffeq", "torchode"),
-    "solver.capture": boolean(),
-    "solver.compile_field": boolean(),
-    "sensitivity.method": choice("direct", "adjoint"),
-    "sensitivity.rtol": positive(nullable=True),
-    "sensitivity.atol": positive(nullable=True),
-    "sensitivity.adjoint_method": text(nullable=True),
-    "sensitivity.seminorm": boolean(),
-    "trace.estimator": choice("exact", "hutchinson"),
-    "trace.noise": choice("gaussian", "rademacher"),
-    "recipe.fraction": fraction(),
-    "recipe.warmup_epochs": number(0),
-    "recipe.perturbation.eps": number(0),
-    "recipe.perturbation.sigma": number(0),
-    "recipe.perturbation.step_size": positive(nullable=True),
-    "recipe.perturbation.steps": integer(1),
-    "recipe.perturbation.restarts": integer(1),
-    "recipe.perturbation.random_start": boolean(),
-    "recipe.perturbation.seed": integer(0, nullable=True),
-    "trainer.max_epochs": integer(-1, nullable=True, note="-1: no limit"),
-    "trainer.min_epochs": integer(0, nullable=True),
-    "trainer.max_steps": integer(-1, note="-1: no limit"),
-    "trainer.min_steps": integer(0, nullable=True),
-    "trainer.accelerator": choice("cpu", "gpu", "cuda", "mps", "tpu", "auto"),
-    "trainer.devices": devices(),
-    "trainer.num_nodes": integer(1),
-    "trainer.strategy": text(),
-    "trainer.precision": choice(*PRECISIONS),
-    "trainer.check_val_every_n_epoch": integer(1, nullable=True),
-    "trainer.val_check_interval": number(0, low_open=True, nullable=True),
-    "trainer.log_every_n_steps": integer(1),
-    "trainer.limit_train_batches": batch_limit(),
-    "trainer.limit_val_batches": batch_limit(),
-    "trainer.limit_test_batches": batch_limit(),
-    "trainer.num_sanity_val_steps": integer(-1, note="-1: all"),
-    "trainer.fast_dev_run": Check(
-        lambda v: isinstance(v, bool) or (_is_int(v) and v >= 0),
-        "true, false or a number of batches >= 0",
-    ),
-    "trainer.gradient_clip_val": number(0, nullable=True),
-    "trainer.gradient_clip_algorithm": choice("norm", "value", nullable=True),
-    "trainer.accumulate_grad_batches": integer(1),
-    "trainer.deterministic": Check(
-        lambda v: isinstance(v, bool) or v == "warn", "true, false or warn"
-    ),
-    "trainer.enable_progress_bar": boolean(),
-    "trainer.enable_model_summary": boolean(),
-    "trainer.enable_checkpointing": boolean(),
-    "trainer.inference_mode": boolean(),
-    "trainer.sync_batchnorm": boolean(),
-    "trainer.benchmark": boolean(nullable=True),
-    "trainer.default_root_dir": text(),
-    "model.scheduler_interval": choice("epoch", "step"),
-    "model.label_smoothing": fraction(high_open=True),
-    "model.perturbed_fraction": fraction(),
-    "model.learn_initial_states": Check(
-        lambda v: v in ("auto", True, False), "auto, true or false"
-    ),
-    "model.loss": text(),
-    "model.num_classes": integer(2),
-    "model.grid_extent": positive(),
-    "attack.kind": choice("none", "gaussian", "fgsm", "pgd"),
-    "attack.strengths": numbers(0),
-    "callbacks.model_checkpoint.save_top_k": integer(-1, note="-1: keep all"),
-    "callbacks.model_checkpoint.every_n_epochs": integer(0, nullable=True),
-    "callbacks.nfe_monitor.across_processes": choice("mean", "sum"),
-    "logger.csv.flush_logs_every_n_steps": integer(1),
-    "logger.wandb.mode": choice("auto", "online", "offline", "disabled"),
-}
-
-# Leaf names under one group (any depth), where the name alone fixes the meaning.
-BY_NAME: dict[str, dict[str, Check]] = {
-    "data": {
-        "batch_size": integer(1),
-        "eval_batch_size": integer(1),
-        "batches_per_epoch": integer(1),
-        "n_points": integer(2),
-        "t_end": positive(),
-        "extrapolate_to": positive(),
-        "noise_std": number(0),
-        "batch_time": integer(2),
-        "batch_time_final": integer(2, nullable=True),
-        "batch_time_growth_epochs": integer(0),
-        "grid_size": integer(2),
-        "y0": numbers(min_len=1),
-        "seed": integer(0),
-        "test_seed": integer(0),
-        "num_workers": integer(0),
-        "pin_memory": boolean(),
-        "persistent_workers": boolean(),
-        "download": boolean(),
-        "offline_test_split": boolean(),
-        "augment": boolean(),
-        "val_size": integer(0),
-        "test_size": integer(0),
-        "train_subset": integer(1, nullable=True),
-        "test_subset": integer(1, nullable=True),
-        "n_val": integer(1),
-        "n_test": integer(1),
-        "root": text(),
-        "name": text(),
-        "dataset": text(),
-    },
-    "model": {
-        "dim": integer(1),
-        "hidden": integer(1),
-        "depth": integer(1),
-        "width": integer(1),
-        "channels": integer(1),
-        "layers": integer(1),
-        "units": integer(1),
-        "hyper_hidden": integer(1),
-        "in_channels": integer(1),
-        "num_blocks": integer(1),
-        "image_size": integer(1),
-        "num_classes": integer(2),
-        "grid_size": integer(2),
-        "n_plot_samples": integer(1),
-        "n_frames": integer(2),
-        "init_std": positive(),
-        "t_end": positive(),
-        "learn_t_end": boolean(),
-        "horizon": positive(),
-        "kinetic_weight": number(0),
-        "jacobian_weight": number(0),
-        "regularization_weight": number(0),
-        "time_dependent": boolean(),
-        "activation": text(),
-        "input_transform": text(),
-    },
-    "attack": {
-        "steps": integer(1),
-        "restarts": integer(1),
-        "random_start": boolean(),
-        "seed": integer(0, nullable=True),
-        "step_size": positive(nullable=True),
-        "strengths": numbers(0),
-        "kind": choice("none", "gaussian", "fgsm", "pgd"),
-    },
-}
-
-# Optimizer and schedule arguments (torch names), under model.optimizer / model.scheduler.
+# Optimizer and schedule arguments (torch names) that torch accepts and then trains badly
+# on (lr=0, momentum=1, gamma=0) or fails on at the first step (T_max=0, betas=[0.9]).
 OPTIMIZER = {
     "lr": positive(),
     "momentum": number(0, 1, high_open=True),
@@ -358,15 +42,11 @@ OPTIMIZER = {
     "eps": positive(),
     "alpha": number(0, 1),
     "betas": Check(
-        lambda v: (
-            isinstance(v, list) and len(v) == 2 and all(_is_number(b) and 0 <= b < 1 for b in v)
-        ),
+        lambda v: len(v) == 2 and all(number(0, 1, high_open=True)(b) for b in v),
         "two numbers in [0, 1)",
     ),
     "amsgrad": boolean(),
     "centered": boolean(),
-    "batch_size": integer(1),
-    "base_batch_size": integer(1),
 }
 SCHEDULER = {
     "milestones": increasing_ints(),
@@ -383,93 +63,6 @@ SCHEDULER = {
     "end_factor": number(0, 1),
 }
 
-# Groups in the order they are checked: a value that a model config copies by
-# interpolation (`${solver}`, `${attack}`) is reported under its own key first.
-ORDER = (
-    "solver",
-    "sensitivity",
-    "trace",
-    "recipe",
-    "attack",
-    "data",
-    "trainer",
-    "model",
-    "callbacks",
-    "logger",
-)
-
-
-def _fail(key: str, value: Any, expected: str) -> ConfigError:
-    return ConfigError(f"{key}={_show(value)} is invalid: expected {expected}")
-
-
-def _show(value: Any) -> str:
-    if isinstance(value, str):
-        return repr(value)
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return str(value).lower()
-    return str(value)
-
-
-def _plain(cfg: DictConfig, key: str) -> Any:
-    """The resolved value of a top-level key, as plain Python."""
-    try:
-        node = cfg[key]
-        if isinstance(node, (DictConfig, ListConfig)):
-            return OmegaConf.to_container(node, resolve=True)
-        return node
-    except OmegaConfBaseException as err:
-        full_key = getattr(err, "full_key", None) or key
-        first = str(err).strip().splitlines()[0]
-        raise ConfigError(f"{full_key} cannot be resolved: {first}") from None
-
-
-def _leaves(node: Any, prefix: str) -> Iterator[tuple[str, Any]]:
-    if isinstance(node, dict):
-        for k, v in node.items():
-            yield from _leaves(v, f"{prefix}.{k}")
-    else:
-        yield prefix, node
-
-
-def _check_value(path: str, value: Any, check: Check) -> None:
-    if not check(value):
-        raise _fail(path, value, check.expected)
-
-
-def check_values(cfg: DictConfig) -> None:
-    """Types and ranges of every key the tables above know."""
-    for key, check in TOP.items():
-        if key in cfg:
-            _check_value(key, _plain(cfg, key), check)
-    for group in ORDER:
-        if group not in cfg or cfg[group] is None:
-            continue
-        tree = _plain(cfg, group)
-        if not isinstance(tree, dict):
-            continue
-        names = BY_NAME.get(group, {})
-        for path, value in _leaves(tree, group):
-            if path.endswith(("._target_", "._partial_")):
-                continue
-            if path in EXACT:
-                _check_value(path, value, EXACT[path])
-                continue
-            if path.startswith("model.optimizer."):
-                rule = OPTIMIZER.get(path.rsplit(".", 1)[1])
-            elif path.startswith("model.scheduler."):
-                rule = SCHEDULER.get(path.rsplit(".", 1)[1])
-            else:
-                rule = names.get(path.rsplit(".", 1)[1])
-                # Copies of other groups inside the model (${solver}, ${attack}, ...)
-                # were checked under their own keys.
-                if any(f".{g}." in path for g in ("solver", "sensitivity", "trace", "attacks")):
-                    rule = None
-            if rule is not None:
-                _check_value(path, value, rule)
-
 
 def check_optimizer(cfg: DictConfig) -> None:
     """Build the optimizer and schedule on a dummy parameter: torch's own checks run now."""
@@ -479,6 +72,9 @@ def check_optimizer(cfg: DictConfig) -> None:
     import torch
     from hydra.utils import instantiate
 
+    for name, rules in (("optimizer", OPTIMIZER), ("scheduler", SCHEDULER)):
+        if model.get(name) is not None:
+            _check_ranges(model[name], f"model.{name}", rules)
     param = torch.nn.Parameter(torch.zeros(1))
     try:
         optimizer = instantiate(model.optimizer)(params=[param])
@@ -500,6 +96,18 @@ def check_optimizer(cfg: DictConfig) -> None:
             f"model.scheduler ({model.scheduler.get('_target_')}) "
             f"rejects its settings: {_first_line(err)}"
         ) from None
+
+
+def _check_ranges(node: DictConfig, key: str, rules: dict[str, Check]) -> None:
+    """`check_args` on a node; a refused value set by interpolation names its source (the
+    schedule's `T_max: ${trainer.max_epochs}`), the key a user would change."""
+    try:
+        check_args(key, rules, plain(node, ""))
+    except ArgumentError as err:
+        raw = OmegaConf.to_container(node, resolve=False).get(err.name.rsplit(".", 1)[1])
+        if isinstance(raw, str) and "${" in raw:
+            raise ConfigError(f"{err} (the value comes from {raw}; change that)") from None
+        raise
 
 
 def _first_line(err: BaseException) -> str:
@@ -531,7 +139,7 @@ def check_devices(cfg: DictConfig) -> None:
     if isinstance(count, int) and count > available:
         shown = OmegaConf.to_container(wanted) if isinstance(wanted, ListConfig) else wanted
         raise ConfigError(
-            f"trainer.devices={_show(shown)}"
+            f"trainer.devices={show(shown)}"
             f" asks for more GPUs than the {available} this machine has; "
             f"set trainer.devices to at most {available}"
         )
@@ -556,7 +164,7 @@ def validate(cfg: DictConfig, data: bool = True) -> None:
     out the data folder's, for a caller that checks it only when the run needs its data."""
     from odelab.checkpoints import check_ckpt_path
 
-    check_values(cfg)
+    check_run(cfg)
     check_devices(cfg)
     if data:
         check_data_paths(cfg)

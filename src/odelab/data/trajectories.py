@@ -180,6 +180,8 @@ class TrajectoryDataModule(L.LightningDataModule):
                 )
         if batch_size < 1 or batches_per_epoch < 1:
             raise ConfigError("data.batch_size and data.batches_per_epoch must be >= 1")
+        if len(y0) == 0:
+            raise ConfigError("data.y0=[] is empty; give the initial state, one number a dimension")
         self.system = system
         self.y0 = torch.tensor(y0, dtype=torch.get_default_dtype())
         self.t_end, self.n_points = float(t_end), n_points

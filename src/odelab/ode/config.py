@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
+from odelab.checks import boolean, check_args, integer, positive, text
 from odelab.errors import ConfigError
 
 # Methods that choose their own step from rtol/atol; the rest walk a fixed grid. (tsit5 is
@@ -34,6 +35,20 @@ SOLVERS = frozenset(
     }
 )
 BACKENDS = ("torchdiffeq", "torchode")
+
+
+# Ranges of the arguments whatever the method (a fixed-grid method ignores rtol, but a
+# negative one is still a typo to report).
+_SOLVER_ARGS = {
+    "method": text(),
+    "rtol": positive(nullable=True),
+    "atol": positive(nullable=True),
+    "step_size": positive(nullable=True),
+    "max_num_steps": integer(1),
+    "max_nfe": integer(1, nullable=True),
+    "compile_field": boolean(),
+    "capture": boolean(),
+}
 
 
 @dataclass(frozen=True)
@@ -66,11 +81,12 @@ class Solver:
     max_num_steps: int = 10_000
     max_nfe: int | None = 100_000
     options: dict[str, Any] = field(default_factory=dict)
-    backend: str = "torchdiffeq"
+    backend: Literal["torchdiffeq", "torchode"] = "torchdiffeq"
     compile_field: bool = False
     capture: bool = False
 
     def __post_init__(self) -> None:
+        check_args("solver", _SOLVER_ARGS, vars(self))
         if self.backend not in BACKENDS:
             raise ConfigError(
                 f"solver.backend={self.backend!r} is unknown; choose one of {list(BACKENDS)}"
@@ -136,13 +152,22 @@ class Sensitivity:
             not on the parameter gradients (Kidger et al. 2021): fewer steps.
     """
 
-    method: str = "direct"
+    method: Literal["direct", "adjoint"] = "direct"
     rtol: float | None = None
     atol: float | None = None
     adjoint_method: str | None = None
     seminorm: bool = False
 
     def __post_init__(self) -> None:
+        check_args(
+            "sensitivity",
+            {
+                "rtol": positive(nullable=True),
+                "atol": positive(nullable=True),
+                "seminorm": boolean(),
+            },
+            vars(self),
+        )
         if self.method not in ("direct", "adjoint"):
             raise ConfigError(
                 f"sensitivity.method={self.method!r} is unknown; choose 'direct' or 'adjoint'"

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Literal
 
 import lightning as L
 from matplotlib.figure import Figure
@@ -23,7 +23,7 @@ class OdelabTask(L.LightningModule):
         self,
         optimizer: Callable[..., Optimizer],
         scheduler: Callable[..., Any] | None = None,
-        scheduler_interval: str = "epoch",
+        scheduler_interval: Literal["epoch", "step"] = "epoch",
     ):
         super().__init__()
         self.optimizer_factory = optimizer

@@ -6,6 +6,7 @@ import torch
 from torch import Tensor, nn
 from torchmetrics.classification import MulticlassAccuracy
 
+from odelab.checks import check_args, fraction, integer
 from odelab.tasks.base import OdelabTask
 
 STAGES = ("train", "val", "test")
@@ -27,6 +28,11 @@ class ImageClassifier(OdelabTask):
         self, net: nn.Module, num_classes: int = 10, label_smoothing: float = 0.0, **optim: object
     ):
         super().__init__(**optim)
+        check_args(
+            "model",
+            {"num_classes": integer(2), "label_smoothing": fraction(high_open=True)},
+            {"num_classes": num_classes, "label_smoothing": label_smoothing},
+        )
         self.net = net
         self.criterion = nn.CrossEntropyLoss(label_smoothing=label_smoothing)
         # One metric per stage ("train" would clash with nn.Module.train as a ModuleDict key).

@@ -7,6 +7,7 @@ import torch
 from matplotlib.figure import Figure
 from torch import Tensor, nn
 
+from odelab.checks import check_args, integer, positive
 from odelab.density_plots import DensityGrid, FlowAnimation, GridArrays, density_figures
 from odelab.errors import ConfigError
 from odelab.plotting import Artifact
@@ -54,8 +55,17 @@ class DensityEstimation(OdelabTask):
                     f"model.{name}_weight={weight} but {type(flow).__name__} has no {name} "
                     f"regularizer; set model.{name}_weight=0"
                 )
-        if n_frames < 2:
-            raise ConfigError(f"model.n_frames must be >= 2, got {n_frames}")
+        check_args(
+            "model",
+            {
+                "grid_size": integer(2),
+                "grid_extent": positive(),
+                "n_plot_samples": integer(1),
+                "n_frames": integer(2),
+            },
+            {"grid_size": grid_size, "grid_extent": grid_extent, "n_frames": n_frames}
+            | {"n_plot_samples": n_plot_samples},
+        )
         self.grid_size, self.grid_extent = grid_size, grid_extent
         self.n_plot_samples, self.n_frames = n_plot_samples, n_frames
 
