@@ -25,7 +25,7 @@ class _Budget:
     def __init__(self, root: Path):
         self.root, self.count = root, {}
 
-    def job(self, sweep: int, overrides: list[str], metrics: dict[str, float] | None) -> None:
+    def job(self, sweep: int, overrides: list[str], metrics: dict[str, float] | None) -> Path:
         num = self.count.get(sweep, 0)
         self.count[sweep] = num + 1
         job = self.root / str(sweep) / str(num)
@@ -34,6 +34,7 @@ class _Budget:
         (job / "job.json").write_text(json.dumps({"seconds": 10.0}))
         if metrics is not None:  # a crashed job leaves no metrics.json
             (job / "metrics.json").write_text(json.dumps(metrics))
+        return job
 
 
 def _ok(rel: float) -> dict[str, float]:
@@ -74,7 +75,8 @@ def study(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
         budget.job(0, _table("damped_linear", 0.05, seed), _ok(bad))  # clear failure
         budget.job(0, _table("lotka_volterra", 0.05, seed), DIVERGED if seed == 1 else _ok(good))
     explicit, scaled = ["solver=dopri5"], ["solver=dopri5", "data.scale=true"]
-    budget.job(1, _stiff(explicit, 0), DIVERGED)
+    job = budget.job(1, _stiff(explicit, 0), DIVERGED)
+    (job / "failure.txt").write_text("step size underflow at t = 3e-05\n")
     budget.job(1, _stiff(explicit, 1), DIVERGED)
     budget.job(1, _stiff(explicit, 2), None)  # crashed: a failure too
     for seed in range(3):
@@ -109,6 +111,7 @@ def test_divergences_count_in_the_tables_and_success_rates(study: Path) -> None:
     assert stiff.loc["scaled", ["ok", "runs"]].tolist() == [2, 3]
     assert stiff.loc["implicit", "rate"] == 1.0
     assert stiff.loc["scaled", "solver_label"] == "dopri5 + scaling"
+    assert stiff.loc["explicit", "why"] == "step size underflow at t = 3e-05"
     # Clopper-Pearson for 0 of 3: [0, 1 - 0.025 ** (1/3)].
     assert stiff.loc["explicit", "high"] == pytest.approx(1 - 0.025 ** (1 / 3), rel=1e-6)
     verdicts = _verdicts(study, "cpu")

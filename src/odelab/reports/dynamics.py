@@ -70,6 +70,8 @@ def study_frame(jobs: Jobs, tags: list[str] | None) -> pd.DataFrame:
     frame["sampling"] = np.where(frame["keep"] >= 1.0, "dense", "sparse")
     finished = frame["ok"].astype(bool) & frame["diverged"].fillna(0.0).eq(0.0)
     frame["success"] = (finished & np.isfinite(frame["traj_rel"])).astype(float)
+    failures = [j.output_dir / "failure.txt" for j in jobs]  # the run's one-line reason
+    frame["failure"] = [p.read_text().strip() if p.is_file() else "" for p in failures]
     return frame
 
 
@@ -125,6 +127,7 @@ def stiff_table(frame: pd.DataFrame) -> pd.DataFrame:
     good, runs = rows[rows["success"] > 0].groupby(keys)[cols], rows.groupby(keys)
     table = runs.agg(runs=("job", "size"), ok=("success", "sum"), job_s=("wall_s", "mean"))
     table = table.join(good.mean().add_suffix("_mean")).join(good.std().add_suffix("_std"))
+    table["why"] = runs["failure"].agg(lambda s: "; ".join(sorted(set(s) - {""})) or "—")
     table = table.reset_index().astype({"ok": int})
     ci = np.array([binomial_interval(r.ok, r.runs) for r in table.itertuples()]).reshape(-1, 2)
     return table.assign(rate=table["ok"] / table["runs"], low=ci[:, 0] / 100, high=ci[:, 1] / 100)
@@ -164,8 +167,7 @@ def noise_plot(frame: pd.DataFrame, slopes: pd.DataFrame, report_dir: Path) -> s
     rows = frame[(frame["tag"] == "table") & (frame["sampling"] == "dense") & (frame["noise"] > 0)]
     means = rows[rows["success"] > 0].groupby(["case", "noise"])["traj_rel"].mean()
     fits = slope_table(slopes).set_index("case")
-    fig = Figure(figsize=(5.5, 4))
-    ax = fig.subplots()
+    ax = (fig := Figure(figsize=(5.5, 4))).subplots()
     for case, pts in means.groupby(level="case"):
         x, label = pts.index.get_level_values("noise").to_numpy(), case
         if case in fits.index and math.isfinite(fits.loc[case, "k"]):
@@ -193,9 +195,7 @@ def portraits(jobs: Jobs, frame: pd.DataFrame) -> list[dict[str, str]]:
     """One phase portrait (true vs learned, saved by the run) per case: the lowest seed at 5 %
     noise dense for table systems (else the first successful run), a successful stiff route."""
     good = frame[frame["success"] > 0]
-    good = good.assign(
-        pref=~((good["noise"] == 0.05) & (good["sampling"] == "dense")), _i=good.index
-    )
+    good = good.assign(pref=(good["noise"] != 0.05) | (good["sampling"] != "dense"), _i=good.index)
     out = []
     for case, rows in good.sort_values(["pref", "seed", "_i"]).groupby("case", sort=True):
         row = rows.iloc[0]
