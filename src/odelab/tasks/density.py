@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import lightning as L
 import torch
 from matplotlib.figure import Figure
@@ -84,29 +86,35 @@ class DensityEstimation(OdelabTask):
             loss = loss + self.weights[name] * value
         return loss, nll, terms
 
-    def _shared_step(self, x: Tensor, stage: str) -> Tensor:
+    def points(self, batch: Any) -> Tensor:
+        """The points of a batch to score; a conditional task also conditions its field here."""
+        return batch
+
+    def _shared_step(self, batch: Any, stage: str) -> Tensor:
+        x = self.points(batch)
         if stage == "train":
             loss, nll, terms = self.training_loss(x)
         else:
             nll = -self.flow.log_prob(x, estimator="exact").log_prob.mean()
             loss, terms = nll, {}
+        kw = {"batch_size": x.shape[0], "sync_dist": True}
         for name, value in terms.items():
-            self.log(f"{stage}/{name}", value, batch_size=x.shape[0])
-        self.log(f"{stage}/nll", nll, prog_bar=True, batch_size=x.shape[0])
+            self.log(f"{stage}/{name}", value, **kw)
+        self.log(f"{stage}/nll", nll, prog_bar=True, **kw)
         if stage == "train":
-            self.log("train/loss", loss, batch_size=x.shape[0])
+            self.log("train/loss", loss, **kw)
             if getattr(self.flow, "learn_t_end", False):
-                self.log("train/t_end", self.flow.t_end.detach(), batch_size=x.shape[0])
+                self.log("train/t_end", self.flow.t_end.detach(), **kw)
         return loss
 
-    def training_step(self, x: Tensor, batch_idx: int) -> Tensor:
-        return self._shared_step(x, "train")
+    def training_step(self, batch: Any, batch_idx: int) -> Tensor:
+        return self._shared_step(batch, "train")
 
-    def validation_step(self, x: Tensor, batch_idx: int) -> None:
-        self._shared_step(x, "val")
+    def validation_step(self, batch: Any, batch_idx: int) -> None:
+        self._shared_step(batch, "val")
 
-    def test_step(self, x: Tensor, batch_idx: int) -> None:
-        self._shared_step(x, "test")
+    def test_step(self, batch: Any, batch_idx: int) -> None:
+        self._shared_step(batch, "test")
 
     def _planar_data(self) -> bool:
         """Whether the data is 2D (the density grid and figures are 2D pictures)."""
@@ -117,7 +125,7 @@ class DensityEstimation(OdelabTask):
             return  # no grid in D > 2 (e.g. data=gmm); the test NLL is the metric there
         grid = self.density_grid()
         if grid.true is not None:
-            self.log("test/density_l1", grid.l1_error())
+            self.log("test/density_l1", grid.l1_error(), sync_dist=True)
 
     # --- evaluation on a grid, sampling, figures ---------------------------------
 

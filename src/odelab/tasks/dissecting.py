@@ -142,17 +142,9 @@ class ConditionalDensityEstimation(DensityEstimation):
     def _condition(self, labels: Tensor) -> None:
         self.flow.dynamics.field.condition(labels)
 
-    def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
+    def points(self, batch: tuple[Tensor, Tensor]) -> Tensor:
         self._condition(batch[1])
-        return self._shared_step(batch[0], "train")
-
-    def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
-        self._condition(batch[1])
-        self._shared_step(batch[0], "val")
-
-    def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
-        self._condition(batch[1])
-        self._shared_step(batch[0], "test")
+        return batch[0]
 
     def on_test_epoch_end(self) -> None:
         return None  # no closed-form conditional density on a grid
