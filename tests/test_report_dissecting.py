@@ -209,3 +209,15 @@ def test_claims_json_rerenders_identically(tmp_path: Path) -> None:
     render(REPRODUCTIONS["dissecting"], "cpu", RECORDS, tmp_path / "out")
     committed = REPORTS / "dissecting_cpu" / "claims.json"
     assert (tmp_path / "out" / "claims.json").read_text() == committed.read_text()
+
+
+def test_quick_budget_judges_only_its_claims(tmp_path: Path) -> None:
+    # quick's sweeps: 0 = annuli (3 variants), 1 = plain MNIST ODE-Net, 2 = augmented nets.
+    _fabricate(tmp_path / "quick" / "0", _annuli("vanilla", [0.6, 0.7, 0.65]))
+    _fabricate(tmp_path / "quick" / "1", _images(None, [0.3]))
+    REPRODUCTIONS["dissecting"].build(load_sweeps(tmp_path / "quick"), "quick", tmp_path / "out")
+    verdicts = {v.claim: v for v in read_claims(tmp_path / "out" / "claims.json")}
+    assert verdicts["annuli_vanilla_fails"].verdict == "reproduced"
+    assert verdicts["annuli_anode_separates"].reason == "no finished runs with this metric"
+    stacked = verdicts["annuli_stacked_separates"]
+    assert stacked.verdict == "not testable here" and stacked.reason == "budgets testing it: `cpu`"

@@ -69,8 +69,9 @@ def dissecting_frame(jobs: Jobs, budget: str) -> pd.DataFrame:
     """One row per run with `tag` (section), `model`, accuracy in %, NFE per step, training
     seconds and the run folder; the rows in seed order (sweep order within a seed)."""
     frame = runs_frame(jobs, tags=TAGS.get(budget) or None)
-    if frame.empty:
-        return frame.assign(tag=[], model=[], seed=[])
+    if frame.empty:  # typed columns, so that boolean masks on `ok` select rows
+        names = ("tag", "model", "seed", "acc", "wall_s", "device", "plots", "path")
+        return pd.DataFrame({"ok": pd.Series(dtype=bool), **{c: pd.Series() for c in names}})
     if "tag" not in frame:  # records read outside a tagged budget
         frame["tag"] = "annuli_2d"
     variant = _get(frame, "model/variant").fillna("vanilla")
