@@ -33,6 +33,8 @@ RECORD_FILES = (
     "device.json",
     "csv/metrics.csv",
     ".hydra/hydra.yaml",
+    # The one-line reason a run diverged (odelab.tasks.dynamics): counted, never dropped.
+    "failure.txt",
 )
 RECORD_GLOBS = ("plots/*.png", "*.json")
 
