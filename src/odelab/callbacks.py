@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
+from collections.abc import Iterable, Mapping
 from typing import Any, Literal
 
 import lightning as L
+import torch
 from lightning.pytorch.callbacks import Callback
 
 from odelab.errors import ConfigError
@@ -56,6 +59,27 @@ class _StepMeans:
         self.count = 0
 
 
+def first_batch_size(batch: Any) -> int | None:
+    """The batch size Lightning would infer for an epoch mean: the length of the first tensor
+    in the batch (depth first). Passed explicitly, so a batch of several tensors of other
+    lengths (a trajectory and its time grid) weighs the same without Lightning's
+    "ambiguous collection" warning."""
+    if isinstance(batch, torch.Tensor):
+        return 1 if batch.ndim == 0 else int(batch.shape[0])
+    if isinstance(batch, str):
+        return None
+    if isinstance(batch, Mapping):
+        batch = batch.values()
+    elif not isinstance(batch, Iterable) and dataclasses.is_dataclass(batch):
+        batch = [getattr(batch, f.name) for f in dataclasses.fields(batch)]
+    if isinstance(batch, Iterable) and not isinstance(batch, type):
+        for item in batch:
+            size = first_batch_size(item)
+            if size is not None:
+                return size
+    return None
+
+
 class NFEMonitor(Callback):
     """Logs function evaluations per training step, forward and backward.
 
@@ -87,7 +111,14 @@ class NFEMonitor(Callback):
         self._blocks: list[ODEBlock] = []
         self._means = _StepMeans(("train/nfe_forward", "train/nfe_backward"))
 
-    def _log(self, module: L.LightningModule, key: str, value: float, on_step: bool) -> None:
+    def _log(
+        self,
+        module: L.LightningModule,
+        key: str,
+        value: float,
+        on_step: bool,
+        batch_size: int | None = None,
+    ) -> None:
         module.log(
             key + self.suffix,
             value,
@@ -95,6 +126,7 @@ class NFEMonitor(Callback):
             on_epoch=not on_step,
             sync_dist=True,
             reduce_fx=self.reduce_fx,
+            batch_size=batch_size,
         )
 
     def setup(self, trainer: L.Trainer, module: L.LightningModule, stage: str) -> None:
@@ -104,10 +136,11 @@ class NFEMonitor(Callback):
         for b in self._blocks:
             b.reset_nfe()
 
-    def _eval_log_and_reset(self, module: L.LightningModule, stage: str) -> None:
+    def _eval_log_and_reset(self, module: L.LightningModule, stage: str, batch: Any) -> None:
         if self._blocks:
             forward = sum(b.nfe_forward for b in self._blocks)
-            self._log(module, f"{stage}/nfe_forward", float(forward), on_step=False)
+            size = first_batch_size(batch)
+            self._log(module, f"{stage}/nfe_forward", float(forward), False, size)
         self._reset()
 
     def on_train_batch_start(
@@ -146,7 +179,7 @@ class NFEMonitor(Callback):
         self, trainer: L.Trainer, module: L.LightningModule, *args: Any
     ) -> None:
         if not trainer.sanity_checking:
-            self._eval_log_and_reset(module, "val")
+            self._eval_log_and_reset(module, "val", args[1])
 
     def on_test_batch_start(
         self, trainer: L.Trainer, module: L.LightningModule, *args: Any
@@ -154,7 +187,7 @@ class NFEMonitor(Callback):
         self._reset()
 
     def on_test_batch_end(self, trainer: L.Trainer, module: L.LightningModule, *args: Any) -> None:
-        self._eval_log_and_reset(module, "test")
+        self._eval_log_and_reset(module, "test", args[1])
 
 
 class StepTimer(Callback):

@@ -124,6 +124,17 @@ def _restore_csv(logger: CSVLogger, text: str) -> None:
     writer.metrics = []
 
 
+def _fit_done(trainer: L.Trainer) -> bool:
+    """`trainer.fit_loop.done`, read without its side effect: each read of a finished loop
+    logs "`Trainer.fit` stopped: ..." again, and Lightning has already logged it once."""
+    rank_zero = logging.getLogger("lightning.pytorch.utilities.rank_zero")
+    was_disabled, rank_zero.disabled = rank_zero.disabled, True
+    try:
+        return trainer.fit_loop.done
+    finally:
+        rank_zero.disabled = was_disabled
+
+
 def at_epoch_boundary(fit_loop: dict[str, Any]) -> None:
     """Loop state of a fit between two epochs, from one taken as the next epoch starts.
 
@@ -180,7 +191,7 @@ class LastCheckpoint(Callback):
         # Write-then-rename: a kill while saving leaves the previous checkpoint whole.
         partial = self.path.with_suffix(".ckpt.part")
         checkpoint = trainer._checkpoint_connector.dump_checkpoint(weights_only=False)
-        if not trainer.fit_loop.done:
+        if not _fit_done(trainer):
             at_epoch_boundary(checkpoint["loops"]["fit_loop"])
         trainer.strategy.save_checkpoint(checkpoint, partial)
         trainer.strategy.barrier("LastCheckpoint")
