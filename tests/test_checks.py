@@ -16,7 +16,7 @@ from odelab.validate import validate
 
 
 class Base:
-    def __init__(self, interval: Literal["epoch", "step"] = "epoch"):
+    def __init__(self, interval: Literal["epoch", "step"] = "epoch", flag: bool | None = None):
         self.interval = interval
 
 
@@ -36,6 +36,7 @@ TARGET = f"{__name__}.Child"
         ({"width": 2, "scale": "big"}, "model.scale='big' is invalid: expected a number"),
         ({"width": 2, "ys": [1.0, "a"]}, "model.ys=[1.0, 'a'] is invalid: expected a list"),
         ({"width": 2, "interval": "hour"}, "model.interval='hour' is invalid: expected one of"),
+        ({"width": 2, "flag": -1}, "model.flag=-1 is invalid: expected true or false or null"),
     ],
 )
 def test_types_come_from_the_signature(node: dict, named: str) -> None:
@@ -76,6 +77,13 @@ def test_an_interpolated_value_names_its_source(tmp_path: Path) -> None:
         ["experiment=dynamics_lotka_volterra", "data.batches_per_epoch=0"], tmp_path
     )
     with pytest.raises(ConfigError, match=r"T_max=0 .*data\.batches_per_epoch"):
+        validate(cfg, data=False)
+
+
+def test_unused_solver_settings_are_still_checked(tmp_path: Path) -> None:
+    # planar_flow solves no ODE; a typo in its solver group is still one line naming the key.
+    cfg = compose_config(["experiment=planar_flow", "solver.rtol=-1"], tmp_path)
+    with pytest.raises(ConfigError, match=r"^solver\.rtol=-1 is invalid"):
         validate(cfg, data=False)
 
 

@@ -194,6 +194,8 @@ def _accepts(annotation: Any, value: Any) -> bool:
         return any(_accepts(a, value) for a in args)
     if origin is typing.Literal:
         return any(value == a and type(value) is type(a) for a in args)
+    if annotation is type(None):  # the None arm of an Optional admits nothing else
+        return False
     if annotation is bool:
         return isinstance(value, bool)
     if annotation is int:

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from hydra.errors import InstantiationException
+from hydra.utils import instantiate
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
@@ -26,7 +28,7 @@ from odelab.checks import (
     positive,
     text,
 )
-from odelab.errors import ConfigError
+from odelab.errors import ConfigError, OdelabError
 
 # Top-level keys of conf/run.yaml.
 RUN = {
@@ -109,6 +111,23 @@ ORDER = (
 )
 
 
+# Groups whose objects are settings, cheap to build twice (odelab.ode.config, models.cnf).
+SETTINGS = ("solver", "sensitivity", "trace")
+
+
+def _build(tree: dict[str, Any]) -> None:
+    """Instantiate a settings object; its own ConfigError comes out unwrapped."""
+    try:
+        instantiate(tree)
+    except InstantiationException as err:
+        cause = err.__cause__
+        while cause is not None and not isinstance(cause, OdelabError):
+            cause = cause.__cause__
+        if cause is None:
+            raise
+        raise cause from None
+
+
 def plain(cfg: DictConfig, key: str) -> Any:
     """The resolved value at a dotted key, as plain Python (None where it is absent)."""
     try:
@@ -134,6 +153,10 @@ def check_run(cfg: DictConfig) -> None:
         tree = plain(cfg, group) if group in cfg else None
         if isinstance(tree, dict):
             check_types(tree, group)
+        if group in SETTINGS and isinstance(tree, dict) and "_target_" in tree:
+            # Small frozen settings objects: built here, their constructors judge their
+            # ranges under their own key even where no model uses them (planar_flow).
+            _build(tree)
 
 
 def check_selection(cfg: DictConfig) -> None:

@@ -6,6 +6,7 @@ import lightning as L
 import torch
 from torch.utils.data import TensorDataset
 
+from odelab.checks import check_args, integer
 from odelab.data.loading import SplitLoaders
 from odelab.data.toy2d import SAMPLERS, sample
 from odelab.errors import ConfigError
@@ -66,6 +67,7 @@ class ConditionalToy2DDataModule(SplitLoaders, L.LightningDataModule):
                 raise ConfigError(f"data.{key} must be >= 1, got {value}")
         self.name = " | ".join(self.names)
         self.sizes = {"train": n_train, "val": n_val, "test": n_test}
+        check_args("data", {"seed": integer(0), "test_seed": integer(0)}, locals())
         self.seed, self.test_seed = seed, test_seed
 
     def setup(self, stage: str | None = None) -> None:

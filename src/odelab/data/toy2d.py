@@ -15,6 +15,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from odelab.checks import check_args, integer
 from odelab.errors import ConfigError
 
 Sampler2D = Callable[[int, torch.Generator], Tensor]
@@ -262,6 +263,7 @@ class Toy2DDataModule(L.LightningDataModule):
         ):
             if value < 1:
                 raise ConfigError(f"data.{key} must be >= 1, got {value}")
+        check_args("data", {"seed": integer(0), "test_seed": integer(0)}, locals())
         self.name = name
         self.batch_size, self.batches_per_epoch = batch_size, batches_per_epoch
         self.n_val, self.n_test, self.eval_batch_size = n_val, n_test, eval_batch_size

@@ -6,6 +6,7 @@ import itertools
 
 from torch import Tensor, nn
 
+from odelab.checks import check_args, positive
 from odelab.errors import ConfigError
 
 ACTIVATIONS = {
@@ -60,6 +61,7 @@ class MLPField(nn.Module):
         layers.append(nn.Linear(hidden, dim))
         self.net = nn.Sequential(*layers)
         self.transform = TRANSFORMS[input_transform]
+        check_args("model.field", {"init_std": positive(nullable=True)}, locals())
         if init_std is not None:
             for m in self.net.modules():
                 if isinstance(m, nn.Linear):

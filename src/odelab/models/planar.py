@@ -12,6 +12,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
+from odelab.checks import check_args, positive
 from odelab.errors import ConfigError
 from odelab.models.cnf import FlowOutput, standard_normal_log_prob
 
@@ -36,6 +37,7 @@ class PlanarFlow(nn.Module):
             raise ConfigError(
                 f"model.flow.dim and model.flow.layers must be >= 1, got {dim}, {layers}"
             )
+        check_args("model.flow", {"init_std": positive()}, {"init_std": init_std})
         self.w = nn.Parameter(init_std * torch.randn(layers, dim))
         self.u = nn.Parameter(init_std * torch.randn(layers, dim))
         self.b = nn.Parameter(init_std * torch.randn(layers))

@@ -12,6 +12,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from odelab.checks import check_args, integer
 from odelab.plotting import plt
 from odelab.tasks.classification import ImageClassifier
 from odelab.tasks.density import DensityEstimation
@@ -43,6 +44,9 @@ class DissectingClassifier(ImageClassifier):
         **optim: object,
     ):
         super().__init__(net, num_classes=num_classes, **optim)
+        sizes = {"n_depths": n_depths, "n_plot_points": n_plot_points, "grid_size": grid_size}
+        rules = {"n_depths": integer(1), "n_plot_points": integer(1), "grid_size": integer(2)}
+        check_args("model", rules, sizes)
         self.n_depths, self.n_plot_points, self.grid_size = n_depths, n_plot_points, grid_size
 
     def _integral_weight(self, stage: str) -> float:
