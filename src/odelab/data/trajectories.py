@@ -12,6 +12,7 @@ import math
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from functools import partial
+from pathlib import Path
 
 import lightning as L
 import torch
@@ -291,20 +292,62 @@ def truth_solve(
 
     field = copy.deepcopy(system).double()
     times = t.double().numpy()
+    k, d = y0.shape
 
+    # All trajectories as one stacked system, vectorized: scipy then evaluates the field
+    # once per call for all of them, and its finite-difference Jacobian in one call too
+    # (a torch call costs far more than the arithmetic of these small fields).
     def f(tt: float, y: np.ndarray) -> np.ndarray:
+        m = y.shape[1] if y.ndim == 2 else 1
+        states = torch.from_numpy(np.ascontiguousarray(y.reshape(k, d, m).transpose(2, 0, 1)))
         with torch.no_grad():
-            return field(torch.tensor(tt, dtype=torch.float64), torch.from_numpy(y)).numpy()
+            dy = field(torch.tensor(tt, dtype=torch.float64), states).numpy()
+        out = dy.transpose(1, 2, 0).reshape(k * d, m)
+        return out if y.ndim == 2 else out[:, 0]
 
-    out = []
-    for y in y0.double().numpy():
-        sol = solve_ivp(
-            f, (times[0], times[-1]), y, method=method, t_eval=times, rtol=rtol, atol=rtol * 1e-6
-        )
-        if not sol.success:
-            raise SolverError(f"data.system: the ground-truth solve failed ({sol.message})")
-        out.append(sol.y.T)
-    return torch.from_numpy(np.stack(out, axis=1))
+    sol = solve_ivp(
+        f,
+        (times[0], times[-1]),
+        y0.double().numpy().reshape(-1),
+        method=method,
+        t_eval=times,
+        rtol=rtol,
+        atol=rtol * 1e-6,
+        vectorized=True,
+    )
+    if not sol.success:
+        raise SolverError(f"data.system: the ground-truth solve failed ({sol.message})")
+    return torch.from_numpy(np.ascontiguousarray(sol.y.T.reshape(len(times), k, d)))
+
+
+def cached_truth(system: nn.Module, y0: Tensor, t: Tensor) -> Tensor:
+    """`truth_solve`, kept on disk: the routes of a stiff sweep share their ground truth.
+
+    Keyed by the system's class, parameters and buffers, the initial states and the
+    times; under `$ODELAB_TRUTH_CACHE` (default ~/.cache/odelab/truth; "off" disables).
+    Van der Pol at mu = 1000 takes about a minute of one core for seven trajectories.
+    """
+    import hashlib
+    import os
+
+    root = os.environ.get("ODELAB_TRUTH_CACHE", str(Path.home() / ".cache/odelab/truth"))
+    if root == "off":
+        return truth_solve(system, y0, t)
+    key = hashlib.sha256(type(system).__qualname__.encode())
+    key.update(
+        repr(sorted((k, v) for k, v in vars(system).items() if not k.startswith("_"))).encode()
+    )
+    for tensor in [*system.state_dict().values(), y0, t]:
+        key.update(tensor.double().numpy().tobytes())
+    path = Path(root) / f"{key.hexdigest()[:32]}.pt"
+    if path.is_file():
+        return torch.load(path, weights_only=True)
+    true = truth_solve(system, y0, t)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_suffix(f".{os.getpid()}.part")
+    torch.save(true, partial)
+    partial.replace(path)  # atomic: parallel jobs never read a half-written file
+    return true
 
 
 @dataclass
@@ -484,7 +527,7 @@ class DynamicsDataModule(L.LightningDataModule):
         truths = {}
         for name, k in zip(("train", "val", "test"), self.n_traj, strict=True):
             u = 2 * torch.rand(k, len(self.y0), generator=gen, dtype=torch.float64) - 1
-            truths[name] = truth_solve(self.system, self.y0.double() + u * self.ic_box, t)
+            truths[name] = cached_truth(self.system, self.y0.double() + u * self.ic_box, t)
         train = truths["train"][:n].reshape(-1, len(self.y0))
         state_scale = train.std(0).clamp_min(1e-12)
         span = train.max(0).values - train.min(0).values
