@@ -10,12 +10,11 @@ from __future__ import annotations
 
 import math
 
-import lightning as L
 import torch
 from torch import Tensor
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 
-from odelab.data.toy2d import BatchSeeds
+from odelab.data.toy2d import FreshSamples
 from odelab.errors import ConfigError
 
 
@@ -50,7 +49,7 @@ class _Fresh(Dataset):
         return self.mixture.sample(self.batch_size, key)
 
 
-class GaussianMixtureDataModule(L.LightningDataModule):
+class GaussianMixtureDataModule(FreshSamples):
     """Fresh training batches from the mixture; fixed validation and test sets.
 
     Args:
@@ -100,23 +99,11 @@ class GaussianMixtureDataModule(L.LightningDataModule):
         self.val_set: Tensor | None = None
         self.test_set: Tensor | None = None
 
-    def setup(self, stage: str | None = None) -> None:
-        if self.test_set is None:
-            self.test_set = self.mixture.sample(self.n_test, self.test_seed)
-            self.val_set = self.mixture.sample(self.n_val, self.test_seed + 1)
+    def draw(self, n: int, seed: int) -> Tensor:
+        return self.mixture.sample(n, seed)
 
-    def train_dataloader(self) -> DataLoader:
-        return DataLoader(
-            _Fresh(self.mixture, self.batch_size),
-            sampler=BatchSeeds(self.batches_per_epoch, self.seed),
-            batch_size=None,
-        )
-
-    def val_dataloader(self) -> DataLoader:
-        return DataLoader(self.val_set, batch_size=self.eval_batch_size)
-
-    def test_dataloader(self) -> DataLoader:
-        return DataLoader(self.test_set, batch_size=self.eval_batch_size)
+    def fresh_batches(self) -> Dataset:
+        return _Fresh(self.mixture, self.batch_size)
 
     def entropy(self, n: int = 100_000, seed: int = 7) -> float:
         """Monte Carlo entropy -E log p(x) of the target (nats), the floor of any test NLL."""

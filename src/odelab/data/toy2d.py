@@ -223,7 +223,47 @@ class BatchSeeds(Sampler[int]):
         yield from (base + i for i in range(self.num_batches))
 
 
-class Toy2DDataModule(L.LightningDataModule):
+class FreshSamples(L.LightningDataModule):
+    """Loaders of a sampled target: fresh seeded training batches (`fresh_batches`, one seed
+    a batch from `seed`), fixed test and validation sets drawn from `test_seed` and
+    `test_seed + 1`. A subclass says how to `draw` n points from a seed."""
+
+    seed: int
+    test_seed: int
+    batch_size: int
+    batches_per_epoch: int
+    eval_batch_size: int
+    n_val: int
+    n_test: int
+    val_set: Tensor | None
+    test_set: Tensor | None
+
+    def draw(self, n: int, seed: int) -> Tensor:
+        raise NotImplementedError
+
+    def fresh_batches(self) -> Dataset:
+        raise NotImplementedError
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.test_set is None:
+            self.test_set = self.draw(self.n_test, self.test_seed)
+            self.val_set = self.draw(self.n_val, self.test_seed + 1)
+
+    def train_dataloader(self) -> DataLoader:
+        return DataLoader(
+            self.fresh_batches(),
+            sampler=BatchSeeds(self.batches_per_epoch, self.seed),
+            batch_size=None,
+        )
+
+    def val_dataloader(self) -> DataLoader:
+        return DataLoader(self.val_set, batch_size=self.eval_batch_size)
+
+    def test_dataloader(self) -> DataLoader:
+        return DataLoader(self.test_set, batch_size=self.eval_batch_size)
+
+
+class Toy2DDataModule(FreshSamples):
     """Fresh training batches from a toy target; fixed validation and test sets.
 
     Args:
@@ -275,20 +315,8 @@ class Toy2DDataModule(L.LightningDataModule):
     def true_log_density(self) -> Callable[[Tensor], Tensor] | None:
         return TRUE_LOG_DENSITIES.get(self.name)
 
-    def setup(self, stage: str | None = None) -> None:
-        if self.test_set is None:
-            self.test_set = sample(self.name, self.n_test, self.test_seed)
-            self.val_set = sample(self.name, self.n_val, self.test_seed + 1)
+    def draw(self, n: int, seed: int) -> Tensor:
+        return sample(self.name, n, seed)
 
-    def train_dataloader(self) -> DataLoader:
-        return DataLoader(
-            FreshBatches(self.name, self.batch_size),
-            sampler=BatchSeeds(self.batches_per_epoch, self.seed),
-            batch_size=None,
-        )
-
-    def val_dataloader(self) -> DataLoader:
-        return DataLoader(self.val_set, batch_size=self.eval_batch_size)
-
-    def test_dataloader(self) -> DataLoader:
-        return DataLoader(self.test_set, batch_size=self.eval_batch_size)
+    def fresh_batches(self) -> Dataset:
+        return FreshBatches(self.name, self.batch_size)
