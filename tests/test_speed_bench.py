@@ -19,7 +19,7 @@ from torch import Tensor, nn
 from odelab.callbacks import NFEMonitor, StepTimer
 from odelab.ode import ODEBlock, Sensitivity, Solver
 from odelab.overhead import lightning_steps, overhead, overhead_config, plain_steps
-from odelab.reports.speed import gpu_section, overhead_section
+from odelab.reports.speed import gpu_summary, overhead_rows
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -111,12 +111,11 @@ def test_gpu_part_runs_on_the_cpu_and_renders(
     record = bench.gpu_steps(args)
     _check_record(record, [3])
     assert record["data"].startswith("random")
-    text = "\n".join(gpu_section(record))
+    summary = gpu_summary(record)["RK-Net (rk4, direct)"]
     for name in ("eager", "captured", "plain torchdiffeq"):
-        assert f"| RK-Net (rk4, direct) | {name} | 1 |" in text
-    assert "the 3x target" in text and "the 1.5x target" in text
+        assert summary["variants"][name]["n"] == 1
     # The plain torchdiffeq step is not a fast path: only `captured` competes for RK-Net.
-    assert "RK-Net (rk4, direct): the fastest path, captured," in text
+    assert summary["best"][0] == "captured"
 
 
 def test_gpu_part_trains_on_the_offline_mnist_split_where_present(bench: ModuleType) -> None:
@@ -184,17 +183,18 @@ def test_gpu_section_computes_speedups_and_verdicts() -> None:
             },
         },
     }
-    text = "\n".join(gpu_section(record))
-    # Speed-ups per seed 40/10, 41/10, 42/10: median 4.1, range 4.0 to 4.2.
-    assert (
-        "| RK-Net (rk4, direct) | captured (capture failed in 1, ran uncaptured) | 3 | "
-        "10.00 ± 0.00 | 4.10x (4.00 to 4.20) |"
-    ) in text
-    assert "captured, has a speed-up of 4.10x over eager (median over seeds): it meets" in text
-    assert "| compiled field | 0 | failed: RuntimeError: no |" in text
-    assert "compiled field, has a speed-up of 1.25x over eager (median over seeds)" in text
-    assert "does not meet the 1.5x target" in text
-    assert "RK-Net (rk4, direct) captured and eager are within noise on held-out accuracy" in text
+    summary = gpu_summary(record)
+    rk = summary["RK-Net (rk4, direct)"]
+    captured = rk["variants"]["captured"]
+    # Speed-ups per seed 40/10, 41/10, 42/10; one seed fell back to the uncaptured loop.
+    assert captured["speedups"] == pytest.approx([4.0, 4.1, 4.2])
+    assert captured["errors"] == ["capture failed in 1, ran uncaptured"]
+    assert captured["cells"]["median_ms"] == pytest.approx((10.0, 0.0))
+    assert rk["best"][0] == "captured"
+    assert rk["variants"]["compiled field"]["n"] == 0
+    assert rk["variants"]["compiled field"]["errors"] == ["RuntimeError: no"]
+    ode = summary["ODE-Net (dopri5, adjoint)"]
+    assert ode["best"] == ("compiled field", pytest.approx([1.25, 1.25, 1.25]))
 
 
 def _overhead_record(lightning: list[float] | None) -> dict[str, Any]:
@@ -213,18 +213,16 @@ def _overhead_record(lightning: list[float] | None) -> dict[str, Any]:
     }
 
 
-def test_overhead_section_states_the_lightning_floor() -> None:
-    text = "\n".join(overhead_section(_overhead_record([4.6, 4.4, 4.5]), [1.0]))
+def test_overhead_rows_are_ratios_of_medians_with_their_spread() -> None:
+    wall = overhead_rows(_overhead_record([4.6, 4.4, 4.5]))[0]
     # Medians: plain 4.0, Lightning 4.5, odelab 5.0; per repeat 4.6/4.0, 4.4/4.2, 4.5/3.8.
-    assert "| wall | 4.00 | 4.50 | 5.00 | **1.125** (1.048 to 1.184) |" in text
-    assert "**1.250** (1.143 to 1.368) | **1.111** (1.087 to 1.156) |" in text
-    assert "alone takes 1.125 times the hand-written loop's wall time per step, over" in text
-    assert "cannot be met by any LightningModule" in text
-    low = "\n".join(overhead_section(_overhead_record([4.1, 4.1, 4.1]), [1.0]))
-    assert "cannot be met" not in low and "over the 1.05 target (odelab on top" in low
-    # Records without the floor render the table they were committed with.
-    old = "\n".join(overhead_section(_overhead_record(None), [1.0]))
-    assert "bare" not in old and "| wall | 4.00 | 5.00 | **1.250** | 1.143 to 1.368 |" in old
+    assert wall["ms"] == pytest.approx({"plain": 4.0, "lightning": 4.5, "odelab": 5.0})
+    assert wall["ratio"]["lightning/plain"] == pytest.approx((1.125, 4.4 / 4.2, 4.5 / 3.8))
+    assert wall["ratio"]["odelab/plain"] == pytest.approx((1.25, 4.8 / 4.2, 5.2 / 3.8))
+    assert wall["ratio"]["odelab/lightning"] == pytest.approx((5.0 / 4.5, 5.0 / 4.6, 5.2 / 4.5))
+    # Records without the floor give only odelab / plain.
+    old = overhead_rows(_overhead_record(None))[0]
+    assert set(old["ratio"]) == {"odelab/plain"}
 
 
 # Epochs of 2 batches: the timed steps cross epoch boundaries (the window sampler is
@@ -329,8 +327,8 @@ def test_gpu_part_on_cuda_writes_well_formed_records(bench: ModuleType, tmp_path
     record = bench.gpu_steps(args)
     _check_record(record, [0])  # compiled variants included: they must not fail on CUDA
     assert record["device"]["type"] == "cuda"
-    text = "\n".join(gpu_section(record))
-    assert "failed" not in text
+    for model in gpu_summary(record).values():
+        assert all(v["n"] == 1 and not v["errors"] for v in model["variants"].values())
 
 
 @pytest.mark.parametrize(
