@@ -94,9 +94,17 @@ class ImageNet(nn.Module):
         super().__init__()
         check_sizes(channels=channels, in_channels=in_channels, num_classes=num_classes)
         self.normalize = Normalize(mean, std, in_channels)
-        self.stem = downsampling_stem(in_channels, channels, downsample)
+        self.stem = self.make_stem(in_channels, channels, downsample)
         self.middle: nn.Module = nn.Identity()
-        self.head = pooling_head(channels, num_classes)
+        self.head = self.make_head(channels, num_classes)
+
+    def make_stem(self, in_channels: int, channels: int, downsample: int) -> nn.Module:
+        """Images to feature maps; a subclass with another layout overrides it."""
+        return downsampling_stem(in_channels, channels, downsample)
+
+    def make_head(self, channels: int, num_classes: int) -> nn.Module:
+        """Feature maps to logits."""
+        return pooling_head(channels, num_classes)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.head(self.middle(self.stem(self.normalize(x))))

@@ -26,8 +26,8 @@ import torch
 from torch import Tensor, nn
 
 from odelab.errors import ConfigError
-from odelab.models.image_blocks import Normalize, check_sizes, group_norm
-from odelab.models.odenet import TimeConcatConv2d
+from odelab.models.image_blocks import group_norm
+from odelab.models.odenet import ImageNet, TimeConcatConv2d
 from odelab.ode import ODEBlock, Sensitivity, Solver
 
 
@@ -79,7 +79,9 @@ class AuthorsODEField(nn.Module):
         return torch.relu(self.norm2(self.conv2(t, h)))
 
 
-class _AuthorsNet(nn.Module):
+class _AuthorsNet(ImageNet):
+    """`ImageNet` with the authors' stem and pool-FC head (no downsampling choice)."""
+
     def __init__(
         self,
         channels: int,
@@ -88,18 +90,14 @@ class _AuthorsNet(nn.Module):
         mean: float | Sequence[float],
         std: float | Sequence[float],
     ) -> None:
-        super().__init__()
-        check_sizes(channels=channels, in_channels=in_channels, num_classes=num_classes)
-        self.normalize = Normalize(mean, std, in_channels)
-        self.stem = authors_stem(in_channels, channels)
-        self.middle: nn.Module = nn.Identity()
-        self.head = authors_head(channels, num_classes)
+        # downsample: the authors' stem has one fixed layout; make_stem ignores it.
+        super().__init__(channels, in_channels, num_classes, 0, mean, std)
 
-    def forward(self, x: Tensor) -> Tensor:
-        return self.head(self.middle(self.stem(self.normalize(x))))
+    def make_stem(self, in_channels: int, channels: int, downsample: int) -> nn.Module:
+        return authors_stem(in_channels, channels)
 
-    def regularization(self) -> Tensor | None:
-        return None
+    def make_head(self, channels: int, num_classes: int) -> nn.Module:
+        return authors_head(channels, num_classes)
 
 
 class AuthorsCNN(_AuthorsNet):
