@@ -12,7 +12,6 @@ import math
 
 import torch
 from torch import Tensor
-from torch.utils.data import Dataset
 
 from odelab.data.toy2d import FreshSamples
 from odelab.errors import ConfigError
@@ -36,17 +35,6 @@ class GaussianMixture:
         sq = (x[:, None, :] - self.means.to(x)[None]).pow(2).sum(-1)  # (N, K)
         log_comp = -0.5 * sq / self.std**2 - self.dim * math.log(self.std * math.sqrt(2 * math.pi))
         return torch.logsumexp(log_comp, dim=1) - math.log(len(self.means))
-
-
-class _Fresh(Dataset):
-    def __init__(self, mixture: GaussianMixture, batch_size: int):
-        self.mixture, self.batch_size = mixture, batch_size
-
-    def __len__(self) -> int:
-        return 2**31 - 1
-
-    def __getitem__(self, key: int) -> Tensor:
-        return self.mixture.sample(self.batch_size, key)
 
 
 class GaussianMixtureDataModule(FreshSamples):
@@ -101,9 +89,6 @@ class GaussianMixtureDataModule(FreshSamples):
 
     def draw(self, n: int, seed: int) -> Tensor:
         return self.mixture.sample(n, seed)
-
-    def fresh_batches(self) -> Dataset:
-        return _Fresh(self.mixture, self.batch_size)
 
     def entropy(self, n: int = 100_000, seed: int = 7) -> float:
         """Monte Carlo entropy -E log p(x) of the target (nats), the floor of any test NLL."""

@@ -190,16 +190,21 @@ def sample(name: str, n: int, seed: int) -> Tensor:
 
 
 class FreshBatches(Dataset):
-    """Item `key` is a new batch drawn with seed `key`: unlimited data, reproducible."""
+    """Item `key` is a new batch drawn with seed `key`: unlimited data, reproducible.
 
-    def __init__(self, name: str, batch_size: int):
-        self.name, self.batch_size = name, batch_size
+    Args:
+        draw: `draw(n, seed)` returns n points drawn from `seed`.
+        batch_size: points a batch.
+    """
+
+    def __init__(self, draw: Callable[[int, int], Tensor], batch_size: int):
+        self.draw, self.batch_size = draw, batch_size
 
     def __len__(self) -> int:
         return 2**31 - 1
 
     def __getitem__(self, key: int) -> Tensor:
-        return sample(self.name, self.batch_size, key)
+        return self.draw(self.batch_size, key)
 
 
 class BatchSeeds(Sampler[int]):
@@ -224,8 +229,8 @@ class BatchSeeds(Sampler[int]):
 
 
 class FreshSamples(L.LightningDataModule):
-    """Loaders of a sampled target: fresh seeded training batches (`fresh_batches`, one seed
-    a batch from `seed`), fixed test and validation sets drawn from `test_seed` and
+    """Loaders of a sampled target: fresh seeded training batches (one seed a batch, the
+    seeds drawn from `seed`), fixed test and validation sets drawn from `test_seed` and
     `test_seed + 1`. A subclass says how to `draw` n points from a seed."""
 
     seed: int
@@ -241,9 +246,6 @@ class FreshSamples(L.LightningDataModule):
     def draw(self, n: int, seed: int) -> Tensor:
         raise NotImplementedError
 
-    def fresh_batches(self) -> Dataset:
-        raise NotImplementedError
-
     def setup(self, stage: str | None = None) -> None:
         if self.test_set is None:
             self.test_set = self.draw(self.n_test, self.test_seed)
@@ -251,7 +253,7 @@ class FreshSamples(L.LightningDataModule):
 
     def train_dataloader(self) -> DataLoader:
         return DataLoader(
-            self.fresh_batches(),
+            FreshBatches(self.draw, self.batch_size),
             sampler=BatchSeeds(self.batches_per_epoch, self.seed),
             batch_size=None,
         )
@@ -317,6 +319,3 @@ class Toy2DDataModule(FreshSamples):
 
     def draw(self, n: int, seed: int) -> Tensor:
         return sample(self.name, n, seed)
-
-    def fresh_batches(self) -> Dataset:
-        return FreshBatches(self.name, self.batch_size)
