@@ -4,12 +4,12 @@ fields, and per-sample step control, all measured side by side in one process.
 Parts (each a key of the JSON record written with --out):
 
 1. `host_reads`: host reads of tensor values per training step, by the library that asks
-   for them (`odelab.ode.fast.count_host_reads`), for the spiral, ODE-Net, RK-Net and CNF
+   for them (`bench.host_reads.count_host_reads`), for the spiral, ODE-Net, RK-Net and CNF
    training steps on the default path (torchdiffeq) and on the fast paths (the sync-free
    fixed-grid loop of `solver.capture=true`, torchode). On the CPU a host read is a plain
    load; on CUDA each read of a device tensor is a device synchronisation.
 2. `overhead`: the spiral step through odelab against a hand-written loop and against the
-   same step in a bare LightningModule (the floor), `odelab.overhead`: medians of the
+   same step in a bare LightningModule (the floor), `bench.overhead`: medians of the
    interleaved repeats with their spread.
 3. `compile`: the vector field eager vs `solver.compile_field=true` (torch.compile) for the
    spiral MLP, the CNF and the ODE-Net, and the ODE-Net step against the plain
@@ -50,10 +50,11 @@ import torch
 from torch import Tensor, nn
 from torchdiffeq import odeint, odeint_adjoint
 
+from bench.host_reads import SyncCount, count_host_reads
+from bench.overhead import overhead
 from odelab.harness import compose, run_quietly
 from odelab.ode import ODEBlock, Sensitivity, Solver
-from odelab.ode.fast import SyncCount, count_host_reads, torchode_solve
-from odelab.overhead import overhead
+from odelab.ode.fast import torchode_solve
 from odelab.profiling import describe_device
 from odelab.systems import VanDerPol
 
@@ -831,7 +832,7 @@ def main(argv: list[str] | None = None) -> None:
         if "host_reads" not in args.skip:
             record["host_reads"] = host_reads(args, workdir)
         if "overhead" not in args.skip:
-            print("\n== 2. spiral overhead (odelab.overhead)")
+            print("\n== 2. spiral overhead (bench.overhead)")
             record["overhead"] = overhead(args, workdir)
         if "per_sample" not in args.skip:
             record["per_sample"] = per_sample(args)

@@ -41,8 +41,8 @@ import torch
 from torch import Tensor, nn
 from torchdiffeq import odeint
 
+from bench.overhead import compose_config, overhead
 from odelab.harness import run_quietly
-from odelab.overhead import compose_config, overhead
 from odelab.profiling import describe_device
 
 # ---------------------------------------------------------------------------

@@ -12,9 +12,10 @@ import pytest
 import torch
 from torch import Tensor, nn
 
+from bench.host_reads import count_host_reads
 from odelab.errors import ConfigError, SolverError
 from odelab.ode import ODEBlock, Sensitivity, Solver
-from odelab.ode.fast import FixedGridSolve, count_host_reads, fixed_grid, torchode_solve
+from odelab.ode.fast import FixedGridSolve, fixed_grid, torchode_solve
 from odelab.systems import VanDerPol
 from odelab.train import run
 

@@ -16,9 +16,9 @@ import pytest
 import torch
 from torch import Tensor, nn
 
+from bench.overhead import lightning_steps, overhead, overhead_config, plain_steps
 from odelab.callbacks import NFEMonitor, StepTimer
 from odelab.ode import ODEBlock, Sensitivity, Solver
-from odelab.overhead import lightning_steps, overhead, overhead_config, plain_steps
 from odelab.reports.speed import gpu_summary, overhead_rows
 
 ROOT = Path(__file__).resolve().parents[1]

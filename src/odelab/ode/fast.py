@@ -2,9 +2,9 @@
 
 The paths live in their own modules: per-sample step control in `torchode_backend`, the
 sync-free fixed-grid loop and its CUDA-graph capture in `capture`, the compiled field in
-`compiled`, host-read counting for benchmarks in `host_reads`. `ODEBlock` chooses among them
-from `Solver` (`backend`, `capture`, `compile_field`); the block's API, NFE counting and
-error translation are the same on every path.
+`compiled` (host-read counting for benchmarks lives in `experiments/bench/host_reads.py`).
+`ODEBlock` chooses among them from `Solver` (`backend`, `capture`, `compile_field`); the
+block's API, NFE counting and error translation are the same on every path.
 """
 
 from __future__ import annotations
@@ -22,7 +22,6 @@ from odelab.ode.capture import (
     fixed_grid,
 )
 from odelab.ode.compiled import prepare_field
-from odelab.ode.host_reads import SyncCount, count_host_reads
 from odelab.ode.torchode_backend import TORCHODE_METHODS, TorchodeStats, torchode_solve
 
 # Re-exported: benchmarks, reports and tests name them as `odelab.ode.fast.<name>`.
@@ -31,10 +30,8 @@ __all__ = [
     "TORCHODE_METHODS",
     "CapturedSolve",
     "FixedGridSolve",
-    "SyncCount",
     "TorchodeStats",
     "capture_blocker",
-    "count_host_reads",
     "fast_integrate",
     "fixed_grid",
     "prepare_field",

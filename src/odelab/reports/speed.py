@@ -19,15 +19,21 @@ from typing import Any
 
 import pandas as pd
 
-from odelab.reports import base
-from odelab.reports import claims as cl
-from odelab.reports.base import JobResult, Jobs, relative_path
+import odelab.reports.claims as cl
+from odelab.reports.base import (
+    JobResult,
+    Jobs,
+    Reproduction,
+    conf_budgets,
+    conf_tags,
+    relative_path,
+)
 from odelab.reports.frame import runs_frame, seed_values
 from odelab.reports.records import load_record
 from odelab.reports.render import render
 
-BUDGETS, BENCHMARKS = base.conf_budgets("speed")
-TAGS = base.conf_tags("speed")
+BUDGETS, BENCHMARKS = conf_budgets("speed")
+TAGS = conf_tags("speed")
 PAPER = "checks"
 CLAIMS = {c.id: c for c in cl.load_claims(PAPER).values() if c.report == "speed"}
 # The most odelab's step may cost against the hand-written loop; the spiral report reads it.
@@ -271,7 +277,7 @@ def build_report(jobs: Jobs, budget: str, report_dir: Path) -> str:
     )
 
 
-SPEED = base.Reproduction(
+SPEED = Reproduction(
     name="speed",
     title="Speed of the ODE core: fast paths, overhead, seminorm, per-sample step control",
     budgets=BUDGETS,
