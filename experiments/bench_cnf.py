@@ -53,12 +53,12 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import json
 import multiprocessing
 import platform
 import shutil
 import statistics
-import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
@@ -66,6 +66,7 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
+from bench.timing import time_call
 from odelab.harness import launch
 from odelab.models.cnf import CNF, TraceEstimator
 from odelab.models.time_fields import ConcatMLPField
@@ -91,17 +92,16 @@ def time_training_step(
     ).to(device)
     optimizer = torch.optim.Adam(flow.parameters(), lr=1e-3)
     x = torch.randn(batch, dim).to(device)
-    times = []
-    for i in range(repeats + 1):
-        start = time.perf_counter()
+
+    def step() -> None:
         loss = -flow.log_prob(x).log_prob.mean()
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
-        wait_for_device(device)  # time the kernels, not their launch
-        if i > 0:  # the first step pays one-off allocation costs
-            times.append(time.perf_counter() - start)
-    return statistics.median(times)
+
+    # The first step pays one-off allocation costs; the sync times the kernels, not their launch.
+    sync = functools.partial(wait_for_device, device)
+    return time_call(step, warmup=1, repeats=repeats, sync=sync).median_wall
 
 
 def trace_cost(batch: int, repeats: int, device: torch.device) -> list[dict[str, float]]:

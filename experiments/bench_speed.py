@@ -43,142 +43,35 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
-import lightning as L
 import torch
 from torch import Tensor, nn
-from torchdiffeq import odeint, odeint_adjoint
+from torchdiffeq import odeint_adjoint
 
-from bench.host_reads import SyncCount, count_host_reads
+from bench.gpu_steps import gpu_steps
+from bench.host_reads import host_reads
 from bench.overhead import overhead
-from odelab.harness import compose, run_quietly
+from bench.timing import time_call
 from odelab.ode import ODEBlock, Sensitivity, Solver
 from odelab.ode.fast import torchode_solve
 from odelab.profiling import describe_device
 from odelab.systems import VanDerPol
 
 # ---------------------------------------------------------------------------
-# 1. Host reads per training step
-
-
-class HostReadCounter(L.Callback):
-    """Counts host reads during training steps `first` .. `first + steps - 1` (forward,
-    backward, optimizer step and every hook between them)."""
-
-    last: ClassVar[dict[str, Any]] = {}
-
-    def __init__(self, first: int, steps: int):
-        self.first, self.steps = first, steps
-        self._context: Any = None
-        self._count: SyncCount | None = None
-        self.total = SyncCount()
-
-    def on_train_batch_start(self, trainer: L.Trainer, *args: Any) -> None:
-        if self.first <= trainer.global_step < self.first + self.steps:
-            self._context = count_host_reads()
-            self._count = self._context.__enter__()
-
-    def on_train_batch_end(self, trainer: L.Trainer, *args: Any) -> None:
-        if self._context is None:
-            return
-        self._context.__exit__(None, None, None)
-        for lib, n in self._count.by_library.items():
-            for _ in range(n):
-                self.total.add(lib)
-        self._context = None
-        HostReadCounter.last = {
-            "steps": self.steps,
-            "total": self.total.total,
-            "by_library": dict(self.total.by_library),
-        }
-
-
-READ_CASES: dict[str, list[str]] = {
-    "spiral (dopri5, direct)": ["experiment=spiral"],
-    "spiral (torchode dopri5, direct)": ["experiment=spiral", "solver.backend=torchode"],
-    "ODE-Net (dopri5, adjoint)": ["experiment=mnist_odenet"],
-    "RK-Net (rk4, direct)": ["experiment=mnist_rknet"],
-    "RK-Net (rk4, direct, capture loop)": ["experiment=mnist_rknet", "solver.capture=true"],
-    "CNF (dopri5, direct)": ["experiment=cnf_toy"],
-}
-# Small sizes: the number of reads does not depend on them, the time does.
-SHRINK = {
-    "mnist": [
-        "data.train_subset=256",
-        "data.batch_size=16",
-        "model.net.channels=16",
-        "~callbacks.peak_memory",
-    ],
-    "cnf": ["data.batch_size=64", "data.batches_per_epoch=20"],
-}
-
-
-def host_reads(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
-    first, steps = 2, args.read_steps
-    print(f"\n== 1. host reads per training step (steps {first}..{first + steps - 1})")
-    out: dict[str, Any] = {"steps": steps, "cases": {}}
-    for i, (name, overrides) in enumerate(READ_CASES.items()):
-        shrink = (
-            SHRINK["mnist"]
-            if "mnist" in overrides[0]
-            else (SHRINK["cnf"] if "cnf" in overrides[0] else [])
-        )
-        cfg = compose(
-            [
-                "trainer=cpu",
-                *overrides,
-                *shrink,
-                "seed=0",
-                f"trainer.max_steps={first + steps}",
-                "trainer.limit_val_batches=0",
-                "test=false",
-                "+trainer.enable_checkpointing=false",
-                "~callbacks.model_checkpoint",
-                "~callbacks.save_figures",
-                "~callbacks.on_exception_checkpoint",
-                "+callbacks.host_reads._target_=__main__.HostReadCounter",
-                f"+callbacks.host_reads.first={first}",
-                f"+callbacks.host_reads.steps={steps}",
-            ],
-            workdir / f"reads_{i}",
-            logger="none",
-            log_dir=workdir / "logs",
-        )
-        HostReadCounter.last = {}
-        run_quietly(cfg)
-        record = dict(HostReadCounter.last)
-        out["cases"][name] = record
-        per_step = record["total"] / steps
-        libs = ", ".join(f"{k} {v / steps:.1f}" for k, v in sorted(record["by_library"].items()))
-        print(f"  {name:<38} {per_step:7.1f} reads/step   ({libs})", flush=True)
-    return out
-
-
-# ---------------------------------------------------------------------------
 # 3. Compiled fields
 
 
 def _time_steps(step: Callable[[], None], warmup: int, repeats: int) -> dict[str, Any]:
-    """Seconds of `step()` per call (wall and process CPU), after `warmup` calls; the
-    first call's wall time is kept apart (it holds compilation, if any)."""
-    start = time.perf_counter()
-    step()
-    first = time.perf_counter() - start
-    for _ in range(max(0, warmup - 1)):
-        step()
-    wall, cpu = [], []
-    for _ in range(repeats):
-        w, c = time.perf_counter(), time.process_time()
-        step()
-        wall.append(time.perf_counter() - w)
-        cpu.append(time.process_time() - c)
+    """Seconds of `step()` per call (wall and process CPU), after `warmup` calls (at least
+    one); the first call's wall time is kept apart (it holds compilation, if any)."""
+    t = time_call(step, warmup=max(1, warmup), repeats=repeats)
     return {
-        "first_call_s": first,
-        "wall_s": wall,
-        "cpu_s": cpu,
-        "median_wall_s": statistics.median(wall),
-        "median_cpu_s": statistics.median(cpu),
+        "first_call_s": t.first_s,
+        "wall_s": t.wall_s,
+        "cpu_s": t.cpu_s,
+        "median_wall_s": t.median_wall,
+        "median_cpu_s": t.median_cpu,
     }
 
 
@@ -305,14 +198,9 @@ def compiled(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _solve_timed(solve: Callable[[], Any], repeats: int) -> tuple[Any, list[float], list[float]]:
-    result = solve()
-    wall, cpu = [], []
-    for _ in range(repeats):
-        w, c = time.perf_counter(), time.process_time()
-        result = solve()
-        wall.append(time.perf_counter() - w)
-        cpu.append(time.process_time() - c)
-    return result, wall, cpu
+    """The last solve's result and the wall and CPU seconds of `repeats` timed solves."""
+    t = time_call(solve, warmup=1, repeats=repeats)
+    return t.result, t.wall_s, t.cpu_s
 
 
 def van_der_pol(args: argparse.Namespace) -> dict[str, Any]:
@@ -479,268 +367,6 @@ def per_sample(args: argparse.Namespace) -> dict[str, Any]:
 
 
 # ---------------------------------------------------------------------------
-# 5. GPU training steps: ODE-Net and RK-Net, eager vs each fast path
-
-
-class _CountedCalls(nn.Module):
-    """Counts a field's evaluations on the host (no device reads) for the plain step."""
-
-    def __init__(self, field: nn.Module):
-        super().__init__()
-        self.field = field
-        self.calls = 0
-
-    def forward(self, t: Tensor, z: Tensor) -> Tensor:
-        self.calls += 1
-        return self.field(t, z)
-
-
-class PlainBlock(nn.Module):
-    """The ODE block as torchdiffeq's examples write it (`odeint`, or `odeint_adjoint` for the
-    adjoint) on the same field with the same solver settings: no odelab code in the solve."""
-
-    def __init__(self, field: nn.Module, solver: Solver, sensitivity: Sensitivity):
-        super().__init__()
-        self.func = _CountedCalls(field)
-        self.kwargs = solver.odeint_kwargs()
-        self.adjoint = sensitivity.adjoint
-        if self.adjoint:
-            self.kwargs.update(sensitivity.odeint_adjoint_kwargs(solver))
-        self.register_buffer("t", torch.tensor([0.0, 1.0]))
-        self.forward_calls = 0
-
-    def forward(self, x: Tensor) -> Tensor:
-        solve = odeint_adjoint if self.adjoint else odeint
-        out = solve(self.func, x, self.t, **self.kwargs)[1]
-        self.forward_calls = self.func.calls  # the rest are the adjoint's, in backward()
-        return out
-
-
-# model -> (solver settings, sensitivity, speed-up target of the best fast path over eager,
-# variants: name -> solver overrides, or None for the plain torchdiffeq step).
-GPU_MODELS: dict[str, tuple[dict[str, Any], str, float, dict[str, dict[str, Any] | None]]] = {
-    "ODE-Net (dopri5, adjoint)": (
-        {"method": "dopri5", "rtol": 1e-3, "atol": 1e-3},
-        "adjoint",
-        1.5,
-        {
-            "eager": {},
-            "compiled field": {"compile_field": True},
-            "plain torchdiffeq": None,
-        },
-    ),
-    "RK-Net (rk4, direct)": (
-        {"method": "rk4", "rtol": None, "atol": None, "step_size": 0.25},
-        "direct",
-        3.0,
-        {
-            "eager": {},
-            "compiled field": {"compile_field": True},
-            "captured": {"capture": True},
-            "captured + compiled field": {"capture": True, "compile_field": True},
-            "plain torchdiffeq": None,
-        },
-    ),
-}
-
-
-def gpu_data(
-    roots: list[Path], device: torch.device, held_out: int
-) -> tuple[Tensor, Tensor, Tensor, Tensor, str]:
-    """(train images, train labels, held-out images, held-out labels, description) on
-    `device`: the offline MNIST split (`data=mnist_t10k`: train 7000, validation 1000) when
-    its files are found, else random MNIST-shaped tensors (accuracy then means nothing)."""
-    from odelab.data.images import ImageDataModule
-    from odelab.errors import DataMissingError
-
-    for root in roots:
-        data = ImageDataModule(
-            root=str(root), offline_test_split=True, val_size=1000, test_size=2000, seed=0
-        )
-        try:
-            data.setup("fit")
-        except DataMissingError:
-            continue
-        else:
-            (xt, yt), (xv, yv) = data.splits["train"].tensors, data.splits["val"].tensors
-            xv, yv = xv[:held_out], yv[:held_out]
-
-            def images(x: Tensor) -> Tensor:
-                return x.unsqueeze(1).float().div_(255.0).to(device)
-
-            text = (
-                f"MNIST offline split (data=mnist_t10k): {len(yt)} training images, "
-                f"{len(yv)} held-out validation images"
-            )
-            return images(xt), yt.to(device), images(xv), yv.to(device), text
-    gen = torch.Generator().manual_seed(0)
-    n = 2048
-    x = torch.rand(n + held_out, 1, 28, 28, generator=gen).to(device)
-    y = torch.randint(0, 10, (n + held_out,), generator=gen).to(device)
-    text = "random MNIST-shaped tensors (no MNIST files found): accuracies are not meaningful"
-    return x[:n], y[:n], x[n:], y[n:], text
-
-
-def _gpu_net(
-    settings: dict[str, Any], sensitivity: str, variant: dict[str, Any] | None, channels: int
-) -> nn.Module:
-    from odelab.models.odenet import ODENet
-
-    solver = Solver(**settings, **(variant or {}))
-    net = ODENet(solver, Sensitivity(sensitivity), channels=channels)
-    if variant is None:  # the same field (same initial weights) in torchdiffeq's own loop
-        net.middle = PlainBlock(net.block.field, Solver(**settings), Sensitivity(sensitivity))
-    return net
-
-
-def _nfe(net: nn.Module) -> tuple[int, int]:
-    """Forward and backward evaluations since the last reset, read on the host."""
-    middle = net.middle
-    if isinstance(middle, PlainBlock):
-        return middle.forward_calls, middle.func.calls - middle.forward_calls
-    return middle.nfe_forward, middle.nfe_backward
-
-
-def _reset_nfe(net: nn.Module) -> None:
-    middle = net.middle
-    if isinstance(middle, PlainBlock):
-        middle.func.calls = middle.forward_calls = 0
-    else:
-        middle.reset_nfe()
-
-
-def gpu_variant(
-    model: str,
-    variant: str,
-    seed: int,
-    data: tuple[Tensor, Tensor, Tensor, Tensor, str],
-    args: argparse.Namespace,
-    device: torch.device,
-) -> dict[str, Any]:
-    """Train one variant for `args.gpu_steps` SGD steps at batch `args.gpu_batch` (same seed:
-    same initial weights and batches for every variant), timing steps after
-    `args.gpu_warmup` in blocks of `args.gpu_block` (one device synchronisation per block,
-    so launches overlap as in training); then score the held-out images."""
-    from odelab.profiling import wait_for_device
-
-    settings, sensitivity, _, variants = GPU_MODELS[model]
-    x_train, y_train, x_held, y_held, _ = data
-    torch.manual_seed(seed)
-    net = _gpu_net(settings, sensitivity, variants[variant], args.gpu_channels).to(device)
-    optimizer = torch.optim.SGD(net.parameters(), lr=0.1, momentum=0.9)
-    gen = torch.Generator().manual_seed(seed)
-    order = torch.randint(len(y_train), (args.gpu_steps, args.gpu_batch), generator=gen)
-    order = order.to(device)
-    blocks: list[float] = []
-    nfe_forward = nfe_backward = counted = 0
-    net.train()
-    start = time.perf_counter()
-    warm_s = 0.0
-    block_start = 0.0
-    for step in range(args.gpu_steps):
-        timed = step >= args.gpu_warmup
-        if timed and (step - args.gpu_warmup) % args.gpu_block == 0:
-            wait_for_device(device)
-            block_start = time.perf_counter()
-            if step == args.gpu_warmup:
-                warm_s = block_start - start  # the first steps: compilation and capture
-        _reset_nfe(net)
-        idx = order[step]
-        loss = nn.functional.cross_entropy(net(x_train[idx]), y_train[idx])
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        if timed:
-            forward, backward = _nfe(net)
-            nfe_forward, nfe_backward = nfe_forward + forward, nfe_backward + backward
-            counted += 1
-            if (step - args.gpu_warmup + 1) % args.gpu_block == 0:
-                wait_for_device(device)
-                blocks.append((time.perf_counter() - block_start) / args.gpu_block)
-    wait_for_device(device)
-    train_s = time.perf_counter() - start
-    net.eval()
-    correct = 0
-    with torch.no_grad():
-        for i in range(0, len(y_held), 500):
-            logits = net(x_held[i : i + 500])
-            correct += int((logits.argmax(1) == y_held[i : i + 500]).sum())
-    # The plain torchdiffeq block has no fast paths, so no fast-path state.
-    fast_state = getattr(net.middle, "fast_state", {})
-    return {
-        "seed": seed,
-        # Whether CUDA graphs were captured (solver.capture) or capture fell back.
-        "graphs": len(fast_state.get("graphs", {})),
-        "capture_failed": bool(fast_state.get("capture_failed")),
-        "ms_per_step": [1e3 * b for b in blocks],
-        "median_ms": 1e3 * statistics.median(blocks) if blocks else None,
-        "nfe_forward": nfe_forward / max(counted, 1),
-        "nfe_backward": nfe_backward / max(counted, 1),
-        "warmup_s": warm_s,
-        "train_s": train_s,
-        "final_loss": float(loss.detach()),
-        "accuracy": correct / len(y_held),
-    }
-
-
-def gpu_steps(args: argparse.Namespace) -> dict[str, Any]:
-    """ODE-Net and RK-Net training steps on `args.gpu_device`, every variant side by side,
-    seeds outermost (each seed's variants run back to back under the same conditions)."""
-    import torch._dynamo.config
-
-    # Every compiled variant shares ConvODEField.forward's compiled code; training and
-    # evaluation shapes and grad modes add entries. Keep them all compiled (the default
-    # limit of 8 would quietly fall back to eager in the later seeds).
-    torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 64)
-    device = torch.device(args.gpu_device)
-    print(
-        f"\n== 5. training steps on {device}: batch {args.gpu_batch}, {args.gpu_channels} "
-        f"channels, {args.gpu_steps} steps per variant and seed"
-    )
-    data = gpu_data(mnist_roots(args), device, args.gpu_held_out)
-    print(f"  data: {data[4]}")
-    models: dict[str, Any] = {}
-    for model, (settings, sensitivity, target, variants) in GPU_MODELS.items():
-        models[model] = {
-            "solver": settings,
-            "sensitivity": sensitivity,
-            "target": target,
-            "variants": {v: [] for v in variants},
-        }
-    for seed in args.gpu_seeds:
-        for model, entry in models.items():
-            for variant in entry["variants"]:
-                try:
-                    result = gpu_variant(model, variant, seed, data, args, device)
-                except Exception as err:  # noqa: BLE001 - a failed fast path is a result too
-                    first = str(err).splitlines()[0][:200] if str(err) else ""
-                    result = {"seed": seed, "error": f"{type(err).__name__}: {first}"}
-                entry["variants"][variant].append(result)
-                if "error" in result:
-                    print(f"  seed {seed}  {model:<26} {variant:<26} failed: {result['error']}")
-                    continue
-                print(
-                    f"  seed {seed}  {model:<26} {variant:<26} {result['median_ms']:8.2f} ms/step"
-                    f"   NFE {result['nfe_forward']:5.1f} + {result['nfe_backward']:5.1f}   "
-                    f"acc {result['accuracy']:.3f}   first steps {result['warmup_s']:.1f} s",
-                    flush=True,
-                )
-    return {
-        "device": describe_device(device),
-        "batch": args.gpu_batch,
-        "channels": args.gpu_channels,
-        "steps": args.gpu_steps,
-        "warmup": args.gpu_warmup,
-        "block": args.gpu_block,
-        "seeds": list(args.gpu_seeds),
-        "optimizer": "SGD lr 0.1, momentum 0.9, no augmentation",
-        "data": data[4],
-        "held_out": len(data[3]),
-        "models": models,
-    }
-
-
-# ---------------------------------------------------------------------------
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -792,20 +418,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         args.vdp_batch, args.solve_repeats = 8, 2
         args.gpu_steps, args.gpu_warmup, args.gpu_seeds = 30, 10, [0]
     return args
-
-
-def mnist_roots(args: argparse.Namespace) -> list[Path]:
-    """Where part 5 looks for the offline MNIST files: `--mnist-root`, else the
-    `data=mnist_t10k` config's folder (../shared/data/mnist) and copies inside the checkout
-    (shared/data/mnist, data/mnist), which is what travels to a lent GPU machine."""
-    if args.mnist_root is not None:
-        return [args.mnist_root]
-    from odelab.hydra_setup import repo_root
-
-    root = repo_root()
-    return [root.parent / "shared" / "data" / "mnist", root / "shared" / "data" / "mnist"] + [
-        root / "data" / "mnist"
-    ]
 
 
 def runs_gpu_part(args: argparse.Namespace) -> bool:

@@ -19,13 +19,13 @@ import argparse
 import dataclasses
 import json
 import math
-import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import torch
 from torch import nn
 
+from bench.timing import time_call
 from odelab.models.cnf import exact_trace, hutchinson_trace, jacobian, vector_jacobian
 
 
@@ -68,13 +68,8 @@ def crossover(dims: Sequence[int], ratio: Sequence[float]) -> float | None:
 
 def median_time(fn: Callable[[], object], repeats: int) -> float:
     """Median wall seconds of `repeats` calls after one warm-up call."""
-    fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return sorted(times)[len(times) // 2]
+    times = sorted(time_call(fn, warmup=1, repeats=repeats).wall_s)
+    return times[len(times) // 2]
 
 
 def measure(dim: int, batch: int, repeats: int, h: float = 0.1) -> CostPoint:

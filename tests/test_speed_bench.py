@@ -16,6 +16,7 @@ import pytest
 import torch
 from torch import Tensor, nn
 
+from bench import gpu_steps as gpu
 from bench.overhead import lightning_steps, overhead, overhead_config, plain_steps
 from odelab.callbacks import NFEMonitor, StepTimer
 from odelab.ode import ODEBlock, Sensitivity, Solver
@@ -101,11 +102,11 @@ def test_gpu_part_runs_on_the_cpu_and_renders(
     bench: ModuleType, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # torch.compile takes minutes on this CPU: the compiled variants are covered under -m gpu.
-    models = copy.deepcopy(bench.GPU_MODELS)
+    models = copy.deepcopy(gpu.GPU_MODELS)
     for _, _, _, variants in models.values():
         for name in [n for n in variants if "compiled" in n]:
             del variants[name]
-    monkeypatch.setattr(bench, "GPU_MODELS", models)
+    monkeypatch.setattr(gpu, "GPU_MODELS", models)
     args = _gpu_args(bench, "cpu", tmp_path, "--gpu-seeds", "3")
     assert bench.runs_gpu_part(args)
     record = bench.gpu_steps(args)
@@ -119,8 +120,8 @@ def test_gpu_part_runs_on_the_cpu_and_renders(
 
 
 def test_gpu_part_trains_on_the_offline_mnist_split_where_present(bench: ModuleType) -> None:
-    roots = bench.mnist_roots(bench.parse_args([]))
-    x, y, x_held, y_held, text = bench.gpu_data(roots, torch.device("cpu"), 10)
+    roots = gpu.mnist_roots(bench.parse_args([]))
+    x, y, x_held, y_held, text = gpu.gpu_data(roots, torch.device("cpu"), 10)
     if text.startswith("random"):
         pytest.skip(f"no offline MNIST files under {roots}")
     assert text.startswith("MNIST offline split") and "7000 training images" in text

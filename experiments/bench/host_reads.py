@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import argparse
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
 
+import lightning as L
 import torch
+
+from odelab.harness import compose, run_quietly
 
 # Every host read of a tensor's value dispatches to this op: Tensor.item(), bool(), float(),
 # int(), a comparison used in a Python `if`/`while`. On CUDA each one waits for the device.
@@ -76,3 +82,100 @@ def count_host_reads() -> Iterator[SyncCount]:
 
     with _Reads():
         yield count
+
+
+# ---------------------------------------------------------------------------
+# 1. Host reads per training step
+
+
+class HostReadCounter(L.Callback):
+    """Counts host reads during training steps `first` .. `first + steps - 1` (forward,
+    backward, optimizer step and every hook between them)."""
+
+    last: ClassVar[dict[str, Any]] = {}
+
+    def __init__(self, first: int, steps: int):
+        self.first, self.steps = first, steps
+        self._context: Any = None
+        self._count: SyncCount | None = None
+        self.total = SyncCount()
+
+    def on_train_batch_start(self, trainer: L.Trainer, *args: Any) -> None:
+        if self.first <= trainer.global_step < self.first + self.steps:
+            self._context = count_host_reads()
+            self._count = self._context.__enter__()
+
+    def on_train_batch_end(self, trainer: L.Trainer, *args: Any) -> None:
+        if self._context is None:
+            return
+        self._context.__exit__(None, None, None)
+        for lib, n in self._count.by_library.items():
+            for _ in range(n):
+                self.total.add(lib)
+        self._context = None
+        HostReadCounter.last = {
+            "steps": self.steps,
+            "total": self.total.total,
+            "by_library": dict(self.total.by_library),
+        }
+
+
+READ_CASES: dict[str, list[str]] = {
+    "spiral (dopri5, direct)": ["experiment=spiral"],
+    "spiral (torchode dopri5, direct)": ["experiment=spiral", "solver.backend=torchode"],
+    "ODE-Net (dopri5, adjoint)": ["experiment=mnist_odenet"],
+    "RK-Net (rk4, direct)": ["experiment=mnist_rknet"],
+    "RK-Net (rk4, direct, capture loop)": ["experiment=mnist_rknet", "solver.capture=true"],
+    "CNF (dopri5, direct)": ["experiment=cnf_toy"],
+}
+# Small sizes: the number of reads does not depend on them, the time does.
+SHRINK = {
+    "mnist": [
+        "data.train_subset=256",
+        "data.batch_size=16",
+        "model.net.channels=16",
+        "~callbacks.peak_memory",
+    ],
+    "cnf": ["data.batch_size=64", "data.batches_per_epoch=20"],
+}
+
+
+def host_reads(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
+    first, steps = 2, args.read_steps
+    print(f"\n== 1. host reads per training step (steps {first}..{first + steps - 1})")
+    out: dict[str, Any] = {"steps": steps, "cases": {}}
+    for i, (name, overrides) in enumerate(READ_CASES.items()):
+        shrink = (
+            SHRINK["mnist"]
+            if "mnist" in overrides[0]
+            else (SHRINK["cnf"] if "cnf" in overrides[0] else [])
+        )
+        cfg = compose(
+            [
+                "trainer=cpu",
+                *overrides,
+                *shrink,
+                "seed=0",
+                f"trainer.max_steps={first + steps}",
+                "trainer.limit_val_batches=0",
+                "test=false",
+                "+trainer.enable_checkpointing=false",
+                "~callbacks.model_checkpoint",
+                "~callbacks.save_figures",
+                "~callbacks.on_exception_checkpoint",
+                "+callbacks.host_reads._target_=bench.host_reads.HostReadCounter",
+                f"+callbacks.host_reads.first={first}",
+                f"+callbacks.host_reads.steps={steps}",
+            ],
+            workdir / f"reads_{i}",
+            logger="none",
+            log_dir=workdir / "logs",
+        )
+        HostReadCounter.last = {}
+        run_quietly(cfg)
+        record = dict(HostReadCounter.last)
+        out["cases"][name] = record
+        per_step = record["total"] / steps
+        libs = ", ".join(f"{k} {v / steps:.1f}" for k, v in sorted(record["by_library"].items()))
+        print(f"  {name:<38} {per_step:7.1f} reads/step   ({libs})", flush=True)
+    return out
