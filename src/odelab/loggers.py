@@ -98,7 +98,7 @@ def wandb_logger(
         os.environ.setdefault("WANDB_SILENT", "true")
         log.info("W&B logs offline into %s/wandb (upload later with `make sync`)", save_dir)
     Path(save_dir).mkdir(parents=True, exist_ok=True)
-    return WandbLogger(
+    logger = WandbLogger(
         project=project,
         save_dir=save_dir,
         offline=resolved != "online",
@@ -106,6 +106,12 @@ def wandb_logger(
         tags=list(tags or []),
         **kwargs,
     )
+    # Lightning always hands wandb.init `anonymous=None`, a setting wandb has deprecated and
+    # warns about whatever its value; left out (before the run starts), None changes nothing.
+    init = getattr(logger, "_wandb_init", {})
+    if init.get("anonymous", False) is None:
+        del init["anonymous"]
+    return logger
 
 
 def finish_loggers(loggers: list[Logger]) -> None:
