@@ -60,3 +60,12 @@ def test_wall_budget_must_be_positive() -> None:
         DynamicsRecovery(
             Diagonal(), RADAU, Sensitivity(method="adjoint"), optimizer=_optimizer, max_wall_s=0
         )
+
+
+def test_adjoint_solve_keeps_the_forward_methods_options() -> None:
+    radau = Solver(method="scipy_solver", rtol=1e-5, atol=1e-8, options={"solver": "Radau"})
+    same = Sensitivity(method="adjoint").odeint_adjoint_kwargs(radau)
+    assert same["adjoint_method"] == "scipy_solver"
+    assert same["adjoint_options"]["solver"] == "Radau"
+    other = Sensitivity(method="adjoint", adjoint_method="dopri5").odeint_adjoint_kwargs(radau)
+    assert "solver" not in other["adjoint_options"]

@@ -191,6 +191,9 @@ class Sensitivity:
             atol=self.atol if self.atol is not None else solver.atol,
             step_size=solver.step_size,
             max_num_steps=solver.max_num_steps,
+            # The same method keeps its options (scipy_solver's `solver: Radau`); another
+            # method's options would not apply to it.
+            options=dict(solver.options) if method == solver.method else {},
         )
         kwargs = adjoint_solver.odeint_kwargs()
         options = kwargs.pop("options")
