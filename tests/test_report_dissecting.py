@@ -220,4 +220,7 @@ def test_quick_budget_judges_only_its_claims(tmp_path: Path) -> None:
     assert verdicts["annuli_vanilla_fails"].verdict == "reproduced"
     assert verdicts["annuli_anode_separates"].reason == "no finished runs with this metric"
     stacked = verdicts["annuli_stacked_separates"]
-    assert stacked.verdict == "not testable here" and stacked.reason == "budgets testing it: `cpu`"
+    assert (
+        stacked.verdict == "not testable here"
+        and stacked.reason == "budgets testing it: `cpu`, `seeds10`"
+    )
