@@ -348,21 +348,15 @@ def irregular_grids(args: argparse.Namespace) -> dict[str, Any]:
 def per_sample(args: argparse.Namespace) -> dict[str, Any]:
     print("\n== 4. per-sample step control: joint (torchdiffeq) vs per sample (torchode)")
     vdp = van_der_pol(args)
-    for name in ("joint (torchdiffeq)", "per-sample (torchode)"):
-        e = vdp[name]
-        print(
-            f"  Van der Pol  {name:<24} NFE {e['nfe']:5d}   "
-            f"{1e3 * statistics.median(e['cpu_s']):8.1f} ms cpu/solve",
-            flush=True,
-        )
     grids = irregular_grids(args)
-    for name in ("joint (torchdiffeq, union grid)", "per-sample (torchode, own grids)"):
-        e = grids[name]
-        print(
-            f"  irregular    {name:<34} NFE {e['nfe']:5d}   "
-            f"{1e3 * statistics.median(e['cpu_s']):8.1f} ms cpu/solve",
-            flush=True,
-        )
+    for label, part in (("Van der Pol", vdp), ("irregular", grids)):
+        for name, e in part.items():
+            if isinstance(e, dict) and "cpu_s" in e:
+                print(
+                    f"  {label:<12} {name:<34} NFE {e['nfe']:5d}   "
+                    f"{1e3 * statistics.median(e['cpu_s']):8.1f} ms cpu/solve",
+                    flush=True,
+                )
     return {"van_der_pol": vdp, "irregular_grids": grids}
 
 

@@ -277,10 +277,5 @@ def build_report(jobs: Jobs, budget: str, report_dir: Path) -> str:
     )
 
 
-SPEED = Reproduction(
-    name="speed",
-    title="Speed of the ODE core: fast paths, overhead, seminorm, per-sample step control",
-    budgets=BUDGETS,
-    build=build_report,
-    benchmarks=BENCHMARKS,
-)
+TITLE = "Speed of the ODE core: fast paths, overhead, seminorm, per-sample step control"
+SPEED = Reproduction("speed", TITLE, BUDGETS, build_report, benchmarks=BENCHMARKS)
