@@ -332,7 +332,9 @@ def test_recipe_warmup_ramps_the_training_attack_per_step(make_cfg) -> None:
     assert epochs == [0, 1, 2]
     assert strength == pytest.approx([0.15, 0.3, 0.3])
     with pytest.raises(ConfigError, match="recipe.warmup_epochs"):
-        run(make_cfg("experiment=robust_cnn", "recipe=pgd", "recipe.warmup_epochs=-1"))
+        run(
+            make_cfg("experiment=robust_cnn", "recipe=pgd", "recipe.warmup_epochs=-1", subdir="bad")
+        )
 
 
 def test_masking_checks_retrain_a_run_whose_checkpoint_is_gone(tmp_path: Path) -> None:

@@ -188,6 +188,9 @@ def sections(frame: pd.DataFrame) -> dict[str, Any]:
                 "s": "train_s",
             },
         )
+        # Runs without a validation NLL cannot be selected among (NaN compares false).
+        table = [r for r in table if r["val_mean"] == r["val_mean"]]
+    if "selection" in by_tag and table:
         best = min(r["val_mean"] for r in table)
         near = [r for r in table if r["val_mean"] <= best + 0.05]
         out["selection"] = {

@@ -17,10 +17,10 @@ from typing import Any
 
 import pandas as pd
 
+import odelab.reports.base as base
+import odelab.reports.claims as cl
 from odelab.errors import ConfigError
 from odelab.hydra_setup import CONFIG_DIR
-from odelab.reports import base
-from odelab.reports import claims as cl
 from odelab.reports.base import JobResult, Jobs, relative_path
 from odelab.reports.frame import runs_frame, seed_values
 from odelab.reports.render import render
