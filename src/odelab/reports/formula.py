@@ -38,6 +38,8 @@ BUDGETS, BENCHMARKS = conf_budgets("formula")
 TAGS = conf_tags("formula")
 ARMS = {"cnf": "CNF, (7) + Hutchinson", "residual": "residual flow, (6)", "planar": "planar"}
 FIXED = ("euler", "midpoint", "rk4")
+# Formula (6) on the same field and N, and its gap to Euler-(7) (formula_convergence.py).
+DISCRETE = {"residual6": "(6) vs exact", "gap67": "|(6) - Euler (7)|"}
 
 
 @dataclass
@@ -140,8 +142,19 @@ def plots(conv: Convergence, cost: Cost, report_dir: Path) -> tuple[str, str]:
     report_dir.mkdir(parents=True, exist_ok=True)
     fig, axes = plt.subplots(1, 2, figsize=(10, 4))
     for field, style in (("tanh", "-"), ("linear", "--")):
-        for method in (*FIXED, "dopri5"):
+        for method in (*FIXED, "dopri5", *DISCRETE):
             pts = [p for p in conv.points if p.field == field and p.method == method]
+            if method in DISCRETE:
+                axes[0].loglog(
+                    [p.steps for p in pts],
+                    [p.error for p in pts],
+                    style,
+                    marker="x",
+                    ms=4,
+                    color="k" if method == "residual6" else "grey",
+                    label=DISCRETE[method] + f" ({field})",
+                )
+                continue
             if method != "dopri5":
                 axes[0].loglog(
                     [p.steps for p in pts],
@@ -160,6 +173,7 @@ def plots(conv: Convergence, cost: Cost, report_dir: Path) -> tuple[str, str]:
                 label=f"{method} ({field})",
             )
     axes[0].set(xlabel="steps N", ylabel="mean |log p error| (nats)")
+    axes[0].legend(fontsize=6)
     axes[1].set(xlabel="NFE", ylabel="mean |log p error| (nats)")
     axes[1].legend(fontsize=6)
     fig.tight_layout()
@@ -230,6 +244,14 @@ def build_report(jobs: Jobs, budget: str, report_dir: Path) -> str:
         "hutchinson_max": by_dim[max(by_dim)].slogdet_s / by_dim[max(by_dim)].hutchinson_s,
     }
     labels = {c.id: c.text for c in load_claims("formula").values()}
+    gap = {
+        f: max(
+            (p for p in conv.points if p.field == f and p.method == "gap67"),
+            key=lambda p: p.steps,
+            default=None,
+        )
+        for f in conv.fitted_order
+    }
     return render(
         "formula.md.j2",
         budget=budget,
@@ -242,6 +264,7 @@ def build_report(jobs: Jobs, budget: str, report_dir: Path) -> str:
         bar_target=pick["target"] if pick is not None else None,
         bar_n=int(pick["n"]) if pick is not None else 0,
         below=below,
+        gap=gap,
         ratios=ratios,
         crossover=cost.crossover,
         dmin=min(by_dim),
