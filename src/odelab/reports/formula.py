@@ -272,6 +272,7 @@ def build_report(jobs: Jobs, budget: str, report_dir: Path) -> str:
         rows=[{**r, "arm": ARMS.get(r["tag"], r["tag"])} for r in table.to_dict("records")],
         n_runs=int(frame["ok"].sum()) if len(frame) else 0,
         n_failed=int((~frame["ok"]).sum()) if len(frame) else 0,
+        train_h=float(frame["wall_s"].sum()) / 3600 if len(frame) else 0.0,
     )
 
 
