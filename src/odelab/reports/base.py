@@ -111,6 +111,12 @@ class Reproduction:
     notes: dict[str, str] = field(default_factory=dict)
     benchmarks: dict[str, list[list[str]]] = field(default_factory=dict)
 
+    @classmethod
+    def from_conf(cls, name: str, title: str, build: Callable[[Jobs, str, Path], str]):
+        """The reproduction whose budgets and benchmarks are `conf/reproduce/<name>.yaml`."""
+        sweeps, benchmarks = conf_budgets(name)
+        return cls(name, title, sweeps, build, benchmarks=benchmarks)
+
 
 def conf_budgets(name: str) -> tuple[dict[str, list[list[str]]], dict[str, list[list[str]]]]:
     """(sweeps, benchmarks) of each budget of reproduction `name` (`conf/reproduce/<name>.yaml`).

@@ -6,17 +6,11 @@ budget's sweep tags, the claims those of `conf/claims/grathwohl2019.yaml` and `c
 
 from __future__ import annotations
 
-from odelab.reports.base import Reproduction, conf_budgets
+from odelab.reports.base import Reproduction
 from odelab.reports.cnf_cpu import build
 
-BUDGETS, BENCHMARKS = conf_budgets("cnf")
-
-CNF = Reproduction(
-    name="cnf",
-    title="CNF vs planar flow and RNODE regularizers on toy 2D densities",
-    budgets=BUDGETS,
-    benchmarks=BENCHMARKS,
-    build=build,
+CNF = Reproduction.from_conf(
+    "cnf", "CNF vs planar flow and RNODE regularizers on toy 2D densities", build
 )
 
 

@@ -25,7 +25,6 @@ from odelab.reports.base import JobResult, Jobs, relative_path
 from odelab.reports.frame import runs_frame, seed_values
 from odelab.reports.render import render
 
-BUDGETS, BENCHMARKS = base.conf_budgets("dissecting")
 TAGS = base.conf_tags("dissecting")
 PAPERS = ("massaroli2020", "checks")  # checks.yaml: the ANODE replication's MNIST claims
 # Every `model/variant` option, the vanilla NODE first (the order of the tests' variants).
@@ -209,10 +208,8 @@ def build_report(jobs: Jobs, budget: str, report_dir: Path) -> str:
     )
 
 
-DISSECTING = base.Reproduction(
+DISSECTING = base.Reproduction.from_conf(
     "dissecting",
     "Dissecting Neural ODEs (Massaroli et al. 2020): annuli variants and image augmentation",
-    BUDGETS,
     build_report,
-    benchmarks=BENCHMARKS,
 )

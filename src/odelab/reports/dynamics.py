@@ -20,14 +20,13 @@ from omegaconf import OmegaConf
 from scipy import stats
 
 from odelab.hydra_setup import CONFIG_DIR
-from odelab.reports.base import Jobs, Reproduction, conf_budgets, conf_tags
+from odelab.reports.base import Jobs, Reproduction, conf_tags
 from odelab.reports.claims import Claim, evaluate, load_claims, not_testable, write_claims
 from odelab.reports.frame import runs_frame
 from odelab.reports.render import render
 from odelab.reports.stats import binomial_interval
 
 _SPEC = CONFIG_DIR / "reproduce" / "dynamics.yaml"
-BUDGETS, BENCHMARKS = conf_budgets("dynamics") if _SPEC.is_file() else ({}, {})
 TAGS = conf_tags("dynamics") if _SPEC.is_file() else {}
 # Override key -> (config key read when the sweep leaves it at its default, that default).
 KEYS = {
@@ -241,10 +240,8 @@ def build_report(jobs: Jobs, budget: str, report_dir: Path) -> str:
     )
 
 
-DYNAMICS = Reproduction(
-    name="dynamics",
-    title="Dynamics recovery across systems, noise, sampling and stiffness (seed 003, issue 42)",
-    budgets=BUDGETS,
-    build=build_report,
-    benchmarks=BENCHMARKS,
+DYNAMICS = Reproduction.from_conf(
+    "dynamics",
+    "Dynamics recovery across systems, noise, sampling and stiffness (seed 003, issue 42)",
+    build_report,
 )

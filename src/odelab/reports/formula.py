@@ -23,7 +23,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 from scipy import stats  # noqa: E402
 
-from odelab.reports.base import Jobs, Reproduction, conf_budgets, conf_tags  # noqa: E402
+from odelab.reports.base import Jobs, Reproduction, conf_tags  # noqa: E402
 from odelab.reports.claims import (  # noqa: E402
     evaluate,
     load_claims,
@@ -34,7 +34,6 @@ from odelab.reports.frame import runs_frame  # noqa: E402
 from odelab.reports.records import load_record  # noqa: E402
 from odelab.reports.render import render  # noqa: E402
 
-BUDGETS, BENCHMARKS = conf_budgets("formula")
 TAGS = conf_tags("formula")
 ARMS = {"cnf": "CNF, (7) + Hutchinson", "residual": "residual flow, (6)", "planar": "planar"}
 FIXED = ("euler", "midpoint", "rk4")
@@ -276,10 +275,8 @@ def build_report(jobs: Jobs, budget: str, report_dir: Path) -> str:
     )
 
 
-FORMULA = Reproduction(
-    name="formula",
-    title="Formula (7) at finite steps vs the discrete log-det (6) (seed 003, issue 43)",
-    budgets=BUDGETS,
-    build=build_report,
-    benchmarks=BENCHMARKS,
+FORMULA = Reproduction.from_conf(
+    "formula",
+    "Formula (7) at finite steps vs the discrete log-det (6) (seed 003, issue 43)",
+    build_report,
 )

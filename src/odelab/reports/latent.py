@@ -20,7 +20,6 @@ from odelab.plotting import plt
 from odelab.reports.base import (
     Jobs,
     Reproduction,
-    conf_budgets,
     conf_tags,
     copy_plots,
     relative_path,
@@ -43,7 +42,6 @@ MODELS = {
     "ode_rnn": "ODE-RNN",
 }
 DATASETS = {"periodic": "noisy periodic series (toy)", "sunspots": "yearly sunspot record"}
-BUDGETS, BENCHMARKS = conf_budgets("latent")
 TAGS = conf_tags("latent")
 # Per-run columns of the results table (frame column, spec); NFE and step time are the last
 # epoch's means, read from the history.
@@ -254,10 +252,6 @@ def build_report(jobs: Jobs, budget: str, report_dir: Path) -> str:
     )
 
 
-LATENT = Reproduction(
-    name="latent",
-    title="Latent ODEs for irregularly sampled time series (Rubanova et al. 2019)",
-    budgets=BUDGETS,
-    build=build_report,
-    benchmarks=BENCHMARKS,
+LATENT = Reproduction.from_conf(
+    "latent", "Latent ODEs for irregularly sampled time series (Rubanova et al. 2019)", build_report
 )

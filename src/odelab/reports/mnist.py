@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 from omegaconf import OmegaConf
 
-from odelab.reports.base import Jobs, Reproduction, conf_budgets, conf_tags, relative_path
+from odelab.reports.base import Jobs, Reproduction, conf_tags, relative_path
 from odelab.reports.claims import (
     Claim,
     Verdict,
@@ -48,7 +48,6 @@ from odelab.reports.render import render
 from odelab.reports.stats import resolvable
 from odelab.runs import Run, median
 
-BUDGETS, BENCHMARKS = conf_budgets("mnist")
 TAGS = conf_tags("mnist")
 # The arms of the Table 1 claims, by the model label of a run.
 ARMS = {"odenet": "ODE-Net", "resnet": "ResNet", "rknet": "RK-Net", "mlp": "1-layer MLP"}
@@ -330,10 +329,6 @@ def build_report(jobs: Jobs, budget: str, report_dir: Path) -> str:
     )
 
 
-MNIST = Reproduction(
-    name="mnist",
-    title="ODE-Net vs ResNet, RK-Net and MLP on MNIST (Chen et al. 2018, Table 1)",
-    budgets=BUDGETS,
-    build=build_report,
-    benchmarks=BENCHMARKS,
+MNIST = Reproduction.from_conf(
+    "mnist", "ODE-Net vs ResNet, RK-Net and MLP on MNIST (Chen et al. 2018, Table 1)", build_report
 )

@@ -54,7 +54,7 @@ ACC = "metric.test/acc/"
 # Columns every row has, NaN where a run lacks them (a fabricated run without a config).
 NEEDED = ("epochs", "train_images", "lr", "stepped", "channels", "metric.model/params",
           "metric.val/acc", "metric.test/acc")  # fmt: skip
-BUDGETS, BENCHMARKS = conf_budgets("robust")
+BUDGETS = conf_budgets("robust")[0]
 TAGS = conf_tags("robust")
 
 
@@ -360,10 +360,6 @@ def headline_label(v: Verdict, claims: dict[str, Claim]) -> str:
     return f"{a} vs {b}, {section_title(claim.section)}, {what}"
 
 
-ROBUST = Reproduction(
-    name="robust",
-    title="CNN vs ODENet vs TisODE under noise, FGSM and PGD (Yan et al. 2020)",
-    budgets=BUDGETS,
-    benchmarks=BENCHMARKS,
-    build=build_report,
+ROBUST = Reproduction.from_conf(
+    "robust", "CNN vs ODENet vs TisODE under noise, FGSM and PGD (Yan et al. 2020)", build_report
 )

@@ -24,7 +24,6 @@ from odelab.reports.base import (
     JobResult,
     Jobs,
     Reproduction,
-    conf_budgets,
     conf_tags,
     relative_path,
 )
@@ -32,7 +31,6 @@ from odelab.reports.frame import runs_frame, seed_values
 from odelab.reports.records import load_record
 from odelab.reports.render import render
 
-BUDGETS, BENCHMARKS = conf_budgets("speed")
 TAGS = conf_tags("speed")
 PAPER = "checks"
 CLAIMS = {c.id: c for c in cl.load_claims(PAPER).values() if c.report == "speed"}
@@ -278,4 +276,4 @@ def build_report(jobs: Jobs, budget: str, report_dir: Path) -> str:
 
 
 TITLE = "Speed of the ODE core: fast paths, overhead, seminorm, per-sample step control"
-SPEED = Reproduction("speed", TITLE, BUDGETS, build_report, benchmarks=BENCHMARKS)
+SPEED = Reproduction.from_conf("speed", TITLE, build_report)

@@ -15,7 +15,6 @@ from typing import Any
 from odelab.reports.base import (
     Jobs,
     Reproduction,
-    conf_budgets,
     conf_tags,
     copy_plots,
     relative_path,
@@ -40,7 +39,6 @@ METRICS = {
     "test/nfe_forward": "function evaluations of one evaluation solve",
 }
 
-BUDGETS, BENCHMARKS = conf_budgets("spiral")
 TAGS = conf_tags("spiral")
 
 
@@ -228,10 +226,6 @@ def build_report(jobs: Jobs, budget: str, report_dir: Path) -> str:
     )
 
 
-SPIRAL = Reproduction(
-    name="spiral",
-    title="Spiral dynamics recovery (Chen et al. 2018, torchdiffeq ode_demo)",
-    budgets=BUDGETS,
-    build=build_report,
-    benchmarks=BENCHMARKS,
+SPIRAL = Reproduction.from_conf(
+    "spiral", "Spiral dynamics recovery (Chen et al. 2018, torchdiffeq ode_demo)", build_report
 )
