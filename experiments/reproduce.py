@@ -24,7 +24,7 @@ import sys
 
 from odelab.errors import FolderInUse
 from odelab.reports import REPRODUCTIONS
-from odelab.reports.pipeline import (
+from odelab.reproduce import (
     adopt_parts,
     drop_part_copies,
     records_dir,

@@ -124,7 +124,7 @@ REPORTS = Path(__file__).resolve().parents[1] / "experiments" / "reports"
 def test_quick_report_rerenders_byte_for_byte(tmp_path: Path) -> None:
     # Render from the committed records alone: the markdown and claims.json must match.
     from odelab.reports import REPRODUCTIONS
-    from odelab.reports.pipeline import render
+    from odelab.reproduce import render
 
     out = tmp_path / "formula_quick"
     text = render(REPRODUCTIONS["formula"], "quick", REPORTS / "formula_quick" / "records", out)

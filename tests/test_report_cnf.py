@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from odelab.reports import REPRODUCTIONS
-from odelab.reports.pipeline import drop_part_copies, part_record, records_dir
+from odelab.reproduce import drop_part_copies, part_record, records_dir
 
 CNF = REPRODUCTIONS["cnf"]
 

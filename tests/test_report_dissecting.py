@@ -19,7 +19,7 @@ from odelab.hydra_setup import repo_root
 from odelab.reports import REPRODUCTIONS, load_sweeps
 from odelab.reports.claims import Claim, load_claims, read_claims
 from odelab.reports.dissecting import METRICS, _column
-from odelab.reports.pipeline import render
+from odelab.reproduce import render
 
 REPORTS = repo_root() / "experiments" / "reports"
 RECORDS = REPORTS / "dissecting_cpu" / "records"

@@ -17,8 +17,8 @@ from odelab.hydra_setup import repo_root
 from odelab.reports import REPRODUCTIONS, load_sweeps
 from odelab.reports.claims import load_claims, read_claims
 from odelab.reports.latent import BenchLatent
-from odelab.reports.pipeline import render
 from odelab.reports.records import RecordError, load_record
+from odelab.reproduce import render
 
 REPORTS = repo_root() / "experiments" / "reports"
 

@@ -16,8 +16,8 @@ from odelab.hydra_setup import repo_root
 from odelab.reports import REPRODUCTIONS, load_sweeps
 from odelab.reports.claims import read_claims
 from odelab.reports.mnist_table import MemoryRecord, ToleranceRecord, model_label
-from odelab.reports.pipeline import render
 from odelab.reports.records import RecordError, load_record
+from odelab.reproduce import render
 from odelab.runs import load_run
 
 REPORTS = repo_root() / "experiments" / "reports"

@@ -10,7 +10,7 @@ import pytest
 from odelab.errors import ConfigError
 from odelab.hydra_setup import repo_root
 from odelab.reports import REPRODUCTIONS, scorecard
-from odelab.reports.pipeline import render
+from odelab.reproduce import render
 from odelab.sweeps import JobRecord, format_summary
 from odelab.train import check_selection
 

@@ -16,7 +16,7 @@ from odelab.hydra_setup import repo_root
 from odelab.reports import REPRODUCTIONS, load_sweeps
 from odelab.reports.base import conf_tags
 from odelab.reports.claims import load_claims, read_claims
-from odelab.reports.pipeline import part_record, render
+from odelab.reproduce import part_record, render
 
 REPORTS = repo_root() / "experiments" / "reports"
 ROBUST = REPRODUCTIONS["robust"]

@@ -15,9 +15,9 @@ from scipy import stats
 from odelab.hydra_setup import repo_root
 from odelab.reports import REPRODUCTIONS
 from odelab.reports.claims import read_claims
-from odelab.reports.pipeline import render
 from odelab.reports.records import RecordError, load_record
 from odelab.reports.spiral import Overhead, SpiralBench, overhead_summary
+from odelab.reproduce import render
 
 REPORTS = repo_root() / "experiments" / "reports"
 BUDGETS = ["paper", "quick"]

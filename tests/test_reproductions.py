@@ -93,8 +93,8 @@ def test_save_finished_keeps_committed_jobs_and_leaves_out_unfinished_ones(
     jobs plus those finished here since; a job still training is not recorded (as failed)."""
     import importlib.util
 
+    from odelab import reproduce as pipeline
     from odelab.hydra_setup import repo_root
-    from odelab.reports import pipeline
 
     spec = importlib.util.spec_from_file_location(
         "reproduce", repo_root() / "experiments" / "reproduce.py"
@@ -137,7 +137,7 @@ def test_a_budget_made_of_other_budgets_adopts_their_finished_runs(tmp_path: Pat
     the same overrides; unfinished ones and other sweeps stay; benchmark folders move only
     from a budget whose commands `ab` also runs."""
     from odelab.reports.base import Reproduction
-    from odelab.reports.pipeline import adopt_parts
+    from odelab.reproduce import adopt_parts
 
     s1, s2, s3 = ["experiment=a"], ["experiment=b"], ["experiment=c"]
     bench = ["experiments/bench.py", "--out", "{bench}"]
@@ -177,7 +177,7 @@ def test_resume_restores_committed_records_whose_runs_are_gone(tmp_path: Path) -
     `resume=true` skips them; unfinished jobs, jobs already here and benchmarks of other
     commands are left alone."""
     from odelab.reports.base import Reproduction
-    from odelab.reports.pipeline import restore_records
+    from odelab.reproduce import restore_records
 
     s1, s2 = ["experiment=a"], ["experiment=b"]
     bench = ["experiments/bench.py", "--out", "{bench}"]
@@ -224,7 +224,7 @@ def test_resume_keeps_finished_sweeps_and_resumes_the_rest(tmp_path: Path, monke
     """`--resume` skips a sweep with a summary and runs the others with resume=true (once,
     whether or not the caller passed it); without it finished work is refused, and removed
     only with `--fresh`."""
-    from odelab.reports import pipeline
+    from odelab import reproduce as pipeline
     from odelab.reports.base import Reproduction
 
     repro = Reproduction(

@@ -284,3 +284,27 @@ def runs_section(done: Sequence[tuple[str, Path]], failed: Sequence[JobResult]) 
     lines += [f"- {label}: `{relative_path(path)}`" for label, path in done]
     lines += [f"- failed: `{relative_path(j.output_dir)}` ({j.overrides})" for j in failed]
     return [*lines, ""]
+
+
+def report_path(name: str, budget: str, reports: Path | None = None) -> Path:
+    return (reports or repo_root() / "experiments" / "reports") / f"{name}_{budget}.md"
+
+
+def records_dir(name: str, budget: str, reports: Path | None = None) -> Path:
+    return report_path(name, budget, reports).with_suffix("") / "records"
+
+
+def part_record(repro: Reproduction, budget: str, i: int, reports: Path | None = None) -> Path:
+    """Where sweep `i` of `budget` is stored: its own records folder, or else that of another
+    budget running the same overrides (a part of a combined budget such as `cpu`, whose
+    records are read in place rather than stored twice)."""
+    own = records_dir(repro.name, budget, reports) / str(i)
+    if own.is_dir():
+        return own
+    sweep = repro.budgets[budget][i]
+    for part, sweeps in repro.budgets.items():
+        for j, other in enumerate(sweeps):
+            folder = records_dir(repro.name, part, reports) / str(j)
+            if part != budget and other == sweep and folder.is_dir():
+                return folder
+    return own

@@ -8,7 +8,7 @@ and claims are `conf/claims/yan2020.yaml`, judged by `claims.evaluate` paired pe
 and written to `claims.json` beside the report. The masking checks
 (`experiments/robust_checks.py`, one typed record per checked model, `robust_record`) judge
 two claims of `conf/claims/checks.yaml`. A combined budget (`cpu`) reads its parts' records in
-place (`pipeline.part_record`). Python computes; `templates/robust.md.j2` presents.
+place (`base.part_record`). Python computes; `templates/robust.md.j2` presents.
 """
 
 from __future__ import annotations
@@ -20,7 +20,14 @@ from typing import Any
 import pandas as pd
 import yaml
 
-from odelab.reports.base import Jobs, Reproduction, conf_budgets, conf_tags, relative_path
+from odelab.reports.base import (
+    Jobs,
+    Reproduction,
+    conf_budgets,
+    conf_tags,
+    part_record,
+    relative_path,
+)
 from odelab.reports.claims import (
     CLAIMS_DIR,
     Claim,
@@ -31,7 +38,6 @@ from odelab.reports.claims import (
     write_claims,
 )
 from odelab.reports.frame import runs_frame
-from odelab.reports.pipeline import part_record
 from odelab.reports.render import render
 from odelab.reports.robust_figure import differences_figure
 from odelab.reports.robust_masking import (

@@ -11,9 +11,8 @@ from pathlib import Path
 from typing import Any
 
 from odelab.attacks.evaluate import largest_rise
-from odelab.reports.base import Jobs
+from odelab.reports.base import Jobs, records_dir
 from odelab.reports.claims import Verdict, evaluate, load_claims
-from odelab.reports.pipeline import records_dir
 from odelab.reports.robust_record import load_check, stages_left
 
 DATA = {"mnist": "MNIST", "fashion": "Fashion-MNIST", "svhn": "SVHN"}

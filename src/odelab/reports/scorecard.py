@@ -262,7 +262,7 @@ def committed_reports(names: tuple[str, ...], reports_dir: Path = REPORTS_DIR) -
 
 def rerender(reproductions: dict[str, Any]) -> list[Path]:
     """Re-render every committed report (and its claims.json) from its committed records."""
-    from odelab.reports.pipeline import write_report
+    from odelab.reproduce import write_report
 
     return [
         write_report(reproductions[name], budget)

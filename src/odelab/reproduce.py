@@ -23,7 +23,16 @@ from pathlib import Path
 
 from odelab.errors import FolderInUse
 from odelab.hydra_setup import repo_root
-from odelab.reports.base import Jobs, Reproduction, load_jobs, load_sweeps, relative_path
+from odelab.reports.base import (
+    Jobs,
+    Reproduction,
+    load_jobs,
+    load_sweeps,
+    part_record,
+    records_dir,
+    relative_path,
+    report_path,
+)
 from odelab.runs import RECORD_FILES, RECORD_GLOBS
 
 # A record file larger than this is not kept (records are small by design; plots excepted).
@@ -32,14 +41,6 @@ MAX_RECORD_BYTES = 2_000_000
 
 def runs_dir(name: str, budget: str, root: Path | None = None) -> Path:
     return (root or repo_root() / "logs" / "reproduce") / name / budget
-
-
-def report_path(name: str, budget: str, reports: Path | None = None) -> Path:
-    return (reports or repo_root() / "experiments" / "reports") / f"{name}_{budget}.md"
-
-
-def records_dir(name: str, budget: str, reports: Path | None = None) -> Path:
-    return report_path(name, budget, reports).with_suffix("") / "records"
 
 
 def finished_work(root: Path) -> list[str]:
@@ -272,22 +273,6 @@ def save_records(source: Path, target: Path, finished_only: bool = False) -> int
         shutil.copy2(path, out)
         copied += 1
     return copied
-
-
-def part_record(repro: Reproduction, budget: str, i: int, reports: Path | None = None) -> Path:
-    """Where sweep `i` of `budget` is stored: its own records folder, or else that of another
-    budget running the same overrides (a part of a combined budget such as `cpu`, whose
-    records are read in place rather than stored twice)."""
-    own = records_dir(repro.name, budget, reports) / str(i)
-    if own.is_dir():
-        return own
-    sweep = repro.budgets[budget][i]
-    for part, sweeps in repro.budgets.items():
-        for j, other in enumerate(sweeps):
-            folder = records_dir(repro.name, part, reports) / str(j)
-            if part != budget and other == sweep and folder.is_dir():
-                return folder
-    return own
 
 
 def drop_part_copies(repro: Reproduction, budget: str, reports: Path | None = None) -> list[str]:
