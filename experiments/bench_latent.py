@@ -31,7 +31,7 @@ from pathlib import Path
 import torch
 from hydra.utils import instantiate
 
-from odelab.data.periodic import IrregularBatch
+from odelab.data.irregular import IrregularBatch
 from odelab.harness import compose
 from odelab.tasks.latent import LatentODE
 

@@ -9,7 +9,8 @@ import pytest
 import torch
 from hydra.utils import instantiate
 
-from odelab.data.periodic import IrregularBatch, PeriodicDataModule
+from odelab.data.irregular import IrregularBatch
+from odelab.data.periodic import PeriodicDataModule
 from odelab.errors import ConfigError
 from odelab.models.latent import ObservationRNN, gaussian_kl
 from odelab.ode import Solver
@@ -303,7 +304,7 @@ def test_authors_periodic_data_are_the_reference_generator() -> None:
 
 def test_decay_to_floor_matches_the_reference_loop() -> None:
     """run_models.py: lr = max(lr * 0.999, lr0 / 10) before every step."""
-    from odelab.tasks.latent import StepDecayToFloor
+    from odelab.optim import StepDecayToFloor
 
     param = torch.nn.Parameter(torch.zeros(1))
     opt = torch.optim.Adamax([param], lr=1e-2)

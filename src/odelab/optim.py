@@ -1,9 +1,10 @@
-"""Optimizer factories that configs bind with `_partial_: true`."""
+"""Optimizer factories that configs bind with `_partial_: true`, and a step-decay scheduler."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 
+import torch
 from torch import Tensor
 from torch.optim import SGD
 
@@ -31,3 +32,27 @@ def linear_scaled_sgd(
         )
     scaled = lr * batch_size / base_batch_size
     return SGD(params, lr=scaled, momentum=momentum, weight_decay=weight_decay, nesterov=nesterov)
+
+
+class StepDecayToFloor(torch.optim.lr_scheduler.LambdaLR):
+    """Learning rate times `rate` per step, never below `floor` times the initial rate.
+
+    The reference's `utils.update_learning_rate` (decay 0.999, lowest lr / 10), applied
+    before each step there: the first step already uses `rate` times the initial rate.
+
+    Args:
+        optimizer: the optimizer (its initial learning rates are the base).
+        rate: factor per step.
+        floor: smallest factor.
+    """
+
+    def __init__(self, optimizer: torch.optim.Optimizer, rate: float = 0.999, floor: float = 0.1):
+        if not 0 < rate <= 1:
+            raise ConfigError(f"model.scheduler.rate must be in (0, 1], got {rate}")
+        if not 0 <= floor <= 1:
+            raise ConfigError(f"model.scheduler.floor must be in [0, 1], got {floor}")
+        self.rate, self.floor = rate, floor
+        super().__init__(optimizer, self.factor)
+
+    def factor(self, step: int) -> float:
+        return max(self.rate ** (step + 1), self.floor)

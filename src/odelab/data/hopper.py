@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from odelab.data.periodic import IrregularSeriesDataModule
+from odelab.data.irregular import IrregularSeriesDataModule
 from odelab.errors import ConfigError
 
 STATE_DIM = 14

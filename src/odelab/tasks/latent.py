@@ -28,7 +28,7 @@ from matplotlib.figure import Figure
 from torch import Tensor, nn
 
 from odelab.callbacks import writes_logs_now
-from odelab.data.periodic import IrregularBatch
+from odelab.data.irregular import IrregularBatch
 from odelab.errors import ConfigError
 from odelab.models.latent import (
     LatentDecoder,
@@ -37,7 +37,7 @@ from odelab.models.latent import (
     gaussian_kl,
     gaussian_log_density,
 )
-from odelab.plotting import plt
+from odelab.plotting import series_figures
 from odelab.tasks.base import OdelabTask
 
 SCORE_ON = ("all", "future")
@@ -365,102 +365,3 @@ class RecurrentForecaster(IrregularSeriesTask):
         if writes_logs_now(self.trainer):
             self.log("train/loss", loss, prog_bar=True, batch_size=len(batch))
         return loss
-
-
-class StepDecayToFloor(torch.optim.lr_scheduler.LambdaLR):
-    """Learning rate times `rate` per step, never below `floor` times the initial rate.
-
-    The reference's `utils.update_learning_rate` (decay 0.999, lowest lr / 10), applied
-    before each step there: the first step already uses `rate` times the initial rate.
-
-    Args:
-        optimizer: the optimizer (its initial learning rates are the base).
-        rate: factor per step.
-        floor: smallest factor.
-    """
-
-    def __init__(self, optimizer: torch.optim.Optimizer, rate: float = 0.999, floor: float = 0.1):
-        if not 0 < rate <= 1:
-            raise ConfigError(f"model.scheduler.rate must be in (0, 1], got {rate}")
-        if not 0 <= floor <= 1:
-            raise ConfigError(f"model.scheduler.floor must be in [0, 1], got {floor}")
-        self.rate, self.floor = rate, floor
-        super().__init__(optimizer, self.factor)
-
-    def factor(self, step: int) -> float:
-        return max(self.rate ** (step + 1), self.floor)
-
-
-def series_figures(
-    batch: IrregularBatch,
-    pred: Tensor,
-    samples: Tensor | None,
-    t_observed: float,
-    model: str,
-) -> dict[str, Figure]:
-    """Observed, held-out and future points of a few test series with the model's predictions.
-
-    With posterior samples: one figure of sample trajectories and one of the mean with a
-    5-95 % band over samples (the extrapolation uncertainty).
-    """
-    t = batch.times.numpy()
-    rows = len(batch)
-    # Real data have no noise-free values: there the line is the record itself.
-    target = batch.target[..., None]
-    real = torch.equal(batch.truth * target, batch.values * target)
-    truth_label = "series (all times)" if real else "noise-free"
-
-    def panel(title: str, draw: object) -> Figure:
-        fig, axes = plt.subplots(rows, 1, figsize=(8, 1.9 * rows), sharex=True, squeeze=False)
-        for i, ax in enumerate(axes[:, 0]):
-            ax.plot(t, batch.truth[i, :, 0], color="0.6", lw=1, ls="--", label=truth_label)
-            draw(ax, i)  # type: ignore[operator]
-            for mask, (color, marker, size), label in (
-                (batch.context, ("k", "o", 3), "observed (encoder input)"),
-                (batch.interp, ("tab:blue", "x", 5), "held out (interpolation)"),
-                (batch.extrap, ("tab:red", "s", 3), "future (extrapolation)"),
-            ):
-                m = mask[i].numpy()
-                ax.plot(
-                    t[m],
-                    batch.values[i, m, 0],
-                    ls="none",
-                    color=color,
-                    marker=marker,
-                    ms=size,
-                    label=label,
-                )
-            ax.axvline(t_observed, color="k", lw=0.8, ls=":")
-        axes[0, 0].legend(loc="upper left", fontsize=7, ncol=3)
-        axes[-1, 0].set_xlabel("t (dotted: end of the observation window)")
-        fig.suptitle(title)
-        fig.tight_layout()
-        return fig
-
-    if samples is None:
-
-        def line(ax: plt.Axes, i: int) -> None:
-            ax.plot(t, pred[i, :, 0], color="tab:green", lw=1.5, label="prediction")
-
-        return {"predictions": panel(f"{model}: test series", line)}
-
-    def sample_lines(ax: plt.Axes, i: int) -> None:
-        for k in range(samples.shape[0]):
-            ax.plot(
-                t,
-                samples[k, i, :, 0],
-                color="tab:purple",
-                lw=0.6,
-                alpha=0.4,
-                label="posterior samples" if k == 0 else None,
-            )
-
-    def band(ax: plt.Axes, i: int) -> None:
-        lo, hi = torch.quantile(samples[:, i, :, 0], torch.tensor([0.05, 0.95]), dim=0)
-        ax.fill_between(t, lo, hi, color="tab:green", alpha=0.25, label="5-95 % of samples")
-        ax.plot(t, pred[i, :, 0], color="tab:green", lw=1.5, label="posterior mean")
-
-    return {
-        "posterior_samples": panel(f"{model}: posterior sample trajectories", sample_lines),
-        "extrapolation": panel(f"{model}: mean prediction and uncertainty band", band),
-    }
