@@ -1,6 +1,6 @@
 """Lightning callback: the "is it an ODE?" checks (Ott et al. 2021) after every test epoch.
 
-Add it with `+callbacks.ode_validity=ode_validity` (conf/callbacks/ode_validity.yaml). It
+Add it with `+callbacks@callbacks.ode_validity=ode_validity` (conf/callbacks/ode_validity.yaml). It
 records each ODE block's input on the first test batch and the first `max_batches` labelled
 test batches, then at the end of the test epoch logs, for the finer settings of
 `odelab.ode.validity`, `test/finer_dopri5/<metric>`, `test/finer_fixed4x/<metric>` and
