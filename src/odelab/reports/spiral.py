@@ -1,36 +1,23 @@
 """Report for the spiral dynamics recovery (Chen et al. 2018, torchdiffeq `ode_demo`).
 
 The runs become one pandas frame; the spiral claims of `conf/claims/chen2018.yaml` are judged
-from it and from the benchmark record (`bench/bench_spiral.json`, typed as `SpiralBench`),
-written to `claims.json` beside the report, and presented by `templates/spiral.md.j2`.
+from it and from the benchmark record (`bench/bench_spiral.json`, typed as `SpiralBench`) into
+`claims.json` beside the report; `templates/spiral.md.j2` presents them.
 """
 
 from __future__ import annotations
 
-import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from odelab.reports.base import (
-    Jobs,
-    Reproduction,
-    conf_tags,
-    copy_plots,
-    relative_path,
-)
-from odelab.reports.claims import (
-    Verdict,
-    evaluate,
-    load_claims,
-    not_testable,
-    paper_settings,
-    write_claims,
-)
-from odelab.reports.frame import runs_frame
-from odelab.reports.records import load_record
+import pandas as pd
+
+import odelab.reports.claims as cl
+from odelab.reports import parts
+from odelab.reports.base import JobResult, Jobs, Reproduction, copy_plots
 from odelab.reports.render import render
-from odelab.reports.speed import OVERHEAD_TARGET  # defined once, with the speed report
+from odelab.reports.speed import OVERHEAD_TARGET, step_ratios  # defined with the speed report
 
 METRICS = {
     "test/traj_mae": "mean abs trajectory error on [0, 25]",
@@ -38,8 +25,7 @@ METRICS = {
     "test/field_rel_err": "relative RMS error of the learned field",
     "test/nfe_forward": "function evaluations of one evaluation solve",
 }
-
-TAGS = conf_tags("spiral")
+CLAIMS = [c for c in cl.load_claims("chen2018").values() if c.report == "spiral"]
 
 
 @dataclass
@@ -89,140 +75,75 @@ class SpiralBench:
 
 
 def overhead_summary(record: Overhead) -> dict[str, Any]:
-    """Ratios of median step times (odelab / plain, and the bare-Lightning floor where the
-    record has it), per repeat and overall, against `OVERHEAD_TARGET`."""
-    ms = record.ms_per_step
-    plain = ms["plain"]["seconds"]
-
-    def ratios(side: str) -> dict[str, Any]:
-        times = ms[side]["seconds"]
-        per = [t / p for t, p in zip(times, plain, strict=True)]
-        return {
-            "ratio": statistics.median(times) / statistics.median(plain),
-            "low": min(per),
-            "high": max(per),
-            "n": len(per),
-        }
-
-    rows = [
-        {"repeat": i, "plain": p, "odelab": o, "ratio": o / p}
-        for i, (p, o) in enumerate(zip(plain, ms["odelab"]["seconds"], strict=True))
-    ]
-    floor = ratios("lightning") if "lightning" in ms else None
-    share = (
-        statistics.median(ms["odelab"]["seconds"]) / statistics.median(ms["lightning"]["seconds"])
-        if floor
-        else None
-    )
-    return {
-        "rows": rows,
-        "odelab": ratios("odelab"),
-        "floor": floor,
-        "share": share,
-        "target": OVERHEAD_TARGET,
-    }
+    """The step times per repeat (odelab, the plain loop, their ratio) and the ratios of medians
+    with their per-repeat range (`step_ratios`), against `OVERHEAD_TARGET`."""
+    times, ratios = step_ratios(record.ms_per_step)
+    rows = times.assign(ratio=times["odelab"] / times["plain"]).reset_index(names="repeat")
+    return {"rows": rows.to_dict("records"), "ratio": ratios, "target": OVERHEAD_TARGET}
 
 
-def verdicts(frame: Any, budget: str, bench: SpiralBench | None) -> list[Verdict]:
-    """The spiral claims of chen2018.yaml judged on this budget (or not testable, with why)."""
-    out = []
-    for claim in (c for c in load_claims("chen2018").values() if c.report == "spiral"):
-        recovery = bench.recovery if bench else None
-        if budget not in claim.budgets:
-            testing = ", ".join(f"`{b}`" for b in claim.budgets)
-            out.append(not_testable(claim, claim.reason or f"only budgets {testing} test it"))
-        elif claim.kind == "contrast":
-            if recovery is None:
-                out.append(not_testable(claim, claim.reason))
-                continue
-            ours = {r.seed: r.error for r in recovery.runs.odelab}
-            ref = {r.seed: r.error for r in recovery.runs.baseline}
-            seeds = sorted(set(ours) & set(ref))
-            out.append(evaluate(claim, [ours[s] for s in seeds], [ref[s] for s in seeds]))
-        else:
+def verdicts(frame: pd.DataFrame, budget: str, bench: SpiralBench | None) -> list[cl.Verdict]:
+    """The spiral claims judged on this budget (or not testable, with why)."""
+    runs = bench.recovery.runs if bench and bench.recovery else None
+
+    def measure(claim: cl.Claim) -> tuple | None:
+        if claim.kind != "contrast":
             column = "metric.test/field_rel_err"
-            values = frame.loc[frame["ok"], column].tolist() if column in frame else []
-            out.append(evaluate(claim, values))
-    return out
+            return (frame.loc[frame["ok"], column] if column in frame else [],)
+        if runs is None:
+            return None
+        ours, ref = (pd.Series({r.seed: r.error for r in s}) for s in (runs.odelab, runs.baseline))
+        return ours.align(ref, join="inner")  # paired by seed
+
+    return parts.judge(CLAIMS, budget, measure)
 
 
-def _differs(done: list, bench: SpiralBench | None) -> list[tuple[str, str, str]]:
-    """(setting, reference recipe, ours) from the first run's config."""
-    if not done:
-        return []
-    cfg = done[0].run.config
+def _ours(job: JobResult | None, bench: SpiralBench | None) -> dict[str, str] | None:
+    """Our recipe's settings, from the first finished run's config."""
+    cfg = job.run.config if job else None
     if cfg is None:
-        missing = "n/a (run config not found)"
-        return [(k, v, missing) for k, v in paper_settings("chen2018", "spiral").items()]
-    solver, optimizer = cfg.solver, cfg.model.optimizer
+        return None
+    solver, opt, device = cfg.solver, cfg.model.optimizer, job.run.device
     schedule = cfg.model.get("scheduler")
     decay = f", {schedule._target_.rsplit('.', 1)[-1]}" if schedule else ""
-    threads = bench.threads if bench and bench.threads else None
-    ours = {
-        "Iterations": f"{cfg.trainer.max_epochs * cfg.data.batches_per_epoch}",
-        "Optimizer": f"{optimizer._target_.rsplit('.', 1)[-1]} lr {optimizer.lr:g}{decay}",
+    threads = f"; benchmark {bench.threads} thread(s)" if bench and bench.threads else ""
+    return {
+        "Iterations": str(cfg.trainer.max_epochs * cfg.data.batches_per_epoch),
+        "Optimizer": f"{opt._target_.rsplit('.', 1)[-1]} lr {opt.lr:g}{decay}",
         "Windows": f"{cfg.data.batch_size} windows of {cfg.data.batch_time} steps",
         "Solver": f"{solver.method} rtol {solver.rtol:g}, atol {solver.atol:g}",
-        "Device": f"CPU ({done[0].run.device.get('name', '?')}), "
-        f"{done[0].run.device.get('torch_threads', '?')} thread(s)"
-        + (f"; benchmark {threads} thread(s)" if threads else ""),
+        "Device": f"CPU ({device.get('name', '?')}), {device.get('torch_threads', '?')} thread(s)"
+        + threads,
     }
-    return [(k, v, ours[k]) for k, v in paper_settings("chen2018", "spiral").items()]
 
 
 def build_report(jobs: Jobs, budget: str, report_dir: Path) -> str:
     """Headline verdicts, ours per seed, the reference recipe, the overhead and the plots."""
-    frame = runs_frame(jobs, tags=TAGS.get(budget) or None)
-    raw = getattr(jobs, "bench", {}).get("bench_spiral")
-    bench = load_record("bench/bench_spiral.json", SpiralBench, data=raw) if raw else None
-    report_dir.mkdir(parents=True, exist_ok=True)
+    frame = parts.report_frame(jobs, "spiral", budget)
+    bench = parts.bench_record(jobs, "bench_spiral", SpiralBench)
     judged = verdicts(frame, budget, bench)
-    write_claims(report_dir / "claims.json", judged)
-    done = [j for j in jobs if j.ok]
-    ok = frame[frame["ok"]] if len(frame) else frame
-    summary = [
-        {
-            "key": key,
-            "meaning": meaning,
-            "mean": ok[f"metric.{key}"].mean() if f"metric.{key}" in ok else None,
-            "std": ok[f"metric.{key}"].std() if f"metric.{key}" in ok else None,
-        }
-        for key, meaning in METRICS.items()
-    ]
-    plots = copy_plots(done[0], report_dir) if done else []
-    # The summary's figure: the fitted trajectories (the others go to the plots section).
+    cl.write_claims(report_dir / "claims.json", judged)
+    first = next((j for j in jobs if j.ok), None)
+    # The fitted trajectories first: the summary's figure (the others go to the plots section).
+    plots = copy_plots(first, report_dir) if first else []
     plots.sort(key=lambda p: p.stem != "trajectories")
-    recovery = bench.recovery if bench else None
+    overhead = bench.overhead if bench else None
     return render(
         "spiral.md.j2",
         budget=budget,
         headline=judged,
-        labels={c.id: c.text for c in load_claims("chen2018").values()},
-        figure=f"{report_dir.name}/{plots[0].name}" if plots else None,
-        plots=[f"{report_dir.name}/{p.name}" for p in plots[1:]],
-        plot_seed=done[0].overrides.get("seed", "0") if done else None,
-        differs=_differs(done, bench),
-        summary=summary,
-        n=len(done),
-        metrics=list(METRICS),
-        seeds=[
-            {
-                "seed": j.overrides.get("seed", "0"),
-                "cells": [j.metrics.get(k) for k in METRICS],
-                "seconds": j.seconds,
-                "path": relative_path(j.output_dir),
-            }
-            for j in done
-        ],
-        failed=[
-            (j.overrides.get("seed", "0"), relative_path(j.output_dir)) for j in jobs if not j.ok
-        ],
-        recovery=list(zip(recovery.runs.baseline, recovery.runs.odelab, strict=True))
-        if recovery
-        else [],
-        iterations=recovery.baseline_iterations if recovery else None,
-        overhead=bench.overhead if bench else None,
-        overhead_summary=overhead_summary(bench.overhead) if bench and bench.overhead else None,
+        labels={c.id: c.text for c in CLAIMS},
+        plots=[f"{report_dir.name}/{p.name}" for p in plots],
+        plot_seed=first.overrides.get("seed", "0") if first else None,
+        differs=parts.differs("chen2018", "spiral", _ours(first, bench)),
+        metrics=METRICS,
+        summary=frame[frame["ok"]]
+        .reindex(columns=[f"metric.{k}" for k in METRICS])
+        .agg(["mean", "std"]),
+        runs=frame.to_dict("records"),
+        recovery=bench.recovery if bench else None,
+        overhead=overhead,
+        overhead_summary=overhead_summary(overhead) if overhead else None,
     )
 
 
