@@ -13,8 +13,8 @@ from typing import Any
 import pandas as pd
 
 import odelab.reports.claims as cl
+import odelab.reports.parts as parts
 from odelab.plotting import plt
-from odelab.reports import parts
 from odelab.reports.base import Jobs, Reproduction, copy_plots
 from odelab.reports.frame import seed_values
 from odelab.reports.render import render

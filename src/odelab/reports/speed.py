@@ -17,7 +17,7 @@ from typing import Any
 import pandas as pd
 
 import odelab.reports.claims as cl
-from odelab.reports import parts
+import odelab.reports.parts as parts
 from odelab.reports.base import Jobs, Reproduction
 from odelab.reports.frame import seed_values
 from odelab.reports.render import render

@@ -14,7 +14,7 @@ from typing import Any
 import pandas as pd
 
 import odelab.reports.claims as cl
-from odelab.reports import parts
+import odelab.reports.parts as parts
 from odelab.reports.base import JobResult, Jobs, Reproduction, copy_plots
 from odelab.reports.render import render
 from odelab.reports.speed import OVERHEAD_TARGET, step_ratios  # defined with the speed report
