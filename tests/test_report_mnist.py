@@ -9,6 +9,7 @@ import math
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 from scipy import stats
 
@@ -75,6 +76,36 @@ def test_backward_forward_ratio_is_recomputed_from_the_histories() -> None:
     assert verdict.mean == pytest.approx(np.mean(ratios), rel=1e-5)
     # Paper: about 0.5; odelab's adjoint costs more than the forward pass here.
     assert verdict.low > 0.75 and verdict.verdict == "contradicted"
+
+
+def test_figure3_sentence_states_the_measured_backward_forward_ratio() -> None:
+    """The NFE sentence's ratio is the mean per-epoch backward/forward NFE over the last
+    quarter of each ODE-Net seed's epochs, read here from metrics.csv with pandas."""
+    ratios = []
+    for metrics in sorted((REPORTS / "mnist_offline" / "records").glob("*/*/metrics.json")):
+        if model_label(load_run(metrics.parent)) == "ODE-Net":
+            csv = pd.read_csv(metrics.parent / "csv" / "metrics.csv")
+            epochs = csv.groupby("epoch")[["train/nfe_forward_epoch", "train/nfe_backward_epoch"]]
+            last = epochs.first().dropna().tail(5)  # 20 epochs: the last quarter
+            ratios += list(last["train/nfe_backward_epoch"] / last["train/nfe_forward_epoch"])
+    text = (REPORTS / "mnist_offline.md").read_text()
+    assert len(ratios) == 15
+    assert (
+        f"over the last\n5 epochs of 3 ODE-Net seeds, the backward pass cost {np.mean(ratios):.2f}"
+        in text
+    )
+    assert "odelab counts every evaluation of the ODE field" in text
+
+
+def test_records_without_nfe_history_render_without_figure3(tmp_path: Path) -> None:
+    jobs = load_sweeps(REPORTS / "mnist_fashion" / "records")
+    for job in jobs:
+        job.run.history[:] = [
+            {k: v for k, v in r.items() if "nfe" not in k} for r in job.run.history
+        ]
+    text = REPRODUCTIONS["mnist"].build(jobs, "fashion", tmp_path / "out")
+    assert "Figure 3: no NFE history in these records." in text.splitlines()[:25]
+    assert not (tmp_path / "out" / "nfe.png").exists()
 
 
 def test_memory_and_tolerance_claims_follow_their_records() -> None:

@@ -1,10 +1,7 @@
-"""Report for Table 1 and Figure 3 of Chen et al. 2018: MLP, ResNet, RK-Net and ODE-Net on MNIST
-(or Fashion-MNIST), with the adjoint memory and solver tolerance studies.
-
-The runs become one pandas frame (`frame.runs_frame`); the claims of `conf/claims/chen2018.yaml`
-(report `mnist`) are judged from it and from the benchmark records, written to `claims.json`
-beside the report, and presented by `templates/mnist.md.j2`.
-"""
+"""Report for Table 1 and Figure 3 of Chen et al. 2018 on MNIST (or Fashion-MNIST), with the
+adjoint memory and tolerance studies: the runs as pandas frames (one row per run, one per run
+and epoch), the claims of report `mnist` judged from them and the benchmark records into
+`claims.json`, all presented by `templates/mnist.md.j2`."""
 
 from __future__ import annotations
 
@@ -17,315 +14,245 @@ import numpy as np
 import pandas as pd
 from omegaconf import OmegaConf
 
+from odelab.reports import claims as cl
+from odelab.reports import mnist_table as mt
 from odelab.reports.base import Jobs, Reproduction, conf_tags, relative_path
-from odelab.reports.claims import (
-    Claim,
-    Verdict,
-    evaluate,
-    load_claims,
-    not_testable,
-    paper_settings,
-    write_claims,
-)
 from odelab.reports.frame import runs_frame, seed_values
-from odelab.reports.mnist_table import (
-    ORDER,
-    PLATEAU_TOLERANCE,
-    MemoryRecord,
-    ToleranceRecord,
-    data_sizes,
-    memory_figure,
-    model_label,
-    nfe_figure,
-    plateau_state,
-    solve_label,
-    tolerance_figure,
-    validation_figure,
-    validation_images,
-)
 from odelab.reports.records import load_record
 from odelab.reports.render import render
 from odelab.reports.stats import resolvable
 from odelab.runs import Run, median
 
 TAGS = conf_tags("mnist")
-# The arms of the Table 1 claims, by the model label of a run.
-ARMS = {"odenet": "ODE-Net", "resnet": "ResNet", "rknet": "RK-Net", "mlp": "1-layer MLP"}
-HEADLINE_SECTIONS = ("table1", "figure3", "tolerance", "memory")
+ARMS = {"ODE-Net": "odenet", "ResNet": "resnet", "RK-Net": "rknet", "1-layer MLP": "mlp"}
+COLUMNS = {"test error": "error_pct", "parameters": "params_m"}  # else the NFE ratio
+HEADLINE = ("table1", "figure3", "tolerance", "memory")  # claim sections shown first
+PAPERS = ("chen2018", "checks")  # checks.yaml: the later literature (NFE counting)
+NFE = {"train/nfe_forward_epoch": "forward", "train/nfe_backward_epoch": "backward"}
 
 
-def _mean(values: list[float]) -> float:
-    return float(np.mean(values)) if values else math.nan
+def _in_order(frame: pd.DataFrame) -> pd.DataFrame:
+    """Rows in Table 1's model order (stable: seeds keep the jobs' order)."""
+    return frame.sort_values("model", key=lambda s: s.map(mt.ORDER.index), kind="stable")
 
 
 def _quarters(values: list[float]) -> list[float]:
     """Means of the four consecutive quarters of a series (fewer parts when it is short)."""
-    parts = min(4, len(values))
-    if parts == 0:
-        return []
-    bounds = [round(i * len(values) / parts) for i in range(parts + 1)]
-    return [_mean(values[a:b]) for a, b in zip(bounds, bounds[1:], strict=False)]
+    bounds = np.round(np.linspace(0, len(values), min(4, len(values)) + 1)).astype(int)
+    return [float(np.mean(p)) for p in np.split(np.array(values), bounds[1:-1])] if values else []
 
 
 def _run_columns(run: Run) -> dict[str, Any]:
     """Per-run values the frame does not hold: the model, series summaries, data and schedule."""
-    _, step_times = run.series("train/step_time")
-    _, forward = run.series("train/nfe_forward")
-    _, backward = run.series("train/nfe_backward")
-    quarters = _quarters(forward)
-    dataset, n_train, n_test = data_sizes(run)
-    scheduler = run.config.model.get("scheduler")
+    forward, backward = (run.series(f"train/nfe_{d}")[1] for d in ("forward", "backward"))
+    quarters, (dataset, n_train, n_test) = _quarters(forward), mt.data_sizes(run)
+    scheduler, hydra = run.config.model.get("scheduler"), run.path / ".hydra" / "hydra.yaml"
+    launcher = OmegaConf.load(hydra).hydra.launcher.get("_target_", "") if hydra.is_file() else ""
+    images = int(run.config.data.get("val_size") or 0) or None
     return {
-        "model": model_label(run),
-        "step_time": median(step_times) if step_times else math.nan,
-        "nfe_fwd": _mean(forward),
-        "nfe_bwd": _mean(backward) if backward else math.nan,
+        "model": mt.model_label(run),
+        "step_time": median(run.series("train/step_time")[1]),
+        "nfe_fwd": np.mean(forward) if forward else math.nan,
+        "nfe_bwd": np.mean(backward) if backward else math.nan,
         "nfe_ratio": sum(backward) / sum(forward) if backward and sum(forward) else math.nan,
         "nfe_first": quarters[0] if len(quarters) == 4 else math.nan,
         "nfe_last": quarters[-1] if len(quarters) == 4 else math.nan,
         "quarters": quarters,
-        "solve": solve_label(run),
+        "plateau": mt.plateau_state(*run.epoch_series("val/error"), images)[1],
+        "solve": mt.solve_label(run),
         "data_size": f"{dataset}, {n_train} train / {n_test} test",
-        "dataset_name": dataset,
         "epochs": run.epochs,
         "steps": run.train_steps,
         "batch": int(run.config.data.batch_size),
-        "milestones": tuple(scheduler.milestones) if scheduler else (),
-        "max_time": bool(run.config.trainer.get("max_time")),
-        "launcher": _launcher(run),
-        "threads": str(run.device.get("torch_threads", "?")),
-        "cuda": run.device.get("type") == "cuda",
+        "milestones": ", ".join(map(str, scheduler.milestones)) if scheduler else "",
+        "parallel": "joblib" in str(launcher),
+        "hardware": "one GPU"
+        if run.device.get("type") == "cuda"
+        else f"CPU, {run.device.get('torch_threads', '?')} thread(s)",
         "path": relative_path(run.path),
     }
 
 
-def _launcher(run: Run) -> str:
-    """The Hydra launcher that ran this job (its `_target_`), or '' when not recorded."""
-    hydra_file = run.path / ".hydra" / "hydra.yaml"
-    if not hydra_file.is_file():
-        return ""
-    return str(OmegaConf.load(hydra_file).hydra.launcher.get("_target_", ""))
-
-
 def mnist_frame(jobs: Jobs, budget: str) -> pd.DataFrame:
-    """The finished runs, one row each, with the Table 1 model and per-run summaries."""
-    frame = runs_frame(jobs, tags=TAGS.get(budget) or None)
-    frame = frame[frame["ok"]].copy() if len(frame) else frame
-    ok_jobs = [j for j in jobs if j.ok]
-    extra = pd.DataFrame([_run_columns(j.run) for j in ok_jobs], index=frame.index)
-    frame = pd.concat([frame, extra], axis=1) if len(ok_jobs) else frame
-    if "metric.test/error" in frame:
-        frame["error_pct"] = 100 * frame["metric.test/error"]
-    if "metric.model/params" in frame:
-        frame["params_m"] = (frame["metric.model/params"] / 1e6).round(6)
+    """The finished Table 1 runs, one row each in Table 1's model order, with their summaries."""
+    ok = [j for j in jobs if j.ok]
+    if not ok:
+        return pd.DataFrame(columns=["model", "seed", "error_pct", "plateau", "quarters"])
+    frame = runs_frame(ok, tags=TAGS.get(budget) or None)
+    frame = frame.join(pd.DataFrame([_run_columns(j.run) for j in ok]))
+    frame["error_pct"] = 100 * frame.get("metric.test/error", math.nan)
+    frame["params_m"] = (frame.get("metric.model/params", math.nan) / 1e6).round(6)
     if "tag" in frame:  # Table 1 is the sweeps tagged so (conf/reproduce/mnist.yaml); a run
         frame = frame[frame["tag"].isin(["table1", ""])]  # outside a sweep folder has no tag
-    return frame
+    return _in_order(frame)
+
+
+def epochs_frame(jobs: Jobs) -> pd.DataFrame:
+    """One row per finished run and epoch: model, seed, epoch, validation error and the epoch
+    means of the training NFE (NaN where a history lacks them), in Table 1's model order."""
+    keys = ["epoch", "val/error", *NFE]
+    parts = [
+        pd.DataFrame(j.run.history, columns=keys)
+        .groupby("epoch")
+        .first()  # what was logged in that epoch, merged over its history rows
+        .assign(model=mt.model_label(j.run), seed=str(j.run.config.seed))
+        for j in jobs
+        if j.ok
+    ]
+    frame = pd.concat(parts).reset_index() if parts else pd.DataFrame(columns=["model", *keys])
+    return _in_order(frame.rename(columns=NFE))
+
+
+def nfe_summary(epochs: pd.DataFrame) -> dict[str, Any] | None:
+    """The ODE-Net's NFE per epoch (`wide`: epoch x (direction, seed)) and the mean per-epoch
+    backward/forward ratio over the last quarter (at least one) of every seed's epochs."""
+    nfe = epochs[(epochs["model"] == "ODE-Net") & epochs["forward"].notna()]
+    if nfe.empty:
+        return None
+    last = max(1, int(nfe.groupby("seed").size().min()) // 4)
+    tail = nfe.groupby("seed").tail(last)
+    wide = nfe.groupby(["epoch", "seed"])[["forward", "backward"]].mean().unstack("seed")
+    ratio = (tail["backward"] / tail["forward"]).mean()
+    return {"wide": wide, "ratio": ratio, "last": last, "seeds": nfe["seed"].nunique()}
 
 
 def table1(frame: pd.DataFrame) -> list[dict[str, Any]]:
-    """One row per model (Table 1 order): error mean ± std over seeds, and the first seed's
-    params, memory, times and NFE (the same net at every seed)."""
-    if frame.empty:
-        return []
+    """One row per model: test error (%) mean, std and seeds, every seed's plateau words, and
+    the first seed's other columns (params, memory, times and NFE: the same net every seed)."""
     grouped = frame.groupby("model", sort=False)
-    errors = grouped["error_pct"].agg(["mean", "std", "count"])
-    first = grouped.first()
-    rows = []
-    for model in sorted(errors.index, key=lambda m: ORDER.index(m) if m in ORDER else 9):
-        row = first.loc[model]
-        rows.append(
-            {
-                "model": model,
-                "error": errors.loc[model, "mean"],
-                "error_std": errors.loc[model, "std"],
-                "seeds": int(errors.loc[model, "count"]),
-                "params": row.get("params_m"),
-                "memory": row.get("metric.train/peak_memory_mb"),
-                "activations": row.get("metric.train/activations_mb"),
-                "step_time": row["step_time"],
-                "epoch_time": row.get("metric.train/epoch_time"),
-                "nfe_fwd": row["nfe_fwd"],
-                "nfe_bwd": row["nfe_bwd"],
-                "test_nfe": row.get("metric.test/nfe_forward"),
-                "solve": row["solve"],
-            }
-        )
-    return rows
+    stats = grouped["error_pct"].agg(["mean", "std", "count"]).join(grouped["plateau"].agg(list))
+    return grouped.first().drop(columns="plateau").join(stats).reset_index().to_dict("records")
 
 
-def _plateaus(jobs: Jobs) -> dict[str, list[str]]:
-    """Per model, the plateau state of each seed's validation curve (words for the report)."""
-    out: dict[str, list[str]] = {}
-    for job in (j for j in jobs if j.ok):
-        curve = job.run.epoch_series("val/error")
-        out.setdefault(model_label(job.run), []).append(
-            plateau_state(*curve, validation_images(job.run))[1]
-        )
-    return {m: out[m] for m in sorted(out, key=lambda m: ORDER.index(m) if m in ORDER else 9)}
-
-
-def _slope(x: list[float], y: list[float]) -> float:
-    """Least-squares slope of y on x (NaN without two distinct x)."""
+def _slope(x: Any, y: Any) -> float:
+    """Least-squares slope of y on x (NaN without two distinct x; 0 when y is flat, where least
+    squares would leave rounding noise of either sign)."""
     if len(set(x)) < 2:
         return math.nan
-    if len(set(y)) == 1:
-        return 0.0  # exactly flat (least squares would leave rounding noise of either sign)
-    return float(np.polyfit(x, y, 1)[0])
+    return 0.0 if len(set(y)) == 1 else float(np.polyfit(x, y, 1)[0])
 
 
-def verdicts(
-    frame: pd.DataFrame,
-    budget: str,
-    memory: MemoryRecord | None,
-    tolerance: ToleranceRecord | None,
-) -> list[Verdict]:
-    """Every MNIST claim of chen2018.yaml judged on this budget (or not testable, with why)."""
-    claims = {
-        k: c
-        for paper in ("chen2018", "checks")  # checks.yaml: later literature (NFE counting)
-        for k, c in load_claims(paper).items()
-        if c.report == "mnist"
-    }
-    fashion = budget.startswith("fashion")
-    frame = frame.assign(model=frame["model"].map({v: k for k, v in ARMS.items()}))
+def verdicts(frame: pd.DataFrame, budget: str, studies: dict[str, Any]) -> list[cl.Verdict]:
+    """Every MNIST claim judged on this budget (or not testable, with why); `studies` holds the
+    memory record's ratios and the tolerance rows (None where the budget has no record)."""
+    frame = frame.assign(model=frame["model"].map(ARMS))
 
-    def arm(name: str, column: str) -> pd.Series:
-        return seed_values(frame, column, model=name) if column in frame else pd.Series()
-
-    def judge(claim: Claim) -> Verdict:
-        if claim.kind == "value" and claim.metric == "test error" and fashion:
-            return not_testable(claim, "Fashion-MNIST: the paper's number is on MNIST")
-        if budget not in claim.budgets:
-            testing = ", ".join(f"`{b}`" for b in claim.budgets)
-            return not_testable(claim, claim.reason or f"only budgets {testing} test it")
-        if claim.section == "table1" and claim.kind == "contrast":
-            a, b = arm(claim.arms[0], "error_pct").align(arm(claim.arms[1], "error_pct"), "inner")
-            return evaluate(claim, list(a), list(b))
-        if claim.metric == "test error":
-            return evaluate(claim, list(arm("odenet", "error_pct")))
-        if claim.metric == "parameters":
-            return evaluate(claim, list(arm(claim.id.rsplit("_", 1)[1], "params_m")))
-        if claim.id == "mnist_nfe_grows":
-            return evaluate(
-                claim, list(arm("odenet", "nfe_last")), list(arm("odenet", "nfe_first"))
-            )
-        if claim.metric == "backward / forward NFE per training step":
-            return evaluate(claim, list(arm("odenet", "nfe_ratio")))
+    def sides(claim: cl.Claim) -> list[list[float]]:
+        """The samples of a claim: a study's number, or per seed one or two aligned arms."""
         if claim.section == "tolerance":
-            if tolerance is None:
-                return not_testable(claim, claim.reason)
-            logs = [math.log10(r.tol) for r in tolerance.rows]
-            y = [
-                r.test_nfe_forward if "NFE" in claim.metric else 100 * r.test_error
-                for r in tolerance.rows
-            ]
-            return evaluate(claim, [_slope(logs, y)])
+            tol = studies["tolerance"]
+            y = tol["test_nfe_forward"] if "NFE" in claim.metric else 100 * tol["test_error"]
+            return [[_slope(tol["tol"].map(math.log10), y)]]
         if claim.section == "memory":
-            if memory is None:
-                return not_testable(claim, claim.reason)
-            return evaluate(claim, [r["adjoint_max_over_min"] for r in memory.ratios.values()])
-        raise ValueError(f"claim {claim.id}: the MNIST report has no test for it")
+            return [[r["adjoint_max_over_min"] for r in studies["memory"].values()]]
+        if claim.id == "mnist_nfe_grows":  # arms: the last and the first quarter of training
+            return [list(seed_values(frame, c, model="odenet")) for c in ("nfe_last", "nfe_first")]
+        column = COLUMNS.get(claim.metric, "nfe_ratio")  # backward / forward NFE per step
+        names = claim.arms or [claim.id.rsplit("_", 1)[1] if column == "params_m" else "odenet"]
+        a, *b = (seed_values(frame, column, model=m) for m in names)
+        return [list(s) for s in (a.align(b[0], "inner") if b else [a])]
 
-    return [judge(c) for c in claims.values()]
+    def judge(claim: cl.Claim) -> cl.Verdict:
+        if claim.kind == "value" and claim.metric == "test error" and budget.startswith("fashion"):
+            return cl.not_testable(claim, "Fashion-MNIST: the paper's number is on MNIST")
+        if budget not in claim.budgets or studies.get(claim.section, frame) is None:
+            testing = ", ".join(f"`{b}`" for b in claim.budgets)
+            return cl.not_testable(claim, claim.reason or f"only budgets {testing} test it")
+        return cl.evaluate(claim, *sides(claim))
+
+    return [judge(c) for p in PAPERS for c in cl.load_claims(p).values() if c.report == "mnist"]
 
 
 def _differs(frame: pd.DataFrame) -> list[tuple[str, str, str]]:
     """(setting, paper, ours) for what this budget does unlike the paper (chen2018.yaml's
     `settings.mnist`)."""
-    if frame.empty:
-        return []
-    paper = paper_settings("chen2018", "mnist")
     epochs = frame.groupby("model", sort=False)["epochs"].max()
-    steps = f"{frame['steps'].max()} steps of {frame['batch'].iloc[0]}"
     reached = ", ".join(f"{m} {e}" for m, e in epochs.items()) if epochs.nunique() > 1 else ""
-    milestones = "; ".join(", ".join(map(str, m)) for m in sorted(set(frame["milestones"]) - {()}))
-    threads = ", ".join(frame["threads"].unique())
-    device = "one GPU" if frame["cuda"].any() else f"CPU, {threads} thread(s)"
-    if frame["launcher"].str.contains("joblib").any():
-        device += ", runs in parallel (joblib)"
     ours = {
         "Data": "; ".join(frame["data_size"].unique()),
-        "Epochs": f"{reached or epochs.iloc[0]} ({steps})",
-        "LR x0.1 at": milestones,
-        "Device": device,
+        "Epochs": f"{reached or epochs.iloc[0]} ({frame['steps'].max()} steps of "
+        f"{frame['batch'].iloc[0]})",
+        "LR x0.1 at": "; ".join(sorted(set(frame["milestones"]) - {""})),
+        "Device": ", ".join(frame["hardware"].unique())
+        + (", runs in parallel (joblib)" if frame["parallel"].any() else ""),
     }
+    paper = cl.paper_settings("chen2018", "mnist")
     return [(k, v, ours[k]) for k, v in paper.items() if ours[k] and ours[k] != v]
 
 
+def _figures(report_dir: Path, epochs: pd.DataFrame, nfe: Any, mem: Any, tol: Any) -> dict:
+    """Figure 3, the validation curves and the two studies' figures that the records allow,
+    drawn from wide frames with pandas, as {name: path relative to the report}."""
+    from odelab.plotting import plt
+
+    plots = {}  # name: (wide frame, DataFrame.plot arguments)
+    if nfe is not None:
+        n, label = nfe["seeds"], "NFE per training step (epoch mean)"
+        style = {"style": [".-"] * n + ["x--"] * n, "color": [f"C{i}" for i in range(n)] * 2}
+        plots["nfe"] = (nfe["wide"], {**style, "ylabel": label, "xlabel": "training epoch"})
+    val = epochs.dropna(subset=["val/error"])
+    if len(val):
+        wide = 100 * val.pivot_table("val/error", "epoch", ["model", "seed"], sort=False)
+        models = list(wide.columns.unique(0))
+        wide.columns = [f"{m}, seed {s}" for m, s in wide.columns]
+        groups = [[c for c in wide if c.startswith(f"{m},")] for m in models]
+        kw = {"subplots": groups, "title": models, "logy": True, "sharey": True}
+        plots["validation"] = (wide, {**kw, "layout": (1, len(models)), "ylabel": "error (%)"})
+    if mem is not None:
+        wide = mem.pivot_table("peak_mb", "T", ["solver", "sensitivity"])
+        style = ["s--" if sens == "adjoint" else "o-" for _, sens in wide.columns]
+        plots["memory"] = (wide, {"style": style, "ylim": 0, "ylabel": "peak MiB of one step"})
+    if tol is not None:
+        rows = tol.assign(test_error=100 * tol["test_error"]).set_index("tol").astype(float)
+        groups = [["test_error"], [c for c in rows if "nfe" in c], [c for c in rows if "sec" in c]]
+        kw = {"subplots": groups, "layout": (1, 3), "logx": True, "sharex": False}
+        kw |= {
+            "title": ["test error (%)", "NFE", "seconds"],
+            "xlim": (max(rows.index), min(rows.index)),
+        }
+        plots["tolerance"] = (rows[sum(groups, [])], kw)  # xlim: tighter tolerances rightwards
+    files = {"memory": "mnist_memory.png", "tolerance": "mnist_tolerance.png"}
+    for name, (wide, kw) in plots.items():
+        size = (3.3 * len(kw.get("subplots", [0, 0])), 3.8)
+        fig = np.ravel(wide.plot(**{"figsize": size, "style": ".-", **kw}))[0].figure
+        fig.tight_layout()
+        fig.savefig(report_dir / files.get(name, f"{name}.png"), dpi=110)
+        plt.close(fig)
+    return {name: f"{report_dir.name}/{files.get(name, f'{name}.png')}" for name in plots}
+
+
 def build_report(jobs: Jobs, budget: str, report_dir: Path) -> str:
-    """Headline verdicts, Table 1, Figure 3, the memory and tolerance studies, what differs."""
-    frame = mnist_frame(jobs, budget)
-    bench = getattr(jobs, "bench", {})
-    memory = (
-        load_record("bench/mnist_memory.json", MemoryRecord, data=bench["mnist_memory"])
-        if "mnist_memory" in bench
-        else None
+    """Headline verdicts, Figure 3, Table 1, the memory and tolerance studies, what differs."""
+    frame, epochs, bench = mnist_frame(jobs, budget), epochs_frame(jobs), jobs.bench
+    schemas = {"mnist_memory": mt.MemoryRecord, "mnist_tolerance": mt.ToleranceRecord}
+    memory, tolerance = (
+        load_record(f"bench/{n}.json", s, data=bench[n]) if n in bench else None
+        for n, s in schemas.items()
     )
-    tolerance = (
-        load_record("bench/mnist_tolerance.json", ToleranceRecord, data=bench["mnist_tolerance"])
-        if "mnist_tolerance" in bench
-        else None
-    )
+    mem, tol = (pd.DataFrame(map(asdict, r.rows)) if r else None for r in (memory, tolerance))
+    studies = {"memory": memory.ratios if memory else None, "tolerance": tol}
     report_dir.mkdir(parents=True, exist_ok=True)
-    judged = verdicts(frame, budget, memory, tolerance) if not frame.empty else []
-    write_claims(report_dir / "claims.json", judged)
-
-    ok_runs = [j.run for j in jobs if j.ok]
-    odenet = [r for r in ok_runs if model_label(r) == "ODE-Net"]
-    figures = {}
-    if odenet and nfe_figure(odenet[0], report_dir / "nfe.png"):
-        figures["nfe"] = f"{report_dir.name}/nfe.png"
-    curves: dict[str, list] = {}
-    for run in ok_runs:
-        curves.setdefault(model_label(run), []).append(run.epoch_series("val/error"))
-    curves = {
-        m: curves[m] for m in sorted(curves, key=lambda m: ORDER.index(m) if m in ORDER else 9)
-    }
-    if validation_figure(curves, report_dir / "validation.png"):
-        figures["validation"] = f"{report_dir.name}/validation.png"
-    if memory is not None:
-        rows = [asdict(r) for r in memory.rows]
-        title = f"ODE-Net training step, batch {memory.batch_size}, {memory.device['name']}"
-        memory_figure(rows, report_dir / "mnist_memory.png", f"{title}: adjoint vs direct")
-        figures["memory"] = f"{report_dir.name}/mnist_memory.png"
-    if tolerance is not None:
-        rows = [asdict(r) for r in tolerance.rows]
-        title = f"ODE-Net trained at tol {tolerance.trained_tol:g} ({tolerance.test_images} images)"
-        tolerance_figure(rows, report_dir / "mnist_tolerance.png", title)
-        figures["tolerance"] = f"{report_dir.name}/mnist_tolerance.png"
-
-    slopes = {}
-    if memory is not None:
-        for solver in memory.ratios:
-            direct = [r for r in memory.rows if r.solver == solver and r.sensitivity == "direct"]
-            slopes[solver] = _slope([r.nfe_forward for r in direct], [r.peak_mb for r in direct])
-    ode = frame[frame["model"] == "ODE-Net"] if len(frame) else frame
-    quarters = list(zip(ode["seed"], ode["quarters"], strict=True)) if len(ode) else []
+    judged = verdicts(frame, budget, studies) if len(frame) else []
+    cl.write_claims(report_dir / "claims.json", judged)
+    direct = mem[mem["sensitivity"] == "direct"].groupby("solver") if memory else {}
+    nfe = nfe_summary(epochs)
     return render(
         "mnist.md.j2",
         budget=budget,
-        fashion=budget.startswith("fashion"),
-        headline=[v for v in judged if v.section in HEADLINE_SECTIONS],
-        labels={c.id: c.text for p in ("chen2018", "checks") for c in load_claims(p).values()},
-        by_section={s: [v for v in judged if v.section == s] for s in ("params", "nfe")},
+        judged=judged,
+        headline_sections=HEADLINE,
+        labels={c.id: c.text for p in PAPERS for c in cl.load_claims(p).values()},
         table=table1(frame),
-        plateaus=_plateaus(jobs),
-        plateau_tolerance=PLATEAU_TOLERANCE,
-        unresolved=next(d for d in range(1, 64) if resolvable(d)) - 1,
-        quarters=quarters,
-        figures=figures,
-        memory=memory,
-        slopes=slopes,
-        tolerance=tolerance,
-        same_error=tolerance is not None and len({r.test_error for r in tolerance.rows}) == 1,
-        differs=_differs(frame),
-        runs=[
-            (f"{model_label(j.run)}, seed {j.run.config.seed}", relative_path(j.run.path))
-            for j in jobs
-            if j.ok
-        ],
+        runs=frame.to_dict("records"),
         failed=[(relative_path(j.run.path), j.overrides) for j in jobs if not j.ok],
+        differs=_differs(frame) if len(frame) else [],
+        unresolved=next(d for d in range(1, 64) if resolvable(d)) - 1,
+        plateau_tolerance=mt.PLATEAU_TOLERANCE,
+        nfe=nfe,
+        figures=_figures(report_dir, epochs, nfe, mem, tol),
+        memory=memory,
+        slopes={s: _slope(g["nfe_forward"], g["peak_mb"]) for s, g in direct},
+        tolerance=tolerance,
     )
 
 
