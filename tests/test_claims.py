@@ -79,9 +79,19 @@ def test_value_and_bound() -> None:
 
 
 def test_missing_budget_is_not_testable() -> None:
-    v = not_testable(VALUE, "needs the 60k MNIST training set")
-    assert v.verdict == "not testable here" and v.mean is None and v.n == 0
+    v = not_testable(replace(VALUE, budgets=("paper",)), "needs the paper budget")
+    assert v.verdict == "not testable here" and v.n == 0 and v.reason == "needs the paper budget"
+    assert [v.mean, v.std, v.low, v.high, v.diff] == [None] * 5
+    # No finished run, or no seed both arms finished: nothing to test either.
     assert evaluate(VALUE, [None, float("nan")]).verdict == "not testable here"
+    assert evaluate(CONTRAST, [1.0, None], [None, 2.0]).verdict == "not testable here"
+
+
+def test_a_single_run_decides_by_its_point() -> None:
+    v = evaluate(VALUE, [0.44])  # 0.02 worse than the paper, within the margin 0.05
+    assert (v.verdict, v.n, v.low, v.high, v.std) == ("reproduced", 1, 0.44, 0.44, None)
+    pair = evaluate(CONTRAST, [1.0], [2.0])
+    assert (pair.verdict, pair.diff, pair.low, pair.high) == ("reproduced", -1.0, -1.0, -1.0)
 
 
 def test_contrast_needs_both_arms() -> None:

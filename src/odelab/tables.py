@@ -1,19 +1,19 @@
-"""Numbers as text: mean ± std over seeds and markdown tables (sweep summaries and reports)."""
+"""Mean ± std over seeds, the one computation of both (sweep summaries, claim verdicts)."""
 
 from __future__ import annotations
 
 import math
-import statistics
 from collections.abc import Sequence
 
+import numpy as np
 
-def mean_std(values: Sequence[float]) -> tuple[float, float]:
-    """Mean and sample standard deviation (0 for a single value), ignoring NaN."""
-    finite = [v for v in values if v is not None and math.isfinite(v)]
+
+def mean_std(values: Sequence[float | None]) -> tuple[float, float]:
+    """Mean and sample standard deviation (0 for a single value), ignoring None, NaN and inf."""
+    finite = [float(v) for v in values if v is not None and math.isfinite(v)]
     if not finite:
         return math.nan, math.nan
-    std = statistics.stdev(finite) if len(finite) > 1 else 0.0
-    return statistics.fmean(finite), std
+    return float(np.mean(finite)), (float(np.std(finite, ddof=1)) if len(finite) > 1 else 0.0)
 
 
 def fmt_mean_std(values: Sequence[float], digits: int = 3, spec: str | None = None) -> str:
@@ -27,12 +27,3 @@ def fmt_mean_std(values: Sequence[float], digits: int = 3, spec: str | None = No
     if sum(v is not None and math.isfinite(v) for v in values) == 1:
         return f"{mean:{mean_spec}}"
     return f"{mean:{mean_spec}} ± {std:{std_spec}}"
-
-
-def markdown_table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
-    return "\n".join(lines)
-
-
-__all__ = ["fmt_mean_std", "markdown_table", "mean_std"]

@@ -1,8 +1,5 @@
-"""Reproduction reports, one per paper result: `make reproduce-<name> budget=quick|paper`.
-
-To add one, write a module here that defines a `Reproduction` and list it in
-`REPRODUCTIONS` (see `spiral.py`).
-"""
+"""Reproduction reports, one per paper result (`make reproduce-<name> budget=...`): a module
+here defines a `Reproduction` (see `spiral.py`), listed in `REPRODUCTIONS`."""
 
 from __future__ import annotations
 

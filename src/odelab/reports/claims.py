@@ -1,18 +1,7 @@
-"""Paper claims as data (`conf/claims/<paper>.yaml`) and the verdicts a report computes for them.
-
-Usage::
-
-    from odelab.reports.claims import evaluate, load_claims, not_testable, write_claims
-
-    claims = load_claims("chen2018")
-    verdicts = [
-        evaluate(claims["mnist_odenet_vs_resnet"], ode_errors, resnet_errors),  # contrast
-        evaluate(claims["mnist_odenet_error"], ode_errors),                     # value / bound
-        not_testable(claims["mnist_60k"], "needs the 60k MNIST training set"),
-    ]
-    write_claims(report_dir / "claims.json", verdicts)
-
-A claim's `kind` says what is tested (see conf/claims/README.md for the YAML schema):
+"""Paper claims as data (`conf/claims/<paper>.yaml`, keyed like the fields of `Claim`) and the
+verdicts a report computes for them: `evaluate(claim, a, b)` for a contrast of per-seed values
+of arms a and b, `evaluate(claim, a)` for a value or bound, `not_testable(claim, why)`, all
+written by `write_claims(report_dir / "claims.json", verdicts)`. A claim's `kind`:
 
 - `contrast`: arm a against arm b (the difference `a - b`, paired per seed when `paired`).
   With `expect: better` (the default) the paper says a beats b on `direction`; with
@@ -36,12 +25,12 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import yaml
 
 from odelab.errors import ConfigError
 from odelab.hydra_setup import CONFIG_DIR
 from odelab.reports.stats import compare
+from odelab.tables import mean_std
 
 VERDICTS = ("reproduced", "within noise", "contradicted", "not testable here")
 KINDS = ("contrast", "value", "bound")
@@ -105,35 +94,27 @@ class Verdict:
 
 _FIELDS = {f.name for f in fields(Claim)}
 _REQUIRED = {"id", "text", "source", "metric", "kind"}
+_CHOICES = {"kind": KINDS, "direction": ("higher", "lower", None), "expect": ("better", "equal")}
 
 
-def _claim(raw: dict[str, Any], paper: str, where: str) -> Claim:
+def _claim(raw: Any, paper: str, where: str) -> Claim:
     """One YAML entry as a Claim, with a one-line error naming the file, the claim and the key."""
-    name = raw.get("id", "?") if isinstance(raw, dict) else "?"
     if not isinstance(raw, dict):
         raise ConfigError(f"{where}: each entry of `claims` must be a mapping, got {raw!r}")
-    unknown = sorted(set(raw) - _FIELDS)
+    where = f"{where}: claim {raw.get('id', '?')}"
+    unknown, missing = sorted(set(raw) - _FIELDS), sorted(_REQUIRED - set(raw))
     if unknown:
-        raise ConfigError(
-            f"{where}: claim {name}: unknown key {unknown[0]!r} (known: {sorted(_FIELDS)})"
-        )
-    missing = sorted(_REQUIRED - set(raw))
+        raise ConfigError(f"{where}: unknown key {unknown[0]!r} (known: {sorted(_FIELDS)})")
     if missing:
-        raise ConfigError(f"{where}: claim {name}: missing key {missing[0]!r}")
-    if raw["kind"] not in KINDS:
-        raise ConfigError(
-            f"{where}: claim {name}: kind must be one of {KINDS}, got {raw['kind']!r}"
-        )
-    if raw.get("direction", "lower") not in ("higher", "lower", None):
-        raise ConfigError(f"{where}: claim {name}: direction must be higher, lower or null")
-    if raw.get("expect", "better") not in ("better", "equal"):
-        raise ConfigError(f"{where}: claim {name}: expect must be better or equal")
+        raise ConfigError(f"{where}: missing key {missing[0]!r}")
+    for key, choices in _CHOICES.items():
+        value = raw.get(key, Claim.__dataclass_fields__[key].default)
+        if value not in choices:
+            raise ConfigError(f"{where}: {key} must be one of {choices}, got {value!r}")
     if raw["kind"] == "contrast" and len(raw.get("arms", ())) != 2:
-        raise ConfigError(f"{where}: claim {name}: a contrast needs `arms: [a, b]`")
-    values = {**raw, "paper": paper}
-    for key in ("arms", "budgets"):
-        values[key] = tuple(str(v) for v in raw.get(key) or ())
-    return Claim(**values)
+        raise ConfigError(f"{where}: a contrast needs `arms: [a, b]`")
+    tuples = {key: tuple(str(v) for v in raw.get(key) or ()) for key in ("arms", "budgets")}
+    return Claim(**{**raw, "paper": paper, **tuples})
 
 
 def load_claims(paper: str, claims_dir: Path = CLAIMS_DIR) -> dict[str, Claim]:
@@ -146,9 +127,8 @@ def load_claims(paper: str, claims_dir: Path = CLAIMS_DIR) -> dict[str, Claim]:
     if not path.is_file():
         known = sorted(p.stem for p in claims_dir.glob("*.yaml"))
         raise ConfigError(f"no claims file {path}; known papers: {known}")
-    data = yaml.safe_load(path.read_text()) or {}
     out: dict[str, Claim] = {}
-    for raw in data.get("claims") or []:
+    for raw in (yaml.safe_load(path.read_text()) or {}).get("claims") or []:
         claim = _claim(raw, paper, str(path))
         if claim.id in out:
             raise ConfigError(f"{path}: claim id {claim.id!r} appears twice")
@@ -176,163 +156,101 @@ def all_claims(claims_dir: Path = CLAIMS_DIR) -> dict[str, dict[str, Claim]]:
     return {paper: load_claims(paper, claims_dir) for paper in papers}
 
 
-def _clean(values: Sequence[float | None]) -> list[float]:
-    return [float(v) for v in values if v is not None and math.isfinite(float(v))]
-
-
-def _stats(values: Sequence[float | None]) -> tuple[float | None, float | None]:
-    xs = _clean(values)
-    if not xs:
-        return None, None
-    return float(np.mean(xs)), (float(np.std(xs, ddof=1)) if len(xs) > 1 else None)
-
-
-def _side(low: float, high: float, edge: float, want_below: bool) -> str:
-    """Reproduced when the interval lies wholly on the wanted side of `edge`, contradicted when
-    wholly on the other, within noise when it straddles it."""
-    if want_below:
-        return "reproduced" if high < edge else "contradicted" if low > edge else "within noise"
-    return "reproduced" if low > edge else "contradicted" if high < edge else "within noise"
-
-
-def _interval(claim: Claim, a: Sequence[float | None], b: Sequence[float | None] | None):
-    """(n, mean difference or value, low, high), the interval from `stats.compare`."""
-    if b is None:
-        xs = _clean(a)
-        if len(xs) < 2:
-            mean = xs[0] if xs else math.nan
-            return len(xs), mean, mean, mean
-        ref = [0.0] * len(xs)
-        c = compare(
-            xs,
-            ref,
-            a_name="ours",
-            b_name="0",
-            metric=claim.metric,
-            higher_is_better=claim.direction == "higher",
-            paired=True,
-        )
-        return c.n, c.mean_diff, c.low, c.high
-    paired = claim.paired and len(a) == len(b)
-    c = compare(
-        list(a),
-        list(b),
-        a_name=claim.arms[0],
-        b_name=claim.arms[1],
-        metric=claim.metric,
-        higher_is_better=claim.direction == "higher",
-        paired=paired,
-    )
-    if c.n == 1:
-        return 1, c.mean_diff, c.mean_diff, c.mean_diff
-    return c.n, c.mean_diff, c.low, c.high
-
-
-def _decide(claim: Claim, mean: float, low: float, high: float) -> str:
-    lower_better = claim.direction == "lower"
-    if claim.kind == "contrast" and claim.expect == "better":
-        return _side(low, high, 0.0, want_below=lower_better)
-    if claim.kind == "bound":
-        edge = claim.threshold if claim.threshold is not None else claim.paper_value
-        if not isinstance(edge, int | float):
-            raise ConfigError(f"claim {claim.id}: a bound needs a numeric threshold or paper_value")
-        return _side(low, high, float(edge), want_below=lower_better)
-    # An equality (contrast expect: equal, or value): the distance from the target in units
-    # of `margin`; for a value with a direction, doing better than the paper is no shortfall.
-    target = 0.0 if claim.kind == "contrast" else claim.paper_value
-    if isinstance(target, list):
-        target = target[0]
-    if not isinstance(target, int | float):
-        raise ConfigError(f"claim {claim.id}: a value claim needs a numeric paper_value")
-    lo, hi = low - float(target), high - float(target)
-    if claim.kind == "value" and claim.direction is not None:
-        # The shortfall (how much worse than the paper) is allowed up to `margin`.
-        short_lo, short_hi = (lo, hi) if lower_better else (-hi, -lo)
-        if short_hi <= claim.margin:
-            return "reproduced"
-        return "contradicted" if short_lo > claim.margin else "within noise"
-    if -claim.margin <= lo and hi <= claim.margin:
-        return "reproduced"
-    if hi < -claim.margin or lo > claim.margin:
-        return "contradicted"
-    return "within noise"
-
-
-def _finite_or_none(x: float | None) -> float | None:
+def _finite(x: float | None) -> float | None:
     return None if x is None or not math.isfinite(x) else float(x)
+
+
+def _mean_std(values: Sequence[float | None] | None) -> tuple[float | None, float | None]:
+    xs = [] if values is None else [v for v in values if _finite(v) is not None]
+    mean, std = mean_std(xs)
+    return (mean, std if len(xs) > 1 else None) if xs else (None, None)
+
+
+def _decide(claim: Claim, low: float, high: float) -> str:
+    """The verdict from the interval [low, high], turned so that lower is the claim's side."""
+    if claim.kind == "bound":
+        target = claim.threshold if claim.threshold is not None else claim.paper_value
+        need = "a bound needs a numeric threshold or paper_value"
+    else:
+        target = 0.0 if claim.kind == "contrast" else claim.paper_value
+        target = target[0] if isinstance(target, list) else target
+        need = "a value claim needs a numeric paper_value"
+    if not isinstance(target, int | float):
+        raise ConfigError(f"claim {claim.id}: {need}")
+    if claim.direction != "lower":  # an equality is symmetric: turning it changes nothing
+        low, high, target = -high, -low, -target
+    lo, hi, m = low - float(target), high - float(target), claim.margin
+    if claim.kind == "bound" or (claim.kind == "contrast" and claim.expect == "better"):
+        # The interval wholly on the claim's side of the edge, wholly on the other, or across.
+        good, bad = hi < 0, lo > 0
+    elif claim.kind == "value" and claim.direction is not None:
+        good, bad = hi <= m, lo > m  # a shortfall against the paper up to `margin` is allowed
+    else:  # an equality (contrast expect: equal, value with no direction): within `margin`
+        good, bad = -m <= lo and hi <= m, hi < -m or lo > m
+    return "reproduced" if good else "contradicted" if bad else "within noise"
+
+
+def _verdict(claim: Claim, **values: Any) -> Verdict:
+    where = {"report": claim.report, "section": claim.section, "unit": claim.unit}
+    return Verdict(claim=claim.id, paper_value=claim.paper_value, **where, **values)
 
 
 def evaluate(
     claim: Claim, a: Sequence[float | None], b: Sequence[float | None] | None = None
 ) -> Verdict:
-    """The verdict of `claim` from per-seed values of arm a (and arm b for a contrast).
-
-    Args:
-        claim: the claim (its kind, direction, margin and pairing decide the test).
-        a: per-seed values of arm a (or of the measured quantity); None/NaN are dropped.
-        b: per-seed values of arm b, in the same seed order as `a` when paired.
-
-    Returns:
-        The Verdict; "not testable here" when no value is finite.
-    """
+    """The verdict of `claim` from per-seed values of arm a (or of the measured quantity) and,
+    for a contrast, of arm b (in the same seed order when paired); None/NaN are dropped, and
+    no finite value is "not testable here"."""
     if (claim.kind == "contrast") != (b is not None):
         raise ValueError(f"claim {claim.id}: a contrast takes a and b, a {claim.kind} only a")
-    n, mean, low, high = _interval(claim, a, b)
+    # A value or bound is the interval of a against 0, paired.
+    c = compare(
+        list(a),
+        [0.0] * len(a) if b is None else list(b),
+        a_name=claim.arms[0] if b is not None else "ours",
+        b_name=claim.arms[1] if b is not None else "0",
+        metric=claim.metric,
+        higher_is_better=claim.direction == "higher",
+        paired=b is None or (claim.paired and len(a) == len(b)),
+    )
+    n, mean, low, high = c.n, c.mean_diff, c.low, c.high
     if n == 0:
         return not_testable(claim, "no finished runs with this metric")
-    verdict = _decide(claim, mean, low, high)
-    kind = "paired" if claim.paired and b is not None else "per side" if b is not None else "runs"
-    reason = f"95 % interval [{low:.3g}, {high:.3g}], n = {n} {kind}"
     if n == 1:
-        reason = f"a single run {'pair' if b is not None else ''}: no interval".replace("  ", " ")
+        low = high = mean
+        reason = f"a single run {'pair' if b is not None else ''}: no interval"
+    else:
+        kind = "runs" if b is None else "paired" if claim.paired else "per side"
+        reason = f"95 % interval [{low:.3g}, {high:.3g}], n = {n} {kind}"
     if claim.kind == "value" or (claim.kind == "contrast" and claim.expect == "equal"):
         reason += f", margin {claim.margin:g}"
-    a_mean, a_std = _stats(a)
-    b_mean, b_std = _stats(b) if b is not None else (None, None)
-    return Verdict(
-        claim=claim.id,
-        paper_value=claim.paper_value,
+    (a_mean, a_std), (b_mean, b_std) = _mean_std(a), _mean_std(b)
+    return _verdict(
+        claim,
         mean=a_mean,
         std=a_std,
         n=n,
-        low=_finite_or_none(low),
-        high=_finite_or_none(high),
-        verdict=verdict,
+        low=_finite(low),
+        high=_finite(high),
+        verdict=_decide(claim, low, high),
         reason=reason,
-        report=claim.report,
-        section=claim.section,
-        unit=claim.unit,
         mean_b=b_mean,
         std_b=b_std,
-        diff=_finite_or_none(mean) if b is not None else None,
+        diff=_finite(mean) if b is not None else None,
     )
 
 
 def not_testable(claim: Claim, reason: str) -> Verdict:
     """A claim this report cannot test, with why (e.g. "needs the 60k MNIST training set")."""
-    return Verdict(
-        claim=claim.id,
-        paper_value=claim.paper_value,
-        mean=None,
-        std=None,
-        n=0,
-        low=None,
-        high=None,
-        verdict="not testable here",
-        reason=reason,
-        report=claim.report,
-        section=claim.section,
-        unit=claim.unit,
-    )
+    none = dict.fromkeys(("mean", "std", "low", "high"))
+    return _verdict(claim, **none, n=0, verdict="not testable here", reason=reason)
 
 
 def _round(value: Any) -> Any:
     """Floats to 6 significant digits so the file does not churn on the last bit."""
-    if isinstance(value, float):
-        return float(f"{value:.6g}")
     if isinstance(value, list):
         return [_round(v) for v in value]
-    return value
+    return float(f"{value:.6g}") if isinstance(value, float) else value
 
 
 def write_claims(path: Path, verdicts: Sequence[Verdict]) -> None:

@@ -1,10 +1,5 @@
 """One pandas row per run: the table every report groups, aggregates and pivots.
 
-Usage::
-
-    from odelab.reports.base import load_sweeps
-    from odelab.reports.frame import runs_frame
-
     df = runs_frame(load_sweeps(budget_dir), best="val/error", best_mode="min")
     table = df[df.ok].groupby(["experiment", "solver"])["metric.test/acc"].agg(["mean", "std"])
 
@@ -33,8 +28,7 @@ def _best_row(job: JobResult, key: str, mode: Literal["min", "max"]) -> dict[str
     epochs, values = job.run.epoch_series(key)
     if not values:
         return {}
-    pick = min if mode == "min" else max
-    best_epoch = epochs[values.index(pick(values))]
+    best_epoch = epochs[values.index((min if mode == "min" else max)(values))]
     merged: dict[str, float] = {}
     for row in job.run.history:
         if int(row.get("epoch", -1)) == best_epoch:
@@ -43,11 +37,9 @@ def _best_row(job: JobResult, key: str, mode: Literal["min", "max"]) -> dict[str
 
 
 def _seed(job: JobResult) -> str:
-    seed = job.overrides.get("seed")
-    if seed is not None:
-        return seed
     config = job.run.config
-    return str(config.get("seed", 0)) if config is not None else "0"
+    default = str(config.get("seed", 0)) if config is not None else "0"
+    return job.overrides.get("seed", default)
 
 
 def runs_frame(
@@ -85,9 +77,7 @@ def runs_frame(
             sweep = job.output_dir.parent.name
             row["tag"] = tags[int(sweep)] if sweep.isdigit() and int(sweep) < len(tags) else ""
         rows.append(row)
-    if not rows:
-        return pd.DataFrame(columns=["job", "ok"])
-    return pd.DataFrame(rows)
+    return pd.DataFrame(rows) if rows else pd.DataFrame(columns=["job", "ok"])
 
 
 def seed_values(frame: pd.DataFrame, column: str, **where: str) -> pd.Series:
@@ -102,5 +92,4 @@ def seed_values(frame: pd.DataFrame, column: str, **where: str) -> pd.Series:
     if column not in rows:
         return pd.Series(dtype=float)
     series = rows.set_index("seed")[column].dropna().astype(float)
-    order = sorted(series.index, key=lambda s: (len(str(s)), str(s)))
-    return series.loc[order]
+    return series.loc[sorted(series.index, key=lambda s: (len(str(s)), str(s)))]

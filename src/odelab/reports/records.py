@@ -1,19 +1,9 @@
 """Load a JSON benchmark/check record into its schema dataclass, with a one-line error.
 
-Usage::
-
-    @dataclass
-    class SpeedRecord:
-        solver: str
-        seconds: list[float]
-        device: dict[str, Any]
-        note: str = ""
-
-    record = load_record(bench_dir / "speed.json", SpeedRecord)
-
-Every record kind has one dataclass; loading checks that each required field is present, no
-unknown field is there, and each value has the declared type (int, float, str, bool, list,
-dict, a nested dataclass, or `X | None`), raising `RecordError` such as
+Every record kind has one dataclass (`record = load_record(bench_dir / "speed.json",
+SpeedRecord)`); loading checks that each required field is present, no unknown field is there,
+and each value has the declared type (int, float, str, bool, list, tuple, dict, a nested
+dataclass, or `X | None`), raising `RecordError` such as
 "experiments/.../speed.json: field 'seconds': expected list, got str".
 """
 
@@ -37,52 +27,44 @@ class RecordError(ConfigError):
 
 def _check(value: Any, hint: Any, where: str, name: str) -> Any:
     """`value` checked (and nested dataclasses built) against the type `hint`."""
+    got = type(value).__name__
     origin = typing.get_origin(hint)
     if origin in (typing.Union, types.UnionType):
-        options = typing.get_args(hint)
-        if value is None and type(None) in options:
+        options = [o for o in typing.get_args(hint) if o is not type(None)]
+        if value is None and len(options) < len(typing.get_args(hint)):
             return None
         errors = []
-        for option in (o for o in options if o is not type(None)):
+        for option in options:
             try:
                 return _check(value, option, where, name)
             except RecordError as err:
                 errors.append(str(err))
-        raise RecordError(
-            errors[0]
-            if len(errors) == 1
-            else f"{where}: field {name!r}: {type(value).__name__} matches none of {hint}"
-        )
+        many = f"{where}: field {name!r}: {got} matches none of {hint}"
+        raise RecordError(errors[0] if len(errors) == 1 else many)
     if hint is Any:
         return value
     if dataclasses.is_dataclass(hint):
         if not isinstance(value, dict):
-            raise RecordError(
-                f"{where}: field {name!r}: expected an object, got {type(value).__name__}"
-            )
+            raise RecordError(f"{where}: field {name!r}: expected an object, got {got}")
         return _build(value, hint, where, f"{name}.")
     base = origin or hint
     if base is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)  # JSON writes 2.0 as 2
     if base in (tuple, list) and isinstance(value, list):
-        args = typing.get_args(hint)
-        item = args[0] if args else Any
+        item = (typing.get_args(hint) or (Any,))[0]
         items = [_check(v, item, where, f"{name}[{i}]") for i, v in enumerate(value)]
         return tuple(items) if base is tuple else items
     if base is dict and isinstance(value, dict):
         return value
-    if (
-        isinstance(base, type)
-        and isinstance(value, base)
-        and not (base is int and isinstance(value, bool))
-    ):
-        return value
+    if isinstance(base, type) and isinstance(value, base):
+        if not (base is int and isinstance(value, bool)):
+            return value
     expected = getattr(base, "__name__", str(base))
-    raise RecordError(f"{where}: field {name!r}: expected {expected}, got {type(value).__name__}")
+    raise RecordError(f"{where}: field {name!r}: expected {expected}, got {got}")
 
 
 def _build(data: dict[str, Any], schema: type[T], where: str, prefix: str = "") -> T:
-    hints = typing.get_type_hints(schema)
+    hints, missing = typing.get_type_hints(schema), dataclasses.MISSING
     known = {f.name: f for f in dataclasses.fields(schema) if f.init}
     unknown = sorted(set(data) - set(known))
     if unknown:
@@ -91,13 +73,11 @@ def _build(data: dict[str, Any], schema: type[T], where: str, prefix: str = "") 
             f"(known: {sorted(known)})"
         )
     for name, f in known.items():
-        no_default = f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
-        if no_default and name not in data:
+        if name not in data and f.default is missing and f.default_factory is missing:
             raise RecordError(
                 f"{where}: field {prefix}{name!r}: missing (required by {schema.__name__})"
             )
-    values = {k: _check(v, hints[k], where, prefix + k) for k, v in data.items()}
-    return schema(**values)
+    return schema(**{k: _check(v, hints[k], where, prefix + k) for k, v in data.items()})
 
 
 def load_record(path: str | Path, schema: type[T], *, data: Any = None) -> T:

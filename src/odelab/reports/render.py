@@ -1,21 +1,10 @@
 """Jinja2 rendering of report templates (`src/odelab/reports/templates/*.md.j2`).
 
-Usage::
-
-    from odelab.reports.render import render
-
-    markdown = render("spiral.md.j2", verdicts=verdicts, rows=rows, title="...")
-
-and in a template::
-
-    {% import "_macros.md.j2" as m %}
-    {{ m.headline(verdicts) }}
-    {{ m.runs_table(rows, [("Model", "model"), ("Test error", "err")]) }}
-    {{ mean | pm(std, ".2f") }}   {{ low | ci(high, ".3g") }}   {{ 0.1234 | pct }}
-
-The environment is strict (an undefined name is an error, not an empty string), keeps the
-trailing newline and trims block tags, so a template's output is the markdown byte for byte.
-Templates format numbers; every number comes computed from the caller.
+`render("spiral.md.j2", verdicts=verdicts, rows=rows)`; in a template the shared macros come
+from `{% import "_macros.md.j2" as m %}` and numbers are formatted by the filters `pm`, `ci`,
+`pct` and `num` (`{{ mean | pm(std, ".2f") }}`). The environment is strict (an undefined name
+is an error), keeps the trailing newline and trims block tags, so a template's output is the
+markdown byte for byte. Every number comes computed from the caller.
 """
 
 from __future__ import annotations
@@ -38,16 +27,12 @@ def pm(mean: float | None, std: float | None = None, spec: str = ".3g") -> str:
     """`mean ± std` ("0.42 ± 0.03"); the mean alone without a std; "n/a" without a mean."""
     if _missing(mean):
         return "n/a"
-    if _missing(std):
-        return f"{mean:{spec}}"
-    return f"{mean:{spec}} ± {std:{spec}}"
+    return f"{mean:{spec}}" if _missing(std) else f"{mean:{spec}} ± {std:{spec}}"
 
 
 def ci(low: float | None, high: float | None, spec: str = ".3g") -> str:
     """A 95 % interval as "[low, high]"; "n/a" when either end is missing."""
-    if _missing(low) or _missing(high):
-        return "n/a"
-    return f"[{low:{spec}}, {high:{spec}}]"
+    return "n/a" if _missing(low) or _missing(high) else f"[{low:{spec}}, {high:{spec}}]"
 
 
 def pct(value: float | None, spec: str = ".1f") -> str:

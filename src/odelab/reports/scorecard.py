@@ -1,27 +1,20 @@
 """The scorecard: every claim of every paper with its best verdict, and seed 003's questions.
 
-Usage::
-
-    python -m odelab.reports.scorecard          # writes experiments/reports/SCORECARD.md
-    python -m odelab.reports.scorecard --check  # exit 1 when the committed file is stale
-    python -m odelab.reports.scorecard --rerender  # first every committed report (make reports)
-
-Inputs are data only: the claims of every `conf/claims/*.yaml` (questions.yaml aside, which
-holds the paper titles and the questions) and the verdicts every committed report wrote to
-`experiments/reports/<report>_<budget>/claims.json`. A verdict belongs to the claim of its id
-(keyed on (file, id)); when two files share an id, to the one whose `report` is the verdict's.
-
-The best verdict of a claim, when several reports or budgets hold one, is chosen by:
+`python -m odelab.reports.scorecard` writes experiments/reports/SCORECARD.md (`--check`: exit 1
+when the committed file is stale; `--rerender`: first re-render every committed report). Its
+inputs are data: the claims of `conf/claims/*.yaml` (questions.yaml holds the paper titles and
+the questions) and the verdicts in every committed `<report>_<budget>/claims.json`. A verdict
+belongs to the claim of its id (when two files share an id, to the one whose `report` is the
+verdict's). The best verdict of a claim is chosen by:
 
 1. a tested verdict (reproduced / within noise / contradicted) beats "not testable here";
-2. then the larger budget, in `BUDGET_ORDER` (quick < offline < fashion < cpu < gpu < paper;
-   a part such as `cpu_seminorm` ranks just below its whole `cpu`; an unknown name lowest);
+2. then the larger budget, in `BUDGET_ORDER` (a part such as `cpu_seminorm` ranks just below
+   its whole `cpu`; an unknown name lowest);
 3. then the larger n, then report and budget names (so the choice is deterministic).
 
-A claim no report has a verdict for is shown as "not testable here" with its YAML `reason`
-and `study`. Each question's answer is rendered from a sentence template in questions.yaml
-whose context holds the verdicts of the claims it names (patterns over `file:id`); no number
-in an answer is typed, all come from those verdicts.
+A claim without a verdict shows "not testable here" with its YAML `reason` and `study`. A
+question's answer is a sentence template in questions.yaml rendered with the verdicts of the
+claims it names (patterns over `file:id`); it types no number.
 """
 
 from __future__ import annotations
@@ -54,9 +47,7 @@ DEFAULT_ANSWER = "{{ summary }}{{ (' ' ~ evidence) if evidence else '' }}"
 def budget_rank(budget: str) -> int:
     """Rank of a budget for the best-verdict rule (higher is larger); see the module doc."""
     base, _, part = budget.partition("_")
-    if base not in BUDGET_ORDER:
-        return -1
-    return 2 * BUDGET_ORDER.index(base) + (0 if part else 1)
+    return 2 * BUDGET_ORDER.index(base) + (not part) if base in BUDGET_ORDER else -1
 
 
 def split_report(stem: str, report: str | None, names: tuple[str, ...]) -> tuple[str, str]:
@@ -87,30 +78,27 @@ def verdicts_frame(claims: pd.DataFrame, reports_dir: Path, names: tuple[str, ..
             keys = claims.loc[claims["id"] == v.claim]
             if len(keys) > 1:
                 keys = keys.loc[keys["report"] == name]
-            for key in keys["key"]:
-                row = {k: val for k, val in asdict(v).items() if k not in ("report", "section")}
-                where = {"name": name, "budget": budget, "v_section": v.section}
-                rows.append({**row, **where, "key": key, "rank": budget_rank(budget)})
+            row = {**asdict(v), "name": name, "budget": budget, "v_section": v.section}
+            rows += [{**row, "key": key, "rank": budget_rank(budget)} for key in keys["key"]]
     return pd.DataFrame(rows, columns=VERDICT_COLUMNS)
 
 
-def best_verdicts(verdicts: pd.DataFrame) -> pd.DataFrame:
-    """The best verdict per claim key by the rule of the module docstring."""
-    ranked = verdicts.assign(tested=verdicts["verdict"].isin(TESTED))
-    ranked = ranked.sort_values(
-        ["key", "tested", "rank", "n", "name", "budget"],
-        ascending=[True, False, False, False, True, True],
-    )
-    return ranked.drop_duplicates("key", keep="first").drop(columns="tested")
-
-
 def scorecard_frame(claims: pd.DataFrame, verdicts: pd.DataFrame) -> pd.DataFrame:
-    """Every claim with its best verdict, or "not testable here" and its YAML reason."""
-    best = best_verdicts(verdicts).rename(columns={"reason": "v_reason"})
+    """Every claim with its best verdict (the module doc's rule), or "not testable here" and
+    its YAML reason."""
+    best = (
+        verdicts.assign(tested=verdicts["verdict"].isin(TESTED))
+        .sort_values(
+            ["key", "tested", "rank", "n", "name", "budget"],
+            ascending=[True, False, False, False, True, True],
+        )
+        .drop_duplicates("key")
+        .drop(columns="tested")
+        .rename(columns={"reason": "v_reason"})
+    )
     rows = claims.merge(best, on="key", how="left")
-    untested = rows["verdict"].isna()
     rows["verdict"] = rows["verdict"].fillna("not testable here")
-    rows["reason"] = rows["v_reason"].where(~untested & rows["v_reason"].notna(), rows["reason"])
+    rows["reason"] = rows["v_reason"].where(rows["v_reason"].notna(), rows["reason"])
     rows["n"] = rows["n"].fillna(0).astype(int)
     rows["link"] = [_link(r) for r in rows.itertuples()]
     rows = rows.astype(object).where(rows.notna(), None)
@@ -120,23 +108,13 @@ def scorecard_frame(claims: pd.DataFrame, verdicts: pd.DataFrame) -> pd.DataFram
 def _link(row: Any) -> str | None:
     if not isinstance(row.name, str):
         return None
-    section = row.v_section if isinstance(row.v_section, str) else None
-    return f"{row.name}_{row.budget}.md" + (f"#{section}" if section else "")
-
-
-def verdict_counts(rows: pd.DataFrame) -> pd.DataFrame:
-    """Counts per verdict: one row per paper plus "all", one column per verdict."""
-    table = pd.crosstab(
-        rows["paper"], pd.Categorical(rows["verdict"], categories=VERDICTS), dropna=False
-    ).reindex(columns=list(VERDICTS), fill_value=0)
-    table.loc["all"] = table.sum()
-    return table.astype(int)
+    section = f"#{row.v_section}" if isinstance(row.v_section, str) and row.v_section else ""
+    return f"{row.name}_{row.budget}.md{section}"
 
 
 def _brief(row: dict[str, Any], label: str) -> str:
     """ "label: verdict (Δ 0.3 [-0.2, 0.8], n = 3)" from one verdict row."""
-    value = row["diff"] if row["diff"] is not None else row["mean"]
-    what = "Δ" if row["diff"] is not None else "ours"
+    what, value = ("Δ", row["diff"]) if row["diff"] is not None else ("ours", row["mean"])
     interval = f" {ci(row['low'], row['high'])}" if row["n"] > 1 else ""
     unit = f" {row['unit']}" if row["unit"] else ""
     return f"{label}: {row['verdict']} ({what} {num(value)}{unit}{interval}, n = {row['n']})"
@@ -146,64 +124,58 @@ def _claims(n: int, what: str = "") -> str:
     return f"{n} {what}claim{'' if n == 1 else 's'}"
 
 
+def _summary(chosen: pd.DataFrame, counts: pd.Series, studies: list[str]) -> str:
+    tested = int(counts.sum())
+    pending, one = len(chosen) - tested, len(chosen) == 1
+    if chosen.empty:
+        text = "No evidence yet: no claim in the claims files bears on it."
+    elif not tested:
+        text = (
+            f"No evidence yet: {_claims(len(chosen))} {'bears' if one else 'bear'} on it and "
+            f"no committed report tests {'it' if one else 'any of them'}."
+        )
+    else:
+        parts = ", ".join(f"{n} {v}" for v, n in counts.items() if n)
+        more = f"; {pending} more not testable here" if pending else ""
+        text = f"Of the {_claims(tested, 'tested ')} that bear on it, {parts}{more}."
+    if studies and (not tested or pending):
+        named = " and ".join(studies)
+        will = "answer it" if not tested else "test more"
+        text += f" {named[:1].upper()}{named[1:]} will {will}."
+    return text
+
+
 def answer(question: dict[str, Any], rows: pd.DataFrame) -> dict[str, Any]:
     """A question with its answer rendered from the verdicts of the claims it names."""
     patterns = question.get("claims") or []
     chosen = rows.loc[[any(fnmatch(k, p) for p in patterns) for k in rows["key"]]]
     tested = chosen.loc[chosen["verdict"].isin(TESTED)]
     counts = tested["verdict"].value_counts().reindex(list(TESTED), fill_value=0)
-    labels = question.get("labels") or {}
-    by_key = {r["key"]: r for r in chosen.to_dict("records")}
     studies = sorted({s for s in chosen["study"] if s} | {question.get("study") or ""} - {""})
-    pending = len(chosen) - len(tested)
-    if chosen.empty:
-        summary = "No evidence yet: no claim in the claims files bears on it."
-    elif tested.empty:
-        one = len(chosen) == 1
-        summary = (
-            f"No evidence yet: {_claims(len(chosen))} {'bears' if one else 'bear'} on it and "
-            f"no committed report tests {'it' if one else 'any of them'}."
-        )
-    else:
-        parts = ", ".join(f"{n} {v}" for v, n in counts.items() if n)
-        summary = f"Of the {_claims(len(tested), 'tested ')} that bear on it, {parts}"
-        if pending:
-            summary += f"; {pending} more not testable here"
-        summary += "."
-    if studies and (tested.empty or pending):
-        named = " and ".join(studies)
-        summary += (
-            f" {named[:1].upper()}{named[1:]} will {'answer it' if tested.empty else 'test more'}."
-        )
     # The labelled claims are the ones the question is about; the rest, up to `limit`,
     # contradicted first (a surprise is what a reader needs to see).
-    order = {v: i for i, v in enumerate(("contradicted", "reproduced", "within noise"))}
+    labels, limit = question.get("labels") or {}, int(question.get("limit", 4))
+    order = ("contradicted", "reproduced", "within noise")
     shown = sorted(
         tested.to_dict("records"),
-        key=lambda r: (r["key"] not in labels, order[r["verdict"]], r["order"]),
+        key=lambda r: (r["key"] not in labels, order.index(r["verdict"]), r["order"]),
     )
-    limit = int(question.get("limit", 4))
     evidence = "; ".join(
         _brief(r, labels.get(r["key"], r["id"].replace("_", " "))) for r in shown[:limit]
     )
     if len(shown) > limit:
         evidence += f"; {len(shown) - limit} more in the tables below"
     context = {
-        "summary": summary,
+        "summary": _summary(chosen, counts, studies),
         "evidence": f"{evidence}." if evidence else "",
-        "claim": by_key,
+        "claim": {r["key"]: r for r in chosen.to_dict("records")},
         "counts": counts.to_dict(),
         "tested": len(tested),
-        "pending": pending,
+        "pending": len(chosen) - len(tested),
         "studies": studies,
     }
     text = render_string(question.get("answer") or DEFAULT_ANSWER, **context).strip()
-    return {
-        "id": question["id"],
-        "question": question["question"],
-        "answer": text,
-        "claims": len(chosen),
-    }
+    return {"id": question["id"], "question": question["question"], "answer": text}
 
 
 def load_questions(claims_dir: Path = CLAIMS_DIR) -> dict[str, Any]:
@@ -229,17 +201,13 @@ def build(
         {"paper": paper, "title": titles.get(paper, paper), "rows": group.to_dict("records")}
         for paper, group in rows.groupby("paper", sort=False)
     ]
-    groups.sort(
-        key=lambda g: (
-            g["paper"] not in seeds,
-            seeds.index(g["paper"]) if g["paper"] in seeds else 0,
-        )
-    )
-    counts = verdict_counts(rows)
+    groups.sort(key=lambda g: seeds.index(g["paper"]) if g["paper"] in seeds else len(seeds))
+    counts = pd.crosstab(rows["paper"], pd.Categorical(rows["verdict"], VERDICTS), dropna=False)
+    counts.loc["all"] = counts.sum()
     return render(
         "scorecard.md.j2",
         verdicts=VERDICTS,
-        counts=[{"paper": p, **c} for p, c in counts.to_dict("index").items()],
+        counts=[{"paper": p, **c} for p, c in counts.astype(int).to_dict("index").items()],
         total=len(rows),
         tested=int(rows["verdict"].isin(TESTED).sum()),
         seed_claims=int(rows["paper"].isin(seeds).sum()),
@@ -252,22 +220,8 @@ def build(
 
 def committed_reports(names: tuple[str, ...], reports_dir: Path = REPORTS_DIR) -> list[tuple]:
     """(reproduction, budget, markdown) of every committed `<name>_<budget>.md` report."""
-    found = []
-    for md in sorted(reports_dir.glob("*.md")):
-        name, budget = split_report(md.stem, None, names)
-        if budget:
-            found.append((name, budget, md))
-    return found
-
-
-def rerender(reproductions: dict[str, Any]) -> list[Path]:
-    """Re-render every committed report (and its claims.json) from its committed records."""
-    from odelab.reproduce import write_report
-
-    return [
-        write_report(reproductions[name], budget)
-        for name, budget, _ in committed_reports(tuple(reproductions))
-    ]
+    found = [(*split_report(md.stem, None, names), md) for md in sorted(reports_dir.glob("*.md"))]
+    return [(name, budget, md) for name, budget, md in found if budget]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -278,10 +232,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     from odelab.reports import REPRODUCTIONS
+    from odelab.reproduce import write_report
 
     try:
-        for path in rerender(REPRODUCTIONS) if args.rerender else []:
-            print(f"report: {path}")
+        for name, budget, _ in committed_reports(tuple(REPRODUCTIONS)) if args.rerender else []:
+            print(f"report: {write_report(REPRODUCTIONS[name], budget)}")
         text = build(names=tuple(REPRODUCTIONS))
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
