@@ -48,6 +48,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import fields
 from pathlib import Path
 
 import torch
@@ -67,11 +68,14 @@ from odelab.hydra_setup import repo_root
 from odelab.profiling import describe_device
 from odelab.reports.base import relative_path
 from odelab.reports.records import RecordError, load_record
-from odelab.reports.robust_record import Retrained, load_check
+from odelab.reports.robust_record import (
+    MODELS,
+    CheckSettings,
+    Retrained,
+    load_check,
+    stage_done,
+)
 from odelab.runs import Run, load_run
-
-MODELS = {"robust_cnn": "CNN", "robust_odenet": "ODENet", "tisode": "TisODE"}
-
 
 RECIPES = {"GaussianNoise": "gaussian", "FGSM": "fgsm", "PGD": "pgd"}
 
@@ -108,9 +112,10 @@ def test_images(run: Run, n: int) -> tuple[torch.Tensor, torch.Tensor]:
     return data.on_after_batch_transfer((images[:n], labels[:n]), 0)
 
 
-# What a record's finished stages depend on: a rerun with other values redoes them.
-SETTINGS = ("images", "curve_images", "curve_steps", "curve_restarts", "square_images")
-SETTINGS += ("queries", "batch_size", "deploy_backend")
+# What a record's finished stages depend on (the command-line part of its `CheckSettings`):
+# a rerun with other values redoes them.
+DIGESTS = ("weights", "cnn_weights", "metrics")
+SETTINGS = tuple(f.name for f in fields(CheckSettings) if f.name not in DIGESTS)
 
 
 def weights(run: Run) -> str:
@@ -263,13 +268,6 @@ def save(out: Path, record: dict[str, object]) -> None:
     write_atomic(out, record)
 
 
-def stage_done(record: dict[str, object], stage: str) -> bool:
-    """Whether `record` holds `stage`'s result (a stage that could not run for want of a
-    package, `{"missing": ...}`, is redone once the package is there)."""
-    result = record.get(stage)
-    return result is not None and not (isinstance(result, dict) and "missing" in result)
-
-
 def checks(
     run: Run,
     cnn: Run | None,
@@ -295,7 +293,7 @@ def checks(
     current = {"run": relative_path(run.path), "settings": wanted}
     if again is not None:
         current["retrained"] = again
-    if record.get("complete") and all(stage_done(record, stage) for stage in stages):
+    if record.get("complete") and all(stage_done(record.get(stage)) for stage in stages):
         # The same weights, perhaps moved, or with metrics recorded since.
         if any(record.get(key) != value for key, value in current.items()):
             record.update(current)
@@ -314,7 +312,7 @@ def checks(
         }
     )
     for stage in stages:
-        if stage_done(record, stage):
+        if stage_done(record.get(stage)):
             continue
         # Each stage seeds its own random starts, so a resumed record equals an unbroken one.
         torch.manual_seed(STAGES.index(stage))
@@ -333,7 +331,7 @@ def checks(
             record["solvers"] = solver_checks(
                 net, cnn_net, x[:n_sq], y[:n_sq], eps, args.batch_size, args.deploy_backend
             )
-        record["complete"] = all(stage_done(record, done) for done in stages)
+        record["complete"] = all(stage_done(record.get(done)) for done in stages)
         save(out, record)
         log(stage)
     return record

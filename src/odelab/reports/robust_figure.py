@@ -11,38 +11,27 @@ def differences_figure(sections: list[dict[str, Any]], path: Path) -> Path | Non
     over paired seeds) per perturbation, the study's ODENet - CNN as crosses; hollow where the
     report does not judge the column (a model under its clean floor, both at the floor).
 
-    Returns the path written, or None when no section has a contrast with an interval.
+    Returns the path written, or None when no section has a contrast.
     """
     from odelab.plotting import plt
 
-    shown = [s for s in sections if s["contrasts"]]
+    shown = [s for s in sections if s["pairs"]]
     if not shown:
         return None
     fig, axes = plt.subplots(len(shown), 1, figsize=(7.5, 2.3 * len(shown)), squeeze=False)
     for ax, sec in zip(axes[:, 0], shown, strict=True):
-        for i, contrast in enumerate(sec["contrasts"]):
-            rows = contrast["rows"][1:]  # the columns; the mean is the headline's
-            xs = [j + (i - 0.5) * 0.25 for j in range(len(rows))]
-            for x, row in zip(xs, rows, strict=True):
-                v, judged = row["raw"], row["v"].diff is not None
-                if v.diff is None:
-                    continue
-                low, high = (v.low, v.high) if v.low is not None else (v.diff, v.diff)
-                ax.errorbar(
-                    [x],
-                    [v.diff],
-                    yerr=[[v.diff - low], [high - v.diff]],
-                    fmt="o",
-                    color=f"C{i}",
-                    mfc=f"C{i}" if judged else "none",
-                    capsize=3,
-                    ms=4,
-                )
-            ax.plot([], [], "o", color=f"C{i}", label=f"{contrast['a']} - {contrast['b']} (ours)")
-            if i == 0:
-                paper = [(j, r["paper"]) for j, r in enumerate(rows) if r["paper"] is not None]
-                if paper:
-                    ax.plot(*zip(*paper, strict=True), "x", color="k", label="ODENet - CNN (study)")
+        rows = sec["table"][1:]  # the columns; the mean is the headline's
+        for i, (a, b) in enumerate(sec["pairs"]):
+            for j, row in enumerate(rows):
+                v, fill = row["raw"][i], f"C{i}" if row["vs"][i].diff is not None else "none"
+                if v.diff is not None:
+                    low, high = (v.low, v.high) if v.low is not None else (v.diff, v.diff)
+                    ax.errorbar([j + (i - 0.5) * 0.25], [v.diff], [[v.diff - low], [high - v.diff]],
+                                fmt="o", color=f"C{i}", mfc=fill, capsize=3, ms=4)  # fmt: skip
+            ax.plot([], [], "o", color=f"C{i}", label=f"{a} - {b} (ours)")
+            paper = [(j, r["paper"]) for j, r in enumerate(rows) if r["paper"] is not None]
+            if i == 0 and paper:
+                ax.plot(*zip(*paper, strict=True), "x", color="k", label="ODENet - CNN (study)")
         ax.axhline(0, color="0.5", lw=0.8)
         ax.set_xticks(range(len(sec["columns"])), sec["columns"], fontsize=7)
         ax.set_title(sec["title"], fontsize=9)
