@@ -1,8 +1,4 @@
-"""The CNF reproduction (`make reproduce-cnf`): toy 2D densities, FFJORD standard and RNODE.
-
-Every budget of `conf/reproduce/cnf.yaml` renders through `cnf_cpu.build`; the sections are the
-budget's sweep tags, the claims those of `conf/claims/grathwohl2019.yaml` and `chen2018.yaml`.
-"""
+"""The CNF reproduction (`make reproduce-cnf`); every budget renders through `cnf_cpu.build`."""
 
 from __future__ import annotations
 
@@ -15,7 +11,6 @@ CNF = Reproduction.from_conf(
 
 
 def nfe_per_step(metrics: dict[str, float]) -> float:
-    """Forward plus backward evaluations per training step, averaged over the last epoch
-    (used by `experiments/bench_cnf.py`)."""
-    forward = metrics.get("train/nfe_forward_epoch", float("nan"))
-    return forward + metrics.get("train/nfe_backward_epoch", 0.0)
+    """Forward plus backward evaluations per training step in the last epoch (bench_cnf.py)."""
+    backward = metrics.get("train/nfe_backward_epoch", 0.0)
+    return metrics.get("train/nfe_forward_epoch", float("nan")) + backward
