@@ -1,7 +1,6 @@
-"""Report for Table 1 and Figure 3 of Chen et al. 2018 on MNIST (or Fashion-MNIST), with the
-adjoint memory and tolerance studies: the runs as pandas frames (one row per run, one per run
-and epoch), the claims of report `mnist` judged from them and the benchmark records into
-`claims.json`, all presented by `templates/mnist.md.j2`."""
+"""Table 1 and Figure 3 of Chen et al. 2018 on MNIST (or Fashion-MNIST) with the memory and
+tolerance studies: pandas frames of the runs (per run, per run and epoch) and of the benchmark
+records, the claims of report `mnist` judged on them, `templates/mnist.md.j2` presenting."""
 
 from __future__ import annotations
 
@@ -26,9 +25,9 @@ from odelab.runs import Run, median
 TAGS = conf_tags("mnist")
 ARMS = {"ODE-Net": "odenet", "ResNet": "resnet", "RK-Net": "rknet", "1-layer MLP": "mlp"}
 COLUMNS = {"test error": "error_pct", "parameters": "params_m"}  # else the NFE ratio
-HEADLINE = ("table1", "figure3", "tolerance", "memory")  # claim sections shown first
 PAPERS = ("chen2018", "checks")  # checks.yaml: the later literature (NFE counting)
 NFE = {"train/nfe_forward_epoch": "forward", "train/nfe_backward_epoch": "backward"}
+SCHEMAS = {"mnist_memory": mt.MemoryRecord, "mnist_tolerance": mt.ToleranceRecord}  # bench/*.json
 
 
 def _in_order(frame: pd.DataFrame) -> pd.DataFrame:
@@ -49,6 +48,7 @@ def _run_columns(run: Run) -> dict[str, Any]:
     scheduler, hydra = run.config.model.get("scheduler"), run.path / ".hydra" / "hydra.yaml"
     launcher = OmegaConf.load(hydra).hydra.launcher.get("_target_", "") if hydra.is_file() else ""
     images = int(run.config.data.get("val_size") or 0) or None
+    threads = run.device.get("torch_threads", "?")
     return {
         "model": mt.model_label(run),
         "step_time": median(run.series("train/step_time")[1]),
@@ -66,15 +66,13 @@ def _run_columns(run: Run) -> dict[str, Any]:
         "batch": int(run.config.data.batch_size),
         "milestones": ", ".join(map(str, scheduler.milestones)) if scheduler else "",
         "parallel": "joblib" in str(launcher),
-        "hardware": "one GPU"
-        if run.device.get("type") == "cuda"
-        else f"CPU, {run.device.get('torch_threads', '?')} thread(s)",
+        "hardware": "one GPU" if run.device.get("type") == "cuda" else f"CPU, {threads} thread(s)",
         "path": relative_path(run.path),
     }
 
 
 def mnist_frame(jobs: Jobs, budget: str) -> pd.DataFrame:
-    """The finished Table 1 runs, one row each in Table 1's model order, with their summaries."""
+    """The finished Table 1 runs, one row each in Table 1's model order, with summaries."""
     ok = [j for j in jobs if j.ok]
     if not ok:
         return pd.DataFrame(columns=["model", "seed", "error_pct", "plateau", "quarters"])
@@ -125,8 +123,7 @@ def table1(frame: pd.DataFrame) -> list[dict[str, Any]]:
 
 
 def _slope(x: Any, y: Any) -> float:
-    """Least-squares slope of y on x (NaN without two distinct x; 0 when y is flat, where least
-    squares would leave rounding noise of either sign)."""
+    """Least-squares slope of y on x (NaN without two distinct x; 0 for a flat y, not noise)."""
     if len(set(x)) < 2:
         return math.nan
     return 0.0 if len(set(y)) == 1 else float(np.polyfit(x, y, 1)[0])
@@ -164,8 +161,7 @@ def verdicts(frame: pd.DataFrame, budget: str, studies: dict[str, Any]) -> list[
 
 
 def _differs(frame: pd.DataFrame) -> list[tuple[str, str, str]]:
-    """(setting, paper, ours) for what this budget does unlike the paper (chen2018.yaml's
-    `settings.mnist`)."""
+    """(setting, paper, ours) where this budget differs from chen2018.yaml's `settings.mnist`."""
     epochs = frame.groupby("model", sort=False)["epochs"].max()
     reached = ", ".join(f"{m} {e}" for m, e in epochs.items()) if epochs.nunique() > 1 else ""
     ours = {
@@ -181,8 +177,7 @@ def _differs(frame: pd.DataFrame) -> list[tuple[str, str, str]]:
 
 
 def _figures(report_dir: Path, epochs: pd.DataFrame, nfe: Any, mem: Any, tol: Any) -> dict:
-    """Figure 3, the validation curves and the two studies' figures that the records allow,
-    drawn from wide frames with pandas, as {name: path relative to the report}."""
+    """The figures the records allow, drawn from wide frames: {name: path from the report}."""
     from odelab.plotting import plt
 
     plots = {}  # name: (wide frame, DataFrame.plot arguments)
@@ -201,33 +196,28 @@ def _figures(report_dir: Path, epochs: pd.DataFrame, nfe: Any, mem: Any, tol: An
     if mem is not None:
         wide = mem.pivot_table("peak_mb", "T", ["solver", "sensitivity"])
         style = ["s--" if sens == "adjoint" else "o-" for _, sens in wide.columns]
-        plots["memory"] = (wide, {"style": style, "ylim": 0, "ylabel": "peak MiB of one step"})
-    if tol is not None:
+        plots["mnist_memory"] = (wide, {"style": style, "ylim": 0, "ylabel": "peak MiB"})
+    if tol is not None:  # tighter tolerances rightwards
         rows = tol.assign(test_error=100 * tol["test_error"]).set_index("tol").astype(float)
         groups = [["test_error"], [c for c in rows if "nfe" in c], [c for c in rows if "sec" in c]]
-        kw = {"subplots": groups, "layout": (1, 3), "logx": True, "sharex": False}
-        kw |= {
-            "title": ["test error (%)", "NFE", "seconds"],
-            "xlim": (max(rows.index), min(rows.index)),
-        }
-        plots["tolerance"] = (rows[sum(groups, [])], kw)  # xlim: tighter tolerances rightwards
-    files = {"memory": "mnist_memory.png", "tolerance": "mnist_tolerance.png"}
+        lim, titles = (rows.index.max(), rows.index.min()), ["test error (%)", "NFE", "seconds"]
+        kw = {"subplots": groups, "layout": (1, 3), "logx": True, "xlim": lim, "title": titles}
+        plots["mnist_tolerance"] = (rows[sum(groups, [])], kw)
     for name, (wide, kw) in plots.items():
         size = (3.3 * len(kw.get("subplots", [0, 0])), 3.8)
         fig = np.ravel(wide.plot(**{"figsize": size, "style": ".-", **kw}))[0].figure
         fig.tight_layout()
-        fig.savefig(report_dir / files.get(name, f"{name}.png"), dpi=110)
+        fig.savefig(report_dir / f"{name}.png", dpi=110)
         plt.close(fig)
-    return {name: f"{report_dir.name}/{files.get(name, f'{name}.png')}" for name in plots}
+    return {name: f"{report_dir.name}/{name}.png" for name in plots}
 
 
 def build_report(jobs: Jobs, budget: str, report_dir: Path) -> str:
     """Headline verdicts, Figure 3, Table 1, the memory and tolerance studies, what differs."""
     frame, epochs, bench = mnist_frame(jobs, budget), epochs_frame(jobs), jobs.bench
-    schemas = {"mnist_memory": mt.MemoryRecord, "mnist_tolerance": mt.ToleranceRecord}
     memory, tolerance = (
         load_record(f"bench/{n}.json", s, data=bench[n]) if n in bench else None
-        for n, s in schemas.items()
+        for n, s in SCHEMAS.items()
     )
     mem, tol = (pd.DataFrame(map(asdict, r.rows)) if r else None for r in (memory, tolerance))
     studies = {"memory": memory.ratios if memory else None, "tolerance": tol}
@@ -240,7 +230,6 @@ def build_report(jobs: Jobs, budget: str, report_dir: Path) -> str:
         "mnist.md.j2",
         budget=budget,
         judged=judged,
-        headline_sections=HEADLINE,
         labels={c.id: c.text for p in PAPERS for c in cl.load_claims(p).values()},
         table=table1(frame),
         runs=frame.to_dict("records"),

@@ -25,8 +25,7 @@ def _schema(name: str, *groups: tuple[Any, str], **defaults: Any) -> type:
     return dataclasses.make_dataclass(name, spec)
 
 
-# One training step of `experiments/mnist_memory.py` at one horizon T, and the record it
-# writes (`bench/mnist_memory.json`: adjoint vs direct peak memory over T).
+# bench/mnist_memory.json (experiments/mnist_memory.py): one training step per horizon T.
 MemoryRow = _schema(
     "MemoryRow",
     (str, "solver sensitivity"),
@@ -41,8 +40,7 @@ MemoryRecord = _schema(
     (str, "weights inputs measure"),
     (list[MemoryRow], "rows"),
 )
-# One tolerance of `experiments/mnist_tolerance.py`, and its record
-# (`bench/mnist_tolerance.json`: one trained ODE-Net evaluated at each tolerance).
+# bench/mnist_tolerance.json (experiments/mnist_tolerance.py): a trained ODE-Net per tolerance.
 ToleranceRow = _schema(
     "ToleranceRow",
     (float, "tol test_error test_nfe_forward test_seconds_per_batch train_step_seconds"),
