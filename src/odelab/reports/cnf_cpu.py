@@ -24,9 +24,9 @@ METRICS = {"nll": "test/nll", "tnfe": "test/nfe_forward", "l1": "test/density_l1
            "bwd": "train/nfe_backward_epoch", "learned_t": "train/t_end"}  # fmt: skip
 CONFIG = {"target": "data.name", "estimator": "trace.estimator", "learn": "model.flow.learn_t_end",
           "lam": "model.kinetic_weight", "step": "solver.step_size", "t": "model.flow.t_end",
-          "seminorm": "sensitivity.seminorm",
-          "layers": "model.flow.layers", "units": "model.flow.field.units",
-          "epochs": "trainer.max_epochs", "batches": "data.batches_per_epoch"}  # fmt: skip
+          "seminorm": "sensitivity.seminorm", "layers": "model.flow.layers",
+          "units": "model.flow.field.units", "epochs": "trainer.max_epochs",
+          "batches": "data.batches_per_epoch"}  # fmt: skip
 # Each section's table: the group keys, and the columns aggregated over their runs.
 SECTIONS = {
     "selection": (["target", "step", "lam", "steps"], ["val", "vnfe", "train_nfe", "s"]),
@@ -67,9 +67,8 @@ def cnf_frame(jobs: Jobs) -> pd.DataFrame:
         size=lambda f: pd.to_numeric(f.layers.where(f.kind == "planar", f.units)),
     )
     label = frame.kind.map({"planar": " K=", "CNF": " M="}) + frame["size"].map("{:g}".format)
-    return frame.assign(model=frame.kind + label.where(frame["size"].notna(), ""))[
-        frame.ok.astype(bool)
-    ]
+    frame["model"] = frame.kind + label.where(frame["size"].notna(), "")
+    return frame[frame.ok.astype(bool)]
 
 
 def summary(rows: pd.DataFrame, by: list[str], values: list[str]) -> pd.DataFrame:
