@@ -110,6 +110,7 @@ def nfe_summary(epochs: pd.DataFrame) -> dict[str, Any] | None:
     last = max(1, int(nfe.groupby("seed").size().min()) // 4)
     tail = nfe.groupby("seed").tail(last)
     wide = nfe.groupby(["epoch", "seed"])[["forward", "backward"]].mean().unstack("seed")
+    wide.columns.names = ["NFE", "seed"]
     ratio = (tail["backward"] / tail["forward"]).mean()
     return {"wide": wide, "ratio": ratio, "last": last, "seeds": nfe["seed"].nunique()}
 
@@ -184,7 +185,7 @@ def _figures(report_dir: Path, epochs: pd.DataFrame, nfe: Any, mem: Any, tol: An
     if nfe is not None:
         n, label = nfe["seeds"], "NFE per training step (epoch mean)"
         style = {"style": [".-"] * n + ["x--"] * n, "color": [f"C{i}" for i in range(n)] * 2}
-        plots["nfe"] = (nfe["wide"], {**style, "ylabel": label, "xlabel": "training epoch"})
+        plots["nfe"] = (nfe["wide"], {**style, "ylabel": label, "ylim": 0, "xlabel": "epoch"})
     val = epochs.dropna(subset=["val/error"])
     if len(val):
         wide = 100 * val.pivot_table("val/error", "epoch", ["model", "seed"], sort=False)
