@@ -16,6 +16,8 @@ from odelab.hydra_setup import repo_root
 from odelab.reports import REPRODUCTIONS, load_sweeps
 from odelab.reports.base import conf_tags
 from odelab.reports.claims import load_claims, read_claims
+from odelab.reports.records import RecordError
+from odelab.reports.robust_record import load_check, stages_left
 from odelab.reproduce import part_record, render
 
 REPORTS = repo_root() / "experiments" / "reports"
@@ -132,6 +134,29 @@ def test_records_are_stored_once() -> None:
             digest = hashlib.md5(path.read_bytes()).hexdigest()
             assert digest not in seen, (path, seen.get(digest))
             seen[digest] = path
+
+
+def test_check_records_match_their_schema() -> None:
+    """Every committed masking-check record loads as a finished `CheckRecord`; a mistyped or
+    unknown field fails on load naming it, and a record of no stage yet has them all left."""
+    paths = sorted(REPORTS.glob("robust_*/records/bench/checks_*.json"))
+    assert paths
+    for path in paths:
+        record = load_check(path)
+        assert record.complete and not stages_left(record), path
+    data = json.loads(paths[0].read_text())
+    with pytest.raises(RecordError, match="'grid.eps': expected list"):
+        load_check(paths[0], data={**data, "grid": {**data["grid"], "eps": "0.1"}})
+    with pytest.raises(RecordError, match="'extra': unknown to CheckRecord"):
+        load_check(paths[0], data={**data, "extra": 1})
+    started = {k: v for k, v in data.items() if k in ("model", "experiment", "data", "recipe")}
+    started |= {k: data[k] for k in ("seed", "run", "settings", "images", "device")}
+    record = load_check(paths[0], data=started)
+    assert record.complete is False and record.grid is None and record.independent is None
+    wanted = ["grid", "curve", "square", "independent"]
+    assert stages_left(record) == (
+        wanted if record.model == "CNN" else wanted[:3] + ["solvers", wanted[3]]
+    )
 
 
 def _write(sweep: Path, num: int, experiment: str, seed: int, metrics: dict | None) -> None:

@@ -80,8 +80,8 @@ def _settings(job: base.JobResult) -> dict[str, Any]:
 
 
 def robust_frame(jobs: base.Jobs, budget: str, reports: Path) -> pd.DataFrame:
-    """The runs with their section `tag` (that of the budget's sweep they belong to, also when
-    read from a part budget's records), sweep `folder`, settings, and accuracies in %."""
+    """The runs with their section `tag` (of the budget's sweep, also one read from a part
+    budget's records), sweep `folder`, settings and accuracies in %."""
     tags = TAGS.get(budget, [])
     parts = {base.part_record(ROBUST, budget, i, reports).resolve(): t for i, t in enumerate(tags)}
     frame = runs_frame(jobs, tags=tags)
@@ -167,8 +167,7 @@ def section(rows: pd.DataFrame, tag: str, claims: dict[str, cl.Claim]) -> dict[s
 
 
 def settings(done: pd.DataFrame) -> dict[str, Any]:
-    """Our settings beside the paper's (yan2020.yaml): training images per data set, epochs and
-    parameters per model, learning rates, schedule, devices and widths."""
+    """Our settings beside the paper's: images, epochs and size per model, optimizer, device."""
     images = done.groupby(done["tag"].str.split("_").str[0].replace(DATA), sort=False)
     models = done.groupby("experiment").agg(low=("epochs", "min"), high=("epochs", "max"),
                                             params=("metric.model/params", "first"))  # fmt: skip
@@ -193,8 +192,7 @@ def floor_rows(done: pd.DataFrame) -> list[dict[str, Any]]:
 
 def build_report(jobs: base.Jobs, budget: str, report_dir: Path) -> str:
     """The markdown (and `claims.json`, the summary figure) from the records alone."""
-    # The reports folder the records were read from (`<reports>/<report>/records/<i>/<job>`),
-    # which need not be the one the report is rendered into (a test renders elsewhere).
+    # The reports folder the records were read from, not always the one rendered into (tests).
     sweep = jobs[0].output_dir.parent if jobs else report_dir
     reports = sweep.parents[2] if sweep.parent.name == "records" else report_dir.parent
     frame = robust_frame(jobs, budget, reports)
@@ -203,7 +201,7 @@ def build_report(jobs: base.Jobs, budget: str, report_dir: Path) -> str:
     verdicts = [judge(c, frame[frame["tag"] == c.section]) if (frame["tag"] == c.section).any()
                 else cl.not_testable(c, c.reason or f"budget {budget} runs no {c.section} sweep")
                 for c in claims.values()]  # fmt: skip
-    checks = check_rows(jobs, BUDGETS, budget, reports, report_dir)
+    checks = check_rows(jobs, budget, reports, report_dir)
     masking = check_verdicts(checks)
     cl.write_claims(report_dir / "claims.json", verdicts + masking)
     tested = [v for v in verdicts if v.verdict != UNTESTED]
@@ -228,6 +226,5 @@ def build_report(jobs: base.Jobs, budget: str, report_dir: Path) -> str:
     )  # fmt: skip
 
 
-ROBUST = base.Reproduction.from_conf(
-    "robust", "CNN vs ODENet vs TisODE under noise, FGSM and PGD (Yan et al. 2020)", build_report
-)
+TITLE = "CNN vs ODENet vs TisODE under noise, FGSM and PGD (Yan et al. 2020)"
+ROBUST = base.Reproduction.from_conf("robust", TITLE, build_report)

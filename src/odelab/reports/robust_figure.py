@@ -7,12 +7,9 @@ from typing import Any
 
 
 def differences_figure(sections: list[dict[str, Any]], path: Path) -> Path | None:
-    """One panel per section: ODENet - CNN and TisODE - ODENet (points, mean and 95 % interval
-    over paired seeds) per perturbation, the study's ODENet - CNN as crosses; hollow where the
-    report does not judge the column (a model under its clean floor, both at the floor).
-
-    Returns the path written, or None when no section has a contrast.
-    """
+    """One panel per section: ODENet - CNN and TisODE - ODENet per perturbation (mean and 95 %
+    interval over paired seeds; hollow where not judged), the study's ODENet - CNN as crosses.
+    Returns the path written, or None when no section has a contrast."""
     from odelab.plotting import plt
 
     shown = [s for s in sections if s["pairs"]]

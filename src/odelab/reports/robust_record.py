@@ -1,11 +1,8 @@
-"""The masking-check records (`experiments/robust_checks.py`, `checks_*.json`): their schema and,
-for the robustness report, one row per record and the two checks.yaml claims they test.
-
-One record per checked model, written stage by stage (`attacks.masking.STAGES`) and read through
-`load_check` (`records.load_record`): a missing, unknown or mistyped field fails on load naming
-the file and field. Stages not run yet are None; `solvers` is for ODE nets only, `retrained` for
-models trained again for the checks.
-"""
+"""The masking-check records (`experiments/robust_checks.py`, `checks_*.json`): their schema,
+read and written through `load_check` (a missing, unknown or mistyped field fails on load naming
+the file and field), and for the robustness report one row per record and the two checks.yaml
+claims they test. Stages not run yet are None; `solvers` is for ODE nets only, `retrained` for
+models trained again for the checks."""
 
 from __future__ import annotations
 
@@ -15,7 +12,7 @@ from typing import Any
 
 from odelab.attacks.evaluate import largest_rise
 from odelab.attacks.masking import STAGES
-from odelab.reports.base import Jobs, records_dir
+from odelab.reports.base import Jobs, conf_budgets, records_dir
 from odelab.reports.claims import Verdict, evaluate, load_claims
 from odelab.reports.records import load_record
 
@@ -68,7 +65,7 @@ Independent = schema("Independent", "Our FGSM and PGD against adversarial-robust
     pgd_disagree=Disagree, pgd_weaker_p=float, pgd_as_strong=bool)
 Missing = schema("Missing", "A stage not run for want of a package (redone once installed).",
     missing=str)
-Retrained = schema("Retrained", "A model trained again for the checks: its metrics as before?",
+Retrained = schema("Retrained", "A model trained again for the checks, its metrics beside the old.",
     metrics_compared=int, differing=dict[str, list[Any]], summary=str)
 CheckRecord = schema("CheckRecord", "One checked model (`checks_<data>_<recipe>_<experiment>_"
     "seed<seed>.json`).", model=str, experiment=str, data=str, recipe=str, seed=str, run=str,
@@ -98,12 +95,10 @@ def stages_left(record: Any) -> list[str]:
     return [s for s in wanted if not stage_done(getattr(record, s))]
 
 
-def check_rows(
-    jobs: Jobs, budgets: dict[str, list], budget: str, reports: Path, report_dir: Path
-) -> list[dict[str, Any]]:
+def check_rows(jobs: Jobs, budget: str, reports: Path, report_dir: Path) -> list[dict[str, Any]]:
     """One row per check record: the budget's own, then those of the part budgets whose sweeps
     all belong to this one (as the combined `cpu` reads its chunks'), by name."""
-    bench = report_dir / "records" / "bench"
+    bench, budgets = report_dir / "records" / "bench", conf_budgets("robust")[0]
     found = {k: (bench / f"{k}.json", v) for k, v in jobs.bench.items() if k.startswith("checks_")}
     for part, sweeps in budgets.items():
         if part != budget and sweeps and all(s in budgets.get(budget, []) for s in sweeps):
