@@ -66,17 +66,6 @@ def model_label(run: Run) -> str:
     return {"MLPClassifier": "1-layer MLP"}.get(net, net)
 
 
-def solve_label(run: Run) -> str:
-    """The ODE solve of an ODE-Net or RK-Net run ("–" for the other nets)."""
-    if model_label(run) not in ("ODE-Net", "RK-Net"):
-        return "–"
-    solver, sensitivity = run.config.solver, run.config.sensitivity.method
-    step = (
-        f"tol {solver.rtol:g}" if solver.method in ADAPTIVE_METHODS else f"step {solver.step_size}"
-    )
-    return f"{solver.method} {step}, {sensitivity}"
-
-
 def data_sizes(run: Run) -> tuple[str, int, int]:
     """Dataset label, training images and test images the run actually used."""
     data, limit = run.config.data, run.config.trainer.get("limit_test_batches")
