@@ -19,14 +19,29 @@ from odelab.reports.render import render
 TAGS = conf_tags("cnf")
 PAPERS = ("grathwohl2019", "chen2018")
 # frame column <- final metric, and <- config key
-METRICS = {"nll": "test/nll", "tnfe": "test/nfe_forward", "l1": "test/density_l1",
-           "val": "val/nll", "vnfe": "val/nfe_forward", "fwd": "train/nfe_forward_epoch",
-           "bwd": "train/nfe_backward_epoch", "learned_t": "train/t_end"}  # fmt: skip
-CONFIG = {"target": "data.name", "estimator": "trace.estimator", "learn": "model.flow.learn_t_end",
-          "lam": "model.kinetic_weight", "step": "solver.step_size", "t": "model.flow.t_end",
-          "seminorm": "sensitivity.seminorm", "layers": "model.flow.layers",
-          "units": "model.flow.field.units", "epochs": "trainer.max_epochs",
-          "batches": "data.batches_per_epoch"}  # fmt: skip
+METRICS = {
+    "nll": "test/nll",
+    "tnfe": "test/nfe_forward",
+    "l1": "test/density_l1",
+    "val": "val/nll",
+    "vnfe": "val/nfe_forward",
+    "fwd": "train/nfe_forward_epoch",
+    "bwd": "train/nfe_backward_epoch",
+    "learned_t": "train/t_end",
+}
+CONFIG = {
+    "target": "data.name",
+    "estimator": "trace.estimator",
+    "learn": "model.flow.learn_t_end",
+    "lam": "model.kinetic_weight",
+    "step": "solver.step_size",
+    "t": "model.flow.t_end",
+    "seminorm": "sensitivity.seminorm",
+    "layers": "model.flow.layers",
+    "units": "model.flow.field.units",
+    "epochs": "trainer.max_epochs",
+    "batches": "data.batches_per_epoch",
+}
 # Each section's table: the group keys, and the columns aggregated over their runs.
 SECTIONS = {
     "selection": (["target", "step", "lam", "steps"], ["val", "vnfe", "train_nfe", "s"]),
@@ -48,8 +63,10 @@ def _tag(job: JobResult) -> str:
 def cnf_frame(jobs: Jobs) -> pd.DataFrame:
     """The finished runs with their tag, config columns, NFE per training step, seconds."""
     frame = runs_frame(jobs)
-    config = {c: [OmegaConf.select(j.run.config, k) if j.run.config else None for j in jobs]
-              for c, k in CONFIG.items()}  # fmt: skip
+    config = {
+        c: [OmegaConf.select(j.run.config, k) if j.run.config else None for j in jobs]
+        for c, k in CONFIG.items()
+    }
     frame = frame.assign(
         **{c: frame.get(f"metric.{m}", float("nan")) for c, m in METRICS.items()},
         **config,
@@ -142,8 +159,10 @@ def _differs(frame: pd.DataFrame) -> list[tuple[str, str, str]]:
 def build(jobs: Jobs, budget: str, report_dir: Path) -> str:
     """The CNF report of any budget: headline verdicts, then one section per sweep tag."""
     frame = cnf_frame(jobs)
-    recipes, seminorm = (load_record(f"bench/{k}.json", s, data=jobs.bench[k])
-                         if jobs.bench.get(k) else None for k, s in BENCH.items())  # fmt: skip
+    recipes, seminorm = (
+        load_record(f"bench/{k}.json", s, data=jobs.bench[k]) if jobs.bench.get(k) else None
+        for k, s in BENCH.items()
+    )
     judged = []  # every CNF claim judged on this budget's runs, or not testable with why
     for c in (c for p in PAPERS for c in claims.load_claims(p).values() if c.report == "cnf"):
         a, b = _claim_values(c, frame, recipes) if budget in c.budgets else ([], None)

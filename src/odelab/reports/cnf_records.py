@@ -19,11 +19,26 @@ class CurvePoint:  # one validation of a recipe's run
     val_nll: float
 
 
-RecipeRun = make_dataclass("RecipeRun", [  # one recipe on one target (`--part recipes`)
-    ("run", str), ("device", dict), ("steps", int), ("curve", list[CurvePoint]),
-    *((key, float) for key in ("test_nll", "test_nfe", "nfe_per_step", "nfe_per_step_mean",
-                               "train_seconds", "wall_seconds")),
-])  # fmt: skip
+RecipeRun = make_dataclass(
+    "RecipeRun",
+    [  # one recipe on one target (`--part recipes`)
+        ("run", str),
+        ("device", dict),
+        ("steps", int),
+        ("curve", list[CurvePoint]),
+        *(
+            (key, float)
+            for key in (
+                "test_nll",
+                "test_nfe",
+                "nfe_per_step",
+                "nfe_per_step_mean",
+                "train_seconds",
+                "wall_seconds",
+            )
+        ),
+    ],
+)
 
 
 @dataclass
@@ -45,14 +60,27 @@ class RecipesRecord:  # bench/bench_cnf_recipes.json
     margin: float = 0.05
 
 
-SeminormRun = make_dataclass("SeminormRun", [  # both adjoint norms on one flow (`--part seminorm`)
-    ("run", str), ("target", str), ("seed", int), ("experiment", str),
-    ("trained_sensitivity", str), ("trained_with_seminorm", bool), ("kinetic_weight", float),
-    ("train_steps", int), ("batch_size", int), ("batches", list[dict]),
-    *((f"{key}_{norm}", float)
-      for norm in ("full", "seminorm") for key in ("nfe_forward", "nfe_backward", "nll")),
-    ("grad_rel_diff", float),
-])  # fmt: skip
+SeminormRun = make_dataclass(
+    "SeminormRun",
+    [  # both adjoint norms on one flow (`--part seminorm`)
+        ("run", str),
+        ("target", str),
+        ("seed", int),
+        ("experiment", str),
+        ("trained_sensitivity", str),
+        ("trained_with_seminorm", bool),
+        ("kinetic_weight", float),
+        ("train_steps", int),
+        ("batch_size", int),
+        ("batches", list[dict]),
+        *(
+            (f"{key}_{norm}", float)
+            for norm in ("full", "seminorm")
+            for key in ("nfe_forward", "nfe_backward", "nll")
+        ),
+        ("grad_rel_diff", float),
+    ],
+)
 
 
 @dataclass

@@ -25,14 +25,24 @@ RECIPES = {"clean": "clean", "gaussian": "Gaussian-noise", "pgd": "PGD-adversari
 FLOORS = {"mnist": 98.0, "fashion": 88.0}
 AT_FLOOR = 1.0  # both models under this (%): the column says nothing about their order
 # Each section's contrasts, with the claim each instantiates.
-PAIRS = {("robust_odenet", "robust_cnn"): "odenet_over_cnn",
-         ("tisode", "robust_odenet"): "tisode_over_odenet"}  # fmt: skip
+PAIRS = {
+    ("robust_odenet", "robust_cnn"): "odenet_over_cnn",
+    ("tisode", "robust_odenet"): "tisode_over_odenet",
+}
 KINDS = ("gaussian", "fgsm", "pgd")
 TEST_SET_SIZE = {"mnist": 10_000, "fashion_mnist": 10_000, "svhn": 26_032}
 ACC, CLEAN, UNTESTED = "metric.test/acc/", "metric.test/acc", "not testable here"
 # Columns every row has, NaN where a run lacks them (a fabricated run without a config).
-NEEDED = ("epochs", "train_images", "lr", "stepped", "channels", "metric.model/params",
-          "metric.val/acc", CLEAN)  # fmt: skip
+NEEDED = (
+    "epochs",
+    "train_images",
+    "lr",
+    "stepped",
+    "channels",
+    "metric.model/params",
+    "metric.val/acc",
+    CLEAN,
+)
 BUDGETS, TAGS = base.conf_budgets("robust")[0], base.conf_tags("robust")
 
 
@@ -74,9 +84,13 @@ def _settings(job: base.JobResult) -> dict[str, Any]:
     images = data.get("train_subset")
     if not images and data.get("offline_test_split"):
         images = TEST_SET_SIZE.get(str(data.dataset), 0) - data.val_size - data.test_size
-    return {"epochs": int(cfg.trainer.max_epochs), "train_images": images or None,
-            "lr": float(cfg.model.optimizer.lr), "channels": int(cfg.model.net.channels),
-            "stepped": bool(scheduler and "milestones" in scheduler)}  # fmt: skip
+    return {
+        "epochs": int(cfg.trainer.max_epochs),
+        "train_images": images or None,
+        "lr": float(cfg.model.optimizer.lr),
+        "channels": int(cfg.model.net.channels),
+        "stepped": bool(scheduler and "milestones" in scheduler),
+    }
 
 
 def robust_frame(jobs: base.Jobs, budget: str, reports: Path) -> pd.DataFrame:
@@ -145,9 +159,16 @@ def section(rows: pd.DataFrame, tag: str, claims: dict[str, cl.Claim]) -> dict[s
                 paper.setdefault(arm, {})[c.metric[len("test/acc/") :]] = value
     grouped = done.groupby("experiment")[[CLEAN, *(ACC + c for c in columns)]]
     mean, std, n = grouped.mean(), grouped.std(), done["experiment"].value_counts()
-    models = [{"name": MODELS[m], "n": n[m], "cells": zip(mean.loc[m], std.loc[m], strict=True),
-               "paper": [paper[m].get(c) for c in columns] if m in paper else None}
-              for m in MODELS if m in mean.index]  # fmt: skip
+    models = [
+        {
+            "name": MODELS[m],
+            "n": n[m],
+            "cells": zip(mean.loc[m], std.loc[m], strict=True),
+            "paper": [paper[m].get(c) for c in columns] if m in paper else None,
+        }
+        for m in MODELS
+        if m in mean.index
+    ]
     pairs = [arms for arms in PAIRS if set(arms) <= set(mean.index)]
     table, labels = [], {}
     for c in [None, *columns]:
@@ -161,30 +182,49 @@ def section(rows: pd.DataFrame, tag: str, claims: dict[str, cl.Claim]) -> dict[s
             labels[name] = claim_label(claim)
         study = [paper.get(m, {}).get(c) for m in pairs[0]] if c and pairs else [None]
         table.append(row | {"paper": None if None in study else study[0] - study[1]})
-    return {"tag": tag, "title": section_title(tag), "columns": [label(c) for c in columns],
-            "models": models, "pairs": [(MODELS[a], MODELS[b]) for a, b in pairs],
-            "table": table, "labels": labels}  # fmt: skip
+    return {
+        "tag": tag,
+        "title": section_title(tag),
+        "columns": [label(c) for c in columns],
+        "models": models,
+        "pairs": [(MODELS[a], MODELS[b]) for a, b in pairs],
+        "table": table,
+        "labels": labels,
+    }
 
 
 def settings(done: pd.DataFrame) -> dict[str, Any]:
     """Our settings beside the paper's: images, epochs and size per model, optimizer, device."""
     images = done.groupby(done["tag"].str.split("_").str[0].replace(DATA), sort=False)
-    models = done.groupby("experiment").agg(low=("epochs", "min"), high=("epochs", "max"),
-                                            params=("metric.model/params", "first"))  # fmt: skip
+    models = done.groupby("experiment").agg(
+        low=("epochs", "min"), high=("epochs", "max"), params=("metric.model/params", "first")
+    )
     models = models.reindex([m for m in MODELS if m in models.index]).rename(MODELS)
-    return {"paper": yaml.safe_load((cl.CLAIMS_DIR / "yan2020.yaml").read_text())["setting"],
-            "images": list(images["train_images"].max().items()), "stepped": done["stepped"].any(),
-            "models": models.reset_index().to_dict("records"),
-            **{c: sorted(done[c].unique()) for c in ("lr", "device", "channels")}}  # fmt: skip
+    return {
+        "paper": yaml.safe_load((cl.CLAIMS_DIR / "yan2020.yaml").read_text())["setting"],
+        "images": list(images["train_images"].max().items()),
+        "stepped": done["stepped"].any(),
+        "models": models.reset_index().to_dict("records"),
+        **{c: sorted(done[c].unique()) for c in ("lr", "device", "channels")},
+    }
 
 
 def floor_rows(done: pd.DataFrame) -> list[dict[str, Any]]:
     """Clean accuracy against our floor, per section and model."""
-    table = done.groupby(["tag", "experiment"], sort=False).agg(
-        params=("metric.model/params", "first"), epochs=("epochs", "max"),
-        wall=("wall_s", "mean"), val_low=("metric.val/acc", "min"), test=(CLEAN, "mean"),
-        test_std=(CLEAN, "std"), test_low=(CLEAN, "min"), n=("seed", "count"),
-    ).reset_index()  # fmt: skip
+    table = (
+        done.groupby(["tag", "experiment"], sort=False)
+        .agg(
+            params=("metric.model/params", "first"),
+            epochs=("epochs", "max"),
+            wall=("wall_s", "mean"),
+            val_low=("metric.val/acc", "min"),
+            test=(CLEAN, "mean"),
+            test_std=(CLEAN, "std"),
+            test_low=(CLEAN, "min"),
+            n=("seed", "count"),
+        )
+        .reset_index()
+    )
     floors = pd.Series([FLOORS.get(t.split("_", 1)[0]) for t in table["tag"]], dtype=object)
     table = table.assign(section=table["tag"].map(section_title), floor=floors)
     return table.assign(model=table["experiment"].replace(MODELS)).to_dict("records")
@@ -198,9 +238,12 @@ def build_report(jobs: base.Jobs, budget: str, report_dir: Path) -> str:
     frame = robust_frame(jobs, budget, reports)
     done, claims, tags = frame[frame["ok"]], cl.load_claims("yan2020"), TAGS.get(budget, [])
     sections = [section(frame[frame["tag"] == t], t, claims) for t in dict.fromkeys(tags)]
-    verdicts = [judge(c, frame[frame["tag"] == c.section]) if (frame["tag"] == c.section).any()
-                else cl.not_testable(c, c.reason or f"budget {budget} runs no {c.section} sweep")
-                for c in claims.values()]  # fmt: skip
+    verdicts = [
+        judge(c, frame[frame["tag"] == c.section])
+        if (frame["tag"] == c.section).any()
+        else cl.not_testable(c, c.reason or f"budget {budget} runs no {c.section} sweep")
+        for c in claims.values()
+    ]
     checks = check_rows(jobs, budget, reports, report_dir)
     masking = check_verdicts(checks)
     cl.write_claims(report_dir / "claims.json", verdicts + masking)
@@ -218,12 +261,21 @@ def build_report(jobs: base.Jobs, budget: str, report_dir: Path) -> str:
     figure = differences_figure(sections, report_dir / "differences.png")
     runs = frame.groupby(["folder", "tag"], sort=False)["ok"].agg(finished="sum", jobs="count")
     return render(
-        "robust.md.j2", budget=budget, headline=headline, labels=labels, sections=sections,
-        figure=f"{report_dir.name}/{figure.name}" if figure else None, third=third,
-        ours=None if frame.empty else settings(done), checks=checks, masking=masking,
-        floors=[] if frame.empty else floor_rows(done), runs=runs.reset_index().to_dict("records"),
-        untested=list(untested.items()), failed=frame[~frame["ok"]].to_dict("records"),
-    )  # fmt: skip
+        "robust.md.j2",
+        budget=budget,
+        headline=headline,
+        labels=labels,
+        sections=sections,
+        figure=f"{report_dir.name}/{figure.name}" if figure else None,
+        third=third,
+        ours=None if frame.empty else settings(done),
+        checks=checks,
+        masking=masking,
+        floors=[] if frame.empty else floor_rows(done),
+        runs=runs.reset_index().to_dict("records"),
+        untested=list(untested.items()),
+        failed=frame[~frame["ok"]].to_dict("records"),
+    )
 
 
 TITLE = "CNN vs ODENet vs TisODE under noise, FGSM and PGD (Yan et al. 2020)"

@@ -23,8 +23,16 @@ def differences_figure(sections: list[dict[str, Any]], path: Path) -> Path | Non
                 v, fill = row["raw"][i], f"C{i}" if row["vs"][i].diff is not None else "none"
                 if v.diff is not None:
                     low, high = (v.low, v.high) if v.low is not None else (v.diff, v.diff)
-                    ax.errorbar([j + (i - 0.5) * 0.25], [v.diff], [[v.diff - low], [high - v.diff]],
-                                fmt="o", color=f"C{i}", mfc=fill, capsize=3, ms=4)  # fmt: skip
+                    ax.errorbar(
+                        [j + (i - 0.5) * 0.25],
+                        [v.diff],
+                        [[v.diff - low], [high - v.diff]],
+                        fmt="o",
+                        color=f"C{i}",
+                        mfc=fill,
+                        capsize=3,
+                        ms=4,
+                    )
             ax.plot([], [], "o", color=f"C{i}", label=f"{a} - {b} (ours)")
             paper = [(j, r["paper"]) for j, r in enumerate(rows) if r["paper"] is not None]
             if i == 0 and paper:
