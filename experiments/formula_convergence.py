@@ -37,22 +37,11 @@ from odelab.models.residual_flow import (
     tanh_field_log_det,
 )
 from odelab.ode import Solver
+from odelab.records.formula import Convergence, ConvergencePoint
 
 ORDERS = {"euler": 1, "midpoint": 2, "rk4": 4}
 # (6) against the closed form, and (6) against Euler-(7) on the same states: both O(h).
 DISCRETE = {"residual6": 1, "gap67": 1}
-
-
-@dataclasses.dataclass(frozen=True)
-class ConvergencePoint:
-    """One solve: method, steps (or tolerance), mean |log p error|, NFE."""
-
-    field: str
-    method: str
-    steps: int | None
-    tol: float | None
-    error: float
-    nfe: int
 
 
 def solve_error(
@@ -87,8 +76,8 @@ def discrete_points(name: str, field, steps: int, x, want) -> list[ConvergencePo
     """(6)'s error against the closed form and its gap to Euler-(7) at N = `steps`."""
     with torch.no_grad():
         got6 = residual_log_prob(field, x, steps)
-        flow = CNF(field, Solver(method="euler", step_size=1.0 / steps, rtol=None, atol=None),
-                   trace=TraceEstimator("exact"))  # fmt: skip
+        euler = Solver(method="euler", step_size=1.0 / steps, rtol=None, atol=None)
+        flow = CNF(field, euler, trace=TraceEstimator("exact"))
         got7 = flow.log_prob(x).log_prob
     return [
         ConvergencePoint(name, "residual6", steps, None, float((got6 - want).abs().mean()), steps),
@@ -139,7 +128,7 @@ def main() -> None:
         }
         for name in fields
     }
-    record = {"points": [dataclasses.asdict(p) for p in points], "fitted_order": orders}
+    record = dataclasses.asdict(Convergence(points=points, fitted_order=orders))
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(record, indent=1, sort_keys=True) + "\n")
     for name, per in orders.items():

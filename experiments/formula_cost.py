@@ -27,19 +27,7 @@ from torch import nn
 
 from bench.timing import time_call
 from odelab.models.cnf import exact_trace, hutchinson_trace, jacobian, vector_jacobian
-
-
-@dataclasses.dataclass(frozen=True)
-class CostPoint:
-    """Median seconds per call of each log-density change at one dimension D."""
-
-    dim: int
-    slogdet_s: float
-    exact_s: float
-    hutchinson_s: float
-    slogdet_mb: float = math.nan
-    exact_mb: float = math.nan
-    hutchinson_mb: float = math.nan
+from odelab.records.formula import Cost, CostPoint
 
 
 def allocated_mb(fn: Callable[[], object]) -> float:
@@ -114,16 +102,17 @@ def main() -> None:
     points = [measure(d, args.batch, args.repeats) for d in args.dims]
     args.out.parent.mkdir(parents=True, exist_ok=True)
     dims = [p.dim for p in points]
-    record = {
-        "batch": args.batch,
-        "points": [dataclasses.asdict(p) for p in points],
-        "memory": "torch.profiler allocated MB per call (profile_memory)",
-        "crossover": {
+    cost = Cost(
+        batch=args.batch,
+        points=points,
+        memory="torch.profiler allocated MB per call (profile_memory)",
+        crossover={
             "exact": crossover(dims, [p.slogdet_s / p.exact_s for p in points]),
             "hutchinson": crossover(dims, [p.slogdet_s / p.hutchinson_s for p in points]),
         },
-        "threads": torch.get_num_threads(),
-    }
+        threads=torch.get_num_threads(),
+    )
+    record = dataclasses.asdict(cost)
     args.out.write_text(json.dumps(record, indent=1, sort_keys=True) + "\n")
     for p in points:
         print(

@@ -22,7 +22,7 @@ one JSON record per run into `--out`:
     python experiments/robust_checks.py --runs logs/reproduce/robust/cpu --out <bench dir> --jobs 2
 
 The stages are `odelab.attacks.masking`; the record has one schema,
-`odelab.reports.robust_record.CheckRecord`, checked on every write and read (a stored record
+`odelab.records.robust.CheckRecord`, checked on every write and read (a stored record
 that does not match it is made again).
 
 A record is written after each stage (`complete: false` until the last), atomically, with
@@ -66,15 +66,10 @@ from odelab.attacks.masking import (
 from odelab.checkpoints import load_checkpoint
 from odelab.hydra_setup import repo_root
 from odelab.profiling import describe_device
+from odelab.records.robust import CheckSettings, Retrained
 from odelab.reports.base import relative_path
 from odelab.reports.records import RecordError, load_record
-from odelab.reports.robust_record import (
-    MODELS,
-    CheckSettings,
-    Retrained,
-    load_check,
-    stage_done,
-)
+from odelab.reports.robust_record import MODELS, load_check, stage_done
 from odelab.runs import Run, load_run
 
 RECIPES = {"GaussianNoise": "gaussian", "FGSM": "fgsm", "PGD": "pgd"}

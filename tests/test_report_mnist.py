@@ -14,9 +14,10 @@ import pytest
 from scipy import stats
 
 from odelab.hydra_setup import repo_root
+from odelab.records.mnist import MemoryRecord, ToleranceRecord
 from odelab.reports import REPRODUCTIONS, load_sweeps
 from odelab.reports.claims import read_claims
-from odelab.reports.mnist_table import MemoryRecord, ToleranceRecord, model_label
+from odelab.reports.mnist_table import model_label
 from odelab.reports.records import RecordError, load_record
 from odelab.reproduce import render
 from odelab.runs import load_run

@@ -10,6 +10,7 @@ import pytest
 from scipy import stats
 
 from odelab.hydra_setup import repo_root
+from odelab.records.speed import SpeedBench
 from odelab.reports import speed
 from odelab.reports.base import load_sweeps
 from odelab.reports.claims import read_claims
@@ -20,7 +21,7 @@ REPORT = repo_root() / "experiments" / "reports" / "speed_cpu"
 
 def _inputs():
     jobs = load_sweeps(REPORT / "records")
-    bench = load_record(REPORT / "records" / "bench" / "bench_speed.json", speed.SpeedBench)
+    bench = load_record(REPORT / "records" / "bench" / "bench_speed.json", SpeedBench)
     return speed.seminorm_frame(jobs, "cpu"), bench
 
 

@@ -9,15 +9,17 @@ from typing import Any
 import pandas as pd
 from omegaconf import OmegaConf
 
-from odelab.reports import claims
+import odelab.reports.claims as claims
+from odelab.records.cnf import RecipesRecord, SeminormRecord
 from odelab.reports.base import JobResult, Jobs, conf_tags, relative_path
-from odelab.reports.cnf_records import BENCH, figures
+from odelab.reports.cnf_records import figures
 from odelab.reports.frame import runs_frame
 from odelab.reports.records import load_record
 from odelab.reports.render import render
 
 TAGS = conf_tags("cnf")
 PAPERS = ("grathwohl2019", "chen2018")
+BENCH = {"bench_cnf_recipes": RecipesRecord, "bench_cnf_seminorm": SeminormRecord}
 # frame column <- final metric, and <- config key
 METRICS = {
     "nll": "test/nll",

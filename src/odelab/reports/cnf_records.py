@@ -1,8 +1,7 @@
-"""The CNF report's figures and the typed records of `experiments/bench_cnf.py`."""
+"""The CNF report's figures (its records' schemas: `odelab.records.cnf`)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, make_dataclass
 from pathlib import Path
 from typing import Any
 
@@ -10,86 +9,6 @@ import pandas as pd
 from matplotlib import image as mpimg
 
 from odelab.plotting import plt
-
-
-@dataclass
-class CurvePoint:  # one validation of a recipe's run
-    epoch: int
-    train_seconds: float
-    val_nll: float
-
-
-RecipeRun = make_dataclass(
-    "RecipeRun",
-    [  # one recipe on one target (`--part recipes`)
-        ("run", str),
-        ("device", dict),
-        ("steps", int),
-        ("curve", list[CurvePoint]),
-        *(
-            (key, float)
-            for key in (
-                "test_nll",
-                "test_nfe",
-                "nfe_per_step",
-                "nfe_per_step_mean",
-                "train_seconds",
-                "wall_seconds",
-            )
-        ),
-    ],
-)
-
-
-@dataclass
-class Recipe:  # both recipes on one target: training seconds to the threshold, their ratio
-    target: str
-    ffjord: RecipeRun
-    fast: RecipeRun
-    threshold_val_nll: float
-    test_nll_gap: float
-    speedup: float | None = None
-    speedup_vs_full_reference: float | None = None
-    ffjord_seconds_to_threshold: float | None = None
-    fast_seconds_to_threshold: float | None = None
-
-
-@dataclass
-class RecipesRecord:  # bench/bench_cnf_recipes.json
-    recipes: list[Recipe]
-    margin: float = 0.05
-
-
-SeminormRun = make_dataclass(
-    "SeminormRun",
-    [  # both adjoint norms on one flow (`--part seminorm`)
-        ("run", str),
-        ("target", str),
-        ("seed", int),
-        ("experiment", str),
-        ("trained_sensitivity", str),
-        ("trained_with_seminorm", bool),
-        ("kinetic_weight", float),
-        ("train_steps", int),
-        ("batch_size", int),
-        ("batches", list[dict]),
-        *(
-            (f"{key}_{norm}", float)
-            for norm in ("full", "seminorm")
-            for key in ("nfe_forward", "nfe_backward", "nll")
-        ),
-        ("grad_rel_diff", float),
-    ],
-)
-
-
-@dataclass
-class SeminormRecord:  # bench/bench_cnf_seminorm.json
-    seminorm: list[SeminormRun]
-    seminorm_device: dict = field(default_factory=dict)
-
-
-BENCH = {"bench_cnf_recipes": RecipesRecord, "bench_cnf_seminorm": SeminormRecord}
 
 
 def _lines(rows: pd.DataFrame, x: str, y: str, by: list[str], axes: tuple[str, str]) -> Any:

@@ -12,7 +12,6 @@ test NLL on a 2D target, the smaller over the two targets (the stricter bar).
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +22,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 from scipy import stats  # noqa: E402
 
+from odelab.records.formula import Convergence, Cost  # noqa: E402
 from odelab.reports.base import Jobs, Reproduction, conf_tags  # noqa: E402
 from odelab.reports.claims import (  # noqa: E402
     evaluate,
@@ -39,46 +39,6 @@ ARMS = {"cnf": "CNF, (7) + Hutchinson", "residual": "residual flow, (6)", "plana
 FIXED = ("euler", "midpoint", "rk4")
 # Formula (6) on the same field and N, and its gap to Euler-(7) (formula_convergence.py).
 DISCRETE = {"residual6": "(6) vs exact", "gap67": "|(6) - Euler (7)|"}
-
-
-@dataclass
-class ConvergencePoint:
-    field: str
-    method: str
-    steps: int | None
-    tol: float | None
-    error: float
-    nfe: int
-
-
-@dataclass
-class Convergence:
-    """`bench/convergence.json`."""
-
-    points: list[ConvergencePoint]
-    fitted_order: dict
-
-
-@dataclass
-class CostPoint:
-    dim: int
-    slogdet_s: float
-    exact_s: float
-    hutchinson_s: float
-    slogdet_mb: float
-    exact_mb: float
-    hutchinson_mb: float
-
-
-@dataclass
-class Cost:
-    """`bench/cost.json`."""
-
-    batch: int
-    points: list[CostPoint]
-    memory: str
-    crossover: dict
-    threads: int
 
 
 def nll_table(frame: pd.DataFrame) -> pd.DataFrame:

@@ -13,8 +13,9 @@ import numpy as np
 import pandas as pd
 from omegaconf import OmegaConf
 
-from odelab.reports import claims as cl
-from odelab.reports import mnist_table as mt
+import odelab.reports.claims as cl
+import odelab.reports.mnist_table as mt
+from odelab.records.mnist import MemoryRecord, ToleranceRecord
 from odelab.reports.base import Jobs, Reproduction, conf_tags, relative_path
 from odelab.reports.frame import runs_frame, seed_values
 from odelab.reports.records import load_record
@@ -27,7 +28,7 @@ ARMS = {"ODE-Net": "odenet", "ResNet": "resnet", "RK-Net": "rknet", "1-layer MLP
 COLUMNS = {"test error": "error_pct", "parameters": "params_m"}  # else the NFE ratio
 PAPERS = ("chen2018", "checks")  # checks.yaml: the later literature (NFE counting)
 NFE = {"train/nfe_forward_epoch": "forward", "train/nfe_backward_epoch": "backward"}
-SCHEMAS = {"mnist_memory": mt.MemoryRecord, "mnist_tolerance": mt.ToleranceRecord}  # bench/*.json
+SCHEMAS = {"mnist_memory": MemoryRecord, "mnist_tolerance": ToleranceRecord}  # bench/*.json
 
 
 def _in_order(frame: pd.DataFrame) -> pd.DataFrame:

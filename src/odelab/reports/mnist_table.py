@@ -1,61 +1,14 @@
 """The pieces of the MNIST report (Chen et al. 2018, Table 1 and Figure 3) that are not the
-report itself: a run's Table 1 row name, solve and data sizes, the schemas of the memory and
-tolerance benchmark records, and the plateau test of a validation curve."""
+report itself: a run's Table 1 row name and data sizes, and the plateau test of a validation
+curve (the benchmark records' schemas: `odelab.records.mnist`)."""
 
 from __future__ import annotations
-
-import dataclasses
-from typing import Any
 
 from odelab.ode.config import ADAPTIVE_METHODS
 from odelab.reports.stats import resolvable
 from odelab.runs import Run
 
 ORDER = ["1-layer MLP", "ResNet", "RK-Net", "ODE-Net"]
-
-
-def _schema(name: str, *groups: tuple[Any, str], **defaults: Any) -> type:
-    """A record dataclass for `records.load_record`; each group is (type, space-separated field
-    names). A field whose type admits None defaults to None, one in `defaults` to its value."""
-    fields = [(f, kind) for kind, names in groups for f in names.split()]
-    optional = {f: None for f, kind in fields if type(None) in getattr(kind, "__args__", ())}
-    optional |= defaults
-    spec = [(f, k) for f, k in fields if f not in optional]
-    spec += [(f, k, dataclasses.field(default=optional[f])) for f, k in fields if f in optional]
-    return dataclasses.make_dataclass(name, spec)
-
-
-# bench/mnist_memory.json (experiments/mnist_memory.py): one training step per horizon T.
-MemoryRow = _schema(
-    "MemoryRow",
-    (str, "solver sensitivity"),
-    (int, "nfe_forward nfe_backward"),
-    (float, "T peak_mb saved_activations_mb step_time_s"),
-    (float | None, "cpu_allocations_mb cuda_peak_mb"),
-)
-MemoryRecord = _schema(
-    "MemoryRecord",
-    (dict, "device ratios"),
-    (int, "batch_size channels"),
-    (str, "weights inputs measure"),
-    (list[MemoryRow], "rows"),
-)
-# bench/mnist_tolerance.json (experiments/mnist_tolerance.py): a trained ODE-Net per tolerance.
-ToleranceRow = _schema(
-    "ToleranceRow",
-    (float, "tol test_error test_nfe_forward test_seconds_per_batch train_step_seconds"),
-    (int, "train_nfe_forward train_nfe_backward"),
-    (float | None, "test_cpu_seconds_per_batch train_step_cpu_seconds"),
-)
-ToleranceRecord = _schema(
-    "ToleranceRecord",
-    (str, "run sensitivity data"),
-    (float, "trained_tol"),
-    (int, "test_images eval_batch_size train_batch_size repeats"),
-    (dict, "device"),
-    (list[ToleranceRow], "rows"),
-    repeats=1,
-)
 
 
 def model_label(run: Run) -> str:

@@ -9,7 +9,6 @@ the benchmark record into `claims.json`; their thresholds are those claims' data
 
 from __future__ import annotations
 
-import dataclasses
 import statistics
 from pathlib import Path
 from typing import Any
@@ -18,6 +17,7 @@ import pandas as pd
 
 import odelab.reports.claims as cl
 import odelab.reports.parts as parts
+from odelab.records.speed import SpeedBench
 from odelab.reports.base import Jobs, Reproduction
 from odelab.reports.frame import seed_values
 from odelab.reports.render import render
@@ -39,21 +39,6 @@ LIBRARIES += ("torch.optim", "other")
 SIDES = ("plain", "lightning", "odelab")  # of the overhead timing; pairs as ratios a / b:
 PAIRS = (("lightning", "plain"), ("odelab", "plain"), ("odelab", "lightning"))
 GPU_CELLS = ["median_ms", "nfe_forward", "nfe_backward", "accuracy", "warmup_s"]
-# The parts of the record, each present unless it was skipped (`bench_speed.py --skip <part>`).
-PARTS = ("host_reads", "overhead", "per_sample", "compile", "gpu")
-SpeedBench = dataclasses.make_dataclass(
-    "SpeedBench",
-    [
-        ("device", dict, dataclasses.field(default_factory=dict)),
-        ("threads", int | None, None),
-        ("settings", str, ""),
-        ("cuda", bool, False),
-        ("load_average", list[float] | None, None),
-        ("wall_s", float | None, None),
-        *((part, dict | None, None) for part in PARTS),
-    ],
-    namespace={"__doc__": "`bench/bench_speed.json` (experiments/bench_speed.py)."},
-)
 
 
 def seminorm_frame(jobs: Jobs, budget: str) -> pd.DataFrame:
