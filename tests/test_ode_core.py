@@ -144,6 +144,19 @@ def test_nfe_guard_stops_fixed_step_solves() -> None:
         ODEBlock(Linear(), solver)(torch.ones(1, dtype=torch.float64))
 
 
+def test_deadline_stops_a_solve_midway_and_can_be_lifted() -> None:
+    import time
+
+    block = ODEBlock(Linear(), Solver(method="euler", rtol=None, atol=None, step_size=0.1))
+    y0 = torch.ones(1, dtype=torch.float64)
+    block.set_deadline(time.perf_counter() - 1.0)  # already passed: the first evaluation stops
+    with pytest.raises(SolverError, match="wall-time deadline"):
+        block(y0)
+    block.set_deadline(None)
+    # Euler on dy/dt = -0.7 y (Linear) over [0, 1] at h = 0.1 is (1 - 0.07)^10 exactly.
+    assert block(y0).item() == pytest.approx(0.93**10)
+
+
 def test_non_finite_output_is_reported() -> None:
     class NaNField(nn.Module):
         def forward(self, t, z):

@@ -9,6 +9,7 @@ solver failures into errors that say what to change.
 from __future__ import annotations
 
 import contextlib
+import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
 
@@ -99,6 +100,7 @@ class CountedField(nn.Module):
         self.max_nfe = max_nfe
         self.name = name
         self.count = NFECount()
+        self.deadline: float | None = None  # time.perf_counter() after which a solve stops
 
     @property
     def nfe_forward(self) -> int:
@@ -142,6 +144,13 @@ class CountedField(nn.Module):
                 f"({count.reached(count.in_forward)}). The dynamics are stiff "
                 "or diverging: loosen solver.rtol/atol, lower the learning rate, regularize "
                 "the field, or raise solver.max_nfe."
+            )
+        if self.deadline is not None and time.perf_counter() > self.deadline:
+            phase = "forward" if count.in_forward else "adjoint (backward)"
+            raise SolverError(
+                f"{phase} solve of {self.name} with {count.solver.describe()} passed its "
+                "wall-time deadline (the training budget, model.max_wall_s) "
+                f"({count.reached(count.in_forward)})"
             )
         return self.field(t, z)
 
@@ -211,6 +220,12 @@ class ODEBlock(nn.Module):
 
     def reset_nfe(self) -> None:
         self.func.reset()
+
+    def set_deadline(self, deadline: float | None) -> None:
+        """From `deadline` (a `time.perf_counter()` value) on, every field evaluation raises
+        `SolverError`, inside a solve too (a training wall-time budget that one stiff
+        implicit solve cannot overrun); None removes it."""
+        self.func.deadline = deadline
 
     @contextlib.contextmanager
     def solver_override(self, **changes: object) -> Iterator[Solver]:

@@ -160,6 +160,8 @@ class DynamicsRecovery(OdelabTask):
     def on_fit_start(self) -> None:
         reset_peak_rss()
         self._fit_start = time.perf_counter()
+        if self.max_wall_s is not None:  # also cuts a single solve that overruns the budget
+            self.block.set_deadline(self._fit_start + self.max_wall_s)
 
     def on_train_batch_start(self, batch: Any, batch_idx: int) -> int | None:
         if self.failure is not None:
@@ -175,6 +177,7 @@ class DynamicsRecovery(OdelabTask):
         return None
 
     def on_train_end(self) -> None:
+        self.block.set_deadline(None)  # evaluation is not under the training budget
         if self._fit_start is not None:
             self.train_wall_s = time.perf_counter() - self._fit_start
 
