@@ -1,7 +1,7 @@
 """The attack stages of the gradient-masking checks (`experiments/robust_checks.py`).
 
 Each stage takes one trained net and its test images and returns the JSON-able part of the
-check record it fills (schema: `odelab.reports.robust_record.CheckRecord`):
+check record it fills (schema: `odelab.records.robust.CheckRecord`):
 
 - `grid_stage`: FGSM and PGD accuracy on a fine epsilon grid, and PGD at a large epsilon;
 - `curve_stage`: PGD against steps and restarts at the check epsilon (`check_eps`);
