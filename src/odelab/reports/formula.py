@@ -103,34 +103,16 @@ def plots(conv: Convergence, cost: Cost, report_dir: Path) -> tuple[str, str]:
     for field, style in (("tanh", "-"), ("linear", "--")):
         for method in (*FIXED, "dopri5", *DISCRETE):
             pts = [p for p in conv.points if p.field == field and p.method == method]
-            if method in DISCRETE:
-                axes[0].loglog(
-                    [p.steps for p in pts],
-                    [p.error for p in pts],
-                    style,
-                    marker="x",
-                    ms=4,
-                    color="k" if method == "residual6" else "grey",
-                    label=DISCRETE[method] + f" ({field})",
-                )
-                continue
+            errors = [p.error for p in pts]
+            if method in DISCRETE:  # (6) and its gap: against steps only, black and grey
+                look = {"marker": "x", "ms": 4, "color": "k" if method == "residual6" else "grey"}
+                label = DISCRETE[method] + f" ({field})"
+            else:
+                look, label = {"marker": "o", "ms": 3}, f"{method} ({field})"
             if method != "dopri5":
-                axes[0].loglog(
-                    [p.steps for p in pts],
-                    [p.error for p in pts],
-                    style,
-                    marker="o",
-                    ms=3,
-                    label=f"{method} ({field})",
-                )
-            axes[1].loglog(
-                [p.nfe for p in pts],
-                [p.error for p in pts],
-                style,
-                marker="o",
-                ms=3,
-                label=f"{method} ({field})",
-            )
+                axes[0].loglog([p.steps for p in pts], errors, style, label=label, **look)
+            if method not in DISCRETE:
+                axes[1].loglog([p.nfe for p in pts], errors, style, label=label, **look)
     axes[0].set(xlabel="steps N", ylabel="mean |log p error| (nats)")
     axes[0].legend(fontsize=6)
     axes[1].set(xlabel="NFE", ylabel="mean |log p error| (nats)")
