@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import math
-import shutil
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -176,16 +175,13 @@ def relative_path(path: Path) -> str:
         return str(path)
 
 
-def copy_plots(job: JobResult, report_dir: Path, prefix: str = "") -> list[Path]:
-    """Copy the PNG plots of one job beside the report (names prefixed to keep jobs apart)."""
-    source = job.output_dir / "plots"
-    if not source.is_dir():
-        return []
-    report_dir.mkdir(parents=True, exist_ok=True)
-    return [
-        Path(shutil.copy2(png, report_dir / f"{prefix}{png.name}"))
-        for png in sorted(source.glob("*.png"))
-    ]
+def record_plots(job: JobResult) -> list[str]:
+    """The PNG plots of one job where its record stores them, as linked from a report beside
+    its folder in experiments/reports (`<report>/records/<sweep>/<job>/plots/<name>.png`):
+    read in place, never copied beside the report."""
+    prefix = "experiments/reports/"
+    links = (relative_path(png) for png in sorted((job.output_dir / "plots").glob("*.png")))
+    return [text.removeprefix(prefix) for text in links]
 
 
 def report_path(name: str, budget: str, reports: Path | None = None) -> Path:

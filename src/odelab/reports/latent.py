@@ -15,7 +15,7 @@ import pandas as pd
 import odelab.reports.claims as cl
 import odelab.reports.parts as parts
 from odelab.plotting import plt
-from odelab.reports.base import Jobs, Reproduction, copy_plots
+from odelab.reports.base import Jobs, Reproduction, record_plots
 from odelab.reports.frame import seed_values
 from odelab.reports.render import render
 
@@ -161,18 +161,18 @@ def build_report(jobs: Jobs, budget: str, report_dir: Path) -> str:
     judged = verdicts(frame, budget)
     cl.write_claims(report_dir / "claims.json", judged)
     bench = parts.bench_record(jobs, "bench_latent", BenchLatent)
-    # The test-series figures of the first seed of each dataset and model, in run order.
+    # The test-series figures of the first seed of each dataset and model, in run order,
+    # linked where the run's record stores them.
     figures: dict[str, list[tuple[str, str]]] = {d: [] for d in DATASETS}
     known = done[done["dataset"].isin(DATASETS) & done["experiment"].isin(MODELS)]
     for r in known.drop_duplicates(["dataset", "experiment"]).itertuples():
-        pngs = copy_plots(jobs[r.Index], report_dir, prefix=f"{r.dataset}_{r.experiment}_")
-        figures[r.dataset] += [(MODELS[r.experiment], f"{report_dir.name}/{p.name}") for p in pngs]
+        figures[r.dataset] += [(MODELS[r.experiment], p) for p in record_plots(jobs[r.Index])]
     return render(
         "latent.md.j2",
         budget=budget,
         judged=judged,
         labels={c.id: c.text for c in CLAIMS},
-        figure=next((p for _, p in figures["periodic"] if "extrapolation" in p), None),
+        figure=next((p for _, p in figures["periodic"] if p.endswith("/extrapolation.png")), None),
         differs=parts.differs(PAPER, "latent", _ours(done, jobs)),
         columns=COLUMNS,
         datasets=[(DATASETS[d], results(done, d), figures[d]) for d in DATASETS],

@@ -15,7 +15,7 @@ import pandas as pd
 
 import odelab.reports.claims as cl
 import odelab.reports.parts as parts
-from odelab.reports.base import JobResult, Jobs, Reproduction, copy_plots
+from odelab.reports.base import JobResult, Jobs, Reproduction, record_plots
 from odelab.reports.render import render
 from odelab.reports.speed import OVERHEAD_TARGET, step_ratios  # defined with the speed report
 
@@ -124,16 +124,17 @@ def build_report(jobs: Jobs, budget: str, report_dir: Path) -> str:
     judged = verdicts(frame, budget, bench)
     cl.write_claims(report_dir / "claims.json", judged)
     first = next((j for j in jobs if j.ok), None)
-    # The fitted trajectories first: the summary's figure (the others go to the plots section).
-    plots = copy_plots(first, report_dir) if first else []
-    plots.sort(key=lambda p: p.stem != "trajectories")
+    # The fitted trajectories first: the summary's figure (the others go to the plots section),
+    # linked where the run's record stores them.
+    plots = record_plots(first) if first else []
+    plots.sort(key=lambda p: not p.endswith("/trajectories.png"))
     overhead = bench.overhead if bench else None
     return render(
         "spiral.md.j2",
         budget=budget,
         headline=judged,
         labels={c.id: c.text for c in CLAIMS},
-        plots=[f"{report_dir.name}/{p.name}" for p in plots],
+        plots=plots,
         plot_seed=first.overrides.get("seed", "0") if first else None,
         differs=parts.differs("chen2018", "spiral", _ours(first, bench)),
         metrics=METRICS,
