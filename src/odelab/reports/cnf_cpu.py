@@ -3,6 +3,7 @@ the CNF claims of `conf/claims/` judged into `claims.json`; `templates/cnf.md.j2
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -11,13 +12,14 @@ from omegaconf import OmegaConf
 
 import odelab.reports.claims as claims
 from odelab.records.cnf import RecipesRecord, SeminormRecord
-from odelab.reports.base import JobResult, Jobs, conf_tags, relative_path
+from odelab.reports.base import JobResult, Jobs, conf_budgets, conf_tags, relative_path
 from odelab.reports.cnf_records import figures
 from odelab.reports.frame import runs_frame
 from odelab.reports.records import load_record
 from odelab.reports.render import render
 
 TAGS = conf_tags("cnf")
+BENCHMARKS = conf_budgets("cnf")[1]
 PAPERS = ("grathwohl2019", "chen2018")
 BENCH = {"bench_cnf_recipes": RecipesRecord, "bench_cnf_seminorm": SeminormRecord}
 # frame column <- final metric, and <- config key
@@ -158,11 +160,51 @@ def _differs(frame: pd.DataFrame) -> list[tuple[str, str, str]]:
     return [(k, v, ours[k]) for k, v in claims.paper_settings("grathwohl2019", "cnf").items()]
 
 
+def _bench(jobs: Jobs, budget: str) -> dict[str, tuple[dict, Path | None]]:
+    """Each benchmark record of `budget` with the report folder of the part budget that stores
+    it (None: stored with this budget). One that this budget does not store is read in place
+    from a part budget running the same benchmark command (as `base.part_record` does for
+    sweeps), found beside the part budgets whose records hold this budget's runs."""
+    out = {k: (jobs.bench[k], None) for k in BENCH if jobs.bench.get(k)}
+    holders = {j.output_dir.parents[2].parent for j in jobs if j.output_dir.parent.name.isdigit()}
+    for part, commands in BENCHMARKS.items():
+        if part == budget or not any(c in BENCHMARKS.get(budget, []) for c in commands):
+            continue
+        for key, folder in ((k, r / f"cnf_{part}") for k in BENCH for r in sorted(holders)):
+            record = folder / "records" / "bench" / f"{key}.json"
+            if key not in out and record.is_file():
+                out[key] = (json.loads(record.read_text()), folder)
+    return out
+
+
+def _part_figures(frame: pd.DataFrame, made: dict[str, str], held: dict, out: Path):
+    """Each figure drawn from exactly the data a part budget's report draws it from (its runs
+    of that section, or the benchmark record it stores) linked in that report's folder, and
+    this report's own drawing of it removed: a figure is stored once."""
+    linked = {}
+    for section, link in made.items():
+        name = link.rsplit("/", 1)[-1]
+        folder = held.get("bench_cnf_recipes") if section == "recipes" else None
+        sweeps = {Path(d).parent for d in frame.job_dir[frame.tag == section]}
+        records = {s.parent for s in sweeps}
+        if section != "recipes" and len(records) == 1:
+            holder = records.pop()
+            tags = TAGS.get(holder.parent.name.removeprefix("cnf_"), [])
+            part = {holder / str(i) for i, t in enumerate(tags) if t == section}
+            folder = holder.parent if sweeps == {p for p in part if p.is_dir()} else None
+        if folder is not None and folder.name != out.name and (folder / name).is_file():
+            (out / name).unlink(missing_ok=True)
+            link = f"{folder.name}/{name}"
+        linked[section] = link
+    return linked
+
+
 def build(jobs: Jobs, budget: str, report_dir: Path) -> str:
     """The CNF report of any budget: headline verdicts, then one section per sweep tag."""
     frame = cnf_frame(jobs)
+    held = _bench(jobs, budget)
     recipes, seminorm = (
-        load_record(f"bench/{k}.json", s, data=jobs.bench[k]) if jobs.bench.get(k) else None
+        load_record(f"bench/{k}.json", s, data=held[k][0]) if k in held else None
         for k, s in BENCH.items()
     )
     judged = []  # every CNF claim judged on this budget's runs, or not testable with why
@@ -177,7 +219,12 @@ def build(jobs: Jobs, budget: str, report_dir: Path) -> str:
         "cnf.md.j2",
         budget=budget,
         verdicts=judged,
-        figures=figures(frame, tables, recipes, report_dir),
+        figures=_part_figures(
+            frame,
+            figures(frame, tables, recipes, report_dir),
+            {k: folder for k, (_, folder) in held.items()},
+            report_dir,
+        ),
         differs=_differs(frame),
         n=len(frame),
         failed=[relative_path(j.output_dir) for j in jobs if not j.ok],
