@@ -143,7 +143,9 @@ def _judge(claim: Claim, frame: pd.DataFrame, slopes: pd.DataFrame, budget: str)
         cell = cell[cell["route"] == route].sort_values("seed")
         if cell.empty:
             return not_testable(claim, f"no {route} runs on {case} at the {budget} budget")
-        return evaluate(claim, cell["success"].tolist())
+        if claim.metric == "success rate":
+            return evaluate(claim, cell["success"].tolist())
+        return evaluate(claim, cell.loc[cell["success"] > 0, "traj_rel"].tolist())
     case, noise, keep = claim.arms
     cell = frame[(frame["tag"] == "table") & (frame["case"] == case)]
     cell = cell[(cell["noise"] == float(noise)) & (cell["keep"] == float(keep))]
