@@ -32,8 +32,10 @@ data:
 run: install
 	$(BIN)/python run.py $(ARGS)
 
+# The default tier on TEST_WORKERS pytest-xdist workers (one torch thread each, tests/conftest.py).
+TEST_WORKERS ?= 2
 test: install
-	$(BIN)/python -m pytest -q $(ARGS)
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) $(ARGS)
 
 # The slow tier alone: subprocess runs of run.py, multiruns, W&B, kill-and-resume.
 test-slow: install

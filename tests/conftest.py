@@ -2,16 +2,23 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+import torch
 from omegaconf import DictConfig
 
 from odelab.harness import compose
 from odelab.hydra_setup import register_resolvers
 
 register_resolvers()
+
+# Under pytest-xdist (`make test` runs two workers) each worker computes on one thread: two
+# workers of two torch threads each would oversubscribe a 2-core machine.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    torch.set_num_threads(1)
 
 
 def compose_config(overrides: list[str], output_dir: Path) -> DictConfig:
