@@ -8,7 +8,8 @@ import scipy.linalg
 import torch
 from scipy.integrate import solve_ivp
 
-from odelab.data.trajectories import DynamicsDataModule, truth_solve
+from odelab.data.dynamics import DynamicsDataModule
+from odelab.data.trajectories import truth_solve
 from odelab.errors import ConfigError
 from odelab.systems import DampedLinear, LotkaVolterra, Robertson, VanDerPol
 

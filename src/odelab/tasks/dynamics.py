@@ -2,7 +2,7 @@
 
 Two kinds of data feed it: one trajectory (`odelab.data.trajectories.Trajectory`, the
 spiral demo) or several from different initial conditions
-(`odelab.data.trajectories.TrajectorySet`, the dynamics study of issue 42), scored on
+(`odelab.data.dynamics.TrajectorySet`, the dynamics study of issue 42), scored on
 held-out initial conditions. A run whose training diverges (NaN loss, a solve that runs
 away, the wall-time budget spent) stops cleanly: `test/diverged = 1`, the reason in
 `failure.txt` beside `metrics.json`, so a sweep counts it rather than crashing.
@@ -22,7 +22,8 @@ from matplotlib.figure import Figure
 from torch import Tensor, nn
 
 from odelab.callbacks import writes_logs_now
-from odelab.data.trajectories import Trajectory, TrajectorySet
+from odelab.data.dynamics import TrajectorySet
+from odelab.data.trajectories import Trajectory
 from odelab.errors import ConfigError, SolverError
 from odelab.ode import ODEBlock, Sensitivity, Solver
 from odelab.plotting import dynamics_figures
