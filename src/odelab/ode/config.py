@@ -60,7 +60,8 @@ class Solver:
         rtol: relative tolerance (adaptive methods).
         atol: absolute tolerance (adaptive methods).
         step_size: step of a fixed-grid method; None steps between the output times.
-        max_num_steps: adaptive methods stop with an error after this many steps.
+        max_num_steps: adaptive methods stop with an error after this many steps (not
+            scipy_solver, whose solvers take no step cap: max_nfe bounds them).
         max_nfe: any method stops with an error after this many evaluations in one
             solve (forward or adjoint); guards fixed-grid and adjoint solves too.
         options: extra torchdiffeq options passed through unchanged.
@@ -130,7 +131,8 @@ class Solver:
         kwargs: dict[str, Any] = {"method": self.method}
         if self.adaptive:
             kwargs.update(rtol=self.rtol, atol=self.atol)
-            options.setdefault("max_num_steps", self.max_num_steps)
+            if self.method != "scipy_solver":  # scipy's solvers take no step cap (it warned)
+                options.setdefault("max_num_steps", self.max_num_steps)
         elif self.step_size is not None:
             options.setdefault("step_size", self.step_size)
         kwargs["options"] = options
