@@ -24,10 +24,14 @@ RECIPES = {"clean": "clean", "gaussian": "Gaussian-noise", "pgd": "PGD-adversari
 # Our clean-accuracy floors (%): robust accuracy compares only models over them on every seed.
 FLOORS = {"mnist": 98.0, "fashion": 88.0}
 AT_FLOOR = 1.0  # both models under this (%): the column says nothing about their order
-# Each section's contrasts, with the claim each instantiates.
+# Each section's contrasts, with the claim each instantiates (the authors' 2 x 2: every ODENet
+# against every CNN, so that the table shows which net flips the ordering).
 PAIRS = {
     ("robust_odenet", "robust_cnn"): "odenet_over_cnn",
     ("tisode", "robust_odenet"): "tisode_over_odenet",
+    ("robust_odenet_authors", "robust_cnn_authors"): "odenet_over_cnn",
+    ("robust_odenet_authors", "robust_cnn"): "odenet_over_cnn",
+    ("robust_odenet", "robust_cnn_authors"): "odenet_over_cnn",
 }
 KINDS = ("gaussian", "fgsm", "pgd")
 TEST_SET_SIZE = {"mnist": 10_000, "fashion_mnist": 10_000, "svhn": 26_032}
@@ -101,6 +105,8 @@ def robust_frame(jobs: base.Jobs, budget: str, reports: Path) -> pd.DataFrame:
     frame = runs_frame(jobs, tags=tags)
     if frame.empty:
         return frame.assign(tag=pd.Series(dtype=str), experiment=pd.Series(dtype=str))
+    if "model" in frame:  # the authors' 2 x 2 selects its arm by `model=`, not `experiment=`
+        frame["experiment"] = frame["model"].fillna(frame["experiment"])
     sweeps = [job.output_dir.parent for job in jobs]
     frame["tag"] = [parts.get(s.resolve(), t) for s, t in zip(sweeps, frame["tag"], strict=True)]
     frame["folder"] = [base.relative_path(s) for s in sweeps]

@@ -16,7 +16,13 @@ from odelab.reports.base import Jobs, conf_budgets, records_dir
 from odelab.reports.claims import Verdict, evaluate, load_claims
 from odelab.reports.records import load_record
 
-MODELS = {"robust_cnn": "CNN", "robust_odenet": "ODENet", "tisode": "TisODE"}
+MODELS = {  # arm (the experiment, or the `model=` override of the authors' 2 x 2) -> name
+    "robust_cnn": "CNN",
+    "robust_odenet": "ODENet",
+    "tisode": "TisODE",
+    "robust_cnn_authors": "CNN (authors')",
+    "robust_odenet_authors": "ODENet (authors')",
+}
 DATA = {"mnist": "MNIST", "fashion": "Fashion-MNIST", "svhn": "SVHN"}
 MASKING_LABELS = {  # the two claims of conf/claims/checks.yaml the masking checks test
     "huang_no_gradient_masking": "PGD via dopri5 vs via fixed step (ODE nets)",
