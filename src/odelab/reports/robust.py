@@ -182,7 +182,7 @@ def section(rows: pd.DataFrame, tag: str, claims: dict[str, cl.Claim]) -> dict[s
         for arms in pairs:  # an id of no YAML claim: not in claims.json
             name, claim = f"{tag}/{'/'.join(arms)}/{c or 'mean'}", claims[PAIRS[arms]]
             metric = f"test/acc/{c}" if c else claim.metric
-            claim = replace(claim, id=name, section=tag, metric=metric)
+            claim = replace(claim, id=name, section=tag, metric=metric, arms=arms)
             row["vs"].append(judge(claim, rows))
             row["raw"].append(cl.evaluate(claim, *_paired(rows, arms, [c])) if c else None)
             labels[name] = claim_label(claim)
