@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import math
-import re
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +18,6 @@ from odelab.hydra_setup import repo_root
 from odelab.reports import REPRODUCTIONS, load_sweeps
 from odelab.reports.claims import Claim, load_claims, read_claims
 from odelab.reports.dissecting import METRICS, _column
-from odelab.reproduce import render
 
 REPORTS = repo_root() / "experiments" / "reports"
 RECORDS = REPORTS / "dissecting_cpu" / "records"
@@ -195,20 +193,11 @@ def test_an_unknown_metric_is_a_config_error_naming_the_claim() -> None:
         _column(claim)
 
 
-def test_committed_report_opens_with_its_headline_and_links_resolve() -> None:
+def test_committed_report_shows_one_figure_in_its_headline() -> None:
     lines = (REPORTS / "dissecting_cpu.md").read_text().splitlines()
-    assert len(lines) <= 300
     summary = lines[: next(i for i, line in enumerate(lines) if line.startswith("## "))]
-    assert len(summary) <= 26 and summary[2].startswith("| Claim | Paper |")
+    assert summary[2].startswith("| Claim | Paper |")
     assert sum(line.startswith("![") for line in summary) == 1
-    links = re.findall(r"\]\(([^)]+\.png)\)", "\n".join(lines))
-    assert links and all((REPORTS / link).is_file() for link in links)
-
-
-def test_claims_json_rerenders_identically(tmp_path: Path) -> None:
-    render(REPRODUCTIONS["dissecting"], "cpu", RECORDS, tmp_path / "out")
-    committed = REPORTS / "dissecting_cpu" / "claims.json"
-    assert (tmp_path / "out" / "claims.json").read_text() == committed.read_text()
 
 
 def test_quick_budget_judges_only_its_claims(tmp_path: Path) -> None:

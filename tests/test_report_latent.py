@@ -18,7 +18,6 @@ from odelab.reports import REPRODUCTIONS, load_sweeps
 from odelab.reports.claims import load_claims, read_claims
 from odelab.reports.latent import BenchLatent
 from odelab.reports.records import RecordError, load_record
-from odelab.reproduce import render
 
 REPORTS = repo_root() / "experiments" / "reports"
 
@@ -96,16 +95,3 @@ def test_a_bench_record_missing_a_field_names_it() -> None:
     del data["nfe_over_training"]["decoder_backward"]
     with pytest.raises(RecordError, match="decoder_backward"):
         load_record("bench_latent.json", BenchLatent, data=data)
-
-
-def test_committed_report_opens_with_its_headline_and_is_short() -> None:
-    lines = (REPORTS / "latent_cpu.md").read_text().splitlines()
-    assert len(lines) <= 300
-    summary = lines[: next(i for i, line in enumerate(lines) if line.startswith("## "))]
-    assert len(summary) <= 26 and "| Claim | Paper |" in "\n".join(summary)
-
-
-def test_claims_json_rerenders_identically(tmp_path: Path) -> None:
-    render(REPRODUCTIONS["latent"], "cpu", REPORTS / "latent_cpu" / "records", tmp_path / "out")
-    committed = REPORTS / "latent_cpu" / "claims.json"
-    assert (tmp_path / "out" / "claims.json").read_text() == committed.read_text()

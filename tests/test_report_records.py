@@ -3,6 +3,7 @@ validation."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -10,6 +11,7 @@ import pytest
 from odelab.errors import ConfigError
 from odelab.hydra_setup import repo_root
 from odelab.reports import REPRODUCTIONS, scorecard
+from odelab.reports.claims import read_claims
 from odelab.reproduce import render
 from odelab.sweeps import JobRecord, format_summary
 from odelab.train import check_selection
@@ -43,6 +45,25 @@ def test_report_rerenders_identically(name: str, budget: str, md: Path, tmp_path
         f"{md.name} differs from its re-rendering; regenerate it with "
         f"`python experiments/reproduce.py {name} --budget {budget} --report-only`"
     )
+    # The verdicts the scorecard reads re-render too, and the report shows each tested one.
+    committed = md.with_suffix("") / "claims.json"
+    if committed.is_file():
+        assert (tmp_path / md.stem / "claims.json").read_text() == committed.read_text()
+        tested = [v.verdict for v in read_claims(committed) if v.verdict != "not testable here"]
+        assert all(verdict in text for verdict in tested), md.name
+
+
+@pytest.mark.parametrize(("name", "budget", "md"), committed_reports(), ids=lambda v: str(v))
+def test_report_opens_with_its_headline_and_its_links_resolve(name: str, budget: str, md: Path):
+    """The brief's shape: the headline table (paper vs ours, verdict) within the first 25
+    lines after the title, at most 300 lines, every linked figure present."""
+    lines = md.read_text().splitlines()
+    assert len(lines) <= 300, f"{md.name}: {len(lines)} lines"
+    summary = lines[: next(i for i, line in enumerate(lines) if line.startswith("## "))]
+    assert len(summary) <= 26 and "| Claim | Paper |" in "\n".join(summary), md.name
+    links = re.findall(r"\]\(([^)]+\.png)\)", "\n".join(lines))
+    missing = [link for link in links if not (md.parent / link).is_file()]
+    assert not missing, f"{md.name} links missing figures: {missing}"
 
 
 def test_accuracy_sweep_picks_the_highest_validation_accuracy(tmp_path: Path):
