@@ -21,17 +21,18 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
     torch.set_num_threads(1)
 
 
-def compose_config(overrides: list[str], output_dir: Path) -> DictConfig:
-    """The config `python run.py <overrides>` would see on a CPU, quiet, without a logger,
-    writing into `output_dir`."""
+def compose_config(overrides: list[str], output_dir: Path, logger: str = "none") -> DictConfig:
+    """The config `python run.py <overrides>` would see on a CPU, quiet, without a logger
+    (`logger="csv"`: with the per-epoch history the run reader reads), writing into
+    `output_dir`."""
     return compose(
-        ["trainer=cpu", *overrides], output_dir, logger="none", log_dir=output_dir / "logs"
+        ["trainer=cpu", *overrides], output_dir, logger=logger, log_dir=output_dir / "logs"
     )
 
 
 @pytest.fixture
 def make_cfg(tmp_path: Path) -> Callable[..., DictConfig]:
-    def _make(*overrides: str, subdir: str = "run") -> DictConfig:
-        return compose_config(list(overrides), tmp_path / subdir)
+    def _make(*overrides: str, subdir: str = "run", logger: str = "none") -> DictConfig:
+        return compose_config(list(overrides), tmp_path / subdir, logger)
 
     return _make

@@ -22,17 +22,12 @@ SMALL_DATA = ["data.n_train=20", "data.n_val=10", "data.n_test=10", "data.batch_
 TIGHT = ["solver.rtol=1e-7", "solver.atol=1e-8"]
 
 
+SMALL = dict(n_train=12, n_val=4, n_test=4, grid_size=51, n_observed=12, n_future=6, batch_size=6)
+
+
 def _data(**kwargs: object) -> PeriodicDataModule:
-    dm = PeriodicDataModule(
-        n_train=12,
-        n_val=4,
-        n_test=4,
-        grid_size=51,
-        n_observed=12,
-        n_future=6,
-        batch_size=6,
-        **kwargs,
-    )
+    """A set-up PeriodicDataModule: the small settings, then `kwargs` over them."""
+    dm = PeriodicDataModule(**{**SMALL, **kwargs})
     dm.setup()
     return dm
 
@@ -252,30 +247,30 @@ def test_checkpoints_from_before_the_model_split_load(make_cfg) -> None:
 AUTHORS = ["model=latent_ode_authors", "data=periodic_authors"]
 
 
+AUTHORS_DATA = dict(
+    n_train=8,
+    n_val=2,
+    n_test=4,
+    t_end=5.05,
+    grid_size=101,
+    grid="random",
+    observe="first_half",
+    n_observed=None,
+    interp_fraction=0.0,
+    n_future=None,
+    noise="uniform",
+    noise_std=0.01,
+    amplitude=[1.0, 1.0],
+    frequency=[0.4, 0.8],
+    phase="zero",
+    offset=1.0,
+    offset_std=0.1,
+    batch_size=4,
+)
+
+
 def _authors_data(**kwargs: object) -> PeriodicDataModule:
-    settings = dict(
-        n_train=8,
-        n_val=2,
-        n_test=4,
-        t_end=5.05,
-        grid_size=101,
-        grid="random",
-        observe="first_half",
-        n_observed=None,
-        interp_fraction=0.0,
-        n_future=None,
-        noise="uniform",
-        noise_std=0.01,
-        amplitude=[1.0, 1.0],
-        frequency=[0.4, 0.8],
-        phase="zero",
-        offset=1.0,
-        offset_std=0.1,
-        batch_size=4,
-    )
-    dm = PeriodicDataModule(**{**settings, **kwargs})
-    dm.setup()
-    return dm
+    return _data(**{**AUTHORS_DATA, **kwargs})
 
 
 def test_authors_periodic_data_are_the_reference_generator() -> None:

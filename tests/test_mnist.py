@@ -8,7 +8,6 @@ from pathlib import Path
 import pytest
 import torch
 from hydra.utils import instantiate
-from omegaconf import open_dict
 
 from odelab.errors import ConfigError
 from odelab.models.odenet import ConvODEField, ODENet
@@ -173,16 +172,8 @@ def tiny_run(make_cfg, experiment: str, *overrides: str) -> Path:
         "trainer.limit_test_batches=1",
         *overrides,
         subdir=experiment,
+        logger="csv",
     )
-    with open_dict(cfg):
-        cfg.logger = {
-            "csv": {
-                "_target_": "lightning.pytorch.loggers.CSVLogger",
-                "save_dir": cfg.paths.output_dir,
-                "name": "csv",
-                "version": "",
-            }
-        }
     run(cfg)
     return Path(cfg.paths.output_dir)
 

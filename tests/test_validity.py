@@ -8,7 +8,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from omegaconf import open_dict
 from scipy.linalg import expm
 from torch import nn
 
@@ -159,23 +158,14 @@ def test_model_trained_with_two_euler_steps_moves_under_finer_solvers() -> None:
 def _tiny(make_cfg, experiment: str, *overrides: str) -> dict:
     cfg = make_cfg(
         f"experiment={experiment}",
-        "logger=none",
         "trainer.fast_dev_run=true",
         "trainer.enable_progress_bar=false",
         "trainer.enable_model_summary=false",
         "+callbacks@callbacks.ode_validity=ode_validity",
         *overrides,
         subdir=experiment,
+        logger="csv",
     )
-    with open_dict(cfg):
-        cfg.logger = {
-            "csv": {
-                "_target_": "lightning.pytorch.loggers.CSVLogger",
-                "save_dir": cfg.paths.output_dir,
-                "name": "csv",
-                "version": "",
-            }
-        }
     run(cfg)
     return json.loads((Path(cfg.paths.output_dir) / "metrics.json").read_text())
 

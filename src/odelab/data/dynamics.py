@@ -16,7 +16,12 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
 from odelab.data.loading import loader_options
-from odelab.data.trajectories import RandomWindowSampler, already_batched, cached_truth
+from odelab.data.trajectories import (
+    RandomWindowSampler,
+    already_batched,
+    cached_truth,
+    field_grid,
+)
 from odelab.errors import ConfigError
 from odelab.systems import time_scale
 
@@ -205,7 +210,7 @@ class DynamicsDataModule(L.LightningDataModule):
         unit = span.clamp_min(1e-12) if self.scale else torch.ones_like(span)
         t_unit = self.t_end if self.scale else 1.0
         dtype = torch.get_default_dtype()
-        grid = self._grid(train / unit)
+        grid = field_grid(train / unit, self.grid_size)
         field = copy.deepcopy(self.system).double()
         grid_field = field(torch.zeros((), dtype=torch.float64), grid * unit) * t_unit / unit
         splits = {}
@@ -228,15 +233,6 @@ class DynamicsDataModule(L.LightningDataModule):
                 state_scale=state_scale.to(dtype),
             )
         return splits
-
-    def _grid(self, points: Tensor) -> Tensor:
-        lo, hi = points.min(0).values, points.max(0).values
-        pad = 0.1 * (hi - lo)
-        axes = [
-            torch.linspace(a, b, self.grid_size, dtype=points.dtype)
-            for a, b in zip(lo - pad, hi + pad, strict=True)
-        ]
-        return torch.stack(torch.meshgrid(*axes, indexing="xy"), dim=-1).reshape(-1, len(axes))
 
     def train_dataloader(self) -> DataLoader:
         dataset = ShootingWindows(self.splits["train"], self.batch_time)

@@ -26,6 +26,18 @@ from odelab.ode import Solver, odesolve
 TRUTH_SOLVER = Solver(method="dopri5", rtol=1e-9, atol=1e-10, max_num_steps=1_000_000, max_nfe=None)
 
 
+def field_grid(points: Tensor, size: int) -> Tensor:
+    """A `size`-per-axis grid over the points' bounding box padded by a tenth on each side,
+    flattened to (size**dim, dim): where the phase portraits draw the true and learned fields."""
+    lo, hi = points.min(0).values, points.max(0).values
+    pad = 0.1 * (hi - lo)
+    axes = [
+        torch.linspace(a, b, size, dtype=points.dtype)
+        for a, b in zip(lo - pad, hi + pad, strict=True)
+    ]
+    return torch.stack(torch.meshgrid(*axes, indexing="xy"), dim=-1).reshape(-1, len(axes))
+
+
 @dataclass
 class Trajectory:
     """One trajectory on a uniform grid; the first `n_train` points are observed."""
@@ -217,7 +229,7 @@ class TrajectoryDataModule(L.LightningDataModule):
         observed = true[: self.n_points] + self.noise_std * torch.randn(
             self.n_points, true.shape[-1], generator=gen, dtype=true.dtype
         )
-        grid = self._grid(true[: self.n_points])
+        grid = field_grid(true[: self.n_points], self.grid_size)
         dtype = torch.get_default_dtype()
         return Trajectory(
             t=t.to(dtype),
@@ -227,15 +239,6 @@ class TrajectoryDataModule(L.LightningDataModule):
             grid=grid.to(dtype),
             grid_field=self.system(torch.zeros(()), grid.to(dtype)),
         )
-
-    def _grid(self, points: Tensor) -> Tensor:
-        lo, hi = points.min(0).values, points.max(0).values
-        pad = 0.1 * (hi - lo)
-        axes = [
-            torch.linspace(a, b, self.grid_size, dtype=points.dtype)
-            for a, b in zip(lo - pad, hi + pad, strict=False)
-        ]
-        return torch.stack(torch.meshgrid(*axes, indexing="xy"), dim=-1).reshape(-1, len(axes))
 
     def train_dataloader(self) -> DataLoader:
         traj = self.trajectory
