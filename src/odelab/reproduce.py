@@ -23,6 +23,7 @@ from pathlib import Path
 
 from odelab.errors import FolderInUse
 from odelab.hydra_setup import repo_root
+from odelab.reports import validity
 from odelab.reports.base import (
     Jobs,
     Reproduction,
@@ -301,16 +302,26 @@ def _same_tree(a: Path, b: Path) -> bool:
 
 
 def render(repro: Reproduction, budget: str, records: Path, report_dir: Path) -> str:
-    """The report's markdown, from the records alone (figures are written into `report_dir`).
+    """The report's markdown, from the records alone (figures are written into `report_dir`),
+    closed by the "Is it an ODE?" section of its ODE runs (`reports.validity`; its
+    `validity.json` beside `claims.json`).
 
     Sweeps missing from `records` are read from the part budget that stores them."""
     if budget not in repro.budgets:
-        return repro.build(load_sweeps(records), budget, report_dir)
-    reports = records.parent.parent
-    sweeps = [part_record(repro, budget, i, reports) for i in range(len(repro.budgets[budget]))]
-    own: Jobs = load_sweeps(records) if records.is_dir() else Jobs()
-    jobs = Jobs([job for sweep in sweeps if sweep.is_dir() for job in load_jobs(sweep)], own.bench)
-    return repro.build(jobs, budget, report_dir)
+        jobs = load_sweeps(records)
+    else:
+        reports = records.parent.parent
+        sweeps = [part_record(repro, budget, i, reports) for i in range(len(repro.budgets[budget]))]
+        own: Jobs = load_sweeps(records) if records.is_dir() else Jobs()
+        jobs = Jobs(
+            [job for sweep in sweeps if sweep.is_dir() for job in load_jobs(sweep)], own.bench
+        )
+    text = repro.build(jobs, budget, report_dir)
+    checks = validity.arms(jobs)
+    if not checks:
+        return text
+    validity.write_validity(report_dir / "validity.json", checks)
+    return text.rstrip("\n") + "\n\n" + validity.section(checks)
 
 
 def write_report(repro: Reproduction, budget: str) -> Path:

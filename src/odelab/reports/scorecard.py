@@ -33,6 +33,7 @@ from odelab.errors import ConfigError
 from odelab.hydra_setup import repo_root
 from odelab.reports.claims import CLAIMS_DIR, VERDICTS, all_claims, read_claims
 from odelab.reports.render import ci, num, render, render_string
+from odelab.reports.validity import FLAGGED, read_flags
 
 REPORTS_DIR = repo_root() / "experiments" / "reports"
 BUDGET_ORDER = ("quick", "offline", "fashion", "cpu", "gpu", "h100", "paper")
@@ -189,6 +190,16 @@ def load_questions(claims_dir: Path = CLAIMS_DIR) -> dict[str, Any]:
     return data
 
 
+def validity_frame(reports_dir: Path) -> pd.DataFrame:
+    """One row per arm of every committed `validity.json` ("Is it an ODE?"), with its report."""
+    rows = [
+        {"report": path.parent.name, **arm}
+        for path in sorted(reports_dir.glob("*/validity.json"))
+        for arm in read_flags(path)
+    ]
+    return pd.DataFrame(rows, columns=["report", "arm", "runs", "measured", "flag"])
+
+
 def build(
     claims_dir: Path = CLAIMS_DIR, reports_dir: Path = REPORTS_DIR, names: tuple[str, ...] = ()
 ) -> str:
@@ -204,6 +215,8 @@ def build(
     groups.sort(key=lambda g: seeds.index(g["paper"]) if g["paper"] in seeds else len(seeds))
     counts = pd.crosstab(rows["paper"], pd.Categorical(rows["verdict"], VERDICTS), dropna=False)
     counts.loc["all"] = counts.sum()
+    arms = validity_frame(reports_dir)
+    measured = arms[arms["measured"] > 0]
     return render(
         "scorecard.md.j2",
         verdicts=VERDICTS,
@@ -215,6 +228,12 @@ def build(
         missing=[s for s in seeds if s not in set(rows["paper"])],
         groups=groups,
         questions=[answer(q, rows) for q in meta.get("questions") or []],
+        validity={
+            "reports": arms["report"].nunique(),
+            "measured_reports": sorted(measured["report"].unique()),
+            "arms": len(measured),
+            "flagged": measured[measured["flag"] == FLAGGED].to_dict("records"),
+        },
     )
 
 
