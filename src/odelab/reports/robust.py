@@ -41,7 +41,7 @@ NEEDED = (
     "epochs",
     "train_images",
     "lr",
-    "stepped",
+    "schedule",
     "channels",
     "metric.model/params",
     "metric.val/acc",
@@ -93,7 +93,11 @@ def _settings(job: base.JobResult) -> dict[str, Any]:
         "train_images": images or None,
         "lr": float(cfg.model.optimizer.lr),
         "channels": int(cfg.model.net.channels),
-        "stepped": bool(scheduler and "milestones" in scheduler),
+        "schedule": (
+            f"x{scheduler.gamma:g} at " + "/".join(str(m) for m in scheduler.milestones)
+            if scheduler and "milestones" in scheduler
+            else ""
+        ),
     }
 
 
@@ -209,7 +213,10 @@ def settings(done: pd.DataFrame) -> dict[str, Any]:
     return {
         "paper": yaml.safe_load((cl.CLAIMS_DIR / "yan2020.yaml").read_text())["setting"],
         "images": list(images["train_images"].max().items()),
-        "stepped": done["stepped"].any(),
+        "schedules": sorted(
+            (s for s in done["schedule"].dropna().unique() if s),
+            key=lambda s: [int(m) for m in s.split(" at ")[1].split("/")],
+        ),
         "models": models.reset_index().to_dict("records"),
         **{c: sorted(done[c].unique()) for c in ("lr", "device", "channels")},
     }
