@@ -13,7 +13,7 @@ from omegaconf import OmegaConf
 import odelab.reports.claims as claims
 from odelab.records.cnf import RecipesRecord, SeminormRecord
 from odelab.reports.base import JobResult, Jobs, conf_budgets, conf_tags, relative_path
-from odelab.reports.cnf_records import figures
+from odelab.reports.cnf_records import FIGURES, figures
 from odelab.reports.frame import runs_frame
 from odelab.reports.records import load_record
 from odelab.reports.render import render
@@ -177,13 +177,13 @@ def _bench(jobs: Jobs, budget: str) -> dict[str, tuple[dict, Path | None]]:
     return out
 
 
-def _part_figures(frame: pd.DataFrame, made: dict[str, str], held: dict, out: Path):
-    """Each figure drawn from exactly the data a part budget's report draws it from (its runs
-    of that section, or the benchmark record it stores) linked in that report's folder, and
-    this report's own drawing of it removed: a figure is stored once."""
-    linked = {}
-    for section, link in made.items():
-        name = link.rsplit("/", 1)[-1]
+def _stored_figures(frame: pd.DataFrame, sections: list[str], held: dict, out: Path):
+    """The sections whose figure a part budget's report already stores, drawn from exactly
+    the data this report would draw it from (its runs of that section, or the benchmark
+    record it stores): section -> link into that report's folder. A figure is stored once."""
+    stored = {}
+    for section in sections:
+        name = FIGURES[section]
         folder = held.get("bench_cnf_recipes") if section == "recipes" else None
         sweeps = {Path(d).parent for d in frame.job_dir[frame.tag == section]}
         records = {s.parent for s in sweeps}
@@ -193,10 +193,8 @@ def _part_figures(frame: pd.DataFrame, made: dict[str, str], held: dict, out: Pa
             part = {holder / str(i) for i, t in enumerate(tags) if t == section}
             folder = holder.parent if sweeps == {p for p in part if p.is_dir()} else None
         if folder is not None and folder.name != out.name and (folder / name).is_file():
-            (out / name).unlink(missing_ok=True)
-            link = f"{folder.name}/{name}"
-        linked[section] = link
-    return linked
+            stored[section] = f"{folder.name}/{name}"
+    return stored
 
 
 def build(jobs: Jobs, budget: str, report_dir: Path) -> str:
@@ -214,17 +212,15 @@ def build(jobs: Jobs, budget: str, report_dir: Path) -> str:
     report_dir.mkdir(parents=True, exist_ok=True)
     claims.write_claims(report_dir / "claims.json", judged)
     tables = sections(frame, seminorm)
+    drawable = [k for k in FIGURES if k in tables or (k == "recipes" and recipes)]
+    homes = {k: folder for k, (_, folder) in held.items()}
+    stored = _stored_figures(frame, drawable, homes, report_dir)
     folders = frame.job_dir.map(lambda d: relative_path(Path(d).parent))
     return render(
         "cnf.md.j2",
         budget=budget,
         verdicts=judged,
-        figures=_part_figures(
-            frame,
-            figures(frame, tables, recipes, report_dir),
-            {k: folder for k, (_, folder) in held.items()},
-            report_dir,
-        ),
+        figures=figures(frame, tables, recipes, report_dir, stored),
         differs=_differs(frame),
         n=len(frame),
         failed=[relative_path(j.output_dir) for j in jobs if not j.ok],

@@ -23,8 +23,29 @@ def _lines(rows: pd.DataFrame, x: str, y: str, by: list[str], axes: tuple[str, s
     return fig
 
 
-def figures(frame: pd.DataFrame, tables: dict[str, Any], recipes: Any, out: Path) -> dict[str, str]:
-    """Every figure this budget's data allow, by section: path relative to the report."""
+# Each section's figure file, in the report's folder.
+FIGURES = {
+    "targets": "targets_density.png",
+    "capacity": "capacity.png",
+    "rnode": "rnode_front.png",
+    "recipes": "recipes_curves.png",
+}
+
+
+def figures(
+    frame: pd.DataFrame,
+    tables: dict[str, Any],
+    recipes: Any,
+    out: Path,
+    stored: dict[str, str] | None = None,
+) -> dict[str, str]:
+    """Every figure this budget's data allow, by section: path relative to the report.
+
+    Sections in `stored` (section -> link) are drawn by the part report that stores them, not
+    again here: their links are returned as given."""
+    stored = stored or {}
+    tables = {k: v for k, v in tables.items() if k not in stored}
+    recipes = None if "recipes" in stored else recipes
     made: dict[str, tuple[Any, str]] = {}
     if "targets" in tables:
         rows = frame[(frame.tag == "targets") & (frame.trace == "exact") & (frame.seed == "0")]
@@ -35,15 +56,15 @@ def figures(frame: pd.DataFrame, tables: dict[str, Any], recipes: Any, out: Path
             if png.is_file():
                 ax.imshow(mpimg.imread(png))
             ax.set_title(row.target, fontsize=7)
-        made["targets"] = fig, "targets_density.png"
+        made["targets"] = fig, FIGURES["targets"]
     if "capacity" in tables:
         axes = ("K layers (planar) / M units (CNF)", "test NLL (nats)")
         fig = _lines(pd.DataFrame(tables["capacity"]), "size", "nll", ["kind", "target"], axes)
-        made["capacity"] = fig, "capacity.png"
+        made["capacity"] = fig, FIGURES["capacity"]
     if "rnode" in tables:
         axes = ("NFE per training step (labels: lambda)", "test NLL (nats)")
         fig = _lines(pd.DataFrame(tables["rnode"]), "nfe_mean", "nll", ["target", "learn_t"], axes)
-        made["rnode"] = fig, "rnode_front.png"
+        made["rnode"] = fig, FIGURES["rnode"]
     if recipes:
         fig, axes = plt.subplots(1, len(recipes.recipes), figsize=(9, 3.4), squeeze=False)
         for ax, r in zip(axes[0], recipes.recipes, strict=True):
@@ -56,9 +77,10 @@ def figures(frame: pd.DataFrame, tables: dict[str, Any], recipes: Any, out: Path
                 xscale="log", ylim=(low - 0.1, low + 1.5), xlabel="training seconds", title=r.target
             )
             ax.legend(fontsize=7)
-        made["recipes"] = fig, "recipes_curves.png"
+        made["recipes"] = fig, FIGURES["recipes"]
     for fig, name in made.values():
         fig.tight_layout()
         fig.savefig(out / name, dpi=100)
         plt.close(fig)
-    return {section: f"{out.name}/{name}" for section, (_, name) in made.items()}
+    links = {section: f"{out.name}/{name}" for section, (_, name) in made.items()} | stored
+    return {section: links[section] for section in FIGURES if section in links}
