@@ -95,3 +95,33 @@ def test_a_bench_record_missing_a_field_names_it() -> None:
     del data["nfe_over_training"]["decoder_backward"]
     with pytest.raises(RecordError, match="decoder_backward"):
         load_record("bench_latent.json", BenchLatent, data=data)
+
+
+def test_ablation_says_which_factor_flips_the_ordering() -> None:
+    import pandas as pd
+
+    from odelab.reports.latent import EXTRAP, ablation
+
+    def runs(tag: str, latent: list[float], odernn: list[float] | None) -> list[dict]:
+        arms = [("latent_ode", latent), ("ode_rnn", odernn or [])]
+        return [
+            {"ok": True, "tag": tag, "experiment": model, "seed": str(seed), EXTRAP: value}
+            for model, values in arms
+            for seed, value in enumerate(values)
+        ]
+
+    baseline = pd.DataFrame(runs("periodic", [0.10, 0.11, 0.09], [0.02, 0.021, 0.019]))
+    frame = pd.DataFrame(
+        runs("protocol", [0.010, 0.012, 0.011], [0.020, 0.022, 0.021])  # latent ODE now better
+        + runs("kl_likelihood", [0.09, 0.10, 0.095], None)  # the latent ODE alone changes
+    )
+    rows = ablation(frame, baseline)
+    assert [r["ordering"] for r in rows] == [
+        "ODE-RNN better",
+        "latent ODE better",
+        "ODE-RNN better",
+    ]
+    assert [r["flips"] for r in rows] == [False, True, False]
+    assert rows[2]["changed"] == "latent ODE"
+    assert rows[2]["odernn"][0] == pytest.approx(0.02)  # the baseline's ODE-RNN
+    assert ablation(pd.DataFrame(runs("periodic", [0.1], [0.1])), baseline) == []

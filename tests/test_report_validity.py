@@ -67,3 +67,16 @@ def test_models_without_accuracy_get_no_flag() -> None:
     del metrics["test/finer_fixed4x/acc"]
     (row,) = validity.arms([_job(i, "field", i, **metrics) for i in range(3)])
     assert row.flag == "no accuracy" and row.reconstruction[0] == pytest.approx(0.1)
+
+
+def test_a_model_of_several_blocks_shows_its_worst_block() -> None:
+    metrics = {
+        "test/decoder.block/finer_dopri5/state_rel_change": 1e-4,
+        "test/encoder.rnn.block/finer_dopri5/state_rel_change": 5e-4,
+        "test/decoder.block/reconstruction_rel_err": 2e-4,
+        "test/encoder.rnn.block/reconstruction_rel_err": 1e-3,
+    }
+    (row,) = validity.arms([_job(i, "latent", i, **metrics) for i in range(2)])
+    assert row.measured == 2 and row.flag == "no accuracy"
+    assert row.state_change["finer_dopri5"][0] == pytest.approx(5e-4)
+    assert row.reconstruction[0] == pytest.approx(1e-3)

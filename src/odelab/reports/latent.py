@@ -15,9 +15,10 @@ import pandas as pd
 import odelab.reports.claims as cl
 import odelab.reports.parts as parts
 from odelab.plotting import plt
-from odelab.reports.base import Jobs, Reproduction, record_plots
-from odelab.reports.frame import seed_values
+from odelab.reports.base import Jobs, Reproduction, load_jobs, record_plots, records_dir
+from odelab.reports.frame import runs_frame, seed_values
 from odelab.reports.render import render
+from odelab.reports.stats import compare
 
 PAPER = "rubanova2019"
 CLAIMS = list(cl.load_claims(PAPER).values())
@@ -154,6 +155,67 @@ def _ours(done: pd.DataFrame, jobs: Jobs) -> dict[str, str] | None:
     }
 
 
+# Issue 41's one-factor-at-a-time ablation from odelab's setup toward the reference's: the
+# section tag of each sweep of `authors_ablation` (conf/reproduce/latent.yaml) names the factor.
+FACTORS = {
+    "protocol": "protocol: loss on the future only, the decoder solving from the first future time",
+    "training": "training: Adamax 1e-2 decayed x0.999 a step to 1e-3, 8,000 steps",
+    "kl_likelihood": "KL and likelihood: obs std 0.01, the reference's KL schedule and ELBO",
+    "data": "data: unit sines of phase 0, f ~ U[0.4, 0.8], small uniform noise",
+    "capacity": "capacity: latent 10, 100-unit fields",
+    "size": "data size: 800 training series",
+}
+EXTRAP = "metric.test/extrap_mse"
+ORDERING = {
+    "better": "latent ODE better",
+    "worse": "ODE-RNN better",
+    "within noise": "within noise",
+}
+
+
+def baseline_frame(reports: Path | None = None) -> pd.DataFrame:
+    """odelab's setup: the cpu budget's committed periodic runs (its sweep 0)."""
+    sweep = records_dir("latent", "cpu", reports) / "0"
+    return runs_frame(load_jobs(sweep)) if sweep.is_dir() else pd.DataFrame(columns=["ok"])
+
+
+def ablation(frame: pd.DataFrame, baseline: pd.DataFrame) -> list[dict[str, Any]]:
+    """Per factor (the baseline first): each model's test extrapolation MSE over seeds, the paired
+    95 % interval of latent ODE - ODE-RNN and the ordering it gives; a factor that changes the
+    latent ODE alone is compared with the baseline's ODE-RNN. `flips`: the ordering is not the
+    baseline's."""
+    factors = [f for f in FACTORS if f in set(frame.get("tag", ()))]
+    if not factors or "experiment" not in baseline:
+        return []
+    rows, first = [], None
+    for factor in ["baseline", *factors]:
+        runs = baseline if factor == "baseline" else frame[frame["tag"] == factor]
+        latent = seed_values(runs, EXTRAP, experiment="latent_ode")
+        odernn = seed_values(runs, EXTRAP, experiment="ode_rnn")
+        changed = "both" if len(odernn) else "latent ODE"
+        if not len(odernn):
+            odernn = seed_values(baseline, EXTRAP, experiment="ode_rnn")
+        a, b = latent.align(odernn, join="inner")
+        c = compare(
+            list(a), list(b), a_name="latent_ode", b_name="ode_rnn", metric=EXTRAP,
+            higher_is_better=False,
+        )  # fmt: skip
+        ordering = ORDERING.get(c.outcome, "n/a")
+        first = first or ordering
+        rows.append(
+            {
+                "factor": FACTORS.get(factor, "odelab's setup (budget `cpu`)"),
+                "changed": "—" if factor == "baseline" else changed,
+                "latent": (latent.mean(), latent.std(), len(latent)),
+                "odernn": (odernn.mean(), odernn.std(), len(odernn)),
+                "diff": (c.mean_diff, c.low, c.high, c.n),
+                "ordering": ordering,
+                "flips": factor != "baseline" and ordering != first,
+            }
+        )
+    return rows
+
+
 def build_report(jobs: Jobs, budget: str, report_dir: Path) -> str:
     """Headline verdicts, a results table and figures per dataset, the benchmark, Hopper."""
     frame = latent_frame(jobs, budget)
@@ -180,6 +242,7 @@ def build_report(jobs: Jobs, budget: str, report_dir: Path) -> str:
         minutes=done["wall_s"].sum() / 60,
         bench=bench,
         nfe=nfe_summary(bench, report_dir) if bench else None,
+        ablation=ablation(frame[frame["ok"].astype(bool)], baseline_frame(report_dir.parent)),
         runs=frame.to_dict("records"),
     )
 
