@@ -18,6 +18,7 @@ optional extra: `pip install -e '.[hopper]'`.
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -33,6 +34,9 @@ INSTALL = "pip install -e '.[hopper]' (dm-control and mujoco)"
 
 def simulate_hopper(n: int, steps: int, seed: int) -> np.ndarray:
     """(n, steps, 14) positions and velocities of random Hopper trajectories (see the module)."""
+    # Physics only, never a rendering: without this dm_control opens GLFW and warns, on a
+    # machine without a display, that X11 is missing.
+    os.environ.setdefault("MUJOCO_GL", "disable")
     try:
         from dm_control import suite
     except ImportError as err:

@@ -27,7 +27,11 @@ MODELS = {
     "rnn_baseline": "RNN with time gaps",
     "ode_rnn": "ODE-RNN",
 }
-DATASETS = {"periodic": "noisy periodic series (toy)", "sunspots": "yearly sunspot record"}
+DATASETS = {
+    "periodic": "noisy periodic series (toy)",
+    "sunspots": "yearly sunspot record",
+    **{f"hopper_{p}": f"MuJoCo Hopper, {p} % of the first half observed" for p in (10, 20, 30, 50)},
+}
 # Per-run columns of the results table, frame column -> (header, spec); NFE and step time are
 # the last epoch's means, read from the history (`EPOCHS`).
 COLUMNS = {
@@ -105,10 +109,12 @@ def verdicts(frame: pd.DataFrame, budget: str) -> list[cl.Verdict]:
     """Every claim of rubanova2019.yaml judged on this budget, or not testable with why."""
 
     def measure(claim: cl.Claim) -> tuple:
-        column = "metric." + claim.metric.replace("test ", "test/").replace("olation MSE", "_mse")
+        metric, _, scale = claim.metric.partition(" x ")  # "... MSE x 1e-2": in units of 1e-2
+        column = "metric." + metric.replace("test ", "test/").replace("olation MSE", "_mse")
         rows = frame[frame["dataset"] == claim.section]
         a, b = (seed_values(rows, column, experiment=arm) for arm in claim.arms)
-        return a.align(b, join="inner")
+        a, b = a.align(b, join="inner")
+        return (a / float(scale), b / float(scale)) if scale else (a, b)
 
     return parts.judge(CLAIMS, budget, measure)
 
@@ -232,7 +238,8 @@ def build_report(jobs: Jobs, budget: str, report_dir: Path) -> str:
     return render(
         "latent.md.j2",
         budget=budget,
-        judged=judged,
+        headline=[v for v in judged if not (v.section or "").startswith("hopper")],
+        hopper=[v for v in judged if (v.section or "").startswith("hopper")],
         labels={c.id: c.text for c in CLAIMS},
         figure=next((p for _, p in figures["periodic"] if p.endswith("/extrapolation.png")), None),
         differs=parts.differs(PAPER, "latent", _ours(done, jobs)),
