@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from hydra.utils import instantiate
@@ -71,6 +73,12 @@ def test_fast_dev_run(make_cfg, tmp_path: Path, overrides: list[str]) -> None:
     metrics = run(make_cfg(*overrides, *small, "trainer.fast_dev_run=true"))
     for key in ("test/interp_mse", "test/extrap_mse"):
         assert math.isfinite(metrics[key]), key
+    # The future points binned by time since the last observation average back to extrap_mse.
+    gaps = json.loads((tmp_path / "run" / "extrap_by_gap.json").read_text())
+    count = np.array(gaps["count"])
+    mse = np.array([m if m is not None else 0.0 for m in gaps["mse"]])
+    assert len(gaps["edges"]) == len(count) + 1 and gaps["edges"][0] == 0.0
+    assert (count * mse).sum() / count.sum() == pytest.approx(metrics["test/extrap_mse"], rel=1e-4)
     if "experiment=latent_ode" in overrides:
         assert math.isfinite(metrics["test/iwae"]) and math.isfinite(metrics["test/elbo"])
         assert metrics["train/nfe_forward"] > 0

@@ -16,11 +16,15 @@ the encoder sees only the observed ones) and only those: the masks of
 Metrics (val/ and test/): `interp_mse` on held-out points inside the observation
 window, `extrap_mse` on the future window (both against the noise-free values where
 the data have them), and for the latent ODE `elbo` and `iwae` (nats per series).
+After testing, `extrap_by_gap.json` in the run folder holds the future points' squared error
+binned by the time since the series' last observed point (`GAP_BINS` equal bins).
 """
 
 from __future__ import annotations
 
+import json
 import math
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -44,6 +48,7 @@ SCORE_ON = ("all", "future")
 DECODE_FROM = ("grid_start", "first_future")
 ELBO_FORMS = ("odelab", "authors")
 KL_SCHEDULES = ("linear", "authors")
+GAP_BINS = 10
 
 
 def masked_mse(pred: Tensor, truth: Tensor, mask: Tensor) -> tuple[Tensor, int]:
@@ -83,12 +88,34 @@ class IrregularSeriesTask(OdelabTask):
             value, count = masked_mse(pred, batch.truth, mask)
             if count:  # weighted by points, so the epoch value is the mean over all points
                 self.log(f"{stage}/{name}", value, batch_size=count, prog_bar=stage == "val")
+        if stage == "test" and batch.extrap.any():  # for extrap_by_gap.json
+            observed_at = torch.where(batch.context, batch.times, -math.inf).amax(1)
+            gap = batch.times[None, :] - observed_at[:, None]
+            err = ((pred - batch.truth) ** 2).mean(-1)
+            self._gaps.append((gap[batch.extrap].cpu(), err[batch.extrap].cpu()))
 
     def validation_step(self, batch: IrregularBatch, batch_idx: int) -> None:
         self.evaluate(batch, "val")
 
     def test_step(self, batch: IrregularBatch, batch_idx: int) -> None:
         self.evaluate(batch, "test")
+
+    def on_test_epoch_start(self) -> None:
+        self._gaps: list[tuple[Tensor, Tensor]] = []
+
+    def on_test_epoch_end(self) -> None:
+        """`extrap_by_gap.json`: the future points' MSE by time since the last observation."""
+        if not self._gaps or self._trainer is None or not self.trainer.is_global_zero:
+            return
+        gap, err = (torch.cat(parts).double() for parts in zip(*self._gaps, strict=True))
+        edges = torch.linspace(0.0, float(gap.max()), GAP_BINS + 1, dtype=torch.float64)
+        bins = torch.bucketize(gap, edges[1:-1], right=True)
+        count = torch.bincount(bins, minlength=GAP_BINS)
+        total = torch.bincount(bins, weights=err, minlength=GAP_BINS)
+        mse = [float(t / c) if c else None for t, c in zip(total, count, strict=True)]
+        record = {"edges": edges.tolist(), "mse": mse, "count": count.tolist()}
+        path = Path(self.trainer.default_root_dir) / "extrap_by_gap.json"
+        path.write_text(json.dumps(record, indent=1) + "\n")
 
     def evaluate(self, batch: IrregularBatch, stage: str) -> None:
         pred, _ = self.predict(batch)
