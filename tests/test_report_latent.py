@@ -100,6 +100,8 @@ def test_hopper_claims_carry_table_3_and_are_judged_in_units_of_1e_2(tmp_path: P
                 scale = 1.0 if model == "latent_ode" else 5.0
                 metrics = {"test/interp_mse": mse * scale, "test/extrap_mse": mse * scale}
                 (job / "metrics.json").write_text(json.dumps(metrics))
+                gaps = {"edges": [0.0, 0.5, 1.0], "mse": [mse, 2 * mse], "count": [3, 4]}
+                (job / "extrap_by_gap.json").write_text(json.dumps(gaps))
                 num += 1
     text = REPRODUCTIONS["latent"].build(load_sweeps(tmp_path / "hopper"), "hopper", tmp_path / "o")
     verdicts = {v.claim: v for v in read_claims(tmp_path / "o" / "claims.json")}
@@ -107,6 +109,7 @@ def test_hopper_claims_carry_table_3_and_are_judged_in_units_of_1e_2(tmp_path: P
     assert verdicts["hopper_extrap_10"].verdict == "reproduced"
     assert verdicts["hopper_extrap_50"].verdict == "not testable here"  # no 50 % runs
     assert "MuJoCo Hopper, 10 % of the first half observed" in text
+    assert "(o/extrap_by_gap.png)" in text and (tmp_path / "o" / "extrap_by_gap.png").is_file()
 
 
 def test_a_bench_record_missing_a_field_names_it() -> None:

@@ -6,6 +6,7 @@ benchmark (`experiments/bench_latent.py`) is typed as `BenchLatent`."""
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -222,6 +223,37 @@ def ablation(frame: pd.DataFrame, baseline: pd.DataFrame) -> list[dict[str, Any]
     return rows
 
 
+def gap_figure(jobs: Jobs, done: pd.DataFrame, report_dir: Path) -> str | None:
+    """Extrapolation MSE against time since the last observation (each run's
+    `extrap_by_gap.json`), mean over seeds per bin, one panel per section with such records."""
+    curves: dict[str, dict[str, list[tuple[list[float], list[float | None]]]]] = {}
+    for r in done.itertuples():
+        path = jobs[r.Index].output_dir / "extrap_by_gap.json"
+        if path.is_file() and r.experiment in MODELS:
+            record = json.loads(path.read_text())
+            edges = record["edges"]
+            centres = [(a + b) / 2 for a, b in zip(edges[:-1], edges[1:], strict=True)]
+            curves.setdefault(r.dataset, {}).setdefault(r.experiment, []).append(
+                (centres, record["mse"])
+            )
+    if not curves:
+        return None
+    fig, axes = plt.subplots(1, len(curves), figsize=(3.6 * len(curves), 3), squeeze=False)
+    for ax, (section, models) in zip(axes[0], curves.items(), strict=True):
+        for model, runs in models.items():
+            table = pd.DataFrame([dict(zip(c, m, strict=True)) for c, m in runs], dtype=float)
+            ax.plot(
+                table.columns, table.mean(), marker=".", label=f"{MODELS[model]} (n={len(runs)})"
+            )
+        ax.set(title=DATASETS.get(section, FACTORS.get(section, section))[:40], yscale="log")
+        ax.set(xlabel="time since the last observation", ylabel="extrapolation MSE")
+        ax.legend(fontsize=6)
+    fig.tight_layout()
+    fig.savefig(report_dir / "extrap_by_gap.png", dpi=100, metadata={"Software": None})
+    plt.close(fig)
+    return f"{report_dir.name}/extrap_by_gap.png"
+
+
 def build_report(jobs: Jobs, budget: str, report_dir: Path) -> str:
     """Headline verdicts, a results table and figures per dataset, the benchmark, Hopper."""
     frame = latent_frame(jobs, budget)
@@ -249,6 +281,7 @@ def build_report(jobs: Jobs, budget: str, report_dir: Path) -> str:
         minutes=done["wall_s"].sum() / 60,
         bench=bench,
         nfe=nfe_summary(bench, report_dir) if bench else None,
+        gap_figure=gap_figure(jobs, done, report_dir),
         ablation=ablation(frame[frame["ok"].astype(bool)], baseline_frame(report_dir.parent)),
         runs=frame.to_dict("records"),
     )
