@@ -199,6 +199,11 @@ def section(rows: pd.DataFrame, tag: str, claims: dict[str, cl.Claim]) -> dict[s
         "models": models,
         "pairs": [(MODELS[a], MODELS[b]) for a, b in pairs],
         "table": table,
+        "gated": [
+            (f"{MODELS[a]} - {MODELS[b]}", v.reason)
+            for (a, b), v in zip(pairs, table[0]["vs"], strict=True)
+            if v.verdict == UNTESTED
+        ],
         "labels": labels,
     }
 
