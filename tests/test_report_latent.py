@@ -85,7 +85,7 @@ def test_committed_verdict_is_a_paired_t_interval_over_the_seeds() -> None:
 def test_hopper_claims_carry_table_3_and_are_judged_in_units_of_1e_2(tmp_path: Path) -> None:
     claims = load_claims("rubanova2019").values()
     hopper = [c for c in claims if (c.section or "").startswith("hopper_")]
-    assert len(hopper) == 8 and all(c.budgets == ("hopper",) for c in hopper)
+    assert len(hopper) == 8 and all(c.budgets[0].startswith("hopper") for c in hopper)
     # Table 3: the latent ODE below the ODE-RNN in every column.
     assert all(c.paper_value[0] < c.paper_value[1] for c in hopper)
     # Runs of the hopper budget's first two sweeps (10 % observed): MSE 0.0036 reads 0.36.
