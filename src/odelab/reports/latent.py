@@ -245,7 +245,7 @@ def gap_figure(jobs: Jobs, done: pd.DataFrame, report_dir: Path) -> str | None:
             ax.plot(
                 table.columns, table.mean(), marker=".", label=f"{MODELS[model]} (n={len(runs)})"
             )
-        ax.set(title=DATASETS.get(section, FACTORS.get(section, section))[:40], yscale="log")
+        ax.set(title=DATASETS.get(section, f"factor: {section}"), yscale="log")
         ax.set(xlabel="time since the last observation", ylabel="extrapolation MSE")
         ax.legend(fontsize=6)
     fig.tight_layout()
@@ -260,6 +260,7 @@ def build_report(jobs: Jobs, budget: str, report_dir: Path) -> str:
     done = frame[frame["ok"].astype(bool)]
     judged = verdicts(frame, budget)
     cl.write_claims(report_dir / "claims.json", judged)
+    main = [v for v in judged if not (v.section or "").startswith("hopper")]
     bench = parts.bench_record(jobs, "bench_latent", BenchLatent)
     # The test-series figures of the first seed of each dataset and model, in run order,
     # linked where the run's record stores them.
@@ -270,7 +271,8 @@ def build_report(jobs: Jobs, budget: str, report_dir: Path) -> str:
     return render(
         "latent.md.j2",
         budget=budget,
-        headline=[v for v in judged if not (v.section or "").startswith("hopper")],
+        headline=[v for v in main if v.verdict != cl.VERDICTS[-1]] or main,
+        untested=sum(v.verdict == cl.VERDICTS[-1] for v in main),
         hopper=[v for v in judged if (v.section or "").startswith("hopper")],
         labels={c.id: c.text for c in CLAIMS},
         figure=next((p for _, p in figures["periodic"] if p.endswith("/extrapolation.png")), None),
@@ -282,7 +284,7 @@ def build_report(jobs: Jobs, budget: str, report_dir: Path) -> str:
         bench=bench,
         nfe=nfe_summary(bench, report_dir) if bench else None,
         gap_figure=gap_figure(jobs, done, report_dir),
-        ablation=ablation(frame[frame["ok"].astype(bool)], baseline_frame(report_dir.parent)),
+        ablation=ablation(frame[frame["ok"].astype(bool)], baseline_frame()),
         runs=frame.to_dict("records"),
     )
 
