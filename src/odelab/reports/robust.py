@@ -17,7 +17,7 @@ import odelab.reports.base as base
 import odelab.reports.claims as cl
 from odelab.reports.frame import runs_frame
 from odelab.reports.render import render
-from odelab.reports.robust_figure import differences_figure
+from odelab.reports.robust_figure import differences_figure, validation_figure
 from odelab.reports.robust_record import DATA, MASKING_LABELS, MODELS, check_rows, check_verdicts
 
 RECIPES = {"clean": "clean", "gaussian": "Gaussian-noise", "pgd": "PGD-adversarial"}
@@ -277,6 +277,14 @@ def build_report(jobs: base.Jobs, budget: str, report_dir: Path) -> str:
     untested = [(v.reason, v.claim) for v in verdicts if v.verdict == UNTESTED]
     untested = pd.DataFrame(untested, columns=["r", "c"]).groupby("r", sort=False)["c"].agg(list)
     figure = differences_figure(sections, report_dir / "differences.png")
+    curves: dict[str, list] = {}  # noisy-validation selection: its curves beside the clean ones
+    for r in done.itertuples():
+        epochs, noisy = jobs[r.Index].run.epoch_series("val/acc_noisy")
+        clean = dict(zip(*jobs[r.Index].run.epoch_series("val/acc"), strict=True))
+        if noisy and r.experiment in MODELS:
+            run = (epochs, [clean.get(e) for e in epochs], noisy)
+            curves.setdefault(MODELS[r.experiment], []).append(run)
+    validation = validation_figure(curves, report_dir / "validation.png")
     runs = frame.groupby(["folder", "tag"], sort=False)["ok"].agg(finished="sum", jobs="count")
     return render(
         "robust.md.j2",
@@ -285,6 +293,7 @@ def build_report(jobs: base.Jobs, budget: str, report_dir: Path) -> str:
         labels=labels,
         sections=sections,
         figure=f"{report_dir.name}/{figure.name}" if figure else None,
+        validation=f"{report_dir.name}/{validation.name}" if validation else None,
         third=third,
         ours=None if frame.empty else settings(done),
         checks=checks,

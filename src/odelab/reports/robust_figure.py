@@ -48,3 +48,30 @@ def differences_figure(sections: list[dict[str, Any]], path: Path) -> Path | Non
     fig.savefig(path, dpi=90, metadata={"Software": None})
     plt.close(fig)
     return path
+
+
+def validation_figure(
+    curves: dict[str, list[tuple[list[int], list[float], list[float]]]], path: Path
+):
+    """Validation accuracy over training per model (mean over seeds): clean (dashed) and under
+    the noisy-validation sigma (solid), from the runs' histories. `curves`: model label ->
+    per seed (epochs, clean, noisy). Returns the path written, or None without noisy curves."""
+    import pandas as pd
+
+    from odelab.plotting import plt
+
+    if not curves:
+        return None
+    fig, ax = plt.subplots(figsize=(6.5, 3.2))
+    for i, (model, runs) in enumerate(curves.items()):
+        for k, (name, style) in enumerate((("clean", "--"), ("noisy", "-"))):
+            table = pd.DataFrame([dict(zip(r[0], r[1 + k], strict=True)) for r in runs])
+            label = f"{model}, {name} (n={len(runs)})"
+            ax.plot(table.columns, 100 * table.mean(), style, color=f"C{i}", label=label)
+    ax.set(xlabel="epoch", ylabel="validation accuracy (%)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=6)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90, metadata={"Software": None})
+    plt.close(fig)
+    return path
