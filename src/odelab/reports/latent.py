@@ -242,14 +242,15 @@ def gap_figure(jobs: Jobs, done: pd.DataFrame, report_dir: Path) -> str | None:
             )
     if not curves:
         return None
-    fig, axes = plt.subplots(1, len(curves), figsize=(3.6 * len(curves), 3), squeeze=False)
+    fig, axes = plt.subplots(1, len(curves), figsize=(4.2 * len(curves), 3), squeeze=False)
     for ax, (section, models) in zip(axes[0], curves.items(), strict=True):
         for model, runs in models.items():
             table = pd.DataFrame([dict(zip(c, m, strict=True)) for c, m in runs], dtype=float)
             ax.plot(
                 table.columns, table.mean(), marker=".", label=f"{MODELS[model]} (n={len(runs)})"
             )
-        ax.set(title=DATASETS.get(section, f"factor: {section}"), yscale="log")
+        ax.set_title(DATASETS.get(section, f"factor: {section}"), fontsize=8)
+        ax.set(yscale="log")
         ax.set(xlabel="time since the last observation", ylabel="extrapolation MSE")
         ax.legend(fontsize=6)
     fig.tight_layout()
