@@ -52,13 +52,15 @@ def is_ode_run(job: JobResult) -> bool:
 
 
 def _arm_keys(jobs: Sequence[JobResult]) -> list[str]:
-    """The override keys whose values differ among `jobs` (seed and run plumbing aside)."""
+    """The override keys with more than one value among the `jobs` that set them (seed and run
+    plumbing aside): a key set by some jobs only, always to one value, follows another key."""
     keys = sorted({k for job in jobs for k in job.overrides} - IGNORED)
-    return [k for k in keys if len({job.overrides.get(k) for job in jobs}) > 1]
+    values = {k: {job.overrides[k] for job in jobs if k in job.overrides} for k in keys}
+    return [k for k in keys if len(values[k]) > 1]
 
 
 def _arm(job: JobResult, keys: Sequence[str]) -> str:
-    return ", ".join(f"{k}={job.overrides.get(k, '—')}" for k in keys) or "all runs"
+    return ", ".join(f"{k}={job.overrides[k]}" for k in keys if k in job.overrides) or "all runs"
 
 
 def _worst(metrics: dict[str, float], name: str) -> float | None:
