@@ -52,11 +52,10 @@ def is_ode_run(job: JobResult) -> bool:
 
 
 def _arm_keys(jobs: Sequence[JobResult]) -> list[str]:
-    """The override keys with more than one value among the `jobs` that set them (seed and run
-    plumbing aside): a key set by some jobs only, always to one value, follows another key."""
+    """The override keys that differ among `jobs`, set or not counting as a difference (seed and
+    run plumbing aside); an arm's name shows those its runs set."""
     keys = sorted({k for job in jobs for k in job.overrides} - IGNORED)
-    values = {k: {job.overrides[k] for job in jobs if k in job.overrides} for k in keys}
-    return [k for k in keys if len(values[k]) > 1]
+    return [k for k in keys if len({job.overrides.get(k) for job in jobs}) > 1]
 
 
 def _arm(job: JobResult, keys: Sequence[str]) -> str:
