@@ -11,6 +11,7 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import OmegaConf
 
 from conftest import compose_config
+from odelab.errors import ConfigError
 from odelab.hydra_setup import CONFIG_DIR
 from odelab.validate import validate
 
@@ -49,6 +50,13 @@ CASES = budget_sweeps()
 )
 def test_every_budget_sweep_composes(name, budget, i, sweep, tmp_path: Path) -> None:
     cfg = compose_config(first_job(sweep), tmp_path)
+    ckpt = OmegaConf.select(cfg, "ckpt_path")
+    if ckpt and not Path(ckpt).is_file():
+        # A budget that tests another budget's checkpoints (kept in logs/, never committed): on
+        # a machine without them it must stop with the one-line error naming the key.
+        with pytest.raises(ConfigError, match="ckpt_path"):
+            validate(cfg, data=False)
+        return
     if OmegaConf.select(cfg, "trainer.accelerator") in ("gpu", "cuda"):
         # A GPU budget is checked for what it asks, not refused for the GPU this host lacks.
         cfg.trainer.accelerator = "cpu"
