@@ -80,3 +80,14 @@ def test_a_model_of_several_blocks_shows_its_worst_block() -> None:
     assert row.measured == 2 and row.flag == "no accuracy"
     assert row.state_change["finer_dopri5"][0] == pytest.approx(5e-4)
     assert row.reconstruction[0] == pytest.approx(1e-3)
+
+
+def test_one_run_gets_no_flag_and_checkpoint_paths_do_not_split_arms() -> None:
+    jobs = [_job(0, "solo", 0, **_checked(0.98, 0.90))]
+    jobs[0].run.overrides.append("ckpt_path=/runs/0/last.ckpt")
+    jobs.append(_job(1, "pair", 0, **_checked(0.98, 0.90)))
+    jobs.append(_job(2, "pair", 1, **_checked(0.97, 0.88)))
+    jobs[2].run.overrides.append("ckpt_path=/runs/2/last.ckpt")
+    rows = {r.arm: r for r in validity.arms(jobs)}
+    assert set(rows) == {"model=solo", "model=pair"}
+    assert rows["model=solo"].flag == "one run: no interval"

@@ -28,7 +28,7 @@ from odelab.tables import mean_std
 
 FINER = ("finer_dopri5", "finer_fixed4x")
 RECON = "reconstruction_rel_err"
-IGNORED = frozenset({"seed", "resume", "logger"})
+IGNORED = frozenset({"seed", "resume", "logger", "ckpt_path"})  # per-run plumbing
 FLAGGED = "moves beyond noise"
 ADD_CHECK = "+callbacks@callbacks.ode_validity=ode_validity"
 
@@ -88,7 +88,9 @@ def _check(arm: str, jobs: Sequence[JobResult]) -> ArmValidity:
         flag = "not measured"
     elif not deltas:
         flag = "no accuracy"
-    elif any(not low <= 0 <= high for _, low, high in deltas.values()):
+    elif not any(math.isfinite(low) for _, low, _ in deltas.values()):
+        flag = "one run: no interval"
+    elif any(math.isfinite(low) and not low <= 0 <= high for _, low, high in deltas.values()):
         flag = FLAGGED
     else:
         flag = "holds"
