@@ -34,9 +34,8 @@ def section_runs(budget: str) -> dict[str, dict[str, dict[str, dict[str, float]]
             overrides = yaml.safe_load((metrics.parent / ".hydra" / "overrides.yaml").read_text())
             keys = dict(o.split("=", 1) for o in overrides)
             seed = keys.get("seed", "0")
-            out.setdefault(tag, {}).setdefault(keys["experiment"], {})[seed] = json.loads(
-                metrics.read_text()
-            )
+            arm = keys.get("model", keys["experiment"])  # the authors' layouts: model=
+            out.setdefault(tag, {}).setdefault(arm, {})[seed] = json.loads(metrics.read_text())
     return out
 
 
@@ -63,7 +62,12 @@ def expected(claim, runs) -> tuple[str, tuple[float, float, float] | None]:
         return sum(100 * m[f"test/acc/{column}"] for m in r.values()) / len(r)
 
     columns = sorted(
-        {k[len("test/acc/") :] for m in arms[0].values() for k in m if k.count("/") == 2}
+        {
+            k[len("test/acc/") :]
+            for m in arms[0].values()
+            for k in m
+            if k.startswith("test/acc/") and k.count("/") == 2
+        }
     )
     if claim.metric.startswith("test/acc/"):
         columns = [claim.metric[len("test/acc/") :]]
