@@ -1,6 +1,6 @@
 """Is it an ODE? (Ott et al., ICLR 2021): one closing section for every report with an ODE model.
 
-`odelab.reproduce.render` appends `section(jobs)` to a report whose runs hold an ODE block (a
+`odelab.reproduce.render` appends `section(arms(jobs))` to a report whose runs hold an ODE block (a
 positive forward-NFE metric) and writes `validity.json` beside its `claims.json`; the scorecard
 lists the arms it flags. The metrics come from the `ODEValidity` callback
 (`+callbacks@callbacks.ode_validity=ode_validity`): accuracy and state change under a finer
