@@ -6,6 +6,7 @@
     python experiments/reproduce.py spiral --budget quick --fresh   # delete the old runs first
     python experiments/reproduce.py cnf --budget cpu --from-parts   # reuse the cpu_* budgets' runs
     python experiments/reproduce.py robust --budget cpu_fashion_clean --save-finished  # mid-run
+    python experiments/reproduce.py spiral --budget paper --rerun-sweeps  # keep the benchmarks
 
 Runs go to logs/reproduce/<name>/<budget>/ (a folder holding finished sweeps or jobs, checkpoints
 or benchmark records is refused unless --resume keeps them or --fresh deletes them); their records
@@ -20,6 +21,7 @@ Extra arguments after `--` are passed to every `run.py` (e.g. `-- hydra/launcher
 from __future__ import annotations
 
 import argparse
+import shutil
 import sys
 
 from odelab.errors import FolderInUse
@@ -63,6 +65,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="delete the budget's old runs (finished ones included) and run everything again",
     )
     parser.add_argument(
+        "--rerun-sweeps",
+        action="store_true",
+        help="as --fresh for the sweeps (every run trained again, e.g. after a new measurement "
+        "is added), but keep the committed benchmark records instead of rerunning them",
+    )
+    parser.add_argument(
         "--from-parts",
         action="store_true",
         help="first move in the finished sweeps (and benchmark folders) of the other budgets "
@@ -86,10 +94,13 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 2
-    if args.fresh and (args.resume or args.from_parts or args.report_only or args.save_finished):
+    fresh = args.fresh or args.rerun_sweeps
+    if (args.fresh and args.rerun_sweeps) or (
+        fresh and (args.resume or args.from_parts or args.report_only or args.save_finished)
+    ):
         print(
-            "error: --fresh deletes the runs that --resume/--from-parts keep and "
-            "--report-only/--save-finished read: give it alone",
+            "error: --fresh and --rerun-sweeps delete the runs that --resume/--from-parts "
+            "keep and --report-only/--save-finished read: give one of them alone",
             file=sys.stderr,
         )
         return 2
@@ -115,12 +126,20 @@ def main(argv: list[str] | None = None) -> int:
         resume = args.resume or args.from_parts
         try:
             seconds = run_budget(
-                repro, args.budget, args.overrides, resume=resume, fresh=args.fresh
+                repro,
+                args.budget,
+                args.overrides,
+                resume=resume,
+                fresh=fresh,
+                benchmarks=not args.rerun_sweeps,
             )
         except FolderInUse as err:
             print(f"error: {err}", file=sys.stderr)
             return 2
         print(f"sweeps and benchmarks took {seconds:.0f} s", flush=True)
+        if args.rerun_sweeps and (records / "bench").is_dir():
+            shutil.copytree(records / "bench", runs / "bench", dirs_exist_ok=True)
+            print(f"kept the committed benchmark records: {records / 'bench'}", flush=True)
     if runs.is_dir() and not (args.report_only and records.is_dir()):
         print(f"records: {save_records(runs, records)} files -> {records}", flush=True)
         for line in drop_part_copies(repro, args.budget):

@@ -388,6 +388,24 @@ def test_authors_baselines_score_the_future_only(make_cfg, experiment: str, mode
         assert _loss(net, shifted) == 0  # nothing scored: zero loss
 
 
+def test_observed_only_training_is_one_step_ahead_on_the_observed_points(make_cfg) -> None:
+    """score_on=observed (the reference's ODE-RNN training): the loss is the mean squared
+    one-step-ahead error over each series' observed points after its first, recomputed here
+    from the states the RNN gives before each observation."""
+    net = _model(make_cfg, "ode_rnn", "++model.score_on=observed")
+    batch = _data().splits["train"].__getitems__(range(6))
+    with torch.no_grad():
+        loss = _loss(net, batch)
+        pred, _ = net.predict(batch)
+        scored = batch.context.clone()
+        for row in scored:  # drop each series' first observed point
+            row[int(row.nonzero()[0])] = False
+        err = ((pred - batch.values) ** 2)[scored]
+        assert loss == pytest.approx(err.mean().item(), rel=1e-6)
+        # The future and the held-out points are never scored.
+        assert torch.equal(loss, _loss(net, _perturb(batch, batch.extrap | batch.interp)))
+
+
 def test_authors_protocol_runs(make_cfg) -> None:
     overrides = [*AUTHORS, "data.n_train=10", "data.n_val=5", "data.n_test=5"]
     metrics = run(make_cfg("experiment=latent_ode", *overrides, "trainer.fast_dev_run=true"))
@@ -398,6 +416,7 @@ def test_authors_protocol_runs(make_cfg) -> None:
     "override,key",
     [
         ("model.decode_from=first_future", "model.score_on"),
+        ("model.score_on=observed", "model.score_on"),  # the baselines' option only
         ("model.elbo=iwae", "model.elbo"),
         ("model.kl_schedule=cosine", "model.kl_schedule"),
         ("data.phase=half", "data.phase"),

@@ -81,9 +81,62 @@ def test_reproduce_refuses_to_delete_finished_work_with_one_line(monkeypatch, ca
     assert reproduce.main(["spiral", "--budget", "quick"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith("error: logs/reproduce/spiral/quick holds")
-    for other in ("--resume", "--from-parts", "--report-only", "--save-finished"):
-        assert reproduce.main(["spiral", "--budget", "quick", "--fresh", other]) == 2
-        assert "--fresh deletes the runs" in capsys.readouterr().err
+    for flag in ("--fresh", "--rerun-sweeps"):
+        others = ("--resume", "--from-parts", "--report-only", "--save-finished")
+        for other in (*others, *({"--fresh", "--rerun-sweeps"} - {flag})):
+            assert reproduce.main(["spiral", "--budget", "quick", flag, other]) == 2
+            err = capsys.readouterr().err
+            assert err.count("\n") == 1 and "--rerun-sweeps delete the runs" in err
+
+
+def test_rerun_sweeps_trains_again_and_keeps_the_committed_benchmarks(
+    tmp_path: Path, monkeypatch
+) -> None:
+    """`--rerun-sweeps`: every sweep runs again (old runs deleted), no benchmark command
+    runs, and the records keep the committed benchmark records beside the new jobs."""
+    import importlib.util
+
+    from odelab import reproduce as pipeline
+    from odelab.hydra_setup import repo_root
+    from odelab.reports.base import Reproduction
+
+    spec = importlib.util.spec_from_file_location(
+        "reproduce", repo_root() / "experiments" / "reproduce.py"
+    )
+    reproduce = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(reproduce)
+    repro = Reproduction(
+        name="toy",
+        title="toy",
+        budgets={"b": [["experiment=a"]]},
+        build=lambda jobs, budget, report_dir: "",
+        benchmarks={"b": [["experiments/bench.py", "--out", "{bench}"]]},
+    )
+    runs, records = tmp_path / "logs", tmp_path / "records"
+    (records / "bench").mkdir(parents=True)
+    (records / "bench" / "bench.json").write_text('{"committed": 1}')
+    (runs / "0" / "0").mkdir(parents=True)
+    (runs / "0" / "0" / "metrics.json").write_text('{"old": 1}')
+    commands: list[list[str]] = []
+
+    def fake_run(command, **kw):
+        commands.append(command)
+        job = runs / "0" / "0"
+        (job / ".hydra").mkdir(parents=True, exist_ok=True)
+        (job / ".hydra" / "config.yaml").write_text("seed: 0")
+        (job / "metrics.json").write_text('{"new": 1}')
+
+    monkeypatch.setattr(pipeline.subprocess, "run", fake_run)
+    monkeypatch.setattr(pipeline, "runs_dir", lambda name, budget, root=None: runs)
+    monkeypatch.setattr(reproduce, "REPRODUCTIONS", {"toy": repro})
+    monkeypatch.setattr(reproduce, "runs_dir", lambda name, budget: runs)
+    monkeypatch.setattr(reproduce, "records_dir", lambda name, budget: records)
+    monkeypatch.setattr(reproduce, "write_report", lambda repro, budget: "report.md")
+
+    assert reproduce.main(["toy", "--budget", "b", "--rerun-sweeps"]) == 0
+    assert len(commands) == 1 and "experiment=a" in commands[0]  # the sweep, no benchmark
+    assert (records / "0" / "0" / "metrics.json").read_text() == '{"new": 1}'
+    assert (records / "bench" / "bench.json").read_text() == '{"committed": 1}'
 
 
 def test_save_finished_keeps_committed_jobs_and_leaves_out_unfinished_ones(

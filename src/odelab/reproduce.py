@@ -66,8 +66,10 @@ def run_budget(
     extra: list[str],
     resume: bool = False,
     fresh: bool = False,
+    benchmarks: bool = True,
 ) -> float:
-    """Run each sweep (`run.py -m`) and benchmark of the budget; return the wall time.
+    """Run each sweep (`run.py -m`) and benchmark of the budget (`benchmarks=False`: the
+    sweeps only); return the wall time.
 
     With `resume`, sweeps that already wrote their summary are skipped and the others run
     with `resume=true` (finished jobs kept, unfinished ones resumed). With `fresh` the
@@ -109,7 +111,7 @@ def run_budget(
         print("running:", " ".join(command), flush=True)
         subprocess.run(command, check=True, cwd=repo_root())
     bench_dir = root / "bench"
-    for command in repro.benchmarks.get(budget, []):
+    for command in repro.benchmarks.get(budget, []) if benchmarks else []:
         bench_dir.mkdir(parents=True, exist_ok=True)
         argv = [
             sys.executable,

@@ -22,8 +22,11 @@ from odelab.harness import QUIET
 from odelab.hydra_setup import CONFIG_DIR, repo_root
 from odelab.runs import Run, load_run
 
-# Every reproduction run logs to CSV (the per-epoch history its report reads), quietly.
-RECORDED = ["logger=csv", *QUIET]
+# Every reproduction run logs to CSV (the per-epoch history its report reads), quietly, and
+# re-tests its ODE blocks with finer solvers after its test epoch (the "Is it an ODE?"
+# section every report with an ODE model closes with; conf/callbacks/ode_validity.yaml).
+VALIDITY = "+callbacks@callbacks.ode_validity=ode_validity"
+RECORDED = ["logger=csv", *QUIET, VALIDITY]
 
 
 @dataclass
@@ -102,7 +105,8 @@ def _spec(name: str) -> tuple[Path, dict[str, Any]]:
 def conf_budgets(name: str) -> tuple[dict[str, list[list[str]]], dict[str, list[list[str]]]]:
     """(sweeps, benchmarks) of each budget of reproduction `name` (`conf/reproduce/<name>.yaml`).
 
-    Every sweep gets `RECORDED` appended: its runs log the history the report reads.
+    Every sweep gets `RECORDED` appended: its runs log the history the report reads and
+    the finer-solver checks.
     """
     spec = _spec(name)[1].items()
     sweeps = {b: [[*map(str, s), *RECORDED] for s in v.get("sweeps") or []] for b, v in spec}

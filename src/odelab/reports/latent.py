@@ -18,6 +18,7 @@ import odelab.reports.parts as parts
 from odelab.plotting import plt
 from odelab.reports.base import Jobs, Reproduction, load_jobs, record_plots, records_dir
 from odelab.reports.frame import runs_frame, seed_values
+from odelab.reports.mnist_table import PLATEAU_TOLERANCE, plateau_state
 from odelab.reports.render import render
 from odelab.reports.stats import compare
 
@@ -92,6 +93,7 @@ def latent_frame(jobs: Jobs, budget: str) -> pd.DataFrame:
     time."""
     epochs = {column: f"train/{key}_epoch" for column, key in EPOCHS.items()}
     frame = parts.report_frame(jobs, "latent", budget, epochs, pick=lambda values: values[-1])
+    frame = _with_curves(frame, jobs)
     if "tag" not in frame:  # runs read outside a tagged budget: the data override decides
         frame["tag"] = frame["data"] if "data" in frame else "periodic"
     return frame.assign(dataset=frame["tag"].replace("", "periodic").fillna("periodic"))
@@ -175,8 +177,21 @@ FACTORS = {
     "data": "data: unit sines of phase 0, f ~ U[0.4, 0.8], small uniform noise",
     "capacity": "capacity: latent 10, 100-unit fields",
     "size": "data size: 800 training series",
+    "baseline_training": "the ODE-RNN trained one step ahead on the observed points only",
 }
 EXTRAP = "metric.test/extrap_mse"
+VAL = "val/extrap_mse"  # the validation curve: its plateau and the ablation's figure
+
+
+def _with_curves(frame: pd.DataFrame, jobs: Jobs) -> pd.DataFrame:
+    """`frame` with each run's validation curve (`curve`: epochs, values of `VAL`) and whether
+    it reached a plateau over its last quarter of epochs (`plateau`, `plateau_state`)."""
+    curves = [j.run.epoch_series(VAL) for j in jobs]
+    return frame.assign(
+        curve=curves, plateau=[plateau_state(*c)[0] if c[1] else "unknown" for c in curves]
+    )
+
+
 ORDERING = {
     "better": "latent ODE better",
     "worse": "ODE-RNN better",
@@ -187,14 +202,19 @@ ORDERING = {
 def baseline_frame(reports: Path | None = None) -> pd.DataFrame:
     """odelab's setup: the cpu budget's committed periodic runs (its sweep 0)."""
     sweep = records_dir("latent", "cpu", reports) / "0"
-    return runs_frame(load_jobs(sweep)) if sweep.is_dir() else pd.DataFrame(columns=["ok"])
+    if not sweep.is_dir():
+        return pd.DataFrame(columns=["ok"])
+    jobs = load_jobs(sweep)
+    return _with_curves(runs_frame(jobs), jobs)
 
 
 def ablation(frame: pd.DataFrame, baseline: pd.DataFrame) -> list[dict[str, Any]]:
     """Per factor (the baseline first): each model's test extrapolation MSE over seeds, the paired
     95 % interval of latent ODE - ODE-RNN and the ordering it gives; a factor that changes the
-    latent ODE alone is compared with the baseline's ODE-RNN. `flips`: the ordering is not the
-    baseline's."""
+    latent ODE alone is compared with the baseline's ODE-RNN, and one that changes the ODE-RNN
+    alone with the baseline's latent ODE. `flips`: the ordering is not the
+    baseline's; `plateau`: the latent ODE runs whose validation curve reached a plateau over
+    their last quarter of epochs, and how many runs."""
     factors = [f for f in FACTORS if f in set(frame.get("tag", ()))]
     if not factors or "experiment" not in baseline:
         return []
@@ -203,7 +223,12 @@ def ablation(frame: pd.DataFrame, baseline: pd.DataFrame) -> list[dict[str, Any]
         runs = baseline if factor == "baseline" else frame[frame["tag"] == factor]
         latent = seed_values(runs, EXTRAP, experiment="latent_ode")
         odernn = seed_values(runs, EXTRAP, experiment="ode_rnn")
-        changed = "both" if len(odernn) else "latent ODE"
+        changed = {(True, True): "both", (True, False): "latent ODE"}.get(
+            (bool(len(latent)), bool(len(odernn))), "ODE-RNN"
+        )
+        if not len(latent):
+            runs, latent = baseline, seed_values(baseline, EXTRAP, experiment="latent_ode")
+        states = runs["plateau"][runs["experiment"] == "latent_ode"] if "plateau" in runs else []
         if not len(odernn):
             odernn = seed_values(baseline, EXTRAP, experiment="ode_rnn")
         a, b = latent.align(odernn, join="inner")
@@ -222,6 +247,7 @@ def ablation(frame: pd.DataFrame, baseline: pd.DataFrame) -> list[dict[str, Any]
                 "diff": (c.mean_diff, c.low, c.high, c.n),
                 "ordering": ordering,
                 "flips": factor != "baseline" and ordering != first,
+                "plateau": (sum(s == "plateau" for s in states), len(states)),
             }
         )
     return rows
@@ -259,6 +285,28 @@ def gap_figure(jobs: Jobs, done: pd.DataFrame, report_dir: Path) -> str | None:
     return f"{report_dir.name}/extrap_by_gap.png"
 
 
+def curves_figure(frame: pd.DataFrame, baseline: pd.DataFrame, report_dir: Path) -> str | None:
+    """Validation extrapolation MSE per epoch of the ablation's runs, one panel per factor (the
+    baseline first), one line per run, coloured by model."""
+    frames = [("baseline", baseline)] + [(f, frame[frame["tag"] == f]) for f in FACTORS]
+    panels = [(f, runs) for f, runs in frames if "curve" in runs and len(runs)]
+    if len(panels) < 2:
+        return None
+    fig, axes = plt.subplots(1, len(panels), figsize=(2.6 * len(panels), 2.6), squeeze=False)
+    for ax, (factor, runs) in zip(axes[0], panels, strict=True):
+        for i, model in enumerate(("latent_ode", "ode_rnn")):
+            for n, (epochs, values) in enumerate(runs.loc[runs["experiment"] == model, "curve"]):
+                label = MODELS[model] if n == 0 else None
+                ax.plot(epochs, values, color=f"C{i}", lw=0.8, label=label)
+        ax.set(yscale="log", xlabel="epoch", title=factor)
+    axes[0][0].set(ylabel="validation extrapolation MSE")
+    axes[0][0].legend(fontsize=6)
+    fig.tight_layout()
+    fig.savefig(report_dir / "ablation_curves.png", dpi=100, metadata={"Software": None})
+    plt.close(fig)
+    return f"{report_dir.name}/ablation_curves.png"
+
+
 def build_report(jobs: Jobs, budget: str, report_dir: Path) -> str:
     """Headline verdicts, a results table and figures per dataset, the benchmark, Hopper."""
     frame = latent_frame(jobs, budget)
@@ -293,6 +341,10 @@ def build_report(jobs: Jobs, budget: str, report_dir: Path) -> str:
         nfe=nfe_summary(bench, report_dir) if bench else None,
         gap_figure=gap_figure(jobs, done, report_dir),
         ablation=ablation(frame[frame["ok"].astype(bool)], baseline_frame()),
+        plateau_tolerance=PLATEAU_TOLERANCE,
+        curves_figure=curves_figure(done, baseline_frame(), report_dir)
+        if "tag" in done and done["tag"].isin(list(FACTORS)).any()
+        else None,
         runs=frame.to_dict("records"),
     )
 

@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from odelab.reports.base import JobResult
+from odelab.reports.base import VALIDITY, JobResult
 from odelab.reports.render import render
 from odelab.reports.stats import compare
 from odelab.tables import mean_std
@@ -30,7 +30,7 @@ FINER = ("finer_dopri5", "finer_fixed4x")
 RECON = "reconstruction_rel_err"
 IGNORED = frozenset({"seed", "resume", "logger", "ckpt_path"})  # per-run plumbing
 FLAGGED = "moves beyond noise"
-ADD_CHECK = "+callbacks@callbacks.ode_validity=ode_validity"
+ADD_CHECK = VALIDITY  # the override every reproduction run gets
 
 
 @dataclass(frozen=True)

@@ -45,6 +45,9 @@ from odelab.plotting import series_figures
 from odelab.tasks.base import OdelabTask
 
 SCORE_ON = ("all", "future")
+# The baselines may also train on the observed points alone, as the reference's ODE-RNN does
+# (each observed point predicted from the state before it, the series' first one skipped).
+FORECAST_SCORE_ON = (*SCORE_ON, "observed")
 DECODE_FROM = ("grid_start", "first_future")
 ELBO_FORMS = ("odelab", "authors")
 KL_SCHEDULES = ("linear", "authors")
@@ -365,8 +368,10 @@ class RecurrentForecaster(IrregularSeriesTask):
     Args:
         rnn: the recurrent network run forward (`odelab.models.latent.ObservationRNN`).
         readout: state to value (`odelab.models.latent.mlp_readout`).
-        score_on: "all" (every point a series has) or "future" (the future window only:
-            the reference's extrapolation mode) for the training loss.
+        score_on: the training loss's points: "all" (every point a series has), "future"
+            (the future window only: the reference's extrapolation mode) or "observed" (the
+            observed points after each series' first, one step ahead: the reference's ODE-RNN
+            training; its public code has no ODE-RNN extrapolation mode).
         torch_threads: intra-op threads (1: fastest for these small sequential steps).
     """
 
@@ -374,8 +379,10 @@ class RecurrentForecaster(IrregularSeriesTask):
         self, rnn: ObservationRNN, readout: nn.Module, score_on: str = "all", **optim: object
     ):
         super().__init__(**optim)
-        if score_on not in SCORE_ON:
-            raise ConfigError(f"model.score_on={score_on!r}; choose one of {list(SCORE_ON)}")
+        if score_on not in FORECAST_SCORE_ON:
+            raise ConfigError(
+                f"model.score_on={score_on!r}; choose one of {list(FORECAST_SCORE_ON)}"
+            )
         self.rnn, self.readout, self.score_on = rnn, readout, score_on
 
     def predict(self, batch: IrregularBatch) -> tuple[Tensor, Tensor | None]:
@@ -384,7 +391,11 @@ class RecurrentForecaster(IrregularSeriesTask):
 
     def training_loss(self, batch: IrregularBatch) -> Tensor:
         pred, _ = self.predict(batch)
-        scored = batch.extrap if self.score_on == "future" else batch.target
+        if self.score_on == "observed":
+            # A series' first observation follows the zero state: nothing to predict it from.
+            scored = batch.context & (batch.context.cumsum(1) > 1)
+        else:
+            scored = batch.extrap if self.score_on == "future" else batch.target
         return masked_mse(pred, batch.values, scored)[0]
 
     def training_step(self, batch: IrregularBatch, batch_idx: int) -> Tensor:
