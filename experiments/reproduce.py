@@ -23,9 +23,11 @@ from __future__ import annotations
 import argparse
 import shutil
 import sys
+from pathlib import Path
 
 from odelab.errors import FolderInUse
 from odelab.reports import REPRODUCTIONS
+from odelab.reports.base import part_record
 from odelab.reproduce import (
     adopt_parts,
     drop_part_copies,
@@ -67,8 +69,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--rerun-sweeps",
         action="store_true",
-        help="as --fresh for the sweeps (every run trained again, e.g. after a new measurement "
-        "is added), but keep the committed benchmark records instead of rerunning them",
+        help="as --fresh (every run trained again, e.g. after a new measurement is added), but "
+        "keep the committed records of the benchmarks that do not read the runs instead of "
+        "rerunning them (those that read the runs, `{runs}`, run again)",
     )
     parser.add_argument(
         "--from-parts",
@@ -83,6 +86,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = parser.parse_args(argv[: argv.index("--")] if "--" in argv else argv)
     args.overrides = extra
     return args
+
+
+def rerun_refusal(repro, budget: str, records: Path) -> str | None:
+    """Why `--rerun-sweeps` cannot rerun `budget` in place (None when it can): a budget that
+    reads other budgets' runs would store copies of them, and one without committed records of
+    the benchmarks it keeps has nothing to keep."""
+    for i in range(len(repro.budgets[budget])):
+        if not (records / str(i)).is_dir() and (part := part_record(repro, budget, i)).is_dir():
+            return f"sweep {i} is stored in {part}: rerun that budget instead"
+    kept = [c for c in repro.benchmarks.get(budget, []) if not any("{runs}" in a for a in c)]
+    if kept and not any((records / "bench").glob("*.json")):
+        return f"{records / 'bench'} holds no benchmark records to keep: use --fresh"
+    return None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -105,6 +121,9 @@ def main(argv: list[str] | None = None) -> int:
         )
         return 2
     runs, records = runs_dir(args.name, args.budget), records_dir(args.name, args.budget)
+    if args.rerun_sweeps and (refused := rerun_refusal(repro, args.budget, records)):
+        print(f"error: --rerun-sweeps: {refused}", file=sys.stderr)
+        return 2
     if args.save_finished:
         # Committed finished jobs first (so that none is dropped), then the copy.
         for line in restore_records(repro, args.budget):
@@ -131,15 +150,18 @@ def main(argv: list[str] | None = None) -> int:
                 args.overrides,
                 resume=resume,
                 fresh=fresh,
-                benchmarks=not args.rerun_sweeps,
+                keep_benchmarks=args.rerun_sweeps,
             )
         except FolderInUse as err:
             print(f"error: {err}", file=sys.stderr)
             return 2
         print(f"sweeps and benchmarks took {seconds:.0f} s", flush=True)
         if args.rerun_sweeps and (records / "bench").is_dir():
-            shutil.copytree(records / "bench", runs / "bench", dirs_exist_ok=True)
-            print(f"kept the committed benchmark records: {records / 'bench'}", flush=True)
+            for path in sorted((records / "bench").glob("*.json")):
+                if not (runs / "bench" / path.name).exists():  # rerun ones are new
+                    (runs / "bench").mkdir(parents=True, exist_ok=True)
+                    shutil.copy2(path, runs / "bench" / path.name)
+                    print(f"kept the committed benchmark record: {path}", flush=True)
     if runs.is_dir() and not (args.report_only and records.is_dir()):
         print(f"records: {save_records(runs, records)} files -> {records}", flush=True)
         for line in drop_part_copies(repro, args.budget):

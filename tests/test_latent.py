@@ -390,20 +390,24 @@ def test_authors_baselines_score_the_future_only(make_cfg, experiment: str, mode
 
 def test_observed_only_training_is_one_step_ahead_on_the_observed_points(make_cfg) -> None:
     """score_on=observed (the reference's ODE-RNN training): the loss is the mean squared
-    one-step-ahead error over each series' observed points after its first, recomputed here
-    from the states the RNN gives before each observation."""
+    one-step-ahead error over the observation window's points (observed and held-out) after
+    each series' first observation, recomputed here series by series from the states the RNN
+    gives before each point."""
     net = _model(make_cfg, "ode_rnn", "++model.score_on=observed")
     batch = _data().splits["train"].__getitems__(range(6))
     with torch.no_grad():
         loss = _loss(net, batch)
         pred, _ = net.predict(batch)
-        scored = batch.context.clone()
-        for row in scored:  # drop each series' first observed point
-            row[int(row.nonzero()[0])] = False
+        scored = torch.zeros_like(batch.context)
+        for i in range(len(batch)):
+            first = int(batch.context[i].nonzero()[0])
+            window = batch.context[i] | batch.interp[i]
+            scored[i, first + 1 :] = window[first + 1 :]
+        assert (scored & batch.interp).any()  # held-out points are scored too
         err = ((pred - batch.values) ** 2)[scored]
         assert loss == pytest.approx(err.mean().item(), rel=1e-6)
-        # The future and the held-out points are never scored.
-        assert torch.equal(loss, _loss(net, _perturb(batch, batch.extrap | batch.interp)))
+        # The future window is never scored.
+        assert torch.equal(loss, _loss(net, _perturb(batch, batch.extrap)))
 
 
 def test_authors_protocol_runs(make_cfg) -> None:

@@ -90,10 +90,10 @@ def test_reproduce_refuses_to_delete_finished_work_with_one_line(monkeypatch, ca
 
 
 def test_rerun_sweeps_trains_again_and_keeps_the_committed_benchmarks(
-    tmp_path: Path, monkeypatch
+    tmp_path: Path, monkeypatch, capsys
 ) -> None:
-    """`--rerun-sweeps`: every sweep runs again (old runs deleted), no benchmark command
-    runs, and the records keep the committed benchmark records beside the new jobs."""
+    """`--rerun-sweeps`: every sweep runs again (old runs deleted), a benchmark that does not
+    read the runs does not, and the records keep its committed record beside the new jobs."""
     import importlib.util
 
     from odelab import reproduce as pipeline
@@ -137,6 +137,17 @@ def test_rerun_sweeps_trains_again_and_keeps_the_committed_benchmarks(
     assert len(commands) == 1 and "experiment=a" in commands[0]  # the sweep, no benchmark
     assert (records / "0" / "0" / "metrics.json").read_text() == '{"new": 1}'
     assert (records / "bench" / "bench.json").read_text() == '{"committed": 1}'
+    # A benchmark that reads the runs runs again: its old record would describe deleted runs.
+    commands.clear()
+    repro.benchmarks["b"].append(["experiments/checks.py", "--runs", "{runs}"])
+    assert reproduce.main(["toy", "--budget", "b", "--rerun-sweeps"]) == 0
+    assert len(commands) == 2 and "{runs}" not in " ".join(commands[1])
+    # Nothing to keep: refused with one line, exit 2, before anything is deleted.
+    shutil.rmtree(records / "bench")
+    assert reproduce.main(["toy", "--budget", "b", "--rerun-sweeps"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "holds no benchmark records to keep" in err
+    assert (runs / "0" / "0" / "metrics.json").is_file()
 
 
 def test_save_finished_keeps_committed_jobs_and_leaves_out_unfinished_ones(

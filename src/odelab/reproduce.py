@@ -66,10 +66,11 @@ def run_budget(
     extra: list[str],
     resume: bool = False,
     fresh: bool = False,
-    benchmarks: bool = True,
+    keep_benchmarks: bool = False,
 ) -> float:
-    """Run each sweep (`run.py -m`) and benchmark of the budget (`benchmarks=False`: the
-    sweeps only); return the wall time.
+    """Run each sweep (`run.py -m`) and benchmark of the budget (`keep_benchmarks`: only the
+    benchmarks that read the runs, `{runs}`; the others' committed records are kept); return
+    the wall time.
 
     With `resume`, sweeps that already wrote their summary are skipped and the others run
     with `resume=true` (finished jobs kept, unfinished ones resumed). With `fresh` the
@@ -111,7 +112,9 @@ def run_budget(
         print("running:", " ".join(command), flush=True)
         subprocess.run(command, check=True, cwd=repo_root())
     bench_dir = root / "bench"
-    for command in repro.benchmarks.get(budget, []) if benchmarks else []:
+    for command in repro.benchmarks.get(budget, []):
+        if keep_benchmarks and not any("{runs}" in arg for arg in command):
+            continue
         bench_dir.mkdir(parents=True, exist_ok=True)
         argv = [
             sys.executable,

@@ -204,7 +204,7 @@ def baseline_frame(reports: Path | None = None) -> pd.DataFrame:
     sweep = records_dir("latent", "cpu", reports) / "0"
     if not sweep.is_dir():
         return pd.DataFrame(columns=["ok"])
-    jobs = load_jobs(sweep)
+    jobs = [j for j in load_jobs(sweep) if j.ok]
     return _with_curves(runs_frame(jobs), jobs)
 
 
@@ -223,9 +223,8 @@ def ablation(frame: pd.DataFrame, baseline: pd.DataFrame) -> list[dict[str, Any]
         runs = baseline if factor == "baseline" else frame[frame["tag"] == factor]
         latent = seed_values(runs, EXTRAP, experiment="latent_ode")
         odernn = seed_values(runs, EXTRAP, experiment="ode_rnn")
-        changed = {(True, True): "both", (True, False): "latent ODE"}.get(
-            (bool(len(latent)), bool(len(odernn))), "ODE-RNN"
-        )
+        changed = {(True, True): "both", (True, False): "latent ODE", (False, True): "ODE-RNN"}
+        changed = changed.get((bool(len(latent)), bool(len(odernn))), "neither")
         if not len(latent):
             runs, latent = baseline, seed_values(baseline, EXTRAP, experiment="latent_ode")
         states = runs["plateau"][runs["experiment"] == "latent_ode"] if "plateau" in runs else []

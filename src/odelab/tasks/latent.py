@@ -45,8 +45,9 @@ from odelab.plotting import series_figures
 from odelab.tasks.base import OdelabTask
 
 SCORE_ON = ("all", "future")
-# The baselines may also train on the observed points alone, as the reference's ODE-RNN does
-# (each observed point predicted from the state before it, the series' first one skipped).
+# The baselines may also train on the observation window alone, as the reference's ODE-RNN does
+# (each observed and held-out point predicted from the state before it, from the series' first
+# observation on, that one excluded: the future window is never scored).
 FORECAST_SCORE_ON = (*SCORE_ON, "observed")
 DECODE_FROM = ("grid_start", "first_future")
 ELBO_FORMS = ("odelab", "authors")
@@ -370,8 +371,9 @@ class RecurrentForecaster(IrregularSeriesTask):
         readout: state to value (`odelab.models.latent.mlp_readout`).
         score_on: the training loss's points: "all" (every point a series has), "future"
             (the future window only: the reference's extrapolation mode) or "observed" (the
-            observed points after each series' first, one step ahead: the reference's ODE-RNN
-            training; its public code has no ODE-RNN extrapolation mode).
+            observation window: observed and held-out points after each series' first
+            observation, one step ahead, as the reference trains its ODE-RNN; its public code
+            has no ODE-RNN extrapolation mode).
         torch_threads: intra-op threads (1: fastest for these small sequential steps).
     """
 
@@ -392,8 +394,10 @@ class RecurrentForecaster(IrregularSeriesTask):
     def training_loss(self, batch: IrregularBatch) -> Tensor:
         pred, _ = self.predict(batch)
         if self.score_on == "observed":
-            # A series' first observation follows the zero state: nothing to predict it from.
-            scored = batch.context & (batch.context.cumsum(1) > 1)
+            # Points up to a series' first observation follow the zero state: nothing to
+            # predict them from.
+            seen = batch.context.cumsum(1)
+            scored = (batch.context | batch.interp) & (seen > 0) & ~(batch.context & (seen == 1))
         else:
             scored = batch.extrap if self.score_on == "future" else batch.target
         return masked_mse(pred, batch.values, scored)[0]
