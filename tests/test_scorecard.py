@@ -27,6 +27,27 @@ def test_committed_scorecard_rerenders_identically():
     )
 
 
+def test_scorecard_links_reach_a_report_and_a_heading_in_it():
+    """Every report link of SCORECARD.md names a committed report, and every #anchor one of
+    its headings (as GitHub writes heading anchors; written out here for the check)."""
+    import re
+
+    text = (REPORTS_DIR / "SCORECARD.md").read_text()
+    links = re.findall(r"\]\(([\w.-]+\.md)(?:#([\w-]+))?\)", text)
+    assert links
+    for report, anchor in set(links):
+        lines = (REPORTS_DIR / report).read_text().splitlines()
+        if anchor:
+            slugs = {
+                "".join(
+                    c for c in line.lstrip("#").strip().lower() if c.isalnum() or c in "_- "
+                ).replace(" ", "-")
+                for line in lines
+                if line.startswith("#")
+            }
+            assert anchor in slugs, (report, anchor)
+
+
 def test_scorecard_covers_the_seed_papers_and_the_six_questions():
     claims = claims_frame()
     rows = scorecard_frame(claims, verdicts_frame(claims, REPORTS_DIR, tuple(REPRODUCTIONS)))

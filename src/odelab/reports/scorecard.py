@@ -20,6 +20,7 @@ claims it names (patterns over `file:id`); it types no number.
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 from dataclasses import asdict
 from fnmatch import fnmatch
@@ -84,9 +85,12 @@ def verdicts_frame(claims: pd.DataFrame, reports_dir: Path, names: tuple[str, ..
     return pd.DataFrame(rows, columns=VERDICT_COLUMNS)
 
 
-def scorecard_frame(claims: pd.DataFrame, verdicts: pd.DataFrame) -> pd.DataFrame:
+def scorecard_frame(
+    claims: pd.DataFrame, verdicts: pd.DataFrame, reports_dir: Path | None = None
+) -> pd.DataFrame:
     """Every claim with its best verdict (the module doc's rule), or "not testable here" and
-    its YAML reason."""
+    its YAML reason; `link`: its report (at the verdict's section where `reports_dir` holds
+    the report with such a heading)."""
     best = (
         verdicts.assign(tested=verdicts["verdict"].isin(TESTED))
         .sort_values(
@@ -101,16 +105,29 @@ def scorecard_frame(claims: pd.DataFrame, verdicts: pd.DataFrame) -> pd.DataFram
     rows["verdict"] = rows["verdict"].fillna("not testable here")
     rows["reason"] = rows["v_reason"].where(rows["v_reason"].notna(), rows["reason"])
     rows["n"] = rows["n"].fillna(0).astype(int)
-    rows["link"] = [_link(r) for r in rows.itertuples()]
+    rows["link"] = [_link(r, reports_dir) for r in rows.itertuples()]
     rows = rows.astype(object).where(rows.notna(), None)
     return rows.sort_values(["paper", "order"]).reset_index(drop=True)
 
 
-def _link(row: Any) -> str | None:
+def _anchors(report: Path) -> set[str]:
+    """The anchors GitHub gives the report's headings: lower case, punctuation dropped, spaces
+    as hyphens."""
+    lines = report.read_text().splitlines() if report.is_file() else []
+    headings = (line.lstrip("#").strip().lower() for line in lines if line.startswith("#"))
+    return {re.sub(r"[^\w\- ]", "", h).replace(" ", "-") for h in headings}
+
+
+def _link(row: Any, reports_dir: Path | None) -> str | None:
+    """The claim's report, at the section its verdict names where the report has a heading of
+    that name (a section tag such as `periodic` has none: the report alone)."""
     if not isinstance(row.name, str):
         return None
-    section = f"#{row.v_section}" if isinstance(row.v_section, str) and row.v_section else ""
-    return f"{row.name}_{row.budget}.md{section}"
+    report = f"{row.name}_{row.budget}.md"
+    tag = row.v_section if isinstance(row.v_section, str) else ""
+    anchor = tag.lower().replace(" ", "-")
+    known = _anchors(reports_dir / report) if reports_dir is not None else {anchor}
+    return f"{report}#{anchor}" if tag and anchor in known else report
 
 
 def _brief(row: dict[str, Any], label: str) -> str:
@@ -205,7 +222,7 @@ def build(
 ) -> str:
     """SCORECARD.md's text from the claims YAML and the committed claims.json files."""
     claims = claims_frame(claims_dir)
-    rows = scorecard_frame(claims, verdicts_frame(claims, reports_dir, names))
+    rows = scorecard_frame(claims, verdicts_frame(claims, reports_dir, names), reports_dir)
     meta = load_questions(claims_dir)
     titles, seeds = meta.get("papers") or {}, meta.get("seed_papers") or []
     groups = [
