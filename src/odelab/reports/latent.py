@@ -177,7 +177,7 @@ FACTORS = {
     "data": "data: unit sines of phase 0, f ~ U[0.4, 0.8], small uniform noise",
     "capacity": "capacity: latent 10, 100-unit fields",
     "size": "data size: 800 training series",
-    "baseline_training": "the ODE-RNN trained one step ahead on the observed points only",
+    "baseline_training": "the ODE-RNN trained one step ahead on the observation window only",
 }
 EXTRAP = "metric.test/extrap_mse"
 VAL = "val/extrap_mse"  # the validation curve: its plateau and the ablation's figure
@@ -341,6 +341,7 @@ def build_report(jobs: Jobs, budget: str, report_dir: Path) -> str:
         gap_figure=gap_figure(jobs, done, report_dir),
         ablation=ablation(frame[frame["ok"].astype(bool)], baseline_frame()),
         plateau_tolerance=PLATEAU_TOLERANCE,
+        unmeasured=[text for f, text in FACTORS.items() if f not in set(done.get("tag", ()))],
         curves_figure=curves_figure(done, baseline_frame(), report_dir)
         if "tag" in done and done["tag"].isin(list(FACTORS)).any()
         else None,
