@@ -104,6 +104,14 @@ def test_finer_settings_rules() -> None:
     step = finer_settings(adaptive, BlockInput(_z0(), t))["finer_fixed4x"]
     assert step == {"method": "rk4", "step_size": pytest.approx(2.0 / (4 * steps))}
     assert mean_adaptive_steps(adaptive.solver, 2 + 6 * 7) == 7
+    assert finer_settings(adaptive, BlockInput(_z0(), t))["finer_dopri5"]["rtol"] == 1e-5
+    # Trained at 1e-5 already (the CNFs): the re-test goes 10x finer, not to the same setting.
+    fine = ODEBlock(Linear(), Solver("dopri5", rtol=1e-5, atol=1e-6), t=t)
+    assert finer_settings(fine, BlockInput(_z0(), t))["finer_dopri5"] == {
+        "method": "dopri5",
+        "rtol": pytest.approx(1e-7),
+        "atol": pytest.approx(1e-7),
+    }
 
 
 class TinyODENet(nn.Module):

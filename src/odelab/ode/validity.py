@@ -5,7 +5,8 @@ then a residual network, not a continuous flow. Two checks tell:
 
 * **finer solver**: re-run the block with a solver finer than the one it trained with and
   report how much its outputs (and a classifier's accuracy) move. Two finer settings:
-  `finer_dopri5` (dopri5 at rtol = atol = 1e-5) and `finer_fixed4x` (a fixed grid at four
+  `finer_dopri5` (dopri5 at rtol = atol = 1e-5, or 10x below the training tolerances where
+  those are already that fine: `fine_tolerance`) and `finer_fixed4x` (a fixed grid at four
   times the training steps: the training method at a quarter of its step for a fixed-grid
   training solver; for an adaptive training solver, rk4 at a step of span / (4 x the mean
   steps the training solver took), the steps estimated from its forward evaluations, see
@@ -18,6 +19,7 @@ then a residual network, not a continuous flow. Two checks tell:
 from __future__ import annotations
 
 import contextlib
+import math
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -29,6 +31,7 @@ from odelab.ode.block import ODEBlock, State
 from odelab.ode.config import Solver
 
 FINE_TOL = 1e-5
+TOL_FACTOR = 10  # how far below a training tolerance at or under FINE_TOL the re-test goes
 FINER_FACTOR = 4
 # Field evaluations per step of torchdiffeq's adaptive methods (FSAL pairs reuse the last
 # stage); the first step's size selection costs two more evaluations.
@@ -116,6 +119,15 @@ def mean_adaptive_steps(solver: Solver, nfe: int) -> int:
     return max(1, round((nfe - INITIAL_STEP_EVALS) / per_step))
 
 
+def fine_tolerance(solver: Solver) -> float:
+    """The finer dopri5 run's rtol = atol: FINE_TOL, or TOL_FACTOR below the training solver's
+    finest tolerance where that is FINE_TOL or finer (a re-test at the training tolerance
+    would test nothing)."""
+    tols = [tol for tol in (solver.rtol, solver.atol) if tol] if solver.adaptive else []
+    finest = min(tols, default=math.inf)
+    return finest / TOL_FACTOR if finest <= FINE_TOL else FINE_TOL
+
+
 def finer_settings(block: ODEBlock, inp: BlockInput) -> dict[str, dict[str, Any]]:
     """The two finer solver settings for `block`, as `ODEBlock.solver_override` arguments."""
     solver, t = block.solver, inp.t
@@ -131,7 +143,7 @@ def finer_settings(block: ODEBlock, inp: BlockInput) -> dict[str, dict[str, Any]
         step = solver.step_size or float((t[1:] - t[:-1]).abs().min())
         fixed = {"method": solver.method, "step_size": step / FINER_FACTOR}
     return {
-        "finer_dopri5": {"method": "dopri5", "rtol": FINE_TOL, "atol": FINE_TOL},
+        "finer_dopri5": {"method": "dopri5", "rtol": (tol := fine_tolerance(solver)), "atol": tol},
         "finer_fixed4x": fixed,
     }
 
@@ -150,8 +162,8 @@ def block_checks(block: ODEBlock, inp: BlockInput) -> dict[str, float]:
 
     Returns:
         `<setting>/state_rel_change` for each finer setting (the end state's relative
-        change against the training solver's), `<setting>/step_size` of the fixed grid, and
-        `reconstruction_rel_err`.
+        change against the training solver's), `<setting>/step_size` of the fixed grid,
+        `<setting>/tol` of the finer dopri5 run, and `reconstruction_rel_err`.
     """
     ref = _final(block, block(inp.y0, inp.t))
     out: dict[str, float] = {}
@@ -161,6 +173,8 @@ def block_checks(block: ODEBlock, inp: BlockInput) -> dict[str, float]:
         out[f"{name}/state_rel_change"] = relative_change(fine, ref)
         if "step_size" in changes:
             out[f"{name}/step_size"] = float(changes["step_size"])
+        if "rtol" in changes:
+            out[f"{name}/tol"] = float(changes["rtol"])
     out["reconstruction_rel_err"] = reconstruction_error(block, inp.y0, inp.t)
     return out
 
