@@ -169,10 +169,11 @@ def test_committed_verdicts_are_t_intervals_over_the_records() -> None:
         assert verdict.verdict == _expected(claim, low, high), claim.id
         checked += 1
     assert checked == 21
-    # The vanilla NODE's seeds split around the line: one separates, two do not (issue 41).
+    # The vanilla NODE's verdict is the mean of its seeds' records (which seeds separate varies
+    # from one machine's rerun to the next: the 10-seed budget counts them).
     vanilla = records[("annuli_2d", "vanilla")]
-    assert sorted(100 * m["test/acc"] >= 99 for m in vanilla.values()) == [False, False, True]
-    assert committed["annuli_vanilla_fails"].verdict == "within noise"
+    mean = 100 * np.mean([m["test/acc"] for m in vanilla.values()])
+    assert committed["annuli_vanilla_fails"].mean == pytest.approx(mean, rel=1e-5)
 
 
 def test_every_claim_is_in_claims_json_and_untested_ones_say_why() -> None:
