@@ -31,6 +31,7 @@ from odelab.reports.base import part_record
 from odelab.reproduce import (
     adopt_parts,
     drop_part_copies,
+    reads_runs,
     records_dir,
     restore_records,
     run_budget,
@@ -95,7 +96,7 @@ def rerun_refusal(repro, budget: str, records: Path) -> str | None:
     for i in range(len(repro.budgets[budget])):
         if not (records / str(i)).is_dir() and (part := part_record(repro, budget, i)).is_dir():
             return f"sweep {i} is stored in {part}: rerun that budget instead"
-    kept = [c for c in repro.benchmarks.get(budget, []) if not any("{runs}" in a for a in c)]
+    kept = [c for c in repro.benchmarks.get(budget, []) if not reads_runs(c)]
     if kept and not any((records / "bench").glob("*.json")):
         return f"{records / 'bench'} holds no benchmark records to keep: use --fresh"
     return None

@@ -60,6 +60,11 @@ def finished_work(root: Path) -> list[str]:
     )
 
 
+def reads_runs(command: list[str]) -> bool:
+    """Whether a benchmark command reads the budget's runs (a `{runs}` argument)."""
+    return any("{runs}" in arg for arg in command)
+
+
 def run_budget(
     repro: Reproduction,
     budget: str,
@@ -113,7 +118,7 @@ def run_budget(
         subprocess.run(command, check=True, cwd=repo_root())
     bench_dir = root / "bench"
     for command in repro.benchmarks.get(budget, []):
-        if keep_benchmarks and not any("{runs}" in arg for arg in command):
+        if keep_benchmarks and not reads_runs(command):
             continue
         bench_dir.mkdir(parents=True, exist_ok=True)
         argv = [

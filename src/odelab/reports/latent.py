@@ -317,6 +317,7 @@ def build_report(jobs: Jobs, budget: str, report_dir: Path) -> str:
     # The opening shows what this budget tested: the toy and sunspot claims, else Hopper's.
     headline = [v for v in tested if v in main] or tested or main
     bench = parts.bench_record(jobs, "bench_latent", BenchLatent)
+    baseline = baseline_frame()
     # The test-series figures of the first seed of each dataset and model, in run order,
     # linked where the run's record stores them.
     figures: dict[str, list[tuple[str, str]]] = {d: [] for d in DATASETS}
@@ -339,10 +340,10 @@ def build_report(jobs: Jobs, budget: str, report_dir: Path) -> str:
         bench=bench,
         nfe=nfe_summary(bench, report_dir) if bench else None,
         gap_figure=gap_figure(jobs, done, report_dir),
-        ablation=ablation(frame[frame["ok"].astype(bool)], baseline_frame()),
+        ablation=ablation(done, baseline),
         plateau_tolerance=PLATEAU_TOLERANCE,
         unmeasured=[text for f, text in FACTORS.items() if f not in set(done.get("tag", ()))],
-        curves_figure=curves_figure(done, baseline_frame(), report_dir)
+        curves_figure=curves_figure(done, baseline, report_dir)
         if "tag" in done and done["tag"].isin(list(FACTORS)).any()
         else None,
         runs=frame.to_dict("records"),
