@@ -147,3 +147,23 @@ def test_ablation_says_which_factor_flips_the_ordering() -> None:
     assert rows[2]["changed"] == "latent ODE"
     assert rows[2]["odernn"][0] == pytest.approx(0.02)  # the baseline's ODE-RNN
     assert ablation(pd.DataFrame(runs("periodic", [0.1], [0.1])), baseline) == []
+
+
+def test_baseline_training_reads_how_each_odernn_run_was_scored():
+    """The setup paragraph says how the ODE-RNN was trained: from its runs' overrides."""
+    import pandas as pd
+
+    from odelab.reports.latent import baseline_training
+
+    def frame(score_on):
+        return pd.DataFrame(
+            {"experiment": ["latent_ode", "ode_rnn", "ode_rnn"], "++model.score_on": score_on}
+        )
+
+    assert baseline_training(frame([None, "observed", "observed"])) == "observed"
+    assert baseline_training(frame([None, "observed", None])) == "mixed"
+    assert baseline_training(frame([None, None, None])) == "future"
+    assert baseline_training(pd.DataFrame({"experiment": ["ode_rnn"]})) == "future"
+    # the committed Hopper budget trained as the reference trains it says so
+    text = (repo_root() / "experiments/reports/latent_hopper_observed.md").read_text()
+    assert "one step ahead on the observed points only" in text

@@ -103,3 +103,69 @@ def test_best_verdict_prefers_tested_then_larger_budget(tmp_path: Path):
     # c: no report holds it: untested, with the YAML's reason
     assert rows.loc["c", "verdict"] == "not testable here"
     assert rows.loc["c", "reason"] == "needs a GPU"
+
+
+def test_authors_setup_budget_wins_and_the_row_names_the_other_verdict(tmp_path: Path):
+    """A claim's `authors_setup` budget (its setup the authors' on the deciding factor) beats a
+    larger budget; the other budget's differing verdict is kept beside it, not dropped."""
+    claims = tmp_path / "claims"
+    claims.mkdir()
+    base = {"source": "t", "metric": "m", "kind": "value", "report": "toy"}
+    (claims / "toy.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "claims": [
+                    {
+                        "id": "a",
+                        "text": "A.",
+                        "budgets": ["cpu", "zz_ref"],
+                        "authors_setup": ["zz_ref"],
+                        **base,
+                    },
+                    {"id": "b", "text": "B.", "budgets": ["cpu", "zz_ref"], **base},
+                ]
+            }
+        )  # fmt: skip
+    )
+    reports = tmp_path / "reports"
+    for budget, rows in {
+        "cpu": [_verdict("a", "contradicted", 3, 5.0), _verdict("b", "contradicted", 3, 5.0)],
+        "zz_ref": [_verdict("a", "reproduced", 3, 1.0), _verdict("b", "reproduced", 3, 1.0)],
+    }.items():
+        (reports / f"toy_{budget}").mkdir(parents=True)
+        (reports / f"toy_{budget}" / "claims.json").write_text(json.dumps(rows))
+    frame = claims_frame(claims)
+    rows = scorecard_frame(frame, verdicts_frame(frame, reports, ("toy",))).set_index("id")
+    # a: the authors' setup wins although `cpu` ranks higher and the name sorts first
+    assert rows.loc["a", "budget"] == "zz_ref" and rows.loc["a", "verdict"] == "reproduced"
+    assert [o["report"] for o in rows.loc["a", "others"]] == ["toy_cpu"]
+    assert rows.loc["a", "others"][0]["verdict"] == "contradicted"
+    # b: no authors_setup: the larger budget wins, and the other verdict is named
+    assert rows.loc["b", "budget"] == "cpu"
+    assert [o["report"] for o in rows.loc["b", "others"]] == ["toy_zz_ref"]
+
+
+def test_authors_setup_must_be_one_of_the_claims_budgets(tmp_path: Path):
+    import pytest
+
+    from odelab.errors import ConfigError
+
+    (tmp_path / "toy.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "claims": [
+                    {
+                        "id": "a",
+                        "text": "A.",
+                        "source": "t",
+                        "metric": "m",
+                        "kind": "value",
+                        "budgets": ["cpu"],
+                        "authors_setup": ["ref"],
+                    }
+                ]
+            }
+        )  # fmt: skip
+    )
+    with pytest.raises(ConfigError, match="authors_setup budget 'ref' is not in `budgets`"):
+        claims_frame(tmp_path)

@@ -54,6 +54,9 @@ class Claim:
     direction: str | None = "lower"
     margin: float = 0.0
     budgets: tuple[str, ...] = ()
+    # Budgets among `budgets` whose setup is the authors' on the factor that decides the claim
+    # (e.g. the baseline trained as their code trains it): the scorecard prefers their verdict.
+    authors_setup: tuple[str, ...] = ()
     report: str | None = None
     section: str | None = None
     expect: str = "better"
@@ -113,7 +116,14 @@ def _claim(raw: Any, paper: str, where: str) -> Claim:
             raise ConfigError(f"{where}: {key} must be one of {choices}, got {value!r}")
     if raw["kind"] == "contrast" and len(raw.get("arms", ())) != 2:
         raise ConfigError(f"{where}: a contrast needs `arms: [a, b]`")
-    tuples = {key: tuple(str(v) for v in raw.get(key) or ()) for key in ("arms", "budgets")}
+    tuples = {
+        key: tuple(str(v) for v in raw.get(key) or ())
+        for key in ("arms", "budgets", "authors_setup")
+    }
+    if stray := sorted(set(tuples["authors_setup"]) - set(tuples["budgets"])):
+        raise ConfigError(
+            f"{where}: authors_setup budget {stray[0]!r} is not in `budgets`; add it there"
+        )
     return Claim(**{**raw, "paper": paper, **tuples})
 
 

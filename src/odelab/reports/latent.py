@@ -306,6 +306,15 @@ def curves_figure(frame: pd.DataFrame, baseline: pd.DataFrame, report_dir: Path)
     return f"{report_dir.name}/ablation_curves.png"
 
 
+def baseline_training(done: pd.DataFrame) -> str:
+    """How the budget's ODE-RNN runs were trained: "observed" (one step ahead on the observed
+    points only, the reference's), "future" (also on the future window, odelab's) or "mixed"."""
+    odernn = done[done["experiment"] == "ode_rnn"]
+    observed = odernn.get("++model.score_on", pd.Series(index=odernn.index, dtype=object))
+    share = (observed == "observed").mean() if len(odernn) else 0.0
+    return "observed" if share == 1 else "mixed" if share else "future"
+
+
 def build_report(jobs: Jobs, budget: str, report_dir: Path) -> str:
     """Headline verdicts, a results table and figures per dataset, the benchmark, Hopper."""
     frame = latent_frame(jobs, budget)
@@ -336,6 +345,7 @@ def build_report(jobs: Jobs, budget: str, report_dir: Path) -> str:
         columns=COLUMNS,
         datasets=[(DATASETS[d], results(done, d), figures[d]) for d in DATASETS],
         seeds=", ".join(sorted(done["seed"].unique(), key=int)) or "none",
+        baseline_training=baseline_training(done),
         minutes=done["wall_s"].sum() / 60,
         bench=bench,
         nfe=nfe_summary(bench, report_dir) if bench else None,

@@ -8,10 +8,13 @@ belongs to the claim of its id (when two files share an id, to the one whose `re
 verdict's). The best verdict of a claim is chosen by:
 
 1. a tested verdict (reproduced / within noise / contradicted) beats "not testable here";
-2. then the larger budget, in `BUDGET_ORDER` (a part such as `cpu_seminorm` ranks just below
+2. then a budget the claim names in `authors_setup` (its setup made the authors' on the factor
+   that decides the claim, e.g. the baseline trained as their code trains it);
+3. then the larger budget, in `BUDGET_ORDER` (a part such as `cpu_seminorm` ranks just below
    its whole `cpu`; an unknown name lowest);
-3. then the larger n, then report and budget names (so the choice is deterministic).
+4. then the larger n, then report and budget names (so the choice is deterministic).
 
+Where another budget's tested verdict differs from the chosen one, the row says so (`others`).
 A claim without a verdict shows "not testable here" with its YAML `reason` and `study`. A
 question's answer is a sentence template in questions.yaml rendered with the verdicts of the
 claims it names (patterns over `file:id`); it types no number.
@@ -39,7 +42,9 @@ from odelab.reports.validity import FLAGGED, read_flags
 REPORTS_DIR = repo_root() / "experiments" / "reports"
 BUDGET_ORDER = ("quick", "offline", "fashion", "cpu", "gpu", "h100", "paper")
 TESTED = VERDICTS[:3]
-CLAIM_COLUMNS = "paper id key order text paper_value unit kind report section reason study".split()
+CLAIM_COLUMNS = (
+    "paper id key order text paper_value unit kind report section reason study authors_setup"
+).split()
 VERDICT_COLUMNS = (
     "key name budget rank v_section verdict reason mean std mean_b std_b diff low high n".split()
 )
@@ -91,21 +96,36 @@ def scorecard_frame(
     """Every claim with its best verdict (the module doc's rule), or "not testable here" and
     its YAML reason; `link`: its report (at the verdict's section where `reports_dir` holds
     the report with such a heading)."""
+    setups = claims.set_index("key")["authors_setup"]
+    tested = verdicts.assign(
+        tested=verdicts["verdict"].isin(TESTED),
+        setup=[
+            b in setups.get(k, ()) for k, b in zip(verdicts["key"], verdicts["budget"], strict=True)
+        ],
+    ).sort_values(
+        ["key", "tested", "setup", "rank", "n", "name", "budget"],
+        ascending=[True, False, False, False, False, True, True],
+    )
     best = (
-        verdicts.assign(tested=verdicts["verdict"].isin(TESTED))
-        .sort_values(
-            ["key", "tested", "rank", "n", "name", "budget"],
-            ascending=[True, False, False, False, True, True],
-        )
-        .drop_duplicates("key")
-        .drop(columns="tested")
+        tested.drop_duplicates("key")
+        .drop(columns=["tested", "setup"])
         .rename(columns={"reason": "v_reason"})
     )
+    chosen = best.set_index("key")["verdict"]
+    others = {
+        key: [
+            {"report": f"{r.name}_{r.budget}", "verdict": r.verdict, "setup": r.setup}
+            for r in group.itertuples()
+            if r.tested and r.verdict != chosen[key]
+        ]
+        for key, group in tested.groupby("key")
+    }
     rows = claims.merge(best, on="key", how="left")
     rows["verdict"] = rows["verdict"].fillna("not testable here")
     rows["reason"] = rows["v_reason"].where(rows["v_reason"].notna(), rows["reason"])
     rows["n"] = rows["n"].fillna(0).astype(int)
     rows["link"] = [_link(r, reports_dir) for r in rows.itertuples()]
+    rows["others"] = [others.get(k, []) for k in rows["key"]]
     rows = rows.astype(object).where(rows.notna(), None)
     return rows.sort_values(["paper", "order"]).reset_index(drop=True)
 
