@@ -167,3 +167,36 @@ def test_baseline_training_reads_how_each_odernn_run_was_scored():
     # the committed Hopper budget trained as the reference trains it says so
     text = (repo_root() / "experiments/reports/latent_hopper_observed.md").read_text()
     assert "one step ahead on the observed points only" in text
+
+
+def _extrap(sweep: Path) -> dict[str, dict[str, float]]:
+    """Test extrapolation MSE of a committed sweep's runs: model -> seed -> value."""
+    out: dict[str, dict[str, float]] = {}
+    for path in sorted(sweep.glob("*/metrics.json")):
+        overrides = yaml.safe_load((path.parent / ".hydra" / "overrides.yaml").read_text())
+        o = dict(item.split("=", 1) for item in overrides)
+        value = json.loads(path.read_text()).get("test/extrap_mse")
+        if value is not None:
+            out.setdefault(o["experiment"], {})[o["seed"]] = value
+    return out
+
+
+def test_a_factor_that_retrains_one_model_is_judged_against_the_other_from_odelabs_setup():
+    """The baseline_training sweep trains the ODE-RNN alone: its verdict pairs it by seed with
+    the cpu budget's latent ODE runs (odelab's setup), a paired t interval recomputed here."""
+    from odelab.reports.base import conf_tags
+
+    sweep = conf_tags("latent")["authors_ablation"].index("baseline_training")
+    odernn = _extrap(REPORTS / "latent_authors_ablation" / "records" / str(sweep))
+    assert set(odernn) == {"ode_rnn"}
+    latent = _extrap(REPORTS / "latent_cpu" / "records" / "0")["latent_ode"]
+    seeds = sorted(odernn["ode_rnn"])
+    diffs = np.array([latent[s] - odernn["ode_rnn"][s] for s in seeds])
+    half = stats.t.ppf(0.975, len(diffs) - 1) * diffs.std(ddof=1) / math.sqrt(len(diffs))
+    verdict = {v.claim: v for v in read_claims(REPORTS / "latent_authors_ablation/claims.json")}[
+        "latent_extrap_vs_odernn_baseline_training"
+    ]
+    assert verdict.n == len(seeds) == 3
+    assert verdict.low == pytest.approx(diffs.mean() - half, rel=1e-5)
+    assert verdict.high == pytest.approx(diffs.mean() + half, rel=1e-5)
+    assert (diffs.mean() + half < 0) == (verdict.verdict == "reproduced")
