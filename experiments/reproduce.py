@@ -14,7 +14,8 @@ or benchmark records is refused unless --resume keeps them or --fresh deletes th
 experiments/reports/<name>_<budget>/records/ and the report
 experiments/reports/<name>_<budget>.md is rendered from those records alone. With --resume or
 --from-parts, finished jobs and benchmark records that are committed but whose runs are gone (a
-fresh clone) are put back first, so that only the rest is trained.
+fresh clone) are put back first, so that only the rest is trained; a job recorded before a
+check that every run now gets (the ODE validity callback) is not put back, and trains again.
 Extra arguments after `--` are passed to every `run.py` (e.g. `-- hydra/launcher=joblib`).
 """
 

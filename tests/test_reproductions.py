@@ -284,6 +284,33 @@ def test_resume_restores_committed_records_whose_runs_are_gone(tmp_path: Path) -
     assert restore_records(repro, "ab", root, reports) == []
 
 
+def test_resume_trains_again_a_committed_job_that_predates_a_per_run_check(
+    tmp_path: Path,
+) -> None:
+    """A committed job run without an override every run now gets (the ODE validity
+    callback) is not put back, so that `--resume` trains it with the check; one with it is."""
+    from odelab.reports.base import RECORDED, VALIDITY, Reproduction
+    from odelab.reproduce import restore_records
+
+    sweep = ["experiment=a", "seed=0,1", *RECORDED]
+    repro = Reproduction(
+        name="toy", title="toy", budgets={"b": [sweep]}, build=lambda *a: "", benchmarks={}
+    )
+    reports, root = tmp_path / "reports", tmp_path / "logs"
+    old = ["experiment=a", "seed=0", *[o for o in RECORDED if o != VALIDITY]]
+    for job, overrides in (("0", old), ("1", ["experiment=a", "seed=1", *RECORDED])):
+        folder = reports / "toy_b" / "records" / "0" / job
+        folder.mkdir(parents=True)
+        (folder / "metrics.json").write_text("{}")
+        (folder / "job.json").write_text(json.dumps({"overrides": overrides}))
+
+    lines = restore_records(repro, "b", root, reports)
+
+    assert not (root / "toy" / "b" / "0" / "0").exists()
+    assert (root / "toy" / "b" / "0" / "1" / "metrics.json").is_file()
+    assert any(line.startswith("job 0/0: not") and VALIDITY in line for line in lines)
+
+
 def test_resume_keeps_finished_sweeps_and_resumes_the_rest(tmp_path: Path, monkeypatch) -> None:
     """`--resume` skips a sweep with a summary and runs the others with resume=true (once,
     whether or not the caller passed it); without it finished work is refused, and removed

@@ -15,6 +15,7 @@ can re-render it and require byte-identical markdown.
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 import sys
@@ -25,6 +26,7 @@ from odelab.errors import FolderInUse
 from odelab.hydra_setup import repo_root
 from odelab.reports import validity
 from odelab.reports.base import (
+    RECORDED,
     Jobs,
     Reproduction,
     load_jobs,
@@ -193,6 +195,25 @@ def _benchmarks_within(repro: Reproduction, part: str, budget: str) -> bool:
     )
 
 
+def _job_overrides(job: Path) -> list[str] | None:
+    """The overrides a recorded job ran with (its `job.json`), or None where none is kept."""
+    try:
+        return list(json.loads((job / "job.json").read_text())["overrides"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def stale(job: Path, sweep: list[str]) -> list[str]:
+    """The per-run overrides (`RECORDED`) that `sweep` gives every run and the recorded `job`
+    lacks: a record made before a check was added (the ODE validity callback) is stale, and
+    `--resume` trains it again rather than keeping it."""
+    overrides = _job_overrides(job)
+    if overrides is None:
+        return []
+    have = {o.lower() for o in overrides}  # true/True: one value to Hydra
+    return [o for o in RECORDED if o in sweep and o.lower() not in have]
+
+
 def restore_records(
     repro: Reproduction, budget: str, root: Path | None = None, reports: Path | None = None
 ) -> list[str]:
@@ -203,10 +224,11 @@ def restore_records(
     committed records of this budget, or else of another budget that runs the same
     overrides (a chunk of `cpu`), into job folders that hold neither metrics nor a
     checkpoint; `run.py -m ... resume=true` then skips them as finished and trains only
-    the rest. Benchmark records come back likewise, from this budget's committed records
-    or from another budget's whose commands this budget runs too. Checkpoints are never
-    committed: a check that needs a restored run's weights says so. Returns one line per
-    folder or file restored.
+    the rest; a committed job that lacks a per-run override the sweep now gives (`stale`)
+    is left out, so that it trains again. Benchmark records come back likewise, from this
+    budget's committed records or from another budget's whose commands this budget runs too.
+    Checkpoints are never committed: a check that needs a restored run's weights says so.
+    Returns one line per folder or file restored, or left out.
     """
     target = runs_dir(repro.name, budget, root)
     restored = []
@@ -221,6 +243,10 @@ def restore_records(
                 for job in sorted(p.parent for p in source.glob("*/metrics.json")):
                     dest = target / str(i) / job.name
                     if (dest / "metrics.json").is_file() or any(dest.glob("checkpoints/*.ckpt")):
+                        continue
+                    if missing := stale(job, sweep):
+                        note = f"not {relative_path(job)} ({missing[0]} is new)"
+                        restored.append(f"job {i}/{job.name}: {note}")
                         continue
                     shutil.copytree(job, dest, dirs_exist_ok=True)
                     restored.append(f"job {i}/{job.name} <- {relative_path(job)}")
